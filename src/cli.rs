@@ -1,0 +1,119 @@
+//! The command line, compatible with the Go ociregistry: global flags, then a
+//! subcommand. Every flag here is also a config-file key (see `config`); the
+//! command line beats the file, which beats the built-in default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ociregistry",
+    version,
+    about = "A pull-only, pull-through, caching OCI Distribution registry",
+    long_about = "A pull-only, pull-through, caching OCI Distribution registry for Kubernetes edge, \
+air-gapped and development clusters. One instance serves images from many upstream registries \
+(docker.io, quay.io, registry.k8s.io, ghcr.io, private registries) to containerd, CRI-O, podman, \
+skopeo and Docker, and keeps every manifest and blob it served under one directory, so the second \
+pull of anything needs no upstream.\n\n\
+Upstream traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY."
+)]
+pub struct Cli {
+    /// Directory holding all cached state (blobs, manifests, tags). Default /var/lib/ociregistry
+    #[arg(long, global = true, value_name = "DIR")]
+    pub image_path: Option<PathBuf>,
+
+    /// YAML configuration file (keys as in the Go ociregistry; see README)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Log verbosity. Default info
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
+
+    /// Append logs to this file instead of standard error
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registry server
+    Serve(ServeArgs),
+    /// Print the version and exit
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Which monoio driver the serving threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring where the kernel and seccomp profile allow it, else epoll (logged)
+    Auto,
+    /// io_uring only: refuse to start without it
+    Uring,
+    /// epoll only (the normal case inside pods whose seccomp profile blocks io_uring)
+    Epoll,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; `::` listens on IPv6 and IPv4. Default 0.0.0.0
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Port to listen on (0 picks a free port, logged at startup). Default 8080
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Upstream for requests that name none (no `?ns=`, no registry host in the path),
+    /// e.g. docker.io for Docker Engine's registry-mirrors. Default: none (such requests get 404)
+    #[arg(long, value_name = "REGISTRY")]
+    pub default_ns: Option<String>,
+
+    /// Never contact an upstream: serve only what is cached; a miss is an immediate 404
+    #[arg(long)]
+    pub air_gapped: bool,
+
+    /// Re-resolve `:latest` tags upstream on every pull instead of serving the cached digest
+    #[arg(long)]
+    pub always_pull_latest: bool,
+
+    /// Milliseconds to wait for an upstream's response headers, and for progress while a
+    /// body streams (never a limit on the whole transfer). Default 60000
+    #[arg(long, value_name = "MS")]
+    pub pull_timeout: Option<u64>,
+
+    /// Serving threads (one monoio runtime each). Default: the CPUs this process may use
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// I/O driver for the serving threads. Default auto
+    #[arg(long, value_enum)]
+    pub io_driver: Option<IoDriver>,
+}

@@ -1,0 +1,517 @@
+//! Configuration: the YAML file (the Go ociregistry's keys plus a few of ours),
+//! merged with the command line into one validated [`Settings`]. Command line
+//! beats file beats default. Every problem in a file is reported at once, each
+//! naming its key, and the server does not start with any of them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{Cli, IoDriver, LogLevel, ServeArgs};
+use crate::oci::RegistryName;
+
+pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct FileConfig {
+    pub image_path: Option<PathBuf>,
+    pub log_level: Option<LogLevel>,
+    pub log_file: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub default_ns: Option<String>,
+    pub air_gapped: Option<bool>,
+    pub always_pull_latest: Option<bool>,
+    pub pull_timeout: Option<u64>,
+    pub threads: Option<usize>,
+    pub io_driver: Option<IoDriver>,
+    /// Refuse every upstream that is not listed under `registries` (ours).
+    pub deny_unlisted: Option<bool>,
+    /// Extra manifest media types (artifacts) to request from upstreams (ours).
+    pub artifact_types: Vec<String>,
+    pub registries: Vec<RegistryConfig>,
+    // Keys of the Go ociregistry that belong to features of later releases. They are
+    // accepted so its files load unchanged, and reported at startup as not acted on.
+    pub os: Option<serde_yaml_ng::Value>,
+    pub arch: Option<serde_yaml_ng::Value>,
+    pub preload_images: Option<serde_yaml_ng::Value>,
+    pub image_file: Option<serde_yaml_ng::Value>,
+    pub hello_world: Option<serde_yaml_ng::Value>,
+    pub health: Option<serde_yaml_ng::Value>,
+    pub metrics: Option<serde_yaml_ng::Value>,
+    pub prune_config: Option<serde_yaml_ng::Value>,
+    pub server_tls_config: Option<serde_yaml_ng::Value>,
+}
+
+/// One upstream registry entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// The registry as clients name it: `docker.io`, `quay.io`, `127.0.0.1:5001`.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `http` or `https` (default https).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Where requests for `name` really go: a URL, optionally with a path prefix
+    /// (a corporate or regional mirror). Its scheme wins over `scheme`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_from_env: Option<String>,
+    /// A static bearer token sent as-is.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default, alias = "insecure_skip_verify")]
+    pub insecure_skip_verify: bool,
+}
+
+/// Credentials for one upstream, resolved from the config.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic { user: String, password: String },
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub name: RegistryName,
+    /// Scheme, host and optional path prefix requests go to, without a trailing `/`.
+    pub base_url: String,
+    /// Whether requests carry `?ns=<name>` (they do when `endpoint` is set).
+    pub send_ns: bool,
+    pub credentials: Option<Credentials>,
+    pub tls: TlsConfig,
+}
+
+impl Registry {
+    /// The built-in way to reach an upstream nobody configured: HTTPS to the
+    /// host itself, Docker Hub's API at registry-1.docker.io.
+    pub fn implicit(name: RegistryName) -> Registry {
+        let host = if name.is_docker_hub() {
+            "registry-1.docker.io"
+        } else {
+            name.as_str()
+        };
+        Registry {
+            base_url: format!("https://{host}"),
+            name,
+            send_ns: false,
+            credentials: None,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// Everything the server runs with, after merging and validation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub image_path: PathBuf,
+    pub log_level: LogLevel,
+    pub log_file: Option<PathBuf>,
+    pub host: String,
+    pub port: u16,
+    pub default_ns: Option<RegistryName>,
+    pub air_gapped: bool,
+    pub always_pull_latest: bool,
+    pub pull_timeout: Duration,
+    pub threads: Option<usize>,
+    pub io_driver: IoDriver,
+    pub deny_unlisted: bool,
+    pub artifact_types: Vec<String>,
+    pub registries: Vec<Registry>,
+    /// Go ociregistry keys present in the file that this release does not act on.
+    pub ignored_keys: Vec<&'static str>,
+}
+
+impl Settings {
+    /// Settings for `serve`: defaults, overlaid by the file, overlaid by flags.
+    pub fn resolve(cli: &Cli, serve: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &cli.config_file {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let mut problems = Vec::new();
+        let default_ns = serve.default_ns.clone().or(file.default_ns.clone());
+        let default_ns = default_ns.and_then(|ns| match ns.parse::<RegistryName>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                problems.push(format!("defaultNs: {e}"));
+                None
+            }
+        });
+        let pull_timeout = serve
+            .pull_timeout
+            .or(file.pull_timeout)
+            .unwrap_or(DEFAULT_PULL_TIMEOUT_MS);
+        if pull_timeout == 0 {
+            problems.push("pullTimeout: must be greater than 0 milliseconds".to_string());
+        }
+        if serve.threads.or(file.threads) == Some(0) {
+            problems.push("threads: must be at least 1".to_string());
+        }
+        let registries = validate_registries(&file.registries, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Settings {
+            image_path: cli
+                .image_path
+                .clone()
+                .or(file.image_path.clone())
+                .unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
+            log_level: cli.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
+            log_file: cli.log_file.clone().or(file.log_file.clone()),
+            host: serve
+                .host
+                .clone()
+                .or(file.host.clone())
+                .unwrap_or_else(|| DEFAULT_HOST.into()),
+            port: serve.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            default_ns,
+            air_gapped: serve.air_gapped || file.air_gapped.unwrap_or(false),
+            always_pull_latest: serve.always_pull_latest
+                || file.always_pull_latest.unwrap_or(false),
+            pull_timeout: Duration::from_millis(pull_timeout),
+            threads: serve.threads.or(file.threads),
+            io_driver: serve.io_driver.or(file.io_driver).unwrap_or(IoDriver::Auto),
+            deny_unlisted: file.deny_unlisted.unwrap_or(false),
+            artifact_types: file.artifact_types.clone(),
+            registries,
+            ignored_keys: file.later_release_keys(),
+        })
+    }
+
+    /// The configured entry for `name`, if any.
+    pub fn registry(&self, name: &RegistryName) -> Option<&Registry> {
+        self.registries.iter().find(|r| &r.name == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn later_release_keys(&self) -> Vec<&'static str> {
+        let keys = [
+            ("os", &self.os),
+            ("arch", &self.arch),
+            ("preloadImages", &self.preload_images),
+            ("imageFile", &self.image_file),
+            ("helloWorld", &self.hello_world),
+            ("health", &self.health),
+            ("metrics", &self.metrics),
+            ("pruneConfig", &self.prune_config),
+            ("serverTlsConfig", &self.server_tls_config),
+        ];
+        keys.into_iter()
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+fn validate_registries(entries: &[RegistryConfig], problems: &mut Vec<String>) -> Vec<Registry> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("registries[{i}]");
+        let name = match entry.name.parse::<RegistryName>() {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!("{at}.name: {e}"));
+                continue;
+            }
+        };
+        let at = format!("registries[{i}] ({name})");
+        if !seen.insert(name.clone()) {
+            problems.push(format!("{at}.name: listed more than once"));
+        }
+        let base_url = match base_url(entry, &name) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("{at}.{e}"));
+                continue;
+            }
+        };
+        let credentials = entry
+            .auth
+            .as_ref()
+            .and_then(|a| credentials(a, &at, problems));
+        let tls = entry.tls.clone().unwrap_or_default();
+        check_tls(&tls, &at, problems);
+        out.push(Registry {
+            name,
+            base_url,
+            send_ns: entry.endpoint.is_some(),
+            credentials,
+            tls,
+        });
+    }
+    out
+}
+
+fn base_url(entry: &RegistryConfig, name: &RegistryName) -> Result<String, String> {
+    let scheme = entry.scheme.as_deref().unwrap_or("https");
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("scheme: {scheme:?} is neither http nor https"));
+    }
+    match &entry.endpoint {
+        Some(endpoint) => {
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| format!("endpoint: {endpoint:?} is not a URL: {e}"))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(format!(
+                    "endpoint: {endpoint:?} must be an http or https URL"
+                ));
+            }
+            if url.query().is_some() || url.host_str().is_none() {
+                return Err(format!(
+                    "endpoint: {endpoint:?} must be scheme://host[:port][/path] without a query"
+                ));
+            }
+            Ok(endpoint.trim_end_matches('/').to_string())
+        }
+        None => {
+            let host = if name.is_docker_hub() {
+                "registry-1.docker.io"
+            } else {
+                name.as_str()
+            };
+            Ok(format!("{scheme}://{host}"))
+        }
+    }
+}
+
+fn credentials(auth: &AuthConfig, at: &str, problems: &mut Vec<String>) -> Option<Credentials> {
+    if let Some(token) = &auth.token {
+        return Some(Credentials::Token(token.clone()));
+    }
+    let user = auth.user.clone()?;
+    let password = match (&auth.password, &auth.password_from_env) {
+        (Some(p), None) => p.clone(),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(p) => p,
+            Err(_) => {
+                problems.push(format!(
+                    "{at}.auth.passwordFromEnv: environment variable {var:?} is not set"
+                ));
+                return None;
+            }
+        },
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{at}.auth: set password or passwordFromEnv, not both"
+            ));
+            return None;
+        }
+        (None, None) => {
+            problems.push(format!(
+                "{at}.auth: user {user:?} has no password or passwordFromEnv"
+            ));
+            return None;
+        }
+    };
+    Some(Credentials::Basic { user, password })
+}
+
+fn check_tls(tls: &TlsConfig, at: &str, problems: &mut Vec<String>) {
+    for (key, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+        if let Some(p) = path {
+            if let Err(e) = std::fs::metadata(p) {
+                problems.push(format!("{at}.tls.{key}: cannot read {}: {e}", p.display()));
+            }
+        }
+    }
+    if tls.cert.is_some() != tls.key.is_some() {
+        problems.push(format!("{at}.tls: cert and key must be given together"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(yaml: &str, args: &[&str]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut argv = vec![
+            "ociregistry",
+            "--config-file",
+            path.to_str().unwrap(),
+            "serve",
+        ];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Serve(serve) = &cli.command else {
+            panic!()
+        };
+        Settings::resolve(&cli, serve)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let cli = Cli::try_parse_from(["ociregistry", "serve"]).unwrap();
+        let crate::cli::Command::Serve(serve) = &cli.command else {
+            panic!()
+        };
+        let s = Settings::resolve(&cli, serve).unwrap();
+        assert_eq!(s.image_path, PathBuf::from(DEFAULT_IMAGE_PATH));
+        assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
+        assert_eq!(s.pull_timeout, Duration::from_secs(60));
+        assert!(!s.air_gapped && s.default_ns.is_none());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let s = settings(
+            "port: 9000\npullTimeout: 5000\nairGapped: true\n",
+            &["--port", "9100"],
+        )
+        .unwrap();
+        assert_eq!(s.port, 9100);
+        assert_eq!(s.pull_timeout, Duration::from_millis(5000));
+        assert!(s.air_gapped);
+    }
+
+    #[test]
+    fn registries_are_parsed() {
+        std::env::set_var("OCIREG_TEST_PW", "s3cret");
+        let yaml = r#"
+registries:
+  - name: index.docker.io
+    endpoint: https://mirror.corp:5000/dockerhub/
+  - name: 127.0.0.1:5001
+    scheme: http
+    auth: {user: u, passwordFromEnv: OCIREG_TEST_PW}
+    tls: {insecure_skip_verify: true}
+"#;
+        let s = settings(yaml, &[]).unwrap();
+        let hub = s.registry(&"docker.io".parse().unwrap()).unwrap();
+        assert_eq!(hub.base_url, "https://mirror.corp:5000/dockerhub");
+        assert!(hub.send_ns);
+        let local = &s.registries[1];
+        assert_eq!(local.base_url, "http://127.0.0.1:5001");
+        assert!(!local.send_ns);
+        assert!(local.tls.insecure_skip_verify);
+        assert_eq!(
+            local.credentials,
+            Some(Credentials::Basic {
+                user: "u".into(),
+                password: "s3cret".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = settings("registries:\n  - name: quay.io\n    shceme: http\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("shceme"), "{err}");
+        let err = settings("prot: 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let yaml = r#"
+pullTimeout: 0
+registries:
+  - name: quay.io
+    scheme: ftp
+  - name: ghcr.io
+    auth: {user: u}
+    tls: {cert: /nonexistent/cert.pem}
+  - name: ghcr.io
+"#;
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        for needle in [
+            "pullTimeout",
+            "scheme",
+            "no password",
+            "tls.cert",
+            "cert and key",
+            "more than once",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn go_keys_of_later_releases_are_accepted_and_reported() {
+        let s = settings("pruneConfig:\n  enabled: true\nos: linux\n", &[]).unwrap();
+        assert_eq!(s.ignored_keys, vec!["os", "pruneConfig"]);
+    }
+}

@@ -1,0 +1,391 @@
+//! Blob downloads: one per digest whatever the fan-out. The network side runs
+//! on the runtime and hands chunks to a writer on a blocking thread, which
+//! appends, hashes and publishes progress in steps (every [`PUBLISH_STEP`]
+//! bytes, or whenever it has caught up with the network). A broken transfer
+//! resumes with `Range`; a stall longer than the pull timeout counts as broken.
+//! The download finishes even when every reader has left, up to
+//! [`MAX_ORPHANS`] such downloads at once; shutdown cancels it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, RANGE,
+};
+use reqwest::{Method, StatusCode};
+use tokio::sync::mpsc;
+
+use super::download::{Download, State};
+use super::upstream::Upstream;
+use super::{BlobSource, FetchError, Fetcher, Source};
+use crate::oci::Digest;
+use crate::store::{writer::CommitError, BlobWriter};
+
+/// Progress is published at least this often (in bytes) while data arrives.
+const PUBLISH_STEP: u64 = 256 * 1024;
+/// Resumptions of a broken transfer before giving up.
+const MAX_RESUMES: u32 = 4;
+/// Downloads allowed to go on with no reader left.
+const MAX_ORPHANS: usize = 16;
+const MISMATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Fetcher {
+    /// Finds a committed blob, joins its download in flight, or starts one.
+    pub(super) async fn blob(
+        self: Arc<Self>,
+        source: Source,
+        digest: Digest,
+    ) -> Result<BlobSource, FetchError> {
+        if self.store.record(&digest).is_some() {
+            return Ok(BlobSource::Committed);
+        }
+        if let Some(d) = self.downloads.lock().unwrap().get(&digest) {
+            return Ok(BlobSource::Downloading(d.clone()));
+        }
+        self.check_online()?;
+        if let Some(until) = self
+            .mismatch_backoff
+            .lock()
+            .unwrap()
+            .get(&digest)
+            .map(|b| b.0)
+        {
+            if until > Instant::now() {
+                return Err(FetchError::BadContent(format!(
+                    "{digest} did not match its content at the last try; retrying later"
+                )));
+            }
+        }
+        self.check_not_found(&source, &digest.to_string())?;
+        let d = digest.clone();
+        let (writer, reader) = self
+            .blocking(move |store| BlobWriter::create(store, &d))
+            .await?;
+        let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
+        {
+            let mut downloads = self.downloads.lock().unwrap();
+            if self.store.record(&digest).is_some() {
+                return Ok(BlobSource::Committed);
+            }
+            if let Some(existing) = downloads.get(&digest) {
+                return Ok(BlobSource::Downloading(existing.clone()));
+            }
+            downloads.insert(digest.clone(), download.clone());
+        }
+        tokio::spawn(self.clone().run_download(source, download.clone(), writer));
+        Ok(BlobSource::Downloading(download))
+    }
+
+    async fn run_download(
+        self: Arc<Self>,
+        source: Source,
+        download: Arc<Download>,
+        writer: BlobWriter,
+    ) {
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let dl = download.clone();
+        let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx, &dl));
+        let transfer = self.transfer(&source, &download, tx).await;
+        let written = writing
+            .await
+            .map_err(|e| FetchError::Internal(e.to_string()))
+            .and_then(|r| r.map_err(|e| FetchError::Internal(format!("cache write failed: {e}"))));
+        let result = match (transfer, written) {
+            (Ok(()), Ok(mut w)) => match w.verify() {
+                Ok(()) => Ok(w),
+                Err(CommitError::DigestMismatch { actual, .. }) => {
+                    self.note_mismatch(&download.digest);
+                    Err(FetchError::BadContent(format!(
+                        "blob from {source} hashes to {actual}, not {}",
+                        download.digest
+                    )))
+                }
+                Err(CommitError::Io(e)) => Err(FetchError::Internal(e.to_string())),
+            },
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        };
+        match result {
+            Ok(writer) => {
+                download.publish(|p| p.state = State::Verified);
+                self.mismatch_backoff
+                    .lock()
+                    .unwrap()
+                    .remove(&download.digest);
+                let src = source.to_string();
+                if let Err(e) = self.blocking(move |store| writer.commit(store, &src)).await {
+                    tracing::error!(digest = %download.digest, error = %e, "verified blob could not be committed");
+                }
+                self.downloads.lock().unwrap().remove(&download.digest);
+                let size = download.current().published;
+                tracing::info!(%source, digest = %download.digest, size, ms = started.elapsed().as_millis() as u64, "blob cached");
+            }
+            Err(e) => {
+                self.downloads.lock().unwrap().remove(&download.digest);
+                tracing::warn!(%source, digest = %download.digest, error = %e, "blob download failed");
+                download.publish(|p| p.state = State::Failed(e));
+            }
+        }
+    }
+
+    fn note_mismatch(&self, digest: &Digest) {
+        let mut map = self.mismatch_backoff.lock().unwrap();
+        let streak = map.get(digest).map_or(0, |b| b.1) + 1;
+        let wait = Duration::from_secs(1 << streak.min(6)).min(MISMATCH_BACKOFF_MAX) / 2;
+        map.insert(digest.clone(), (Instant::now() + wait, streak));
+    }
+
+    /// Moves the blob's bytes from upstream to the writer, resuming on breaks.
+    async fn transfer(
+        &self,
+        source: &Source,
+        download: &Download,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Result<(), FetchError> {
+        let up = self.upstreams.get(&source.registry).await?;
+        let digest = &download.digest;
+        let expected = self.store.expected_size(digest);
+        let mut received: u64 = 0;
+        let mut breaks: u32 = 0;
+        let mut orphan = OrphanGuard {
+            fetcher: self,
+            counted: false,
+        };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let attempt = async {
+                let (mut resp, skip, total) = self
+                    .open_blob(&up, source, digest, received, expected)
+                    .await?;
+                if received == 0 {
+                    download.publish(|p| {
+                        p.total = total;
+                        p.state = State::Streaming;
+                    });
+                }
+                let mut skip = skip;
+                loop {
+                    let chunk = tokio::time::timeout(self.settings.pull_timeout, resp.chunk())
+                        .await
+                        .map_err(|_| {
+                            Broken::Transport(format!(
+                                "no data for {:?}",
+                                self.settings.pull_timeout
+                            ))
+                        })?
+                        .map_err(|e| Broken::Transport(super::error::error_chain(&e)))?;
+                    let Some(mut chunk) = chunk else {
+                        return match total {
+                            Some(t) if received < t => Err(Broken::Transport(format!(
+                                "body ended at {received} of {t} bytes"
+                            ))),
+                            _ => Ok(()),
+                        };
+                    };
+                    if skip > 0 {
+                        let n = skip.min(chunk.len() as u64);
+                        skip -= n;
+                        chunk = chunk.slice(n as usize..);
+                    }
+                    received += chunk.len() as u64;
+                    if total.is_some_and(|t| received > t) {
+                        return Err(Broken::Fatal(FetchError::BadContent(format!(
+                            "upstream sent more than the {} bytes it announced",
+                            total.unwrap_or(0)
+                        ))));
+                    }
+                    tx.send(chunk).await.map_err(|_| {
+                        Broken::Fatal(FetchError::Internal("cache write failed".into()))
+                    })?;
+                    if !orphan.allowed(download) {
+                        return Err(Broken::Fatal(FetchError::Internal(
+                            "abandoned: too many downloads without readers".into(),
+                        )));
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                r = attempt => r,
+                _ = shutdown.wait_for(|s| *s) => return Err(FetchError::ShuttingDown),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Broken::Fatal(e)) => return Err(e),
+                Err(Broken::Transport(why)) if breaks < MAX_RESUMES => {
+                    breaks += 1;
+                    tracing::info!(%source, %digest, received, attempt = breaks, why, "blob transfer broke; resuming");
+                    tokio::time::sleep(Duration::from_millis(200 << breaks)).await;
+                }
+                Err(Broken::Transport(why)) => {
+                    return Err(FetchError::Unreachable(format!(
+                        "blob transfer from {source} kept breaking: {why}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Requests the blob from byte `from`. Returns the response, how many
+    /// leading bytes of its body to skip (an upstream that ignored `Range`), and the total size.
+    async fn open_blob(
+        &self,
+        up: &Upstream,
+        source: &Source,
+        digest: &Digest,
+        from: u64,
+        expected: Option<u64>,
+    ) -> Result<(reqwest::Response, u64, Option<u64>), Broken> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        if from > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={from}-")).expect("ascii"),
+            );
+        }
+        let url = up.url(&source.repo, &format!("blobs/{digest}"));
+        let resp = match up.send(Method::GET, &source.repo, url, headers).await {
+            Ok(r) => r,
+            Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) if from > 0 => {
+                return Err(Broken::Transport(e.to_string()))
+            }
+            Err(e) => return Err(Broken::Fatal(e)),
+        };
+        let resp = self
+            .check_status(resp, source, &digest.to_string())
+            .await
+            .map_err(Broken::Fatal)?;
+        if let Some(enc) = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+        {
+            if !enc.eq_ignore_ascii_case("identity") {
+                return Err(Broken::Fatal(FetchError::BadContent(format!(
+                    "upstream sent the blob with Content-Encoding {enc}"
+                ))));
+            }
+        }
+        let (skip, total) = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range);
+            match range {
+                Some((start, total)) if start == from => (0, total),
+                _ => {
+                    return Err(Broken::Transport(
+                        "upstream answered the resume with a wrong Content-Range".into(),
+                    ))
+                }
+            }
+        } else {
+            (from, resp.content_length())
+        };
+        if let (Some(t), Some(e)) = (total, expected) {
+            if t != e {
+                return Err(Broken::Fatal(FetchError::BadContent(format!(
+                    "upstream announces {t} bytes for {digest}, the manifest says {e}"
+                ))));
+            }
+        }
+        Ok((resp, skip, total.or(expected)))
+    }
+}
+
+enum Broken {
+    /// Worth resuming.
+    Transport(String),
+    Fatal(FetchError),
+}
+
+/// `bytes <start>-<end>/<total|*>` → (start, total).
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// Counts this download among the orphans while it has no reader.
+struct OrphanGuard<'a> {
+    fetcher: &'a Fetcher,
+    counted: bool,
+}
+
+impl OrphanGuard<'_> {
+    fn allowed(&mut self, download: &Download) -> bool {
+        let orphaned = download.readers() == 0;
+        if orphaned && !self.counted {
+            self.counted = true;
+            return self.fetcher.orphans.fetch_add(1, Ordering::Relaxed) < MAX_ORPHANS;
+        }
+        if !orphaned && self.counted {
+            self.counted = false;
+            self.fetcher.orphans.fetch_sub(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+impl Drop for OrphanGuard<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.fetcher.orphans.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The blocking side: append, hash, publish. Publishes whenever it has caught
+/// up with the network or [`PUBLISH_STEP`] bytes have landed since the last time.
+fn write_loop(
+    mut writer: BlobWriter,
+    mut rx: mpsc::Receiver<Bytes>,
+    download: &Download,
+) -> std::io::Result<BlobWriter> {
+    let mut published = 0;
+    let publish = |n: u64| download.publish(|p| p.published = n);
+    loop {
+        let chunk = match rx.try_recv() {
+            Ok(c) => c,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if writer.written() > published {
+                    published = writer.written();
+                    publish(published);
+                }
+                match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        writer.write(&chunk)?;
+        if writer.written() - published >= PUBLISH_STEP {
+            published = writer.written();
+            publish(published);
+        }
+    }
+    if writer.written() > published {
+        publish(writer.written());
+    }
+    Ok(writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! Manifest fetches: one upstream request per (source, reference) at a time,
+//! the body read whole (at most [`MAX_MANIFEST_BYTES`]), checked against its
+//! digest, stored with its media type, and the tag pointed at it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_TYPE};
+use reqwest::{Method, Response, StatusCode};
+
+use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
+use crate::oci::{media, Digest, Reference};
+use crate::store::{tags::now_secs, TagKey, TagRecord};
+
+/// The largest manifest accepted, enforced while reading.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// How long an upstream "not found" is remembered per (source, reference).
+pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
+
+impl Fetcher {
+    /// Joins the fetch of (source, reference) in flight, or starts it.
+    pub(super) fn manifest(
+        self: Arc<Self>,
+        source: Source,
+        reference: Reference,
+        reply: Reply<ManifestHit>,
+    ) {
+        let key = (source, reference);
+        {
+            let mut waiters = self.manifest_waiters.lock().unwrap();
+            if let Some(list) = waiters.get_mut(&key) {
+                list.push(reply);
+                return;
+            }
+            waiters.insert(key.clone(), vec![reply]);
+        }
+        tokio::spawn(async move {
+            let result = self.fetch_manifest(&key.0, &key.1).await;
+            if let Err(e) = &result {
+                tracing::debug!(source = %key.0, reference = %key.1, error = %e, "manifest fetch failed");
+            }
+            let waiters = self
+                .manifest_waiters
+                .lock()
+                .unwrap()
+                .remove(&key)
+                .unwrap_or_default();
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        });
+    }
+
+    async fn fetch_manifest(
+        &self,
+        source: &Source,
+        reference: &Reference,
+    ) -> Result<ManifestHit, FetchError> {
+        if let Reference::Digest(d) = reference {
+            if let Some((body, media_type)) = self.store.manifest(d) {
+                return Ok(ManifestHit {
+                    digest: d.clone(),
+                    media_type,
+                    body,
+                });
+            }
+        }
+        self.check_online()?;
+        let what = reference.to_string();
+        self.check_not_found(source, &what)?;
+        let up = self.upstreams.get(&source.registry).await?;
+        let url = up.url(&source.repo, &format!("manifests/{reference}"));
+        let mut headers = HeaderMap::new();
+        let accept = media::upstream_accept(&self.settings.artifact_types);
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_str(&accept).map_err(|e| FetchError::Internal(e.to_string()))?,
+        );
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let resp = up.send(Method::GET, &source.repo, url, headers).await?;
+        let resp = self.check_status(resp, source, &what).await?;
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_limited(resp, MAX_MANIFEST_BYTES).await?;
+        let digest = match (reference, header_digest) {
+            (Reference::Digest(d), _) => d.clone(),
+            (Reference::Tag(_), Some(h)) => h.parse::<Digest>().map_err(|e| {
+                FetchError::BadContent(format!(
+                    "upstream sent an invalid Docker-Content-Digest: {e}"
+                ))
+            })?,
+            (Reference::Tag(_), None) => Digest::of(crate::oci::Algorithm::Sha256, &body),
+        };
+        let actual = Digest::of(digest.algorithm(), &body);
+        if actual != digest {
+            return Err(FetchError::BadContent(format!(
+                "manifest {what} from {source} hashes to {actual}, not {digest}"
+            )));
+        }
+        let info = media::inspect(&body)
+            .map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
+        let media_type =
+            media::effective_media_type(content_type.as_deref(), &info).ok_or_else(|| {
+                FetchError::BadContent(format!("manifest {what} from {source} has no media type"))
+            })?;
+        if media::is_schema1(&media_type) || info.schema_version == Some(1) {
+            return Err(FetchError::BadContent(format!(
+                "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"
+            )));
+        }
+        self.store_manifest(source, reference, &digest, &media_type, &body)
+            .await?;
+        tracing::info!(%source, reference = %what, %digest, media_type, size = body.len(), "manifest cached");
+        Ok(ManifestHit {
+            digest,
+            media_type,
+            body,
+        })
+    }
+
+    async fn store_manifest(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        digest: &Digest,
+        media_type: &str,
+        body: &Bytes,
+    ) -> Result<(), FetchError> {
+        let (d, mt, b, src) = (
+            digest.clone(),
+            media_type.to_string(),
+            body.clone(),
+            source.to_string(),
+        );
+        let tag = match reference {
+            Reference::Tag(t) => Some(TagKey {
+                registry: source.registry.clone(),
+                repo: source.repo.clone(),
+                tag: t.clone(),
+            }),
+            Reference::Digest(_) => None,
+        };
+        self.blocking(move |store| {
+            store.put_manifest(&d, &mt, &b, &src)?;
+            if let Some(key) = tag {
+                let now = now_secs();
+                let fetched_at = store
+                    .tag(&key)
+                    .filter(|r| r.digest == d)
+                    .map_or(now, |r| r.fetched_at);
+                store.put_tag(
+                    key,
+                    TagRecord {
+                        digest: d,
+                        media_type: mt,
+                        fetched_at,
+                        last_checked_at: now,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Fails fast when the upstream said "not found" for this recently.
+    pub(super) fn check_not_found(&self, source: &Source, what: &str) -> Result<(), FetchError> {
+        let key = (source.clone(), what.to_string());
+        let mut map = self.not_found.lock().unwrap();
+        match map.get(&key) {
+            Some((until, message)) if *until > Instant::now() => {
+                Err(FetchError::NotFound(message.clone()))
+            }
+            Some(_) => {
+                map.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Maps a non-success upstream status to a [`FetchError`], remembering "not found".
+    pub(super) async fn check_status(
+        &self,
+        resp: Response,
+        source: &Source,
+        what: &str,
+    ) -> Result<Response, FetchError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let message = if status == StatusCode::NOT_FOUND {
+                    format!("{what} is not in {source} (upstream answered 404)")
+                } else {
+                    format!(
+                        "{what} is not available from {source} (upstream denied access: {status})"
+                    )
+                };
+                let mut map = self.not_found.lock().unwrap();
+                if map.len() > 10_000 {
+                    map.retain(|_, (until, _)| *until > Instant::now());
+                }
+                map.insert(
+                    (source.clone(), what.to_string()),
+                    (Instant::now() + NOT_FOUND_TTL, message.clone()),
+                );
+                Err(FetchError::NotFound(message))
+            }
+            StatusCode::TOO_MANY_REQUESTS => Err(FetchError::TooManyRequests {
+                retry_after: resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            }),
+            _ => {
+                let snippet = resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                Err(FetchError::Upstream {
+                    status: status.as_u16(),
+                    message: format!("{what} from {source}: {snippet}"),
+                })
+            }
+        }
+    }
+}
+
+/// Reads a body, refusing it as soon as it grows past `limit`.
+pub(super) async fn read_limited(mut resp: Response, limit: usize) -> Result<Bytes, FetchError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(FetchError::BadContent(format!(
+            "manifest larger than {limit} bytes"
+        )));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| FetchError::from_reqwest(&e))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(FetchError::BadContent(format!(
+                "manifest larger than {limit} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,233 @@
+//! The fetch plane: one tokio runtime that owns every upstream connection.
+//! Serving threads send it jobs through a [`FetchHandle`] (cheap to clone, `Send`)
+//! and await the reply; tokio's channels are runtime-agnostic, and monoio's
+//! `sync` feature lets the fetcher wake monoio tasks.
+//!
+//! - Manifests are fetched whole, checked against their digest, stored, then
+//!   answered: one upstream request per (registry, repository, reference) at a time.
+//! - Blobs are fetched once per digest whatever the fan-out; every requester
+//!   gets the same [`Download`] and streams it while it fills.
+//! - Disk writes, fsync and rename run on blocking threads, never on the runtime.
+
+mod auth;
+mod blob;
+pub mod download;
+pub mod error;
+mod manifest;
+pub mod tags;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use download::{Download, Progress, State};
+pub use error::FetchError;
+pub use tags::TagsPage;
+
+use crate::config::Settings;
+use crate::oci::{Digest, Reference, RegistryName, RepoName};
+use crate::store::Store;
+
+/// An image repository in one upstream: where something is fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub registry: RegistryName,
+    pub repo: RepoName,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repo)
+    }
+}
+
+/// A manifest ready to serve.
+#[derive(Debug, Clone)]
+pub struct ManifestHit {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// Where a requested blob can be read from.
+pub enum BlobSource {
+    /// Committed to the store (look it up there).
+    Committed,
+    /// Being downloaded; stream it as it fills.
+    Downloading(Arc<Download>),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, FetchError>>;
+
+/// A manifest fetch is keyed by what it fetches.
+type ManifestKey = (Source, Reference);
+
+enum Job {
+    Manifest {
+        source: Source,
+        reference: Reference,
+        reply: Reply<ManifestHit>,
+    },
+    Blob {
+        source: Source,
+        digest: Digest,
+        reply: Reply<BlobSource>,
+    },
+    Tags {
+        source: Source,
+        query: String,
+        reply: Reply<TagsPage>,
+    },
+}
+
+/// The serving side's handle on the fetcher.
+#[derive(Clone)]
+pub struct FetchHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl FetchHandle {
+    /// Resolves and caches a manifest by tag or digest.
+    pub async fn manifest(
+        &self,
+        source: Source,
+        reference: Reference,
+    ) -> Result<ManifestHit, FetchError> {
+        self.ask(|reply| Job::Manifest {
+            source,
+            reference,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts (or joins) the download of a blob.
+    pub async fn blob(&self, source: Source, digest: Digest) -> Result<BlobSource, FetchError> {
+        self.ask(|reply| Job::Blob {
+            source,
+            digest,
+            reply,
+        })
+        .await
+    }
+
+    /// Lists tags upstream; `query` is the client's `n`/`last` query string.
+    pub async fn tags(&self, source: Source, query: String) -> Result<TagsPage, FetchError> {
+        self.ask(|reply| Job::Tags {
+            source,
+            query,
+            reply,
+        })
+        .await
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, FetchError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(job(tx))
+            .map_err(|_| FetchError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(FetchError::ShuttingDown))
+    }
+}
+
+/// The fetcher's shared state; lives on the tokio runtime.
+pub(crate) struct Fetcher {
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    upstreams: upstream::Upstreams,
+    /// Waiters of each manifest fetch in flight.
+    manifest_waiters: Mutex<HashMap<ManifestKey, Vec<Reply<ManifestHit>>>>,
+    /// Blob downloads in flight, by digest.
+    downloads: Mutex<HashMap<Digest, Arc<Download>>>,
+    /// Recent upstream 404s, so crash-looping pods do not hammer the upstream.
+    not_found: Mutex<HashMap<(Source, String), (Instant, String)>>,
+    /// Digests whose last download did not match, and until when not to retry.
+    mismatch_backoff: Mutex<HashMap<Digest, (Instant, u32)>>,
+    tags_cache: Mutex<HashMap<(Source, String), (Instant, TagsPage)>>,
+    orphans: AtomicUsize,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the fetcher's dispatcher on `runtime` and returns the handle serving threads use.
+pub fn start(
+    runtime: &tokio::runtime::Handle,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<FetchHandle, String> {
+    let upstreams = upstream::Upstreams::new(settings.clone())?;
+    upstreams.prepare_listed()?;
+    let fetcher = Arc::new(Fetcher {
+        settings,
+        store,
+        upstreams,
+        manifest_waiters: Mutex::default(),
+        downloads: Mutex::default(),
+        not_found: Mutex::default(),
+        mismatch_backoff: Mutex::default(),
+        tags_cache: Mutex::default(),
+        orphans: AtomicUsize::new(0),
+        shutdown,
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    runtime.spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let f = fetcher.clone();
+            match job {
+                Job::Manifest {
+                    source,
+                    reference,
+                    reply,
+                } => f.manifest(source, reference, reply),
+                Job::Blob {
+                    source,
+                    digest,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(f.blob(source, digest).await);
+                    });
+                }
+                Job::Tags {
+                    source,
+                    query,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(f.tags(source, query).await);
+                    });
+                }
+            }
+        }
+    });
+    Ok(FetchHandle { jobs: tx })
+}
+
+impl Fetcher {
+    fn check_online(&self) -> Result<(), FetchError> {
+        if self.settings.air_gapped {
+            return Err(FetchError::AirGapped);
+        }
+        if *self.shutdown.borrow() {
+            return Err(FetchError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Runs blocking disk work off the runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, FetchError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| FetchError::Internal(e.to_string()))?
+            .map_err(|e| FetchError::Internal(format!("cache write failed: {e}")))
+    }
+}

@@ -1,0 +1,19 @@
+//! ociregistry: a pull-only, pull-through, caching OCI Distribution registry.
+//!
+//! # Layout
+//! - [`oci`]: pure types (digests, names, references, media types, error bodies).
+//! - [`config`] and [`cli`]: the command line and YAML file, merged and validated.
+//! - [`store`]: the image path on disk: committed blobs, records, tags, temp files.
+//! - [`fetch`]: the tokio fetch plane that owns every upstream connection and fills the store.
+//! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
+//! - [`server`]: `serve` start-up and shutdown, tying the planes together.
+
+pub mod cli;
+pub mod config;
+pub mod fetch;
+pub mod logging;
+pub mod oci;
+pub mod serve;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,168 @@
+//! Manifest media types, the fixed `Accept` sent upstream, client `Accept`
+//! negotiation, and the little of a manifest's JSON the cache needs: its
+//! descriptors (digest and size of what it references).
+
+use serde::Deserialize;
+
+use super::digest::Digest;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// The manifest types this registry caches, in the order they are offered upstream.
+pub const MANIFEST_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// The `Accept` value sent upstream for every manifest request: fixed, never the
+/// client's, so what is cached for a tag does not depend on who asked first.
+pub fn upstream_accept(extra_types: &[String]) -> String {
+    let mut all: Vec<&str> = MANIFEST_TYPES.to_vec();
+    all.extend(extra_types.iter().map(String::as_str));
+    all.join(", ")
+}
+
+pub fn is_schema1(media_type: &str) -> bool {
+    media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED
+}
+
+/// Whether a client whose `Accept` header lines are `accept_lines` takes
+/// `media_type`. No `Accept` at all, `*/*` or `type/*` accept anything of that kind.
+pub fn accepts(accept_lines: &[String], media_type: &str) -> bool {
+    let mut saw_any = false;
+    for item in accept_lines.iter().flat_map(|l| l.split(',')) {
+        let item = item.split(';').next().unwrap_or("").trim();
+        if item.is_empty() {
+            continue;
+        }
+        saw_any = true;
+        if item == "*/*" || item.eq_ignore_ascii_case(media_type) {
+            return true;
+        }
+        if let Some(major) = item.strip_suffix("/*") {
+            if media_type.split('/').next() == Some(major) {
+                return true;
+            }
+        }
+    }
+    !saw_any
+}
+
+/// A reference from a manifest or index to another object.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestShape {
+    #[serde(rename = "schemaVersion", default)]
+    schema_version: Option<u32>,
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    blobs: Vec<Descriptor>,
+}
+
+/// What the cache learns from a manifest body.
+#[derive(Debug, Default)]
+pub struct ManifestInfo {
+    /// The `mediaType` field inside the body, when present.
+    pub embedded_media_type: Option<String>,
+    pub schema_version: Option<u32>,
+    /// Every blob or child manifest it references, with the size it promises.
+    pub references: Vec<Descriptor>,
+}
+
+/// Reads the descriptors out of a manifest or index. A body that is not JSON
+/// of the expected shape yields an error message for the caller to report.
+pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
+    let shape: ManifestShape =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    let mut references = Vec::new();
+    references.extend(shape.config);
+    references.extend(shape.layers);
+    references.extend(shape.manifests);
+    references.extend(shape.blobs);
+    Ok(ManifestInfo {
+        embedded_media_type: shape.media_type,
+        schema_version: shape.schema_version,
+        references,
+    })
+}
+
+/// The media type to store a manifest under: the upstream's `Content-Type`
+/// when it names a manifest type, else the body's own `mediaType`.
+pub fn effective_media_type(content_type: Option<&str>, info: &ManifestInfo) -> Option<String> {
+    let header = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+        .filter(|c| {
+            !c.is_empty()
+                && c != "application/json"
+                && c != "text/plain"
+                && c != "application/octet-stream"
+        });
+    header.or_else(|| info.embedded_media_type.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let none: Vec<String> = vec![];
+        assert!(accepts(&none, OCI_INDEX));
+        let skopeo = vec![
+            OCI_MANIFEST.to_string(),
+            format!("{DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        ];
+        assert!(accepts(&skopeo, DOCKER_LIST));
+        assert!(!accepts(&skopeo, OCI_INDEX));
+        let star = vec![format!("{OCI_MANIFEST}, */*;q=0.8")];
+        assert!(accepts(&star, OCI_INDEX));
+        let family = vec!["application/*".to_string()];
+        assert!(accepts(&family, OCI_INDEX));
+        let with_params = vec![format!("{OCI_INDEX}; q=0.5")];
+        assert!(accepts(&with_params, OCI_INDEX));
+    }
+
+    #[test]
+    fn upstream_accept_is_fixed() {
+        let a = upstream_accept(&["application/vnd.cncf.helm.config.v1+json".into()]);
+        assert!(a.starts_with(OCI_INDEX));
+        assert!(a.contains(DOCKER_MANIFEST));
+        assert!(a.ends_with("helm.config.v1+json"));
+        assert!(!a.contains("v1+prettyjws"));
+    }
+
+    #[test]
+    fn inspects_descriptors() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"c","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":2},
+            "layers":[{"mediaType":"l","digest":"sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9","size":11}]}"#;
+        let info = inspect(m).unwrap();
+        assert_eq!(info.references.len(), 2);
+        assert_eq!(info.references[1].size, 11);
+        assert_eq!(
+            effective_media_type(Some("application/json"), &info).as_deref(),
+            Some(OCI_MANIFEST)
+        );
+        assert_eq!(
+            effective_media_type(Some("x/y; charset=utf-8"), &info).as_deref(),
+            Some("x/y")
+        );
+        assert!(inspect(b"not json").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Sending a [`Response`]: the head, then the body from memory, from a
+//! committed file, or from a download in flight. An in-flight body is sent as
+//! its bytes are published, and the last byte of the response is held back
+//! until the whole blob has verified; if the download fails instead, the
+//! connection is reset so no client ever holds a complete, wrong body.
+
+use std::io;
+use std::os::unix::io::AsRawFd;
+
+use monoio::fs::File;
+use monoio::net::TcpStream;
+
+use super::http::{head, write_all};
+use super::response::{Body, Response};
+use crate::fetch::{Download, State};
+
+/// Bytes read from a file per send.
+const CHUNK: usize = 256 * 1024;
+
+/// Sends `resp`; returns the body bytes sent. An error means the connection
+/// must be closed (and has been reset if a body was cut short).
+pub async fn send(
+    stream: &mut TcpStream,
+    mut resp: Response,
+    head_only: bool,
+    keep_alive: bool,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
+    if resp.cache != super::response::CacheStatus::None {
+        resp.headers
+            .push(("X-Cache", resp.cache.as_str().to_string()));
+    }
+    let mut out = head(resp.status, &resp.headers, resp.body.length(), keep_alive);
+    if head_only {
+        write_all(stream, out).await.0?;
+        return Ok(0);
+    }
+    match resp.body {
+        Body::Empty => write_all(stream, out).await.0.map(|_| 0),
+        Body::Bytes(b) => {
+            out.extend_from_slice(&b);
+            write_all(stream, out).await.0?;
+            Ok(b.len() as u64)
+        }
+        Body::File { path, offset, len } => {
+            write_all(stream, out).await.0?;
+            let file = File::open(&path).await?;
+            let sent = send_file_range(stream, &file, offset, offset + len, buf).await;
+            let _ = file.close().await;
+            cut_on_error(stream, sent)
+        }
+        Body::Download {
+            download,
+            start,
+            end,
+        } => {
+            write_all(stream, out).await.0?;
+            let sent = send_download(stream, &download, start, end, buf).await;
+            cut_on_error(stream, sent)
+        }
+    }
+}
+
+fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {
+    if r.is_err() {
+        reset_on_close(stream);
+    }
+    r
+}
+
+/// Makes the coming close send RST instead of FIN: the client sees an error,
+/// never a body that merely ended early.
+fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid fd and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+async fn send_file_range(
+    stream: &mut TcpStream,
+    file: &File,
+    mut pos: u64,
+    end: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
+    let start = pos;
+    while pos < end {
+        let want = ((end - pos) as usize).min(CHUNK);
+        let n = read_into(file, pos, want, buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than its record",
+            ));
+        }
+        let chunk = std::mem::take(buf);
+        let (res, chunk) = write_all(stream, chunk).await;
+        *buf = chunk;
+        res?;
+        pos += n as u64;
+    }
+    Ok(pos - start)
+}
+
+/// Reads up to `want` bytes at `pos` into `buf` (replacing its contents).
+async fn read_into(file: &File, pos: u64, want: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut b = std::mem::take(buf);
+    b.clear();
+    b.reserve(want);
+    let (res, slice) = file
+        .read_at(monoio::buf::IoBufMut::slice_mut(b, 0..want), pos)
+        .await;
+    *buf = slice.into_inner();
+    res
+}
+
+/// Streams `[start, end)` of a download as it is published. With `end` unknown
+/// the body is chunked and runs to the blob's end.
+async fn send_download(
+    stream: &mut TcpStream,
+    download: &Download,
+    start: u64,
+    end: Option<u64>,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
+    let chunked = end.is_none();
+    let file = File::from_std(download.open_reader()?)?;
+    let mut rx = download.subscribe();
+    let mut pos = start;
+    loop {
+        let (published, verified, end_now) = {
+            let p = rx.borrow_and_update();
+            if let State::Failed(e) = &p.state {
+                return Err(io::Error::other(format!("download failed: {e}")));
+            }
+            let verified = p.state == State::Verified;
+            let end_now = end.or(if verified { Some(p.published) } else { None });
+            (p.published, verified, end_now)
+        };
+        // The last byte of this response waits for verification.
+        let limit = match (end_now, verified) {
+            (Some(e), true) => e,
+            (Some(e), false) => published.min(e.saturating_sub(1)),
+            (None, _) => published.saturating_sub(1),
+        };
+        if pos < limit {
+            let want = ((limit - pos) as usize).min(CHUNK);
+            let n = read_into(&file, pos, want, buf).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "temp file shorter than published",
+                ));
+            }
+            if chunked {
+                write_all(stream, format!("{n:x}\r\n").into_bytes())
+                    .await
+                    .0?;
+            }
+            let chunk = std::mem::take(buf);
+            let (res, chunk) = write_all(stream, chunk).await;
+            *buf = chunk;
+            res?;
+            if chunked {
+                write_all(stream, &b"\r\n"[..]).await.0?;
+            }
+            pos += n as u64;
+            continue;
+        }
+        if verified && end_now.is_some_and(|e| pos >= e) {
+            if chunked {
+                write_all(stream, &b"0\r\n\r\n"[..]).await.0?;
+            }
+            let _ = file.close().await;
+            return Ok(pos - start);
+        }
+        if rx.changed().await.is_err() {
+            return Err(io::Error::other("download vanished"));
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Per-route logic. A hit is answered from the store without touching the
+//! fetcher; a miss asks the fetcher and, for blobs, streams the shared
+//! download while it fills.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::{ApiError, Wanted};
+use super::http::{Method, Request};
+use super::range::{self, RangeSpec};
+use super::response::{Body, CacheStatus, Response};
+use super::route::{self, Route};
+use super::Shared;
+use crate::fetch::{BlobSource, Download, ManifestHit, Source, State};
+use crate::oci::{media, Digest, OciCode, Reference};
+use crate::store::TagKey;
+
+pub async fn handle(shared: &Shared, req: &Request) -> Response {
+    match dispatch(shared, req).await {
+        Ok(r) => r,
+        Err(e) => e.into(),
+    }
+}
+
+async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> {
+    let route = route::parse(&req.path);
+    if !matches!(req.method, Method::Get | Method::Head) {
+        return Err(match route {
+            Route::NotFound => not_found(),
+            _ => ApiError::unsupported(),
+        });
+    }
+    let ns = route::ns_param(req.query.as_deref());
+    let default_ns = shared.settings.default_ns.as_ref();
+    match route {
+        Route::Base => Ok(Response::json(200, Bytes::from_static(b"{}"))),
+        Route::Manifest { name, reference } => {
+            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
+            let reference = route::parse_reference(&reference)?;
+            manifest(shared, req, source, reference).await
+        }
+        Route::Blob { name, digest } => {
+            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
+            let digest = route::parse_digest(&digest)?;
+            blob(shared, req, source, digest).await
+        }
+        Route::TagsList { name } => {
+            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
+            super::tags::list(shared, req, &name, ns.as_deref(), source).await
+        }
+        Route::Referrers { name, digest } => {
+            route::resolve(&name, ns.as_deref(), default_ns)?;
+            route::parse_digest(&digest)?;
+            Err(ApiError::new(
+                404,
+                OciCode::Unsupported,
+                "the referrers API is not served by this pull-through cache",
+            )
+            .detail("clients fall back to the referrers tag schema"))
+        }
+        Route::Unsupported => Err(ApiError::unsupported()),
+        Route::NotFound => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        404,
+        OciCode::NameUnknown,
+        "not an OCI Distribution API path",
+    )
+}
+
+async fn manifest(
+    shared: &Shared,
+    req: &Request,
+    source: Source,
+    reference: Reference,
+) -> Result<Response, ApiError> {
+    let store = &shared.store;
+    let cached = match &reference {
+        Reference::Tag(tag) => {
+            let key = TagKey {
+                registry: source.registry.clone(),
+                repo: source.repo.clone(),
+                tag: tag.clone(),
+            };
+            store
+                .tag(&key)
+                .and_then(|t| cached_manifest(shared, &t.digest))
+        }
+        Reference::Digest(d) => cached_manifest(shared, d),
+    };
+    let refresh = shared.settings.always_pull_latest
+        && !shared.settings.air_gapped
+        && matches!(&reference, Reference::Tag(t) if t.as_str() == "latest");
+    let (hit, cache) = match cached {
+        Some(hit) if !refresh => (hit, CacheStatus::Hit),
+        cached => match shared
+            .fetch
+            .manifest(source.clone(), reference.clone())
+            .await
+        {
+            Ok(hit) => (hit, CacheStatus::Miss),
+            Err(e) => match cached {
+                Some(hit) => {
+                    tracing::warn!(%source, %reference, error = %e, "upstream failed; serving the cached manifest");
+                    (hit, CacheStatus::Hit)
+                }
+                None => return Err(ApiError::from_fetch(e, Wanted::Manifest)),
+            },
+        },
+    };
+    if !media::accepts(&req.accept, &hit.media_type) {
+        return Err(ApiError::new(
+            404,
+            OciCode::ManifestUnknown,
+            format!("manifest {reference} of {source} is not in a media type the client accepts"),
+        )
+        .detail(format!(
+            "stored media type {}; Accept: {}",
+            hit.media_type,
+            req.accept.join(", ")
+        )));
+    }
+    Ok(Response::new(200, Body::Bytes(hit.body), cache)
+        .header("Content-Type", hit.media_type)
+        .header("Docker-Content-Digest", hit.digest.to_string())
+        .header("Vary", "Accept"))
+}
+
+fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit> {
+    let (body, media_type) = shared.store.manifest(digest)?;
+    Some(ManifestHit {
+        digest: digest.clone(),
+        media_type,
+        body,
+    })
+}
+
+async fn blob(
+    shared: &Shared,
+    req: &Request,
+    source: Source,
+    digest: Digest,
+) -> Result<Response, ApiError> {
+    if let Some(response) = committed_blob(shared, req, &digest)? {
+        return Ok(response);
+    }
+    let mut retried = false;
+    loop {
+        let download = match shared.fetch.blob(source.clone(), digest.clone()).await {
+            Ok(BlobSource::Committed) => {
+                return committed_blob(shared, req, &digest)?.ok_or_else(|| blob_unknown(&digest));
+            }
+            Ok(BlobSource::Downloading(d)) => d,
+            Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
+        };
+        match wait_for_headers(&download, req.method == Method::Head).await {
+            Ok(total) => return Ok(in_flight_response(req, &digest, download, total)),
+            // Another requester's source failed for its own reasons: try ours.
+            Err(e)
+                if e.is_source_specific() && download.source != source.to_string() && !retried =>
+            {
+                retried = true;
+            }
+            Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
+        }
+    }
+}
+
+fn blob_unknown(digest: &Digest) -> ApiError {
+    ApiError::new(
+        404,
+        OciCode::BlobUnknown,
+        format!("blob {digest} is not cached"),
+    )
+}
+
+/// A committed blob as a file response, or `None` when it is not committed.
+fn committed_blob(
+    shared: &Shared,
+    req: &Request,
+    digest: &Digest,
+) -> Result<Option<Response>, ApiError> {
+    let Some((path, record)) = shared.store.blob(digest) else {
+        return Ok(None);
+    };
+    let size = record.size;
+    let headers = |r: Response| {
+        r.header("Docker-Content-Digest", digest.to_string())
+            .header("Content-Type", "application/octet-stream")
+            .header("Accept-Ranges", "bytes")
+    };
+    Ok(Some(match range::parse(req.range.as_deref(), size) {
+        RangeSpec::Full => headers(Response::new(
+            200,
+            Body::File {
+                path,
+                offset: 0,
+                len: size,
+            },
+            CacheStatus::Hit,
+        )),
+        RangeSpec::Partial { start, end } => headers(Response::new(
+            206,
+            Body::File {
+                path,
+                offset: start,
+                len: end - start,
+            },
+            CacheStatus::Hit,
+        ))
+        .header("Content-Range", format!("bytes {start}-{}/{size}", end - 1)),
+        RangeSpec::Unsatisfiable => return Err(unsatisfiable(size)),
+    }))
+}
+
+fn unsatisfiable(size: u64) -> ApiError {
+    ApiError::new(
+        416,
+        OciCode::RangeInvalid,
+        "requested range not satisfiable",
+    )
+    .header("Content-Range", format!("bytes */{size}"))
+}
+
+/// Waits until the upstream answered (size known) or failed. A HEAD on a
+/// body of unknown size waits for the whole blob, to give a Content-Length.
+async fn wait_for_headers(
+    download: &Download,
+    head: bool,
+) -> Result<Option<u64>, crate::fetch::FetchError> {
+    let mut rx = download.subscribe();
+    loop {
+        {
+            let p = rx.borrow_and_update();
+            match &p.state {
+                State::Failed(e) => return Err(e.clone()),
+                State::Verified => return Ok(p.total.or(Some(p.published))),
+                State::Streaming if p.total.is_some() || !head => return Ok(p.total),
+                _ => {}
+            }
+        }
+        if rx.changed().await.is_err() {
+            return Err(crate::fetch::FetchError::Internal(
+                "download vanished".into(),
+            ));
+        }
+    }
+}
+
+fn in_flight_response(
+    req: &Request,
+    digest: &Digest,
+    download: Arc<Download>,
+    total: Option<u64>,
+) -> Response {
+    let (status, start, end) = match total.map(|t| (t, range::parse(req.range.as_deref(), t))) {
+        Some((_, RangeSpec::Partial { start, end })) => (206, start, Some(end)),
+        Some((t, RangeSpec::Unsatisfiable)) => return unsatisfiable(t).into(),
+        Some((t, RangeSpec::Full)) => (200, 0, Some(t)),
+        None => (200, 0, None),
+    };
+    let mut r = Response::new(
+        status,
+        Body::Download {
+            download,
+            start,
+            end,
+        },
+        CacheStatus::Stream,
+    )
+    .header("Docker-Content-Digest", digest.to_string())
+    .header("Content-Type", "application/octet-stream")
+    .header("Accept-Ranges", "bytes");
+    if let (206, Some(t), Some(e)) = (status, total, end) {
+        r = r.header("Content-Range", format!("bytes {start}-{}/{t}", e - 1));
+    }
+    r
+}

@@ -1,0 +1,271 @@
+//! HTTP/1.1 on a monoio `TcpStream`, hand-written over `httparse`: only what a
+//! pull-only registry needs (GET and HEAD without bodies, keep-alive,
+//! pipelining, HTTP/1.0), and the raw stream stays ours for zero-copy sends.
+//! All I/O is in monoio's ownership-passing ("rent") style: a buffer goes into
+//! each operation and comes back with its result.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// The largest request head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 96;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other(String),
+}
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+/// One parsed request head.
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    /// Every `Accept` header line, in order.
+    pub accept: Vec<String>,
+    pub range: Option<String>,
+    pub keep_alive: bool,
+    /// The request announced a body (Content-Length > 0 or Transfer-Encoding);
+    /// the connection cannot be reused after it.
+    pub has_body: bool,
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed, the read failed or timed out: close quietly.
+    Closed,
+    /// Unparseable or oversized head: answer 400/431 and close.
+    Bad(u16, &'static str),
+}
+
+/// The read side of a connection: a buffer that may hold pipelined requests.
+pub struct Reader {
+    buf: Vec<u8>,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            buf: Vec::with_capacity(8 * 1024),
+        }
+    }
+}
+
+impl Reader {
+    /// Reads the next request head, waiting at most `idle` for its first byte.
+    pub async fn next(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+    ) -> Result<Request, ReadError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((req, used)) = parse(&self.buf)? {
+                    self.buf.drain(..used);
+                    return Ok(req);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(ReadError::Bad(431, "request head too large"));
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(8 * 1024);
+            }
+            let len = self.buf.len();
+            let buf = std::mem::take(&mut self.buf);
+            let read = monoio::time::timeout(idle, stream.read(buf.slice_mut(len..)));
+            let (res, slice) = match read.await {
+                Ok(r) => r,
+                Err(_) => return Err(ReadError::Closed),
+            };
+            self.buf = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) => return Err(ReadError::Closed),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ReadError::Bad(431, "too many headers"))
+        }
+        Err(_) => return Err(ReadError::Bad(400, "malformed request")),
+    };
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_string()),
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
+    let http10 = req.version == Some(0);
+    let mut out = Request {
+        method,
+        path,
+        query,
+        accept: Vec::new(),
+        range: None,
+        keep_alive: !http10,
+        has_body: false,
+    };
+    for h in req.headers.iter() {
+        let value = || String::from_utf8_lossy(h.value).trim().to_string();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("accept") {
+            out.accept.push(value());
+        } else if name.eq_ignore_ascii_case("range") {
+            out.range = Some(value());
+        } else if name.eq_ignore_ascii_case("connection") {
+            let v = value().to_ascii_lowercase();
+            if v.split(',').any(|t| t.trim() == "close") {
+                out.keep_alive = false;
+            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                out.keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            out.has_body |= value() != "0";
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            out.has_body = true;
+        }
+    }
+    Ok(Some((out, used)))
+}
+
+/// Builds a response head. `length` is `Some(n)` for `Content-Length: n`,
+/// `None` for a chunked body.
+pub fn head(
+    status: u16,
+    headers: &[(&'static str, String)],
+    length: Option<u64>,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    h.extend_from_slice(b"Docker-Distribution-Api-Version: registry/2.0\r\n");
+    for (name, value) in headers {
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(value.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        None => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if !keep_alive {
+        h.extend_from_slice(b"Connection: close\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// Writes all of `buf`, giving it back for reuse.
+pub async fn write_all<B: monoio::buf::IoBuf>(
+    stream: &mut TcpStream,
+    buf: B,
+) -> (io::Result<()>, B) {
+    let (res, buf) = stream.write_all(buf).await;
+    (res.map(|_| ()), buf)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pipelined_requests_with_repeated_accept() {
+        let raw = b"GET /v2/a/manifests/v1?ns=docker.io HTTP/1.1\r\nAccept: a/b\r\naccept: c/d, e/f\r\nRange: bytes=0-1\r\n\r\nHEAD /v2/ HTTP/1.0\r\n\r\n";
+        let (r, used) = parse(raw).unwrap().unwrap();
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.path, "/v2/a/manifests/v1");
+        assert_eq!(r.query.as_deref(), Some("ns=docker.io"));
+        assert_eq!(r.accept, vec!["a/b", "c/d, e/f"]);
+        assert_eq!(r.range.as_deref(), Some("bytes=0-1"));
+        assert!(r.keep_alive && !r.has_body);
+        let (r2, used2) = parse(&raw[used..]).unwrap().unwrap();
+        assert_eq!(r2.method, Method::Head);
+        assert!(!r2.keep_alive, "HTTP/1.0 closes by default");
+        assert_eq!(used + used2, raw.len());
+    }
+
+    #[test]
+    fn partial_bad_and_bodies() {
+        assert!(parse(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            parse(b"GET /v2/ HTTP/9\r\n\r\n"),
+            Err(ReadError::Bad(400, _))
+        ));
+        let (r, _) = parse(
+            b"PUT /v2/a/blobs/uploads/ HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(r.has_body && !r.keep_alive);
+        assert_eq!(r.method, Method::Other("PUT".into()));
+    }
+
+    #[test]
+    fn heads() {
+        let h = String::from_utf8(head(
+            206,
+            &[("Content-Range", "bytes 0-1/2".into())],
+            Some(2),
+            false,
+        ))
+        .unwrap();
+        assert!(h.starts_with("HTTP/1.1 206 Partial Content\r\n"));
+        assert!(h.contains("Docker-Distribution-Api-Version: registry/2.0\r\n"));
+        assert!(h.contains("Content-Length: 2\r\nConnection: close\r\n\r\n"));
+        let h = String::from_utf8(head(200, &[], None, true)).unwrap();
+        assert!(h.contains("Transfer-Encoding: chunked\r\n"));
+    }
+}

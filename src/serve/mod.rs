@@ -1,0 +1,285 @@
+//! The serving plane: one monoio runtime per thread, each with its own
+//! `SO_REUSEPORT` listener on the same address, io_uring where allowed and
+//! epoll otherwise. Workers share only `Arc<Shared>`; the hit path takes no
+//! lock but the store's read-mostly index. Misses go to the fetcher through
+//! its `FetchHandle`.
+//!
+//! I/O follows monoio's ownership-passing style (a buffer goes into each
+//! operation and comes back). Timeouts and shutdown drop pending operations,
+//! which monoio allows: the driver keeps their buffers until the kernel is done.
+
+mod body;
+pub mod error;
+mod handler;
+pub mod http;
+pub mod range;
+pub mod response;
+pub mod route;
+mod tags;
+
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::io::FromRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use monoio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::fetch::FetchHandle;
+use crate::store::Store;
+use http::{Method, ReadError};
+use response::Response;
+
+/// How long an idle keep-alive connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for responses in progress.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every serving thread shares.
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub store: Arc<Store>,
+    pub fetch: FetchHandle,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Which driver a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Epoll,
+}
+
+/// Binds `threads` listeners on one address with `SO_REUSEPORT`; with port 0
+/// the first one picks the port and the others join it.
+pub fn bind(host: &str, port: u16, threads: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    let ip: std::net::IpAddr = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--host {host:?} is not an IP address"),
+            )
+        })?;
+    let mut addr = SocketAddr::new(ip, port);
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let l = bind_reuseport(addr)?;
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    Ok((listeners, addr))
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: plain socket syscalls on an fd we own; the fd is wrapped before any early return.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let zero: libc::c_int = 0;
+        let set = |level, name, v: &libc::c_int| {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                v as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
+        set(libc::SOL_SOCKET, libc::SO_REUSEPORT, &one);
+        if addr.is_ipv6() {
+            // `::` serves IPv4 too.
+            set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &zero);
+        }
+        let (storage, len) = sockaddr(addr);
+        if libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::listen(fd, 4096) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Runs one worker thread's runtime until shutdown has drained it.
+pub fn run_worker(
+    id: usize,
+    driver: Driver,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> io::Result<()> {
+    match driver {
+        Driver::Uring => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()?;
+            tracing::debug!(worker = id, driver = "io_uring", "worker started");
+            rt.block_on(accept_loop(listener, shared))
+        }
+        Driver::Epoll => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
+            tracing::debug!(worker = id, driver = "epoll", "worker started");
+            rt.block_on(accept_loop(listener, shared))
+        }
+    }
+}
+
+/// Whether io_uring can be used by this process (kernel, sysctl and seccomp allowing).
+pub fn uring_available() -> bool {
+    monoio::utils::detect_uring()
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    let active = Rc::new(Cell::new(0usize));
+    let mut shutdown = shared.shutdown.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let active = active.clone();
+                active.set(active.get() + 1);
+                monoio::spawn(async move {
+                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, &shared))
+                        .catch_unwind()
+                        .await;
+                    if served.is_err() {
+                        tracing::error!(%peer, "a request handler panicked; closed that connection only");
+                    }
+                    active.set(active.get() - 1);
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning on the listener.
+                tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accept failed");
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(
+            connections = active.get(),
+            "grace period over; closing connections still busy"
+        );
+    }
+    Ok(())
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let mut reader = http::Reader::default();
+    let mut buf = Vec::new();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let next = monoio::select! {
+            r = reader.next(&mut stream, IDLE_TIMEOUT) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let req = match next {
+            Ok(r) => r,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Bad(status, why)) => {
+                let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
+                let _ = body::send(&mut stream, e.into(), false, false, &mut buf).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let keep_alive = req.keep_alive && !req.has_body && !*shared.shutdown.borrow();
+        let resp: Response = handler::handle(shared, &req).await;
+        let (status, cache) = (resp.status, resp.cache);
+        let sent = body::send(
+            &mut stream,
+            resp,
+            req.method == Method::Head,
+            keep_alive,
+            &mut buf,
+        )
+        .await;
+        tracing::info!(
+            target: "access",
+            %peer,
+            method = req.method.as_str(),
+            path = %req.path,
+            status,
+            bytes = sent.as_ref().copied().unwrap_or(0),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            cache = cache.as_str(),
+            error = sent.as_ref().err().map(|e| e.to_string()),
+        );
+        if sent.is_err() || !keep_alive {
+            return;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! What a handler answers: status, headers, and a body that is either in
+//! memory, a committed blob file, or a download in flight. `CacheStatus` says
+//! how it was served; it goes out as `X-Cache` and into the access log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::ApiError;
+use crate::fetch::Download;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache.
+    Hit,
+    /// Fetched from upstream for this request.
+    Miss,
+    /// Streamed from a download that is still in flight.
+    Stream,
+    /// Not cacheable content (errors, API base, tag lists).
+    None,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stream => "STREAM",
+            CacheStatus::None => "-",
+        }
+    }
+}
+
+pub enum Body {
+    Empty,
+    Bytes(Bytes),
+    /// `len` bytes of a committed file from `offset`.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+    /// Bytes `[start, end)` of an in-flight download; `end` is `None` when the
+    /// size is not known yet (the body is then sent chunked).
+    Download {
+        download: Arc<Download>,
+        start: u64,
+        end: Option<u64>,
+    },
+}
+
+impl Body {
+    /// The Content-Length to announce, `None` for chunked.
+    pub fn length(&self) -> Option<u64> {
+        match self {
+            Body::Empty => Some(0),
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File { len, .. } => Some(*len),
+            Body::Download { start, end, .. } => end.map(|e| e - start),
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    pub cache: CacheStatus,
+}
+
+impl Response {
+    pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+            cache,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Response {
+        Response::new(status, Body::Bytes(body.into()), CacheStatus::None)
+            .header("Content-Type", "application/json")
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Response {
+        let mut r = Response::json(e.status, e.body());
+        r.headers.extend(e.headers);
+        r
+    }
+}

@@ -1,0 +1,249 @@
+//! Request path → typed [`Route`], parsed from the right because repository
+//! names have any number of `/`-separated components; then the upstream is
+//! chosen: `?ns=` first, else a first path segment that is a registry host,
+//! else `--default-ns`.
+
+use super::error::ApiError;
+use crate::fetch::tags::form_pairs;
+use crate::fetch::Source;
+use crate::oci::{Digest, NameError, OciCode, Reference, RegistryName, RepoName};
+
+/// What a request asks for, before the upstream is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`: the API version check.
+    Base,
+    Manifest {
+        name: String,
+        reference: String,
+    },
+    Blob {
+        name: String,
+        digest: String,
+    },
+    TagsList {
+        name: String,
+    },
+    Referrers {
+        name: String,
+        digest: String,
+    },
+    /// `/v2/_catalog` and the push endpoints: a pull-through cache has none.
+    Unsupported,
+    NotFound,
+}
+
+pub fn parse(path: &str) -> Route {
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return Route::NotFound;
+    };
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return if path.len() <= 4 {
+            Route::Base
+        } else {
+            Route::NotFound
+        };
+    }
+    if rest == "_catalog" {
+        return Route::Unsupported;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let n = segments.len();
+    if n >= 3 {
+        let name = segments[..n - 2].join("/");
+        let (kind, last) = (segments[n - 2], segments[n - 1]);
+        match kind {
+            "manifests" => {
+                return Route::Manifest {
+                    name,
+                    reference: last.to_string(),
+                }
+            }
+            "blobs" if last == "uploads" => return Route::Unsupported,
+            "blobs" => {
+                return Route::Blob {
+                    name,
+                    digest: last.to_string(),
+                }
+            }
+            "tags" if last == "list" => return Route::TagsList { name },
+            "referrers" => {
+                return Route::Referrers {
+                    name,
+                    digest: last.to_string(),
+                }
+            }
+            _ => {}
+        }
+    }
+    if n >= 4 && segments[n - 3] == "uploads" && segments[n - 4] == "blobs" {
+        return Route::Unsupported;
+    }
+    if segments.iter().rev().skip(1).any(|s| *s == "uploads") {
+        return Route::Unsupported;
+    }
+    Route::NotFound
+}
+
+/// The value of `?ns=`, URL-decoded.
+pub fn ns_param(query: Option<&str>) -> Option<String> {
+    form_pairs(query?)
+        .into_iter()
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// Chooses the upstream and canonical repository for a requested name.
+pub fn resolve(
+    name: &str,
+    ns: Option<&str>,
+    default_ns: Option<&RegistryName>,
+) -> Result<Source, ApiError> {
+    if name.len() > crate::oci::reference::MAX_REPO_NAME {
+        return Err(name_error(NameError::RepoTooLong));
+    }
+    let (registry, repo) = if let Some(ns) = ns {
+        (ns.parse::<RegistryName>().map_err(name_error)?, name)
+    } else {
+        match name.split_once('/') {
+            Some((first, rest)) if RegistryName::looks_like_host(first) => (first.parse().map_err(name_error)?, rest),
+            _ => match default_ns {
+                Some(d) => (d.clone(), name),
+                None => {
+                    return Err(ApiError::new(
+                        404,
+                        OciCode::NameUnknown,
+                        format!("no upstream registry for {name:?}"),
+                    )
+                    .detail("name the registry with ?ns=<registry>, as the first path segment (/v2/<registry>/<repo>/...), or start the server with --default-ns"))
+                }
+            },
+        }
+    };
+    let repo = repo
+        .parse::<RepoName>()
+        .map_err(name_error)?
+        .canonical_for(&registry);
+    Ok(Source { registry, repo })
+}
+
+pub fn parse_reference(s: &str) -> Result<Reference, ApiError> {
+    s.parse::<Reference>().map_err(|e| match e {
+        NameError::Digest(d) => ApiError::new(400, OciCode::DigestInvalid, d.to_string()),
+        other => ApiError::new(400, OciCode::ManifestInvalid, other.to_string()),
+    })
+}
+
+pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse::<Digest>()
+        .map_err(|e| ApiError::new(400, OciCode::DigestInvalid, e.to_string()))
+}
+
+fn name_error(e: NameError) -> ApiError {
+    ApiError::new(400, OciCode::NameInvalid, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, r: &str) -> Route {
+        Route::Manifest {
+            name: name.into(),
+            reference: r.into(),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/v2/"), Route::Base);
+        assert_eq!(parse("/v2"), Route::Base);
+        assert_eq!(parse("/v2/a/manifests/v1"), m("a", "v1"));
+        assert_eq!(parse("/v2/a/b/c/d/e/manifests/v1"), m("a/b/c/d/e", "v1"));
+        assert_eq!(
+            parse("/v2/quay.io/calico/node/manifests/v3.28.0"),
+            m("quay.io/calico/node", "v3.28.0")
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/sha256:x"),
+            Route::Blob {
+                name: "a".into(),
+                digest: "sha256:x".into()
+            }
+        );
+        assert_eq!(parse("/v2/a/manifests/manifests/x"), m("a/manifests", "x"));
+        assert_eq!(
+            parse("/v2/a/tags/list"),
+            Route::TagsList { name: "a".into() }
+        );
+        assert_eq!(
+            parse("/v2/a/referrers/sha256:x"),
+            Route::Referrers {
+                name: "a".into(),
+                digest: "sha256:x".into()
+            }
+        );
+        assert_eq!(parse("/v2/_catalog"), Route::Unsupported);
+        assert_eq!(parse("/v2/a/blobs/uploads/"), Route::Unsupported);
+        assert_eq!(parse("/v2/a/blobs/uploads/1234"), Route::Unsupported);
+        assert_eq!(parse("/v2/a/blobs/uploads"), Route::Unsupported);
+        assert_eq!(parse("/v2/manifests/x"), Route::NotFound);
+        assert_eq!(parse("/v3/"), Route::NotFound);
+        assert_eq!(parse("/v2x"), Route::NotFound);
+        assert_eq!(parse("/"), Route::NotFound);
+    }
+
+    #[test]
+    fn upstream_selection() {
+        let hub: RegistryName = "docker.io".parse().unwrap();
+        let s = resolve("library/alpine", Some("docker.io"), None).unwrap();
+        assert_eq!(s.to_string(), "docker.io/library/alpine");
+        let s = resolve("alpine", Some("registry-1.docker.io"), None).unwrap();
+        assert_eq!(s.to_string(), "docker.io/library/alpine");
+        let s = resolve("quay.io/calico/node", None, Some(&hub)).unwrap();
+        assert_eq!(s.to_string(), "quay.io/calico/node");
+        let s = resolve("docker.io/nginx", None, None).unwrap();
+        assert_eq!(s.to_string(), "docker.io/library/nginx");
+        let s = resolve("localhost/x", None, None).unwrap();
+        assert_eq!(s.registry.as_str(), "localhost");
+        let s = resolve("127.0.0.1:5001/test/app", None, None).unwrap();
+        assert_eq!(s.to_string(), "127.0.0.1:5001/test/app");
+        let s = resolve("nginx", None, Some(&hub)).unwrap();
+        assert_eq!(s.to_string(), "docker.io/library/nginx");
+        let e = resolve("nginx", None, None).unwrap_err();
+        assert_eq!((e.status, e.code), (404, OciCode::NameUnknown));
+        let e = resolve("Upper/case", Some("quay.io"), None).unwrap_err();
+        assert_eq!((e.status, e.code), (400, OciCode::NameInvalid));
+        let e = resolve(&"a".repeat(256), Some("quay.io"), None).unwrap_err();
+        assert_eq!(e.code, OciCode::NameInvalid);
+    }
+
+    #[test]
+    fn ns_is_url_decoded() {
+        assert_eq!(
+            ns_param(Some("ns=127.0.0.1%3A5001")).as_deref(),
+            Some("127.0.0.1:5001")
+        );
+        assert_eq!(
+            ns_param(Some("x=1&ns=docker.io")).as_deref(),
+            Some("docker.io")
+        );
+        assert_eq!(ns_param(Some("ns=")), None);
+        assert_eq!(ns_param(None), None);
+    }
+
+    #[test]
+    fn bad_references() {
+        assert_eq!(
+            parse_reference("md5:abc").unwrap_err().code,
+            OciCode::DigestInvalid
+        );
+        assert_eq!(
+            parse_digest("sha1:abc").unwrap_err().code,
+            OciCode::DigestInvalid
+        );
+        assert!(parse_reference("v1.0").is_ok());
+    }
+}

@@ -1,0 +1,149 @@
+//! `ociregistry serve`: wires the pieces together. Opens the store, starts the
+//! fetcher's tokio runtime and one monoio worker per core, waits for SIGINT or
+//! SIGTERM, then shuts down in order: stop accepting, let responses in progress
+//! finish within the grace period, cancel downloads, leave no temp files.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::sync::watch;
+
+use crate::cli::{Cli, IoDriver, ServeArgs};
+use crate::config::Settings;
+use crate::serve::{self, Driver, Shared};
+use crate::store::Store;
+
+pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = Arc::new(Settings::resolve(cli, args)?);
+    crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
+    for key in &settings.ignored_keys {
+        tracing::warn!(
+            key,
+            "this configuration key is accepted for compatibility but not acted on by this release"
+        );
+    }
+    raise_open_files_limit();
+    crate::tls::install_crypto_provider();
+    let store = Arc::new(Store::open(&settings.image_path)?);
+    let threads = settings
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let driver = choose_driver(settings.io_driver)?;
+    let (listeners, addr) = serve::bind(&settings.host, settings.port, threads)
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fetcher")
+        .enable_all()
+        .build()
+        .context("cannot start the fetcher runtime")?;
+    let (stop, shutdown) = watch::channel(false);
+    let fetch = crate::fetch::start(
+        runtime.handle(),
+        settings.clone(),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        store: store.clone(),
+        fetch,
+        shutdown,
+    });
+    let mut workers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("serve-{i}"))
+            .spawn(move || {
+                if let Err(e) = serve::run_worker(i, driver, listener, shared) {
+                    tracing::error!(worker = i, error = %e, "serving thread failed");
+                }
+            })
+            .context("cannot start a serving thread")?;
+        workers.push(handle);
+    }
+    tracing::info!(
+        %addr,
+        threads,
+        driver = if driver == Driver::Uring { "io_uring" } else { "epoll" },
+        image_path = %settings.image_path.display(),
+        air_gapped = settings.air_gapped,
+        "listening"
+    );
+    runtime.block_on(wait_for_signal());
+    tracing::info!("shutting down: no new connections; finishing responses in progress");
+    let _ = stop.send(true);
+    let deadline = Instant::now() + serve::SHUTDOWN_GRACE + Duration::from_secs(2);
+    while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(shared);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let tmp = store.layout().tmp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn choose_driver(wanted: IoDriver) -> anyhow::Result<Driver> {
+    let usable = serve::uring_available() && probe_uring();
+    match (wanted, usable) {
+        (IoDriver::Epoll, _) => Ok(Driver::Epoll),
+        (_, true) => Ok(Driver::Uring),
+        (IoDriver::Uring, false) => bail!(
+            "--io-driver uring: io_uring is not available (kernel, kernel.io_uring_disabled, or a seccomp profile refuses it)"
+        ),
+        (IoDriver::Auto, false) => {
+            tracing::warn!("io_uring is not available here (kernel, sysctl or seccomp); serving with the epoll driver");
+            Ok(Driver::Epoll)
+        }
+    }
+}
+
+/// Builds one throwaway io_uring runtime: detection alone can pass where setup
+/// with our ring size fails (RLIMIT_MEMLOCK on older kernels).
+fn probe_uring() -> bool {
+    std::thread::spawn(|| {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .build()
+            .is_ok()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: every connection and
+/// every streamed blob holds a descriptor.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised the open files limit");
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The on-disk layout of the image path. This module is the only code that
+//! builds paths inside it; everything is a plain file, so a copy of the
+//! directory serves on another host.
+//!
+//! ```text
+//! <image-path>/
+//!   .lock                              exclusive lock of the owning process (holds its pid)
+//!   blobs/<algorithm>/<2 hex>/<hex>    committed blobs and manifests, immutable
+//!   index/records.jsonl                per-digest records (kind, media type, size, sources),
+//!                                      one JSON object a line, appended after each commit
+//!   tags/<registry>/<repo>/_tags/<tag> tag records (digest, media type, times), JSON,
+//!                                      replaced atomically; `_` cannot start a repo component
+//!   tmp/                               downloads in progress; emptied at startup
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::oci::{Digest, RegistryName, RepoName, Tag};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_dir()
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    pub fn records_journal(&self) -> PathBuf {
+        self.index_dir().join("records.jsonl")
+    }
+
+    pub fn tags_dir(&self) -> PathBuf {
+        self.root.join("tags")
+    }
+
+    pub fn tag(&self, registry: &RegistryName, repo: &RepoName, tag: &Tag) -> PathBuf {
+        self.tags_dir()
+            .join(registry.as_str())
+            .join(repo.as_str())
+            .join("_tags")
+            .join(tag.as_str())
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A temp file name unique to this process and download.
+    pub fn temp(&self, digest: &Digest, unique: u64) -> PathBuf {
+        self.tmp_dir().join(format!(
+            "{}-{}.{}.{}",
+            digest.algorithm().as_str(),
+            digest.hex(),
+            std::process::id(),
+            unique
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let l = Layout::new(Path::new("/data"));
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            l.blob(&d),
+            Path::new("/data/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        let tag = l.tag(
+            &"127.0.0.1:5001".parse().unwrap(),
+            &"a/x.json".parse().unwrap(),
+            &"x".parse().unwrap(),
+        );
+        assert_eq!(tag, Path::new("/data/tags/127.0.0.1:5001/a/x.json/_tags/x"));
+        assert!(l.temp(&d, 7).starts_with("/data/tmp"));
+    }
+}

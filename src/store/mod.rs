@@ -1,0 +1,354 @@
+//! `Store`: the sole owner of the image path. It holds the exclusive lock,
+//! indexes what is committed (digest records and tags, in memory, shared by
+//! every thread behind read-mostly locks), keeps manifest bytes in memory, and
+//! commits new content atomically: verified, fsynced, renamed into `blobs/`,
+//! then journaled. Committed files are never rewritten in place.
+
+pub mod layout;
+pub mod records;
+pub mod tags;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::oci::{media, Digest};
+pub use layout::Layout;
+pub use records::{Kind, Record};
+pub use tags::{TagKey, TagRecord};
+pub use writer::BlobWriter;
+
+pub struct Store {
+    layout: Layout,
+    records: RwLock<HashMap<Digest, Record>>,
+    tags: RwLock<HashMap<TagKey, TagRecord>>,
+    /// Manifest bodies, loaded on first use and kept: manifests are small and hot.
+    manifests: RwLock<HashMap<Digest, Bytes>>,
+    /// Sizes promised by descriptors of stored manifests, to refuse a blob whose
+    /// upstream Content-Length disagrees before hashing it.
+    expected_sizes: RwLock<HashMap<Digest, u64>>,
+    journal: Mutex<records::Journal>,
+    temp_counter: AtomicU64,
+    _lock: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("image path {path} is in use by another ociregistry process{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("image path {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl Store {
+    /// Opens (creating if needed) the image path, takes its exclusive lock,
+    /// removes temp files left by a dead owner and loads the indexes.
+    pub fn open(root: &Path) -> Result<Store, OpenError> {
+        let layout = Layout::new(root);
+        let io_err = |source| OpenError::Io {
+            path: root.to_path_buf(),
+            source,
+        };
+        for dir in [
+            layout.blobs_dir(),
+            layout.index_dir(),
+            layout.tags_dir(),
+            layout.tmp_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_err)?;
+        }
+        let lock = take_lock(&layout.lock_file()).map_err(|e| match e {
+            LockError::Held(pid) => OpenError::Locked {
+                path: root.to_path_buf(),
+                pid,
+            },
+            LockError::Io(source) => OpenError::Io {
+                path: root.to_path_buf(),
+                source,
+            },
+        })?;
+        let removed = clear_dir(&layout.tmp_dir()).map_err(io_err)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temp files of an earlier process");
+        }
+        let (records, skipped) = records::load(&layout.records_journal()).map_err(io_err)?;
+        if skipped > 0 {
+            tracing::warn!(skipped, "skipped unreadable lines in the records journal");
+        }
+        let tags: HashMap<_, _> = tags::load_all(&layout.tags_dir())
+            .map_err(io_err)?
+            .into_iter()
+            .collect();
+        let journal = records::Journal::open(&layout.records_journal()).map_err(io_err)?;
+        tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");
+        Ok(Store {
+            layout,
+            records: RwLock::new(records),
+            tags: RwLock::new(tags),
+            manifests: RwLock::new(HashMap::new()),
+            expected_sizes: RwLock::new(HashMap::new()),
+            journal: Mutex::new(journal),
+            temp_counter: AtomicU64::new(0),
+            _lock: lock,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn record(&self, digest: &Digest) -> Option<Record> {
+        self.records.read().unwrap().get(digest).cloned()
+    }
+
+    pub fn tag(&self, key: &TagKey) -> Option<TagRecord> {
+        self.tags.read().unwrap().get(key).cloned()
+    }
+
+    /// Every cached tag of one repository, sorted.
+    pub fn tags_of(
+        &self,
+        registry: &crate::oci::RegistryName,
+        repo: &crate::oci::RepoName,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .tags
+            .read()
+            .unwrap()
+            .keys()
+            .filter(|k| &k.registry == registry && &k.repo == repo)
+            .map(|k| k.tag.as_str().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn expected_size(&self, digest: &Digest) -> Option<u64> {
+        self.expected_sizes.read().unwrap().get(digest).copied()
+    }
+
+    /// A committed manifest's bytes and media type: from memory, else read from
+    /// disk once (after a restart) and kept.
+    pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
+        let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
+        let media_type = record
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        if let Some(bytes) = self.manifests.read().unwrap().get(digest) {
+            return Some((bytes.clone(), media_type));
+        }
+        let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
+        if Digest::of(digest.algorithm(), &bytes) != *digest {
+            tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
+            return None;
+        }
+        self.remember_descriptors(&bytes);
+        self.manifests
+            .write()
+            .unwrap()
+            .insert(digest.clone(), bytes.clone());
+        Some((bytes, media_type))
+    }
+
+    /// Whether a committed blob (not manifest) file is present, with its size.
+    pub fn blob(&self, digest: &Digest) -> Option<(PathBuf, Record)> {
+        let record = self.record(digest)?;
+        Some((self.layout.blob(digest), record))
+    }
+
+    /// Stores a verified manifest body (blocking: call off the reactors).
+    pub fn put_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        body: &Bytes,
+        source: &str,
+    ) -> io::Result<()> {
+        if self.record(digest).is_none() {
+            let path = self.layout.blob(digest);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_atomically(&path, &self.temp_path(digest), body)?;
+        }
+        self.remember_descriptors(body);
+        self.manifests
+            .write()
+            .unwrap()
+            .insert(digest.clone(), body.clone());
+        let record = Record {
+            kind: Kind::Manifest,
+            media_type: Some(media_type.to_string()),
+            size: body.len() as u64,
+            sources: vec![],
+        };
+        self.add_record(digest, record, source)
+    }
+
+    /// Records a committed digest and the source it was fetched for.
+    pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
+        {
+            let records = self.records.read().unwrap();
+            if records
+                .get(digest)
+                .is_some_and(|r| r.sources.iter().any(|s| s == source))
+            {
+                return Ok(());
+            }
+        }
+        self.journal
+            .lock()
+            .unwrap()
+            .append(digest, &record, source)?;
+        let mut records = self.records.write().unwrap();
+        let entry = records.entry(digest.clone()).or_insert(record);
+        if !entry.sources.iter().any(|s| s == source) {
+            entry.sources.push(source.to_string());
+        }
+        Ok(())
+    }
+
+    /// Points a tag at a manifest (blocking: call off the reactors).
+    pub fn put_tag(&self, key: TagKey, record: TagRecord) -> io::Result<()> {
+        let path = self.layout.tag(&key.registry, &key.repo, &key.tag);
+        let tmp = self.temp_path(&record.digest);
+        tags::write(&path, &tmp, &record)?;
+        self.tags.write().unwrap().insert(key, record);
+        Ok(())
+    }
+
+    /// A fresh, unique temp path for `digest`.
+    pub fn temp_path(&self, digest: &Digest) -> PathBuf {
+        self.layout
+            .temp(digest, self.temp_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn remember_descriptors(&self, body: &[u8]) {
+        if let Ok(info) = media::inspect(body) {
+            let mut sizes = self.expected_sizes.write().unwrap();
+            for d in info.references {
+                sizes.insert(d.digest, d.size);
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `tmp`, fsyncs, renames to `path` and fsyncs the directory.
+pub fn write_atomically(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    let result = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result?;
+    sync_parent(path)
+}
+
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+enum LockError {
+    Held(Option<u32>),
+    Io(io::Error),
+}
+
+fn take_lock(path: &Path) -> Result<File, LockError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(LockError::Io)?;
+    // SAFETY: flock on a valid, owned fd.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let pid = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(LockError::Held(pid));
+        }
+        return Err(LockError::Io(err));
+    }
+    file.set_len(0).map_err(LockError::Io)?;
+    write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+    Ok(file)
+}
+
+fn clear_dir(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Algorithm;
+
+    #[test]
+    fn second_owner_is_refused_and_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = Digest::of(Algorithm::Sha256, &body);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(matches!(
+                Store::open(dir.path()),
+                Err(OpenError::Locked { pid: Some(_), .. })
+            ));
+            store
+                .put_manifest(&d, media::OCI_MANIFEST, &body, "quay.io/a")
+                .unwrap();
+            let key = TagKey {
+                registry: "quay.io".parse().unwrap(),
+                repo: "a".parse().unwrap(),
+                tag: "v1".parse().unwrap(),
+            };
+            let rec = TagRecord {
+                digest: d.clone(),
+                media_type: media::OCI_MANIFEST.into(),
+                fetched_at: 1,
+                last_checked_at: 2,
+            };
+            store.put_tag(key, rec).unwrap();
+            std::fs::write(store.temp_path(&d), b"partial").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(store.layout().tmp_dir()).unwrap().count(),
+            0
+        );
+        let (bytes, mt) = store.manifest(&d).unwrap();
+        assert_eq!((bytes, mt.as_str()), (body, media::OCI_MANIFEST));
+        assert_eq!(
+            store.tags_of(&"quay.io".parse().unwrap(), &"a".parse().unwrap()),
+            vec!["v1"]
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Tag records: (registry, repository, tag) → manifest digest, media type and
+//! when it was fetched and last checked. One small JSON file per tag, replaced
+//! atomically (write temp, fsync, rename), read into memory at startup.
+
+use std::io;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::oci::{Digest, RegistryName, RepoName, Tag};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    pub registry: RegistryName,
+    pub repo: RepoName,
+    pub tag: Tag,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    /// Unix seconds when the tag was first resolved to this digest.
+    pub fetched_at: u64,
+    /// Unix seconds when the upstream last confirmed it.
+    pub last_checked_at: u64,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes `record` to `path` atomically, going through `tmp` in the same file system.
+pub fn write(path: &Path, tmp: &Path, record: &TagRecord) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    super::write_atomically(path, tmp, &bytes)
+}
+
+/// Reads every tag record under `tags_dir` (layout `<registry>/<repo…>/_tags/<tag>`).
+pub fn load_all(tags_dir: &Path) -> io::Result<Vec<(TagKey, TagRecord)>> {
+    let mut out = Vec::new();
+    let registries = match std::fs::read_dir(tags_dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for reg in registries {
+        let reg = reg?;
+        let Ok(registry) = reg.file_name().to_string_lossy().parse::<RegistryName>() else {
+            continue;
+        };
+        walk_repo(&reg.path(), &registry, String::new(), &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+fn walk_repo(
+    dir: &Path,
+    registry: &RegistryName,
+    repo: String,
+    out: &mut Vec<(TagKey, TagRecord)>,
+    depth: usize,
+) -> io::Result<()> {
+    if depth > 64 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if name == "_tags" {
+            read_tags(&entry.path(), registry, &repo, out)?;
+        } else {
+            let child = if repo.is_empty() {
+                name
+            } else {
+                format!("{repo}/{name}")
+            };
+            walk_repo(&entry.path(), registry, child, out, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_tags(
+    dir: &Path,
+    registry: &RegistryName,
+    repo: &str,
+    out: &mut Vec<(TagKey, TagRecord)>,
+) -> io::Result<()> {
+    let Ok(repo) = repo.parse::<RepoName>() else {
+        return Ok(());
+    };
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(tag) = entry.file_name().to_string_lossy().parse::<Tag>() else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<TagRecord>(&bytes) else {
+            continue;
+        };
+        out.push((
+            TagKey {
+                registry: registry.clone(),
+                repo: repo.clone(),
+                tag,
+            },
+            record,
+        ));
+    }
+    Ok(())
+}

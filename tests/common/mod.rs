@@ -1,0 +1,197 @@
+//! Test support shared by the integration and e2e tests: the real
+//! `ociregistry` binary started on a free loopback port with its own image
+//! path, plus fake and real upstreams and real clients (see the submodules).
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod containerd;
+pub mod distribution;
+pub mod fake_upstream;
+pub mod images;
+pub mod token_server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use fake_upstream::{http_get, http_request, HttpResponse};
+
+/// A running `ociregistry serve`, stopped (SIGKILL) on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub image_path: PathBuf,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts the server with a fresh image path, the given YAML config, and extra `serve` flags.
+    pub fn start(config_yaml: &str, serve_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let image_path = dir.path().join("images");
+        let mut s = Server::start_in(&image_path, config_yaml, serve_args);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts the server on an existing image path (restarts keep their cache).
+    pub fn start_in(image_path: &Path, config_yaml: &str, serve_args: &[&str]) -> Server {
+        let work = image_path.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&work).unwrap();
+        let config = work.join(format!("config-{}.yaml", unique()));
+        std::fs::write(&config, config_yaml).unwrap();
+        let log = work.join(format!("server-{}.log", unique()));
+        let child = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--config-file")
+            .arg(&config)
+            .args([
+                "--log-level",
+                "debug",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(serve_args)
+            .env_remove("RUST_LOG")
+            .env("NO_PROXY", "*")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ociregistry");
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            image_path: image_path.to_path_buf(),
+            log,
+            _dir: None,
+        };
+        server.addr = server.wait_listening();
+        server
+    }
+
+    fn wait_listening(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(" listening ")) {
+                let addr = line
+                    .split("addr=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                return addr.to_string();
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ociregistry exited with {status} before listening:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ociregistry did not start listening within 30 s:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(&self.url(path), headers)
+    }
+
+    pub fn head(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_request("HEAD", &self.url(path), headers).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "ociregistry did not stop within 20 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A YAML `registries:` entry for a plain-HTTP upstream on loopback.
+pub fn plain_registry(host: &str) -> String {
+    format!("registries:\n  - name: \"{host}\"\n    scheme: http\n")
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) * 1_000_000 + std::process::id() as u64
+}
+
+/// Deterministic incompressible bytes.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs `f` on `n` threads at once and collects the results in order.
+pub fn concurrently<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
