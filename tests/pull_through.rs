@@ -737,3 +737,163 @@ fn sigterm_stops_cleanly_mid_download_and_leaves_no_temp_files() {
         0
     );
 }
+
+#[test]
+fn concurrent_manifest_requests_share_one_upstream_request() {
+    let (up, server) = setup(&[]);
+    let img = up.add_image("a", "v1", &[b"x".to_vec()]);
+    up.set_fault(
+        "manifests/v1",
+        Fault::Delay(Duration::from_millis(300)),
+        None,
+    );
+    let url = server.url(&manifest_path(&up, "a", "v1"));
+    let bodies = concurrently(10, move |_| http_request("GET", &url, &[]).unwrap().body);
+    assert!(bodies.iter().all(|b| *b == img.manifest_bytes));
+    assert_eq!(up.count("GET", "manifests/v1"), 1);
+}
+
+#[test]
+fn a_download_finishes_after_its_only_client_leaves() {
+    let (up, server) = setup(&[]);
+    let layer = random_bytes(10, 2 * 1024 * 1024);
+    let digest = up.add_blob("r", layer.clone());
+    up.set_fault(
+        &digest,
+        Fault::Slow {
+            bytes_per_sec: 4 * 1024 * 1024,
+        },
+        Some(1),
+    );
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+        write!(
+            s,
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            blob_path(&up, "r", &digest)
+        )
+        .unwrap();
+        let mut first = [0u8; 1024];
+        let _ = s.read(&mut first).unwrap();
+    }
+    assert!(
+        wait_committed(&server, &digest),
+        "the orphaned download was not committed"
+    );
+    up.clear_log();
+    let r = server.get(&blob_path(&up, "r", &digest), &[]);
+    assert!(r.status == 200 && r.body == layer);
+    assert!(up.requests().is_empty());
+}
+
+#[test]
+fn a_failure_of_one_requesters_source_does_not_fail_another_source() {
+    let (up, server) = setup(&[]);
+    let layer = random_bytes(11, 300_000);
+    let digest = up.add_blob("has-it", layer.clone());
+    // Repository "lacks-it" answers 404 for the blob, slowly, so the second client joins that download.
+    up.set_fault(
+        &format!("lacks-it/blobs/{digest}"),
+        Fault::Delay(Duration::from_millis(500)),
+        Some(1),
+    );
+    let lacking = server.url(&blob_path(&up, "lacks-it", &digest));
+    let having = server.url(&blob_path(&up, "has-it", &digest));
+    let first = std::thread::spawn(move || http_request("GET", &lacking, &[]).unwrap());
+    std::thread::sleep(Duration::from_millis(150));
+    let second = http_request("GET", &having, &[]).unwrap();
+    assert_eq!(first.join().unwrap().status, 404);
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert!(second.body == layer);
+}
+
+#[test]
+fn unusable_upstream_manifests_are_refused() {
+    let (up, server) = setup(&[]);
+    let schema1 = br#"{"schemaVersion":1,"name":"a","tag":"old","fsLayers":[]}"#.to_vec();
+    up.add_manifest(
+        "a",
+        Some("old"),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        schema1,
+    );
+    let r = server.get(&manifest_path(&up, "a", "old"), &[]);
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("schema 1"), "{}", r.text());
+
+    let mut huge = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 5 * 1024 * 1024));
+    huge.extend(br#""}}"#);
+    up.add_manifest("a", Some("huge"), OCI_MANIFEST, huge);
+    let r = server.get(&manifest_path(&up, "a", "huge"), &[]);
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("larger than"), "{}", r.text());
+}
+
+#[test]
+fn a_blob_whose_upstream_size_disagrees_with_its_descriptor_is_refused() {
+    let (up, server) = setup(&[]);
+    let layer = b"twelve bytes".to_vec();
+    let digest = up.add_blob("a", layer);
+    let config = up.add_blob("a", b"{}".to_vec());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{digest}","size":999}}]}}"#
+    );
+    up.add_manifest("a", Some("v1"), OCI_MANIFEST, manifest.into_bytes());
+    assert_eq!(server.get(&manifest_path(&up, "a", "v1"), &[]).status, 200);
+    let r = server.get(&blob_path(&up, "a", &digest), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("999"), "{}", r.text());
+}
+
+#[test]
+fn unlisted_private_upstreams_are_refused() {
+    let up = FakeUpstream::start();
+    up.add_image("a", "v1", &[b"x".to_vec()]);
+    let server = Server::start("", &[]);
+    let r = server.get(&format!("/v2/{}/a/manifests/v1", up.host()), &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("non-public address") && r.text().contains("DENIED"),
+        "{}",
+        r.text()
+    );
+    assert!(up.requests().is_empty());
+
+    let server = Server::start("denyUnlisted: true\n", &[]);
+    let r = server.get("/v2/quay.io/calico/node/manifests/v3.28.0", &[]);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("not listed"), "{}", r.text());
+}
+
+#[test]
+fn listening_on_ipv6_any_serves_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&dir.path().join("images"), "", &["--host", "::"]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    for host in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let r = http_request("GET", &format!("http://{host}/v2/"), &[]).unwrap();
+        assert_eq!(r.status, 200, "{host}");
+    }
+}
+
+#[test]
+fn upstream_traffic_goes_through_http_proxy() {
+    let proxy = FakeUpstream::start();
+    let config = "registries:\n  - name: upstream.test\n    scheme: http\n";
+    let server = Server::start_with_env(
+        config,
+        &[],
+        &[("HTTP_PROXY", &proxy.base_url()), ("NO_PROXY", "")],
+    );
+    let r = server.get("/v2/upstream.test/a/manifests/v1", &[]);
+    assert_ne!(r.status, 200);
+    let seen = proxy.requests();
+    assert!(!seen.is_empty(), "the proxy saw no request");
+    assert!(
+        seen[0].path.contains("upstream.test/v2/a/manifests/v1"),
+        "{:?}",
+        seen[0]
+    );
+}

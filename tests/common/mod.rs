@@ -38,6 +38,23 @@ impl Server {
 
     /// Starts the server on an existing image path (restarts keep their cache).
     pub fn start_in(image_path: &Path, config_yaml: &str, serve_args: &[&str]) -> Server {
+        Server::launch(image_path, config_yaml, serve_args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the server process.
+    pub fn start_with_env(config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::launch(&dir.path().join("images"), config_yaml, serve_args, env);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn launch(
+        image_path: &Path,
+        config_yaml: &str,
+        serve_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let work = image_path.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&work).unwrap();
         let config = work.join(format!("config-{}.yaml", unique()));
@@ -48,18 +65,16 @@ impl Server {
             .arg(image_path)
             .arg("--config-file")
             .arg(&config)
-            .args([
-                "--log-level",
-                "debug",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
+            .args(["--log-level", "debug", "serve", "--port", "0"])
+            .args(if serve_args.contains(&"--host") {
+                &[][..]
+            } else {
+                &["--host", "127.0.0.1"][..]
+            })
             .args(serve_args)
             .env_remove("RUST_LOG")
             .env("NO_PROXY", "*")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
