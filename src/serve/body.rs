@@ -1,21 +1,19 @@
 //! Sending a [`Response`]: the head, then the body from memory, from a
-//! committed file, or from a download in flight. An in-flight body is sent as
-//! its bytes are published, and the last byte of the response is held back
-//! until the whole blob has verified; if the download fails instead, the
-//! connection is reset so no client ever holds a complete, wrong body.
+//! committed file, or from a download in flight. File bodies go out with
+//! `sendfile(2)` (see `sendfile`). An in-flight body is sent as its bytes are
+//! published, and the last byte of the response is held back until the whole
+//! blob has verified; if the download fails instead, the connection is reset
+//! so no client ever holds a complete, wrong body.
 
 use std::io;
 use std::os::unix::io::AsRawFd;
 
-use monoio::fs::File;
 use monoio::net::TcpStream;
 
 use super::http::{head, write_all};
-use super::response::{Body, Response};
+use super::response::{Body, CacheStatus, Response};
+use super::sendfile;
 use crate::fetch::{Download, State};
-
-/// Bytes read from a file per send.
-const CHUNK: usize = 256 * 1024;
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
@@ -24,9 +22,8 @@ pub async fn send(
     mut resp: Response,
     head_only: bool,
     keep_alive: bool,
-    buf: &mut Vec<u8>,
 ) -> io::Result<u64> {
-    if resp.cache != super::response::CacheStatus::None {
+    if resp.cache != CacheStatus::None {
         resp.headers
             .push(("X-Cache", resp.cache.as_str().to_string()));
     }
@@ -43,10 +40,9 @@ pub async fn send(
             Ok(b.len() as u64)
         }
         Body::File { path, offset, len } => {
+            let file = std::fs::File::open(&path)?;
             write_all(stream, out).await.0?;
-            let file = File::open(&path).await?;
-            let sent = send_file_range(stream, &file, offset, offset + len, buf).await;
-            let _ = file.close().await;
+            let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
             cut_on_error(stream, sent)
         }
         Body::Download {
@@ -55,7 +51,7 @@ pub async fn send(
             end,
         } => {
             write_all(stream, out).await.0?;
-            let sent = send_download(stream, &download, start, end, buf).await;
+            let sent = send_download(stream, &download, start, end).await;
             cut_on_error(stream, sent)
         }
     }
@@ -87,44 +83,6 @@ fn reset_on_close(stream: &TcpStream) {
     }
 }
 
-async fn send_file_range(
-    stream: &mut TcpStream,
-    file: &File,
-    mut pos: u64,
-    end: u64,
-    buf: &mut Vec<u8>,
-) -> io::Result<u64> {
-    let start = pos;
-    while pos < end {
-        let want = ((end - pos) as usize).min(CHUNK);
-        let n = read_into(file, pos, want, buf).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than its record",
-            ));
-        }
-        let chunk = std::mem::take(buf);
-        let (res, chunk) = write_all(stream, chunk).await;
-        *buf = chunk;
-        res?;
-        pos += n as u64;
-    }
-    Ok(pos - start)
-}
-
-/// Reads up to `want` bytes at `pos` into `buf` (replacing its contents).
-async fn read_into(file: &File, pos: u64, want: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut b = std::mem::take(buf);
-    b.clear();
-    b.reserve(want);
-    let (res, slice) = file
-        .read_at(monoio::buf::IoBufMut::slice_mut(b, 0..want), pos)
-        .await;
-    *buf = slice.into_inner();
-    res
-}
-
 /// Streams `[start, end)` of a download as it is published. With `end` unknown
 /// the body is chunked and runs to the blob's end.
 async fn send_download(
@@ -132,10 +90,9 @@ async fn send_download(
     download: &Download,
     start: u64,
     end: Option<u64>,
-    buf: &mut Vec<u8>,
 ) -> io::Result<u64> {
     let chunked = end.is_none();
-    let file = File::from_std(download.open_reader()?)?;
+    let file = download.open_reader()?;
     let mut rx = download.subscribe();
     let mut pos = start;
     loop {
@@ -155,34 +112,23 @@ async fn send_download(
             (None, _) => published.saturating_sub(1),
         };
         if pos < limit {
-            let want = ((limit - pos) as usize).min(CHUNK);
-            let n = read_into(&file, pos, want, buf).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "temp file shorter than published",
-                ));
-            }
+            let n = limit - pos;
             if chunked {
                 write_all(stream, format!("{n:x}\r\n").into_bytes())
                     .await
                     .0?;
             }
-            let chunk = std::mem::take(buf);
-            let (res, chunk) = write_all(stream, chunk).await;
-            *buf = chunk;
-            res?;
+            sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?;
             if chunked {
                 write_all(stream, &b"\r\n"[..]).await.0?;
             }
-            pos += n as u64;
+            pos += n;
             continue;
         }
         if verified && end_now.is_some_and(|e| pos >= e) {
             if chunked {
                 write_all(stream, &b"0\r\n\r\n"[..]).await.0?;
             }
-            let _ = file.close().await;
             return Ok(pos - start);
         }
         if rx.changed().await.is_err() {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod range;
 pub mod response;
 pub mod route;
+mod sendfile;
 mod tags;
 
 use std::cell::Cell;
@@ -239,7 +240,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut reader = http::Reader::default();
-    let mut buf = Vec::new();
     let mut shutdown = shared.shutdown.clone();
     loop {
         let next = monoio::select! {
@@ -251,7 +251,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(status, why)) => {
                 let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
-                let _ = body::send(&mut stream, e.into(), false, false, &mut buf).await;
+                let _ = body::send(&mut stream, e.into(), false, false).await;
                 return;
             }
         };
@@ -259,14 +259,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let keep_alive = req.keep_alive && !req.has_body && !*shared.shutdown.borrow();
         let resp: Response = handler::handle(shared, &req).await;
         let (status, cache) = (resp.status, resp.cache);
-        let sent = body::send(
-            &mut stream,
-            resp,
-            req.method == Method::Head,
-            keep_alive,
-            &mut buf,
-        )
-        .await;
+        let sent = body::send(&mut stream, resp, req.method == Method::Head, keep_alive).await;
         tracing::info!(
             target: "access",
             %peer,
