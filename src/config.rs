@@ -36,6 +36,10 @@ pub struct FileConfig {
     pub deny_unlisted: Option<bool>,
     /// Extra manifest media types (artifacts) to request from upstreams (ours).
     pub artifact_types: Vec<String>,
+    /// Bytes of manifests and small blobs kept in memory (ours).
+    pub memory_cache_bytes: Option<usize>,
+    /// Blobs up to this size are served from memory (ours).
+    pub memory_blob_max_bytes: Option<u64>,
     pub registries: Vec<RegistryConfig>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
@@ -131,11 +135,7 @@ impl Registry {
     /// The built-in way to reach an upstream nobody configured: HTTPS to the
     /// host itself, Docker Hub's API at registry-1.docker.io.
     pub fn implicit(name: RegistryName) -> Registry {
-        let host = if name.is_docker_hub() {
-            "registry-1.docker.io"
-        } else {
-            name.as_str()
-        };
+        let host = if name.is_docker_hub() { "registry-1.docker.io" } else { name.as_str() };
         Registry {
             base_url: format!("https://{host}"),
             name,
@@ -162,6 +162,7 @@ pub struct Settings {
     pub io_driver: IoDriver,
     pub deny_unlisted: bool,
     pub artifact_types: Vec<String>,
+    pub memory: crate::store::MemoryLimits,
     pub registries: Vec<Registry>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
@@ -183,10 +184,7 @@ impl Settings {
                 None
             }
         });
-        let pull_timeout = serve
-            .pull_timeout
-            .or(file.pull_timeout)
-            .unwrap_or(DEFAULT_PULL_TIMEOUT_MS);
+        let pull_timeout = serve.pull_timeout.or(file.pull_timeout).unwrap_or(DEFAULT_PULL_TIMEOUT_MS);
         if pull_timeout == 0 {
             problems.push("pullTimeout: must be greater than 0 milliseconds".to_string());
         }
@@ -198,28 +196,26 @@ impl Settings {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(Settings {
-            image_path: cli
-                .image_path
-                .clone()
-                .or(file.image_path.clone())
-                .unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
+            image_path: cli.image_path.clone().or(file.image_path.clone()).unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
             log_level: cli.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
             log_file: cli.log_file.clone().or(file.log_file.clone()),
-            host: serve
-                .host
-                .clone()
-                .or(file.host.clone())
-                .unwrap_or_else(|| DEFAULT_HOST.into()),
+            host: serve.host.clone().or(file.host.clone()).unwrap_or_else(|| DEFAULT_HOST.into()),
             port: serve.port.or(file.port).unwrap_or(DEFAULT_PORT),
             default_ns,
             air_gapped: serve.air_gapped || file.air_gapped.unwrap_or(false),
-            always_pull_latest: serve.always_pull_latest
-                || file.always_pull_latest.unwrap_or(false),
+            always_pull_latest: serve.always_pull_latest || file.always_pull_latest.unwrap_or(false),
             pull_timeout: Duration::from_millis(pull_timeout),
             threads: serve.threads.or(file.threads),
             io_driver: serve.io_driver.or(file.io_driver).unwrap_or(IoDriver::Auto),
             deny_unlisted: file.deny_unlisted.unwrap_or(false),
             artifact_types: file.artifact_types.clone(),
+            memory: {
+                let d = crate::store::MemoryLimits::default();
+                crate::store::MemoryLimits {
+                    budget: file.memory_cache_bytes.unwrap_or(d.budget),
+                    blob_max: file.memory_blob_max_bytes.unwrap_or(d.blob_max),
+                }
+            },
             registries,
             ignored_keys: file.later_release_keys(),
         })
@@ -234,10 +230,7 @@ impl Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -246,14 +239,8 @@ pub enum ConfigError {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.into(),
-            message,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, String> {
@@ -275,10 +262,7 @@ impl FileConfig {
             ("pruneConfig", &self.prune_config),
             ("serverTlsConfig", &self.server_tls_config),
         ];
-        keys.into_iter()
-            .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
-            .map(|(k, _)| k)
-            .collect()
+        keys.into_iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())).map(|(k, _)| k).collect()
     }
 }
 
@@ -305,19 +289,10 @@ fn validate_registries(entries: &[RegistryConfig], problems: &mut Vec<String>) -
                 continue;
             }
         };
-        let credentials = entry
-            .auth
-            .as_ref()
-            .and_then(|a| credentials(a, &at, problems));
+        let credentials = entry.auth.as_ref().and_then(|a| credentials(a, &at, problems));
         let tls = entry.tls.clone().unwrap_or_default();
         check_tls(&tls, &at, problems);
-        out.push(Registry {
-            name,
-            base_url,
-            send_ns: entry.endpoint.is_some(),
-            credentials,
-            tls,
-        });
+        out.push(Registry { name, base_url, send_ns: entry.endpoint.is_some(), credentials, tls });
     }
     out
 }
@@ -329,26 +304,17 @@ fn base_url(entry: &RegistryConfig, name: &RegistryName) -> Result<String, Strin
     }
     match &entry.endpoint {
         Some(endpoint) => {
-            let url = reqwest::Url::parse(endpoint)
-                .map_err(|e| format!("endpoint: {endpoint:?} is not a URL: {e}"))?;
+            let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint: {endpoint:?} is not a URL: {e}"))?;
             if url.scheme() != "http" && url.scheme() != "https" {
-                return Err(format!(
-                    "endpoint: {endpoint:?} must be an http or https URL"
-                ));
+                return Err(format!("endpoint: {endpoint:?} must be an http or https URL"));
             }
             if url.query().is_some() || url.host_str().is_none() {
-                return Err(format!(
-                    "endpoint: {endpoint:?} must be scheme://host[:port][/path] without a query"
-                ));
+                return Err(format!("endpoint: {endpoint:?} must be scheme://host[:port][/path] without a query"));
             }
             Ok(endpoint.trim_end_matches('/').to_string())
         }
         None => {
-            let host = if name.is_docker_hub() {
-                "registry-1.docker.io"
-            } else {
-                name.as_str()
-            };
+            let host = if name.is_docker_hub() { "registry-1.docker.io" } else { name.as_str() };
             Ok(format!("{scheme}://{host}"))
         }
     }
@@ -364,22 +330,16 @@ fn credentials(auth: &AuthConfig, at: &str, problems: &mut Vec<String>) -> Optio
         (None, Some(var)) => match std::env::var(var) {
             Ok(p) => p,
             Err(_) => {
-                problems.push(format!(
-                    "{at}.auth.passwordFromEnv: environment variable {var:?} is not set"
-                ));
+                problems.push(format!("{at}.auth.passwordFromEnv: environment variable {var:?} is not set"));
                 return None;
             }
         },
         (Some(_), Some(_)) => {
-            problems.push(format!(
-                "{at}.auth: set password or passwordFromEnv, not both"
-            ));
+            problems.push(format!("{at}.auth: set password or passwordFromEnv, not both"));
             return None;
         }
         (None, None) => {
-            problems.push(format!(
-                "{at}.auth: user {user:?} has no password or passwordFromEnv"
-            ));
+            problems.push(format!("{at}.auth: user {user:?} has no password or passwordFromEnv"));
             return None;
         }
     };
@@ -408,26 +368,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut argv = vec![
-            "ociregistry",
-            "--config-file",
-            path.to_str().unwrap(),
-            "serve",
-        ];
+        let mut argv = vec!["ociregistry", "--config-file", path.to_str().unwrap(), "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Serve(serve) = &cli.command else {
-            panic!()
-        };
+        let crate::cli::Command::Serve(serve) = &cli.command else { panic!() };
         Settings::resolve(&cli, serve)
     }
 
     #[test]
     fn defaults_without_a_file() {
         let cli = Cli::try_parse_from(["ociregistry", "serve"]).unwrap();
-        let crate::cli::Command::Serve(serve) = &cli.command else {
-            panic!()
-        };
+        let crate::cli::Command::Serve(serve) = &cli.command else { panic!() };
         let s = Settings::resolve(&cli, serve).unwrap();
         assert_eq!(s.image_path, PathBuf::from(DEFAULT_IMAGE_PATH));
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
@@ -437,11 +388,7 @@ mod tests {
 
     #[test]
     fn flag_beats_file_beats_default() {
-        let s = settings(
-            "port: 9000\npullTimeout: 5000\nairGapped: true\n",
-            &["--port", "9100"],
-        )
-        .unwrap();
+        let s = settings("port: 9000\npullTimeout: 5000\nairGapped: true\n", &["--port", "9100"]).unwrap();
         assert_eq!(s.port, 9100);
         assert_eq!(s.pull_timeout, Duration::from_millis(5000));
         assert!(s.air_gapped);
@@ -467,13 +414,7 @@ registries:
         assert_eq!(local.base_url, "http://127.0.0.1:5001");
         assert!(!local.send_ns);
         assert!(local.tls.insecure_skip_verify);
-        assert_eq!(
-            local.credentials,
-            Some(Credentials::Basic {
-                user: "u".into(),
-                password: "s3cret".into()
-            })
-        );
+        assert_eq!(local.credentials, Some(Credentials::Basic { user: "u".into(), password: "s3cret".into() }));
     }
 
     #[test]
@@ -497,14 +438,7 @@ registries:
   - name: ghcr.io
 "#;
         let err = settings(yaml, &[]).unwrap_err().to_string();
-        for needle in [
-            "pullTimeout",
-            "scheme",
-            "no password",
-            "tls.cert",
-            "cert and key",
-            "more than once",
-        ] {
+        for needle in ["pullTimeout", "scheme", "no password", "tls.cert", "cert and key", "more than once"] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
     }

@@ -9,8 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogLevel;
 
 pub fn init(level: LogLevel, file: Option<&Path>) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match file {
         Some(path) => {
@@ -19,10 +18,7 @@ pub fn init(level: LogLevel, file: Option<&Path>) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .try_init()
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init()
         }
         None => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

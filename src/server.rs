@@ -18,17 +18,12 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::resolve(cli, args)?);
     crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
     for key in &settings.ignored_keys {
-        tracing::warn!(
-            key,
-            "this configuration key is accepted for compatibility but not acted on by this release"
-        );
+        tracing::warn!(key, "this configuration key is accepted for compatibility but not acted on by this release");
     }
     raise_open_files_limit();
     crate::tls::install_crypto_provider();
-    let store = Arc::new(Store::open(&settings.image_path)?);
-    let threads = settings
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let store = Arc::new(Store::open(&settings.image_path, settings.memory)?);
+    let threads = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let driver = choose_driver(settings.io_driver)?;
     let (listeners, addr) = serve::bind(&settings.host, settings.port, threads)
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
@@ -39,19 +34,9 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the fetcher runtime")?;
     let (stop, shutdown) = watch::channel(false);
-    let fetch = crate::fetch::start(
-        runtime.handle(),
-        settings.clone(),
-        store.clone(),
-        shutdown.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
-    let shared = Arc::new(Shared {
-        settings: settings.clone(),
-        store: store.clone(),
-        fetch,
-        shutdown,
-    });
+    let fetch = crate::fetch::start(runtime.handle(), settings.clone(), store.clone(), shutdown.clone())
+        .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+    let shared = Arc::new(Shared { settings: settings.clone(), store: store.clone(), fetch, shutdown });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -110,14 +95,9 @@ fn choose_driver(wanted: IoDriver) -> anyhow::Result<Driver> {
 /// Builds one throwaway io_uring runtime: detection alone can pass where setup
 /// with our ring size fails (RLIMIT_MEMLOCK on older kernels).
 fn probe_uring() -> bool {
-    std::thread::spawn(|| {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .build()
-            .is_ok()
-    })
-    .join()
-    .unwrap_or(false)
+    std::thread::spawn(|| monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).build().is_ok())
+        .join()
+        .unwrap_or(false)
 }
 
 async fn wait_for_signal() {
@@ -132,10 +112,7 @@ async fn wait_for_signal() {
 /// Raises the soft open-files limit to the hard limit: every connection and
 /// every streamed blob holds a descriptor.
 fn raise_open_files_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid, owned struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

@@ -4,10 +4,7 @@
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ociregistry"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ociregistry")).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -19,15 +16,7 @@ fn help_documents_every_flag() {
     let o = run(&["--help"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in [
-        "--image-path",
-        "--config-file",
-        "--log-level",
-        "--log-file",
-        "serve",
-        "version",
-        "HTTP_PROXY",
-    ] {
+    for flag in ["--image-path", "--config-file", "--log-level", "--log-file", "serve", "version", "HTTP_PROXY"] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
     let o = run(&["serve", "--help"]);
@@ -50,10 +39,7 @@ fn help_documents_every_flag() {
 fn version_prints_the_version() {
     let o = run(&["version"]);
     assert!(o.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
-        format!("ociregistry {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ociregistry {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -79,7 +65,10 @@ fn config_errors_name_the_key_and_the_server_does_not_start() {
         ("registries:\n  - name: quay.io\n    shceme: http\n", "shceme"),
         ("registries:\n  - name: quay.io\n    scheme: ftp\n", "registries[0] (quay.io).scheme"),
         ("registries:\n  - name: quay.io\n    tls: {ca: /no/such/ca.pem}\n", "tls.ca"),
-        ("registries:\n  - name: quay.io\n    auth: {user: u, passwordFromEnv: OCIREG_UNSET_VAR}\n", "OCIREG_UNSET_VAR"),
+        (
+            "registries:\n  - name: quay.io\n    auth: {user: u, passwordFromEnv: OCIREG_UNSET_VAR}\n",
+            "OCIREG_UNSET_VAR",
+        ),
         ("pullTimeout: 0\n", "pullTimeout"),
         ("port: [1]\n", "port"),
     ];
@@ -108,13 +97,7 @@ fn an_unusable_image_path_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let o = run(&[
-        "--image-path",
-        file.to_str().unwrap(),
-        "serve",
-        "--port",
-        "0",
-    ]);
+    let o = run(&["--image-path", file.to_str().unwrap(), "serve", "--port", "0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not-a-dir"), "{}", stderr(&o));
 }

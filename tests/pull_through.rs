@@ -25,11 +25,7 @@ fn blob_path(up: &FakeUpstream, repo: &str, digest: &str) -> String {
 
 /// The last byte goes out on verification; fsync and rename follow. Waits (bounded) for the commit.
 fn wait_committed(server: &Server, digest: &str) -> bool {
-    let file = server
-        .image_path
-        .join("blobs/sha256")
-        .join(&digest[7..9])
-        .join(&digest[7..]);
+    let file = server.image_path.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..]);
     for _ in 0..250 {
         if file.exists() {
             std::thread::sleep(Duration::from_millis(20));
@@ -51,22 +47,13 @@ fn manifest_and_blobs_are_cached_after_the_first_pull() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.body, img.manifest_bytes);
         assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
-        assert_eq!(
-            r.header("docker-content-digest"),
-            Some(img.manifest_digest.as_str())
-        );
-        assert_eq!(
-            r.header("docker-distribution-api-version"),
-            Some("registry/2.0")
-        );
+        assert_eq!(r.header("docker-content-digest"), Some(img.manifest_digest.as_str()));
+        assert_eq!(r.header("docker-distribution-api-version"), Some("registry/2.0"));
         assert_eq!(r.header("x-cache"), Some("MISS"));
 
         let r = server.get(&blob_path(&up, "team/app", &img.layer_digests[0]), &[]);
         assert_eq!(r.status, 200);
-        assert_eq!(
-            r.header("content-length"),
-            Some(layer.len().to_string().as_str())
-        );
+        assert_eq!(r.header("content-length"), Some(layer.len().to_string().as_str()));
         assert!(r.body == layer, "blob body differs ({driver})");
         assert!(wait_committed(&server, &img.layer_digests[0]));
 
@@ -74,31 +61,14 @@ fn manifest_and_blobs_are_cached_after_the_first_pull() {
         let r = server.get(&manifest_path(&up, "team/app", "v1"), &[]);
         assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
         let r = server.get(&manifest_path(&up, "team/app", &img.manifest_digest), &[]);
-        assert_eq!(
-            (r.status, r.body.clone()),
-            (200, img.manifest_bytes.clone())
-        );
+        assert_eq!((r.status, r.body.clone()), (200, img.manifest_bytes.clone()));
         let r = server.get(&blob_path(&up, "team/app", &img.layer_digests[0]), &[]);
         assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
         assert!(r.body == layer);
         let r = server.head(&blob_path(&up, "team/app", &img.layer_digests[0]), &[]);
-        assert_eq!(
-            r.header("content-length"),
-            Some(layer.len().to_string().as_str())
-        );
-        assert!(
-            up.requests().is_empty(),
-            "second pull went upstream ({driver}): {:?}",
-            up.requests()
-        );
-        assert!(server.log().contains(&format!(
-            "driver=\"{}\"",
-            if driver == "uring" {
-                "io_uring"
-            } else {
-                "epoll"
-            }
-        )));
+        assert_eq!(r.header("content-length"), Some(layer.len().to_string().as_str()));
+        assert!(up.requests().is_empty(), "second pull went upstream ({driver}): {:?}", up.requests());
+        assert!(server.log().contains(&format!("driver=\"{}\"", if driver == "uring" { "io_uring" } else { "epoll" })));
     }
 }
 
@@ -107,29 +77,17 @@ fn concurrent_pulls_of_an_uncached_blob_share_one_upstream_download() {
     let (up, server) = setup(&[]);
     let layer = random_bytes(2, 8 * 1024 * 1024);
     let digest = up.add_blob("r", layer.clone());
-    up.set_fault(
-        &digest,
-        Fault::Slow {
-            bytes_per_sec: 16 * 1024 * 1024,
-        },
-        None,
-    );
+    up.set_fault(&digest, Fault::Slow { bytes_per_sec: 16 * 1024 * 1024 }, None);
     let url = server.url(&blob_path(&up, "r", &digest));
     let layer = std::sync::Arc::new(layer);
     let expected = layer.clone();
-    let results = concurrently(20, move |_| {
-        http_request("GET", &url, &[]).map(|r| (r.status, r.body == *expected))
-    });
+    let results = concurrently(20, move |_| http_request("GET", &url, &[]).map(|r| (r.status, r.body == *expected)));
     for r in &results {
         assert_eq!(r.as_ref().unwrap(), &(200, true));
     }
     assert_eq!(up.count("GET", &digest), 1, "{:?}", up.requests());
-    let statuses = server.log().matches("cache=\"STREAM\"").count()
-        + server.log().matches("cache=STREAM").count();
-    assert!(
-        statuses >= 1,
-        "at least one client streamed the in-flight download"
-    );
+    let statuses = server.log().matches("cache=\"STREAM\"").count() + server.log().matches("cache=STREAM").count();
+    assert!(statuses >= 1, "at least one client streamed the in-flight download");
 }
 
 #[test]
@@ -139,14 +97,8 @@ fn head_by_tag_that_misses_fetches_and_caches_the_manifest() {
     let r = server.head(&manifest_path(&up, "a", "v1"), &[]);
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(img.manifest_digest.as_str())
-    );
-    assert_eq!(
-        r.header("content-length"),
-        Some(img.manifest_bytes.len().to_string().as_str())
-    );
+    assert_eq!(r.header("docker-content-digest"), Some(img.manifest_digest.as_str()));
+    assert_eq!(r.header("content-length"), Some(img.manifest_bytes.len().to_string().as_str()));
     up.clear_log();
     let r = server.get(&manifest_path(&up, "a", "v1"), &[]);
     assert_eq!(r.body, img.manifest_bytes);
@@ -158,14 +110,8 @@ fn tags_are_case_sensitive() {
     let (up, server) = setup(&[]);
     let lower = up.add_image("a", "v1", &[b"one".to_vec()]);
     let upper = up.add_image("a", "V1", &[b"two".to_vec()]);
-    assert_eq!(
-        server.get(&manifest_path(&up, "a", "v1"), &[]).body,
-        lower.manifest_bytes
-    );
-    assert_eq!(
-        server.get(&manifest_path(&up, "a", "V1"), &[]).body,
-        upper.manifest_bytes
-    );
+    assert_eq!(server.get(&manifest_path(&up, "a", "v1"), &[]).body, lower.manifest_bytes);
+    assert_eq!(server.get(&manifest_path(&up, "a", "V1"), &[]).body, upper.manifest_bytes);
 }
 
 #[test]
@@ -175,13 +121,7 @@ fn ranges_on_cached_and_in_flight_blobs() {
     let digest = up.add_blob("r", layer.clone());
     let path = blob_path(&up, "r", &digest);
     // In flight: the upstream is slow, the range is answered as its bytes land.
-    up.set_fault(
-        &digest,
-        Fault::Slow {
-            bytes_per_sec: 2 * 1024 * 1024,
-        },
-        Some(1),
-    );
+    up.set_fault(&digest, Fault::Slow { bytes_per_sec: 2 * 1024 * 1024 }, Some(1));
     let r = server.get(&path, &[("Range", "bytes=100-199")]);
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), Some("bytes 100-199/1048576"));
@@ -213,18 +153,12 @@ fn a_corrupt_blob_is_never_delivered_whole_nor_committed() {
     for r in results {
         match r {
             Err(_) => {}
-            Ok(resp) => panic!(
-                "a client got a whole response ({}, {} bytes) for a corrupt blob",
-                resp.status,
-                resp.body.len()
-            ),
+            Ok(resp) => {
+                panic!("a client got a whole response ({}, {} bytes) for a corrupt blob", resp.status, resp.body.len())
+            }
         }
     }
-    let blob_file = server
-        .image_path
-        .join("blobs/sha256")
-        .join(&digest[7..9])
-        .join(&digest[7..]);
+    let blob_file = server.image_path.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..]);
     assert!(!blob_file.exists(), "corrupt blob was committed");
     // The next request goes upstream again (after the short per-digest back-off) and succeeds.
     std::thread::sleep(Duration::from_millis(1200));
@@ -232,12 +166,7 @@ fn a_corrupt_blob_is_never_delivered_whole_nor_committed() {
     assert_eq!(r.status, 200);
     assert!(r.body == layer);
     assert!(wait_committed(&server, &digest));
-    assert_eq!(
-        std::fs::read_dir(server.image_path.join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(server.image_path.join("tmp")).unwrap().count(), 0);
 }
 
 #[test]
@@ -249,11 +178,7 @@ fn a_dropped_transfer_resumes_with_range() {
     let r = server.get(&blob_path(&up, "r", &digest), &[]);
     assert_eq!(r.status, 200);
     assert!(r.body == layer, "resumed body differs");
-    let gets: Vec<_> = up
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path.contains(&digest))
-        .collect();
+    let gets: Vec<_> = up.requests().into_iter().filter(|r| r.method == "GET" && r.path.contains(&digest)).collect();
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert_eq!(gets[1].header("range"), Some("bytes=1000000-"));
 }
@@ -269,10 +194,7 @@ fn chunked_upstream_bodies_are_accepted() {
     assert!(r.body == layer);
     assert!(wait_committed(&server, &digest));
     let r = server.get(&blob_path(&up, "r", &digest), &[]);
-    assert_eq!(
-        (r.header("x-cache"), r.header("content-length")),
-        (Some("HIT"), Some("700000"))
-    );
+    assert_eq!((r.header("x-cache"), r.header("content-length")), (Some("HIT"), Some("700000")));
 }
 
 #[test]
@@ -285,10 +207,7 @@ fn upstream_statuses_map_to_oci_errors() {
     assert!(r.text().contains("MANIFEST_UNKNOWN"), "{}", r.text());
     // Remembered: the second ask does not reach the upstream.
     up.clear_log();
-    assert_eq!(
-        server.get(&manifest_path(&up, "a", "nope"), &[]).status,
-        404
-    );
+    assert_eq!(server.get(&manifest_path(&up, "a", "nope"), &[]).status, 404);
     assert_eq!(up.count("GET", "manifests/nope"), 0);
 
     let missing = sha256_digest(b"missing");
@@ -296,11 +215,7 @@ fn upstream_statuses_map_to_oci_errors() {
     assert_eq!(r.status, 404);
     assert!(r.text().contains("BLOB_UNKNOWN"));
 
-    up.set_fault(
-        "manifests/limited",
-        Fault::Status(429, vec![("Retry-After".into(), "7".into())]),
-        None,
-    );
+    up.set_fault("manifests/limited", Fault::Status(429, vec![("Retry-After".into(), "7".into())]), None);
     let r = server.get(&manifest_path(&up, "a", "limited"), &[]);
     assert_eq!((r.status, r.header("retry-after")), (429, Some("7")));
     assert!(r.text().contains("TOOMANYREQUESTS"));
@@ -343,36 +258,20 @@ fn the_cache_survives_a_restart_without_the_upstream() {
     let layer = random_bytes(7, 100_000);
     let img = up.add_image("a", "v1", std::slice::from_ref(&layer));
     let mut server = Server::start_in(&images, &plain_registry(&host), &[]);
-    assert_eq!(
-        server
-            .get(&format!("/v2/{host}/a/manifests/v1"), &[])
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .get(&format!("/v2/{host}/a/blobs/{}", img.layer_digests[0]), &[])
-            .status,
-        200
-    );
+    assert_eq!(server.get(&format!("/v2/{host}/a/manifests/v1"), &[]).status, 200);
+    assert_eq!(server.get(&format!("/v2/{host}/a/blobs/{}", img.layer_digests[0]), &[]).status, 200);
     assert!(server.stop().success());
     drop(server);
     drop(up);
 
     let server = Server::start_in(&images, &plain_registry(&host), &[]);
     let r = server.get(&format!("/v2/{host}/a/manifests/v1"), &[]);
-    assert_eq!(
-        (r.status, r.header("content-type")),
-        (200, Some(OCI_MANIFEST))
-    );
+    assert_eq!((r.status, r.header("content-type")), (200, Some(OCI_MANIFEST)));
     assert_eq!(r.body, img.manifest_bytes);
     let r = server.get(&format!("/v2/{host}/a/blobs/{}", img.layer_digests[0]), &[]);
     assert!(r.status == 200 && r.body == layer);
     // A blob is never served as a manifest, even after a restart.
-    let r = server.get(
-        &format!("/v2/{host}/a/manifests/{}", img.layer_digests[0]),
-        &[],
-    );
+    let r = server.get(&format!("/v2/{host}/a/manifests/{}", img.layer_digests[0]), &[]);
     assert_ne!(r.status, 200);
 }
 
@@ -387,10 +286,7 @@ fn a_second_server_on_the_same_image_path_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("in use by another ociregistry process"),
-        "{err}"
-    );
+    assert!(err.contains("in use by another ociregistry process"), "{err}");
 }
 
 #[test]
@@ -402,29 +298,18 @@ fn air_gapped_serves_the_cache_and_never_calls_upstream() {
     let img = up.add_image("a", "v1", &[b"x".to_vec()]);
     up.add_image("a", "v2", &[b"y".to_vec()]);
     let mut server = Server::start_in(&images, &plain_registry(&host), &[]);
-    assert_eq!(
-        server
-            .get(&format!("/v2/{host}/a/manifests/v1"), &[])
-            .status,
-        200
-    );
+    assert_eq!(server.get(&format!("/v2/{host}/a/manifests/v1"), &[]).status, 200);
     server.stop();
     drop(server);
     up.clear_log();
     let server = Server::start_in(&images, &plain_registry(&host), &["--air-gapped"]);
     let r = server.get(&format!("/v2/{host}/a/manifests/v1"), &[]);
-    assert_eq!(
-        (r.status, r.body.clone()),
-        (200, img.manifest_bytes.clone())
-    );
+    assert_eq!((r.status, r.body.clone()), (200, img.manifest_bytes.clone()));
     let r = server.get(&format!("/v2/{host}/a/manifests/v2"), &[]);
     assert_eq!(r.status, 404);
     let r = server.get(&format!("/v2/{host}/a/tags/list"), &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["tags"],
-        serde_json::json!(["v1"])
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["tags"], serde_json::json!(["v1"]));
     assert!(up.requests().is_empty(), "{:?}", up.requests());
 }
 
@@ -433,17 +318,11 @@ fn always_pull_latest_re_resolves_latest_only() {
     let (up, server) = setup(&["--always-pull-latest"]);
     let first = up.add_image("a", "latest", &[b"1".to_vec()]);
     up.add_image("a", "v1", &[b"v".to_vec()]);
-    assert_eq!(
-        server.get(&manifest_path(&up, "a", "latest"), &[]).body,
-        first.manifest_bytes
-    );
+    assert_eq!(server.get(&manifest_path(&up, "a", "latest"), &[]).body, first.manifest_bytes);
     assert_eq!(server.get(&manifest_path(&up, "a", "v1"), &[]).status, 200);
     let second = up.add_image("a", "latest", &[b"2".to_vec()]);
     up.clear_log();
-    assert_eq!(
-        server.get(&manifest_path(&up, "a", "latest"), &[]).body,
-        second.manifest_bytes
-    );
+    assert_eq!(server.get(&manifest_path(&up, "a", "latest"), &[]).body, second.manifest_bytes);
     assert_eq!(server.get(&manifest_path(&up, "a", "v1"), &[]).status, 200);
     assert_eq!(up.count("GET", "manifests/latest"), 1);
     assert_eq!(up.count("GET", "manifests/v1"), 0);
@@ -456,31 +335,17 @@ fn accept_excluding_the_stored_type_is_manifest_unknown() {
     let docker_only = "application/vnd.docker.distribution.manifest.v2+json";
     let r = server.get(&manifest_path(&up, "a", "v1"), &[("Accept", docker_only)]);
     assert_eq!(r.status, 404);
-    assert!(
-        r.text().contains("MANIFEST_UNKNOWN") && r.text().contains(OCI_MANIFEST),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains("MANIFEST_UNKNOWN") && r.text().contains(OCI_MANIFEST), "{}", r.text());
     // Several Accept lines all count.
-    let r = server.get(
-        &manifest_path(&up, "a", "v1"),
-        &[("Accept", docker_only), ("Accept", OCI_MANIFEST)],
-    );
+    let r = server.get(&manifest_path(&up, "a", "v1"), &[("Accept", docker_only), ("Accept", OCI_MANIFEST)]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("vary"), Some("Accept"));
     let r = server.get(&manifest_path(&up, "a", "v1"), &[("Accept", "*/*")]);
     assert_eq!(r.status, 200);
     // The upstream was asked with the fixed Accept list, not the client's.
-    let asked = up
-        .requests()
-        .into_iter()
-        .find(|r| r.path.ends_with("manifests/v1"))
-        .unwrap();
+    let asked = up.requests().into_iter().find(|r| r.path.ends_with("manifests/v1")).unwrap();
     let accept = asked.header("accept").unwrap();
-    assert!(
-        accept.contains("application/vnd.oci.image.index.v1+json") && accept.contains(docker_only),
-        "{accept}"
-    );
+    assert!(accept.contains("application/vnd.oci.image.index.v1+json") && accept.contains(docker_only), "{accept}");
 }
 
 #[test]
@@ -490,10 +355,7 @@ fn upstream_is_chosen_by_ns_by_host_segment_or_default() {
     let encoded = up.host().replace(':', "%3A");
     let server = Server::start(&plain_registry(&up.host()), &["--default-ns", &up.host()]);
     let by_ns = server.get(&format!("/v2/library/nginx/manifests/1?ns={encoded}"), &[]);
-    assert_eq!(
-        (by_ns.status, by_ns.body.clone()),
-        (200, img.manifest_bytes.clone())
-    );
+    assert_eq!((by_ns.status, by_ns.body.clone()), (200, img.manifest_bytes.clone()));
     let by_default = server.get("/v2/library/nginx/manifests/1", &[]);
     assert_eq!(by_default.status, 200);
     let server = Server::start(&plain_registry(&up.host()), &[]);
@@ -506,16 +368,8 @@ fn upstream_is_chosen_by_ns_by_host_segment_or_default() {
 fn api_surface_and_bad_input() {
     let (up, server) = setup(&[]);
     let r = server.get("/v2/", &[]);
-    assert_eq!(
-        (r.status, r.header("docker-distribution-api-version")),
-        (200, Some("registry/2.0"))
-    );
-    let r = http_request(
-        "POST",
-        &server.url(&format!("/v2/{}/a/blobs/uploads/", up.host())),
-        &[],
-    )
-    .unwrap();
+    assert_eq!((r.status, r.header("docker-distribution-api-version")), (200, Some("registry/2.0")));
+    let r = http_request("POST", &server.url(&format!("/v2/{}/a/blobs/uploads/", up.host())), &[]).unwrap();
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert!(r.text().contains("UNSUPPORTED"));
     let r = http_request("DELETE", &server.url(&manifest_path(&up, "a", "v1")), &[]).unwrap();
@@ -525,30 +379,16 @@ fn api_surface_and_bad_input() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("NAME_INVALID"));
     let long = "a".repeat(300);
-    assert_eq!(
-        server
-            .get(&format!("/v2/{}/{long}/manifests/v1", up.host()), &[])
-            .status,
-        400
-    );
-    let r = server.get(
-        &blob_path(&up, "a", "md5:d41d8cd98f00b204e9800998ecf8427e"),
-        &[],
-    );
+    assert_eq!(server.get(&format!("/v2/{}/{long}/manifests/v1", up.host()), &[]).status, 400);
+    let r = server.get(&blob_path(&up, "a", "md5:d41d8cd98f00b204e9800998ecf8427e"), &[]);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("DIGEST_INVALID"));
-    let r = server.get(
-        &format!("/v2/{}/a/referrers/{}", up.host(), sha256_digest(b"x")),
-        &[],
-    );
+    let r = server.get(&format!("/v2/{}/a/referrers/{}", up.host(), sha256_digest(b"x")), &[]);
     assert_eq!(r.status, 404);
     assert!(!r.text().contains("NAME_UNKNOWN"), "{}", r.text());
     let r = server.get("/nothing", &[]);
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
+    assert_eq!(r.header("docker-distribution-api-version"), Some("registry/2.0"));
 }
 
 #[test]
@@ -562,107 +402,60 @@ fn tag_lists_are_proxied_with_a_rewritten_link() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
     let link = r.header("link").unwrap();
-    assert!(
-        link.starts_with(&format!("</v2/{}/r/tags/list?", up.host())),
-        "{link}"
-    );
-    assert!(
-        link.contains("last=b") && link.ends_with("rel=\"next\""),
-        "{link}"
-    );
+    assert!(link.starts_with(&format!("</v2/{}/r/tags/list?", up.host())), "{link}");
+    assert!(link.contains("last=b") && link.ends_with("rel=\"next\""), "{link}");
 }
 
 #[test]
 fn basic_and_bearer_upstream_auth() {
     let basic = FakeUpstream::start_with(Options {
-        auth: Auth::Basic {
-            user: "u".into(),
-            pass: "p".into(),
-        },
+        auth: Auth::Basic { user: "u".into(), pass: "p".into() },
         ..Default::default()
     });
     basic.add_image("a", "v1", &[b"x".to_vec()]);
-    let config = format!(
-        "registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n",
-        basic.host()
-    );
+    let config =
+        format!("registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n", basic.host());
     let server = Server::start(&config, &[]);
-    assert_eq!(
-        server
-            .get(&format!("/v2/{}/a/manifests/v1", basic.host()), &[])
-            .status,
-        200
-    );
+    assert_eq!(server.get(&format!("/v2/{}/a/manifests/v1", basic.host()), &[]).status, 200);
 
     let bearer = FakeUpstream::start_with(Options {
-        auth: Auth::Bearer {
-            token_ttl_secs: 300,
-            user_pass: Some(("u".into(), "p".into())),
-        },
+        auth: Auth::Bearer { token_ttl_secs: 300, user_pass: Some(("u".into(), "p".into())) },
         ..Default::default()
     });
     let img = bearer.add_image("a", "v1", &[b"x".to_vec(), b"y".to_vec()]);
-    let config = format!(
-        "registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n",
-        bearer.host()
-    );
+    let config =
+        format!("registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n", bearer.host());
     let server = Server::start(&config, &[]);
     let h = bearer.host();
-    assert_eq!(
-        server.get(&format!("/v2/{h}/a/manifests/v1"), &[]).status,
-        200
-    );
+    assert_eq!(server.get(&format!("/v2/{h}/a/manifests/v1"), &[]).status, 200);
     for d in &img.layer_digests {
         assert_eq!(server.get(&format!("/v2/{h}/a/blobs/{d}"), &[]).status, 200);
     }
     assert_eq!(bearer.token_requests(), 1, "the token is cached per scope");
-    let token_req = bearer
-        .requests()
-        .into_iter()
-        .find(|r| r.path == "/token")
-        .unwrap();
-    assert!(token_req
-        .header("authorization")
-        .unwrap()
-        .starts_with("Basic "));
-    assert!(token_req
-        .query_params()
-        .contains(&("scope".into(), "repository:a:pull".into())));
+    let token_req = bearer.requests().into_iter().find(|r| r.path == "/token").unwrap();
+    assert!(token_req.header("authorization").unwrap().starts_with("Basic "));
+    assert!(token_req.query_params().contains(&("scope".into(), "repository:a:pull".into())));
     // An expired token is replaced once, transparently.
     bearer.expire_tokens();
-    assert_eq!(
-        server
-            .get(&format!("/v2/{h}/a/blobs/{}", img.config_digest), &[])
-            .status,
-        200
-    );
+    assert_eq!(server.get(&format!("/v2/{h}/a/blobs/{}", img.config_digest), &[]).status, 200);
     assert_eq!(bearer.token_requests(), 2);
 
     let server = Server::start(&plain_registry(&bearer.host()), &[]);
     let r = server.get(&format!("/v2/{h}/a/manifests/v1"), &[]);
-    assert_eq!(
-        r.status, 404,
-        "no credentials: the upstream keeps refusing, reported as not found"
-    );
+    assert_eq!(r.status, 404, "no credentials: the upstream keeps refusing, reported as not found");
     assert!(r.header("www-authenticate").is_none());
 }
 
 #[test]
 fn docker_hub_through_an_endpoint_with_cdn_redirects() {
     let hub = FakeUpstream::start_with(Options {
-        auth: Auth::Bearer {
-            token_ttl_secs: 300,
-            user_pass: None,
-        },
+        auth: Auth::Bearer { token_ttl_secs: 300, user_pass: None },
         docker_hub: true,
         redirect_blobs_to_cdn: true,
     });
     let layer = random_bytes(8, 500_000);
     let img = hub.add_image("library/alpine", "3.20", std::slice::from_ref(&layer));
-    let config = format!(
-        "registries:\n  - name: docker.io\n    endpoint: {}/\n",
-        hub.base_url()
-    );
+    let config = format!("registries:\n  - name: docker.io\n    endpoint: {}/\n", hub.base_url());
     let server = Server::start(&config, &["--default-ns", "docker.io"]);
     for path in [
         "/v2/alpine/manifests/3.20",
@@ -670,25 +463,11 @@ fn docker_hub_through_an_endpoint_with_cdn_redirects() {
         "/v2/docker.io/alpine/manifests/3.20",
     ] {
         let r = server.get(path, &[]);
-        assert_eq!(
-            (r.status, r.body.clone()),
-            (200, img.manifest_bytes.clone()),
-            "{path}: {}",
-            r.text()
-        );
+        assert_eq!((r.status, r.body.clone()), (200, img.manifest_bytes.clone()), "{path}: {}", r.text());
     }
-    let asked = hub
-        .requests()
-        .into_iter()
-        .find(|r| r.path.contains("/manifests/"))
-        .unwrap();
+    let asked = hub.requests().into_iter().find(|r| r.path.contains("/manifests/")).unwrap();
     assert_eq!(asked.path, "/v2/library/alpine/manifests/3.20");
-    assert!(
-        asked
-            .query_params()
-            .contains(&("ns".into(), "docker.io".into())),
-        "{asked:?}"
-    );
+    assert!(asked.query_params().contains(&("ns".into(), "docker.io".into())), "{asked:?}");
 
     let r = server.get(&format!("/v2/alpine/blobs/{}", img.layer_digests[0]), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -698,55 +477,29 @@ fn docker_hub_through_an_endpoint_with_cdn_redirects() {
     assert!(cdn[0].header("authorization").is_none());
 
     let r = server.get("/v2/nosuchuser/nosuchrepo/manifests/v1", &[]);
-    assert_eq!(
-        r.status, 404,
-        "Docker Hub's insufficient_scope for unknown repos is not found"
-    );
+    assert_eq!(r.status, 404, "Docker Hub's insufficient_scope for unknown repos is not found");
 }
 
 #[test]
 fn sigterm_stops_cleanly_mid_download_and_leaves_no_temp_files() {
     let (up, mut server) = setup(&[]);
     let digest = up.add_blob("r", random_bytes(9, 4 * 1024 * 1024));
-    up.set_fault(
-        &digest,
-        Fault::Slow {
-            bytes_per_sec: 256 * 1024,
-        },
-        None,
-    );
+    up.set_fault(&digest, Fault::Slow { bytes_per_sec: 256 * 1024 }, None);
     let url = server.url(&blob_path(&up, "r", &digest));
     let client = std::thread::spawn(move || http_request("GET", &url, &[]));
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(
-        std::fs::read_dir(server.image_path.join("tmp"))
-            .unwrap()
-            .count(),
-        1
-    );
+    assert_eq!(std::fs::read_dir(server.image_path.join("tmp")).unwrap().count(), 1);
     let status = server.stop();
     assert!(status.success(), "{status}");
-    assert!(
-        client.join().unwrap().is_err(),
-        "the cut-off client must not see a complete body"
-    );
-    assert_eq!(
-        std::fs::read_dir(server.image_path.join("tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(client.join().unwrap().is_err(), "the cut-off client must not see a complete body");
+    assert_eq!(std::fs::read_dir(server.image_path.join("tmp")).unwrap().count(), 0);
 }
 
 #[test]
 fn concurrent_manifest_requests_share_one_upstream_request() {
     let (up, server) = setup(&[]);
     let img = up.add_image("a", "v1", &[b"x".to_vec()]);
-    up.set_fault(
-        "manifests/v1",
-        Fault::Delay(Duration::from_millis(300)),
-        None,
-    );
+    up.set_fault("manifests/v1", Fault::Delay(Duration::from_millis(300)), None);
     let url = server.url(&manifest_path(&up, "a", "v1"));
     let bodies = concurrently(10, move |_| http_request("GET", &url, &[]).unwrap().body);
     assert!(bodies.iter().all(|b| *b == img.manifest_bytes));
@@ -758,29 +511,15 @@ fn a_download_finishes_after_its_only_client_leaves() {
     let (up, server) = setup(&[]);
     let layer = random_bytes(10, 2 * 1024 * 1024);
     let digest = up.add_blob("r", layer.clone());
-    up.set_fault(
-        &digest,
-        Fault::Slow {
-            bytes_per_sec: 4 * 1024 * 1024,
-        },
-        Some(1),
-    );
+    up.set_fault(&digest, Fault::Slow { bytes_per_sec: 4 * 1024 * 1024 }, Some(1));
     {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
-        write!(
-            s,
-            "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
-            blob_path(&up, "r", &digest)
-        )
-        .unwrap();
+        write!(s, "GET {} HTTP/1.1\r\nHost: x\r\n\r\n", blob_path(&up, "r", &digest)).unwrap();
         let mut first = [0u8; 1024];
         let _ = s.read(&mut first).unwrap();
     }
-    assert!(
-        wait_committed(&server, &digest),
-        "the orphaned download was not committed"
-    );
+    assert!(wait_committed(&server, &digest), "the orphaned download was not committed");
     up.clear_log();
     let r = server.get(&blob_path(&up, "r", &digest), &[]);
     assert!(r.status == 200 && r.body == layer);
@@ -793,11 +532,7 @@ fn a_failure_of_one_requesters_source_does_not_fail_another_source() {
     let layer = random_bytes(11, 300_000);
     let digest = up.add_blob("has-it", layer.clone());
     // Repository "lacks-it" answers 404 for the blob, slowly, so the second client joins that download.
-    up.set_fault(
-        &format!("lacks-it/blobs/{digest}"),
-        Fault::Delay(Duration::from_millis(500)),
-        Some(1),
-    );
+    up.set_fault(&format!("lacks-it/blobs/{digest}"), Fault::Delay(Duration::from_millis(500)), Some(1));
     let lacking = server.url(&blob_path(&up, "lacks-it", &digest));
     let having = server.url(&blob_path(&up, "has-it", &digest));
     let first = std::thread::spawn(move || http_request("GET", &lacking, &[]).unwrap());
@@ -812,17 +547,13 @@ fn a_failure_of_one_requesters_source_does_not_fail_another_source() {
 fn unusable_upstream_manifests_are_refused() {
     let (up, server) = setup(&[]);
     let schema1 = br#"{"schemaVersion":1,"name":"a","tag":"old","fsLayers":[]}"#.to_vec();
-    up.add_manifest(
-        "a",
-        Some("old"),
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
-        schema1,
-    );
+    up.add_manifest("a", Some("old"), "application/vnd.docker.distribution.manifest.v1+prettyjws", schema1);
     let r = server.get(&manifest_path(&up, "a", "old"), &[]);
     assert_eq!(r.status, 502);
     assert!(r.text().contains("schema 1"), "{}", r.text());
 
-    let mut huge = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#.to_vec();
+    let mut huge =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'a', 5 * 1024 * 1024));
     huge.extend(br#""}}"#);
     up.add_manifest("a", Some("huge"), OCI_MANIFEST, huge);
@@ -854,11 +585,7 @@ fn unlisted_private_upstreams_are_refused() {
     let server = Server::start("", &[]);
     let r = server.get(&format!("/v2/{}/a/manifests/v1", up.host()), &[]);
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(
-        r.text().contains("non-public address") && r.text().contains("DENIED"),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains("non-public address") && r.text().contains("DENIED"), "{}", r.text());
     assert!(up.requests().is_empty());
 
     let server = Server::start("denyUnlisted: true\n", &[]);
@@ -882,18 +609,10 @@ fn listening_on_ipv6_any_serves_ipv4_and_ipv6() {
 fn upstream_traffic_goes_through_http_proxy() {
     let proxy = FakeUpstream::start();
     let config = "registries:\n  - name: upstream.test\n    scheme: http\n";
-    let server = Server::start_with_env(
-        config,
-        &[],
-        &[("HTTP_PROXY", &proxy.base_url()), ("NO_PROXY", "")],
-    );
+    let server = Server::start_with_env(config, &[], &[("HTTP_PROXY", &proxy.base_url()), ("NO_PROXY", "")]);
     let r = server.get("/v2/upstream.test/a/manifests/v1", &[]);
     assert_ne!(r.status, 200);
     let seen = proxy.requests();
     assert!(!seen.is_empty(), "the proxy saw no request");
-    assert!(
-        seen[0].path.contains("upstream.test/v2/a/manifests/v1"),
-        "{:?}",
-        seen[0]
-    );
+    assert!(seen[0].path.contains("upstream.test/v2/a/manifests/v1"), "{:?}", seen[0]);
 }

@@ -10,12 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-        error: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String>, scope: Option<String>, error: Option<String> },
 }
 
 /// Parses the first challenge of a `WWW-Authenticate` value. Unknown schemes yield `None`.
@@ -23,12 +18,7 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
     let value = value.trim();
     let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
     let params = parse_params(rest);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
     if scheme.eq_ignore_ascii_case("basic") {
         Some(Challenge::Basic)
     } else if scheme.eq_ignore_ascii_case("bearer") {
@@ -51,8 +41,7 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
         while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
             chars.next();
         }
-        let name: String =
-            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
         if name.trim().is_empty() || chars.next() != Some('=') {
             return out;
         }
@@ -67,10 +56,7 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
                 }
             }
         } else {
-            value = std::iter::from_fn(|| chars.next_if(|c| *c != ','))
-                .collect::<String>()
-                .trim()
-                .to_string();
+            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect::<String>().trim().to_string();
         }
         out.push((name.trim().to_string(), value));
     }
@@ -89,10 +75,7 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn token(&self) -> Option<&str> {
-        self.token
-            .as_deref()
-            .or(self.access_token.as_deref())
-            .filter(|t| !t.is_empty())
+        self.token.as_deref().or(self.access_token.as_deref()).filter(|t| !t.is_empty())
     }
 
     /// How long to use the token: its lifetime less a margin, 60 s when unstated (the spec's default).
@@ -157,10 +140,7 @@ mod tests {
 
     #[test]
     fn parses_basic_unquoted_and_escaped() {
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(
             parse_challenge(r#"bearer realm=http://x/token, service="a\"b""#),
             Some(Challenge::Bearer {
@@ -177,11 +157,7 @@ mod tests {
     #[test]
     fn token_cache_expires() {
         let cache = TokenCache::default();
-        let key = TokenKey {
-            realm: "r".into(),
-            service: None,
-            scope: "s".into(),
-        };
+        let key = TokenKey { realm: "r".into(), service: None, scope: "s".into() };
         let now = Instant::now();
         cache.put(key.clone(), "t".into(), now + Duration::from_secs(5));
         assert_eq!(cache.get(&key, now).as_deref(), Some("t"));
@@ -190,8 +166,7 @@ mod tests {
 
     #[test]
     fn token_lifetime_keeps_a_margin() {
-        let t: TokenResponse =
-            serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
+        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
         assert_eq!(t.token(), Some("a"));
         assert_eq!(t.lifetime(), Duration::from_secs(290));
         let t: TokenResponse = serde_json::from_str(r#"{"token":"b"}"#).unwrap();

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, RANGE,
-};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
 
@@ -33,11 +31,7 @@ const MISMATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl Fetcher {
     /// Finds a committed blob, joins its download in flight, or starts one.
-    pub(super) async fn blob(
-        self: Arc<Self>,
-        source: Source,
-        digest: Digest,
-    ) -> Result<BlobSource, FetchError> {
+    pub(super) async fn blob(self: Arc<Self>, source: Source, digest: Digest) -> Result<BlobSource, FetchError> {
         if self.store.record(&digest).is_some() {
             return Ok(BlobSource::Committed);
         }
@@ -45,13 +39,7 @@ impl Fetcher {
             return Ok(BlobSource::Downloading(d.clone()));
         }
         self.check_online()?;
-        if let Some(until) = self
-            .mismatch_backoff
-            .lock()
-            .unwrap()
-            .get(&digest)
-            .map(|b| b.0)
-        {
+        if let Some(until) = self.mismatch_backoff.lock().unwrap().get(&digest).map(|b| b.0) {
             if until > Instant::now() {
                 return Err(FetchError::BadContent(format!(
                     "{digest} did not match its content at the last try; retrying later"
@@ -60,9 +48,7 @@ impl Fetcher {
         }
         self.check_not_found(&source, &digest.to_string())?;
         let d = digest.clone();
-        let (writer, reader) = self
-            .blocking(move |store| BlobWriter::create(store, &d))
-            .await?;
+        let (writer, reader) = self.blocking(move |store| BlobWriter::create(store, &d)).await?;
         let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
         {
             let mut downloads = self.downloads.lock().unwrap();
@@ -78,12 +64,7 @@ impl Fetcher {
         Ok(BlobSource::Downloading(download))
     }
 
-    async fn run_download(
-        self: Arc<Self>,
-        source: Source,
-        download: Arc<Download>,
-        writer: BlobWriter,
-    ) {
+    async fn run_download(self: Arc<Self>, source: Source, download: Arc<Download>, writer: BlobWriter) {
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let dl = download.clone();
@@ -110,10 +91,7 @@ impl Fetcher {
         match result {
             Ok(writer) => {
                 download.publish(|p| p.state = State::Verified);
-                self.mismatch_backoff
-                    .lock()
-                    .unwrap()
-                    .remove(&download.digest);
+                self.mismatch_backoff.lock().unwrap().remove(&download.digest);
                 let src = source.to_string();
                 if let Err(e) = self.blocking(move |store| writer.commit(store, &src)).await {
                     tracing::error!(digest = %download.digest, error = %e, "verified blob could not be committed");
@@ -138,27 +116,17 @@ impl Fetcher {
     }
 
     /// Moves the blob's bytes from upstream to the writer, resuming on breaks.
-    async fn transfer(
-        &self,
-        source: &Source,
-        download: &Download,
-        tx: mpsc::Sender<Bytes>,
-    ) -> Result<(), FetchError> {
+    async fn transfer(&self, source: &Source, download: &Download, tx: mpsc::Sender<Bytes>) -> Result<(), FetchError> {
         let up = self.upstreams.get(&source.registry).await?;
         let digest = &download.digest;
         let expected = self.store.expected_size(digest);
         let mut received: u64 = 0;
         let mut breaks: u32 = 0;
-        let mut orphan = OrphanGuard {
-            fetcher: self,
-            counted: false,
-        };
+        let mut orphan = OrphanGuard { fetcher: self, counted: false };
         let mut shutdown = self.shutdown.clone();
         loop {
             let attempt = async {
-                let (mut resp, skip, total) = self
-                    .open_blob(&up, source, digest, received, expected)
-                    .await?;
+                let (mut resp, skip, total) = self.open_blob(&up, source, digest, received, expected).await?;
                 if received == 0 {
                     download.publish(|p| {
                         p.total = total;
@@ -169,18 +137,13 @@ impl Fetcher {
                 loop {
                     let chunk = tokio::time::timeout(self.settings.pull_timeout, resp.chunk())
                         .await
-                        .map_err(|_| {
-                            Broken::Transport(format!(
-                                "no data for {:?}",
-                                self.settings.pull_timeout
-                            ))
-                        })?
+                        .map_err(|_| Broken::Transport(format!("no data for {:?}", self.settings.pull_timeout)))?
                         .map_err(|e| Broken::Transport(super::error::error_chain(&e)))?;
                     let Some(mut chunk) = chunk else {
                         return match total {
-                            Some(t) if received < t => Err(Broken::Transport(format!(
-                                "body ended at {received} of {t} bytes"
-                            ))),
+                            Some(t) if received < t => {
+                                Err(Broken::Transport(format!("body ended at {received} of {t} bytes")))
+                            }
                             _ => Ok(()),
                         };
                     };
@@ -196,9 +159,9 @@ impl Fetcher {
                             total.unwrap_or(0)
                         ))));
                     }
-                    tx.send(chunk).await.map_err(|_| {
-                        Broken::Fatal(FetchError::Internal("cache write failed".into()))
-                    })?;
+                    tx.send(chunk)
+                        .await
+                        .map_err(|_| Broken::Fatal(FetchError::Internal("cache write failed".into())))?;
                     if !orphan.allowed(download) {
                         return Err(Broken::Fatal(FetchError::Internal(
                             "abandoned: too many downloads without readers".into(),
@@ -219,9 +182,7 @@ impl Fetcher {
                     tokio::time::sleep(Duration::from_millis(200 << breaks)).await;
                 }
                 Err(Broken::Transport(why)) => {
-                    return Err(FetchError::Unreachable(format!(
-                        "blob transfer from {source} kept breaking: {why}"
-                    )))
+                    return Err(FetchError::Unreachable(format!("blob transfer from {source} kept breaking: {why}")))
                 }
             }
         }
@@ -240,10 +201,7 @@ impl Fetcher {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if from > 0 {
-            headers.insert(
-                RANGE,
-                HeaderValue::from_str(&format!("bytes={from}-")).expect("ascii"),
-            );
+            headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={from}-")).expect("ascii"));
         }
         let url = up.url(&source.repo, &format!("blobs/{digest}"));
         let resp = match up.send(Method::GET, &source.repo, url, headers).await {
@@ -253,15 +211,8 @@ impl Fetcher {
             }
             Err(e) => return Err(Broken::Fatal(e)),
         };
-        let resp = self
-            .check_status(resp, source, &digest.to_string())
-            .await
-            .map_err(Broken::Fatal)?;
-        if let Some(enc) = resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-        {
+        let resp = self.check_status(resp, source, &digest.to_string()).await.map_err(Broken::Fatal)?;
+        if let Some(enc) = resp.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
             if !enc.eq_ignore_ascii_case("identity") {
                 return Err(Broken::Fatal(FetchError::BadContent(format!(
                     "upstream sent the blob with Content-Encoding {enc}"
@@ -269,18 +220,10 @@ impl Fetcher {
             }
         }
         let (skip, total) = if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let range = resp
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_content_range);
+            let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
             match range {
                 Some((start, total)) if start == from => (0, total),
-                _ => {
-                    return Err(Broken::Transport(
-                        "upstream answered the resume with a wrong Content-Range".into(),
-                    ))
-                }
+                _ => return Err(Broken::Transport("upstream answered the resume with a wrong Content-Range".into())),
             }
         } else {
             (from, resp.content_length())
@@ -381,10 +324,7 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(
-            parse_content_range("bytes 100-199/200"),
-            Some((100, Some(200)))
-        );
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }

@@ -46,17 +46,8 @@ pub struct Download {
 
 impl Download {
     pub fn new(digest: Digest, source: String, file: File) -> Download {
-        let (progress, _) = watch::channel(Progress {
-            published: 0,
-            total: None,
-            state: State::Connecting,
-        });
-        Download {
-            digest,
-            source,
-            file,
-            progress,
-        }
+        let (progress, _) = watch::channel(Progress { published: 0, total: None, state: State::Connecting });
+        Download { digest, source, file, progress }
     }
 
     /// A handle on the temp file for one reader. It shares the writer's file

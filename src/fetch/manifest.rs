@@ -20,12 +20,7 @@ pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
 
 impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
-    pub(super) fn manifest(
-        self: Arc<Self>,
-        source: Source,
-        reference: Reference,
-        reply: Reply<ManifestHit>,
-    ) {
+    pub(super) fn manifest(self: Arc<Self>, source: Source, reference: Reference, reply: Reply<ManifestHit>) {
         let key = (source, reference);
         {
             let mut waiters = self.manifest_waiters.lock().unwrap();
@@ -40,30 +35,17 @@ impl Fetcher {
             if let Err(e) = &result {
                 tracing::debug!(source = %key.0, reference = %key.1, error = %e, "manifest fetch failed");
             }
-            let waiters = self
-                .manifest_waiters
-                .lock()
-                .unwrap()
-                .remove(&key)
-                .unwrap_or_default();
+            let waiters = self.manifest_waiters.lock().unwrap().remove(&key).unwrap_or_default();
             for w in waiters {
                 let _ = w.send(result.clone());
             }
         });
     }
 
-    async fn fetch_manifest(
-        &self,
-        source: &Source,
-        reference: &Reference,
-    ) -> Result<ManifestHit, FetchError> {
+    async fn fetch_manifest(&self, source: &Source, reference: &Reference) -> Result<ManifestHit, FetchError> {
         if let Reference::Digest(d) = reference {
             if let Some((body, media_type)) = self.store.manifest(d) {
-                return Ok(ManifestHit {
-                    digest: d.clone(),
-                    media_type,
-                    body,
-                });
+                return Ok(ManifestHit { digest: d.clone(), media_type, body });
             }
         }
         self.check_online()?;
@@ -73,31 +55,19 @@ impl Fetcher {
         let url = up.url(&source.repo, &format!("manifests/{reference}"));
         let mut headers = HeaderMap::new();
         let accept = media::upstream_accept(&self.settings.artifact_types);
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_str(&accept).map_err(|e| FetchError::Internal(e.to_string()))?,
-        );
+        headers.insert(ACCEPT, HeaderValue::from_str(&accept).map_err(|e| FetchError::Internal(e.to_string()))?);
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let resp = up.send(Method::GET, &source.repo, url, headers).await?;
         let resp = self.check_status(resp, source, &what).await?;
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_digest =
+            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = read_limited(resp, MAX_MANIFEST_BYTES).await?;
         let digest = match (reference, header_digest) {
             (Reference::Digest(d), _) => d.clone(),
-            (Reference::Tag(_), Some(h)) => h.parse::<Digest>().map_err(|e| {
-                FetchError::BadContent(format!(
-                    "upstream sent an invalid Docker-Content-Digest: {e}"
-                ))
-            })?,
+            (Reference::Tag(_), Some(h)) => h
+                .parse::<Digest>()
+                .map_err(|e| FetchError::BadContent(format!("upstream sent an invalid Docker-Content-Digest: {e}")))?,
             (Reference::Tag(_), None) => Digest::of(crate::oci::Algorithm::Sha256, &body),
         };
         let actual = Digest::of(digest.algorithm(), &body);
@@ -106,25 +76,18 @@ impl Fetcher {
                 "manifest {what} from {source} hashes to {actual}, not {digest}"
             )));
         }
-        let info = media::inspect(&body)
-            .map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
-        let media_type =
-            media::effective_media_type(content_type.as_deref(), &info).ok_or_else(|| {
-                FetchError::BadContent(format!("manifest {what} from {source} has no media type"))
-            })?;
+        let info =
+            media::inspect(&body).map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
+        let media_type = media::effective_media_type(content_type.as_deref(), &info)
+            .ok_or_else(|| FetchError::BadContent(format!("manifest {what} from {source} has no media type")))?;
         if media::is_schema1(&media_type) || info.schema_version == Some(1) {
             return Err(FetchError::BadContent(format!(
                 "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
-        self.store_manifest(source, reference, &digest, &media_type, &body)
-            .await?;
+        self.store_manifest(source, reference, &digest, &media_type, &body).await?;
         tracing::info!(%source, reference = %what, %digest, media_type, size = body.len(), "manifest cached");
-        Ok(ManifestHit {
-            digest,
-            media_type,
-            body,
-        })
+        Ok(ManifestHit { digest, media_type, body })
     }
 
     async fn store_manifest(
@@ -135,37 +98,19 @@ impl Fetcher {
         media_type: &str,
         body: &Bytes,
     ) -> Result<(), FetchError> {
-        let (d, mt, b, src) = (
-            digest.clone(),
-            media_type.to_string(),
-            body.clone(),
-            source.to_string(),
-        );
+        let (d, mt, b, src) = (digest.clone(), media_type.to_string(), body.clone(), source.to_string());
         let tag = match reference {
-            Reference::Tag(t) => Some(TagKey {
-                registry: source.registry.clone(),
-                repo: source.repo.clone(),
-                tag: t.clone(),
-            }),
+            Reference::Tag(t) => {
+                Some(TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: t.clone() })
+            }
             Reference::Digest(_) => None,
         };
         self.blocking(move |store| {
             store.put_manifest(&d, &mt, &b, &src)?;
             if let Some(key) = tag {
                 let now = now_secs();
-                let fetched_at = store
-                    .tag(&key)
-                    .filter(|r| r.digest == d)
-                    .map_or(now, |r| r.fetched_at);
-                store.put_tag(
-                    key,
-                    TagRecord {
-                        digest: d,
-                        media_type: mt,
-                        fetched_at,
-                        last_checked_at: now,
-                    },
-                )?;
+                let fetched_at = store.tag(&key).filter(|r| r.digest == d).map_or(now, |r| r.fetched_at);
+                store.put_tag(key, TagRecord { digest: d, media_type: mt, fetched_at, last_checked_at: now })?;
             }
             Ok(())
         })
@@ -177,9 +122,7 @@ impl Fetcher {
         let key = (source.clone(), what.to_string());
         let mut map = self.not_found.lock().unwrap();
         match map.get(&key) {
-            Some((until, message)) if *until > Instant::now() => {
-                Err(FetchError::NotFound(message.clone()))
-            }
+            Some((until, message)) if *until > Instant::now() => Err(FetchError::NotFound(message.clone())),
             Some(_) => {
                 map.remove(&key);
                 Ok(())
@@ -204,35 +147,20 @@ impl Fetcher {
                 let message = if status == StatusCode::NOT_FOUND {
                     format!("{what} is not in {source} (upstream answered 404)")
                 } else {
-                    format!(
-                        "{what} is not available from {source} (upstream denied access: {status})"
-                    )
+                    format!("{what} is not available from {source} (upstream denied access: {status})")
                 };
                 let mut map = self.not_found.lock().unwrap();
                 if map.len() > 10_000 {
                     map.retain(|_, (until, _)| *until > Instant::now());
                 }
-                map.insert(
-                    (source.clone(), what.to_string()),
-                    (Instant::now() + NOT_FOUND_TTL, message.clone()),
-                );
+                map.insert((source.clone(), what.to_string()), (Instant::now() + NOT_FOUND_TTL, message.clone()));
                 Err(FetchError::NotFound(message))
             }
             StatusCode::TOO_MANY_REQUESTS => Err(FetchError::TooManyRequests {
-                retry_after: resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
+                retry_after: resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string),
             }),
             _ => {
-                let snippet = resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect::<String>();
+                let snippet = resp.text().await.unwrap_or_default().chars().take(200).collect::<String>();
                 Err(FetchError::Upstream {
                     status: status.as_u16(),
                     message: format!("{what} from {source}: {snippet}"),
@@ -245,20 +173,12 @@ impl Fetcher {
 /// Reads a body, refusing it as soon as it grows past `limit`.
 pub(super) async fn read_limited(mut resp: Response, limit: usize) -> Result<Bytes, FetchError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(FetchError::BadContent(format!(
-            "manifest larger than {limit} bytes"
-        )));
+        return Err(FetchError::BadContent(format!("manifest larger than {limit} bytes")));
     }
     let mut buf = BytesMut::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| FetchError::from_reqwest(&e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::from_reqwest(&e))? {
         if buf.len() + chunk.len() > limit {
-            return Err(FetchError::BadContent(format!(
-                "manifest larger than {limit} bytes"
-            )));
+            return Err(FetchError::BadContent(format!("manifest larger than {limit} bytes")));
         }
         buf.extend_from_slice(&chunk);
     }

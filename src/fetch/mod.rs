@@ -68,21 +68,9 @@ type Reply<T> = oneshot::Sender<Result<T, FetchError>>;
 type ManifestKey = (Source, Reference);
 
 enum Job {
-    Manifest {
-        source: Source,
-        reference: Reference,
-        reply: Reply<ManifestHit>,
-    },
-    Blob {
-        source: Source,
-        digest: Digest,
-        reply: Reply<BlobSource>,
-    },
-    Tags {
-        source: Source,
-        query: String,
-        reply: Reply<TagsPage>,
-    },
+    Manifest { source: Source, reference: Reference, reply: Reply<ManifestHit> },
+    Blob { source: Source, digest: Digest, reply: Reply<BlobSource> },
+    Tags { source: Source, query: String, reply: Reply<TagsPage> },
 }
 
 /// The serving side's handle on the fetcher.
@@ -93,44 +81,23 @@ pub struct FetchHandle {
 
 impl FetchHandle {
     /// Resolves and caches a manifest by tag or digest.
-    pub async fn manifest(
-        &self,
-        source: Source,
-        reference: Reference,
-    ) -> Result<ManifestHit, FetchError> {
-        self.ask(|reply| Job::Manifest {
-            source,
-            reference,
-            reply,
-        })
-        .await
+    pub async fn manifest(&self, source: Source, reference: Reference) -> Result<ManifestHit, FetchError> {
+        self.ask(|reply| Job::Manifest { source, reference, reply }).await
     }
 
     /// Starts (or joins) the download of a blob.
     pub async fn blob(&self, source: Source, digest: Digest) -> Result<BlobSource, FetchError> {
-        self.ask(|reply| Job::Blob {
-            source,
-            digest,
-            reply,
-        })
-        .await
+        self.ask(|reply| Job::Blob { source, digest, reply }).await
     }
 
     /// Lists tags upstream; `query` is the client's `n`/`last` query string.
     pub async fn tags(&self, source: Source, query: String) -> Result<TagsPage, FetchError> {
-        self.ask(|reply| Job::Tags {
-            source,
-            query,
-            reply,
-        })
-        .await
+        self.ask(|reply| Job::Tags { source, query, reply }).await
     }
 
     async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, FetchError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(job(tx))
-            .map_err(|_| FetchError::ShuttingDown)?;
+        self.jobs.send(job(tx)).map_err(|_| FetchError::ShuttingDown)?;
         rx.await.unwrap_or(Err(FetchError::ShuttingDown))
     }
 }
@@ -179,25 +146,13 @@ pub fn start(
         while let Some(job) = rx.recv().await {
             let f = fetcher.clone();
             match job {
-                Job::Manifest {
-                    source,
-                    reference,
-                    reply,
-                } => f.manifest(source, reference, reply),
-                Job::Blob {
-                    source,
-                    digest,
-                    reply,
-                } => {
+                Job::Manifest { source, reference, reply } => f.manifest(source, reference, reply),
+                Job::Blob { source, digest, reply } => {
                     tokio::spawn(async move {
                         let _ = reply.send(f.blob(source, digest).await);
                     });
                 }
-                Job::Tags {
-                    source,
-                    query,
-                    reply,
-                } => {
+                Job::Tags { source, query, reply } => {
                     tokio::spawn(async move {
                         let _ = reply.send(f.tags(source, query).await);
                     });

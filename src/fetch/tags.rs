@@ -24,11 +24,7 @@ pub struct TagsPage {
 }
 
 impl Fetcher {
-    pub(super) async fn tags(
-        self: Arc<Self>,
-        source: Source,
-        query: String,
-    ) -> Result<TagsPage, FetchError> {
+    pub(super) async fn tags(self: Arc<Self>, source: Source, query: String) -> Result<TagsPage, FetchError> {
         let key = (source.clone(), query.clone());
         if let Some((at, page)) = self.tags_cache.lock().unwrap().get(&key) {
             if at.elapsed() < TAGS_CACHE_TTL {
@@ -46,15 +42,9 @@ impl Fetcher {
                 }
             }
         }
-        let resp = up
-            .send(Method::GET, &source.repo, url, HeaderMap::new())
-            .await?;
+        let resp = up.send(Method::GET, &source.repo, url, HeaderMap::new()).await?;
         let resp = self.check_status(resp, &source, "tag list").await?;
-        let next = resp
-            .headers()
-            .get(LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_query);
+        let next = resp.headers().get(LINK).and_then(|v| v.to_str().ok()).and_then(next_query);
         let body = read_limited(resp, MAX_TAGS_BYTES).await?;
         let page = TagsPage { body, next };
         let mut cache = self.tags_cache.lock().unwrap();
@@ -67,11 +57,7 @@ impl Fetcher {
 /// Decoded `k=v` pairs of a query string.
 pub fn form_pairs(query: &str) -> Vec<(String, String)> {
     reqwest::Url::parse(&format!("http://x/?{query}"))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
+        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
         .unwrap_or_default()
 }
 
@@ -101,8 +87,7 @@ mod tests {
     #[test]
     fn link_is_reduced_to_its_query() {
         assert_eq!(
-            next_query(r#"</v2/library/x/tags/list?last=v1.2&n=2&ns=docker.io>; rel="next""#)
-                .as_deref(),
+            next_query(r#"</v2/library/x/tags/list?last=v1.2&n=2&ns=docker.io>; rel="next""#).as_deref(),
             Some("last=v1.2&n=2")
         );
         assert_eq!(next_query("garbage"), None);

@@ -33,25 +33,15 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn new(settings: Arc<Settings>) -> Result<Upstreams, String> {
-        let foreign = base_builder(&settings)
-            .build()
-            .map_err(|e| error_chain(&e))?;
-        Ok(Upstreams {
-            settings,
-            clients: Mutex::new(HashMap::new()),
-            foreign,
-            tokens: Arc::default(),
-        })
+        let foreign = base_builder(&settings).build().map_err(|e| error_chain(&e))?;
+        Ok(Upstreams { settings, clients: Mutex::new(HashMap::new()), foreign, tokens: Arc::default() })
     }
 
     /// Builds the clients of every listed registry now, so a bad CA or key fails at startup.
     pub fn prepare_listed(&self) -> Result<(), String> {
         for registry in &self.settings.registries {
             let up = self.build(registry.clone(), None)?;
-            self.clients
-                .lock()
-                .unwrap()
-                .insert(registry.name.clone(), Arc::new(up));
+            self.clients.lock().unwrap().insert(registry.name.clone(), Arc::new(up));
         }
         Ok(())
     }
@@ -67,38 +57,25 @@ impl Upstreams {
         }
         let registry = Registry::implicit(name.clone());
         let pinned = resolve_public(name).await?;
-        let up = Arc::new(
-            self.build(registry, Some(pinned))
-                .map_err(FetchError::Internal)?,
-        );
-        self.clients
-            .lock()
-            .unwrap()
-            .insert(name.clone(), up.clone());
+        let up = Arc::new(self.build(registry, Some(pinned)).map_err(FetchError::Internal)?);
+        self.clients.lock().unwrap().insert(name.clone(), up.clone());
         Ok(up)
     }
 
-    fn build(
-        &self,
-        registry: Registry,
-        pinned: Option<(String, Vec<SocketAddr>)>,
-    ) -> Result<Upstream, String> {
+    fn build(&self, registry: Registry, pinned: Option<(String, Vec<SocketAddr>)>) -> Result<Upstream, String> {
         let mut b = base_builder(&self.settings);
         if let Some(ca) = &registry.tls.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("{}: tls.ca {}: {e}", registry.name, ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{}: tls.ca: {e}", registry.name))?
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: tls.ca {}: {e}", registry.name, ca.display()))?;
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: tls.ca: {e}", registry.name))?
             {
                 b = b.add_root_certificate(cert);
             }
         }
         if let (Some(cert), Some(key)) = (&registry.tls.cert, &registry.tls.key) {
-            let mut pem =
-                std::fs::read(cert).map_err(|e| format!("{}: tls.cert: {e}", registry.name))?;
+            let mut pem = std::fs::read(cert).map_err(|e| format!("{}: tls.cert: {e}", registry.name))?;
             pem.extend(std::fs::read(key).map_err(|e| format!("{}: tls.key: {e}", registry.name))?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("{}: tls.cert/key: {e}", registry.name))?;
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("{}: tls.cert/key: {e}", registry.name))?;
             b = b.identity(id);
         }
         if registry.tls.insecure_skip_verify {
@@ -107,9 +84,7 @@ impl Upstreams {
         if let Some((host, addrs)) = &pinned {
             b = b.resolve_to_addrs(host, addrs);
         }
-        let client = b
-            .build()
-            .map_err(|e| format!("{}: {}", registry.name, error_chain(&e)))?;
+        let client = b.build().map_err(|e| format!("{}: {}", registry.name, error_chain(&e)))?;
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
         Ok(Upstream {
             registry,
@@ -137,11 +112,7 @@ fn base_builder(settings: &Settings) -> reqwest::ClientBuilder {
 /// link-local or private: an open mirror must not be a way into internal hosts.
 /// The addresses found are pinned into its client.
 async fn resolve_public(name: &RegistryName) -> Result<(String, Vec<SocketAddr>), FetchError> {
-    let host = if name.is_docker_hub() {
-        "registry-1.docker.io"
-    } else {
-        name.host()
-    };
+    let host = if name.is_docker_hub() { "registry-1.docker.io" } else { name.host() };
     let port = name
         .as_str()
         .rsplit_once(':')
@@ -211,16 +182,10 @@ impl Upstream {
     /// `<base>/v2/<repo>/<tail>`, with `?ns=<name>` when the registry is reached through an endpoint.
     pub fn url(&self, repo: &RepoName, tail: &str) -> Url {
         let mut url = self.base.clone();
-        let path = format!(
-            "{}/v2/{}/{}",
-            self.base.path().trim_end_matches('/'),
-            repo,
-            tail
-        );
+        let path = format!("{}/v2/{}/{}", self.base.path().trim_end_matches('/'), repo, tail);
         url.set_path(&path);
         if self.registry.send_ns {
-            url.query_pairs_mut()
-                .append_pair("ns", self.registry.name.as_str());
+            url.query_pairs_mut().append_pair("ns", self.registry.name.as_str());
         }
         url
     }
@@ -237,18 +202,13 @@ impl Upstream {
         let mut auth = self.preemptive_auth(repo).await?;
         let mut refreshed = false;
         loop {
-            let resp = self
-                .follow(method.clone(), url.clone(), &headers, auth.as_ref())
-                .await?;
+            let resp = self.follow(method.clone(), url.clone(), &headers, auth.as_ref()).await?;
             if resp.status() != StatusCode::UNAUTHORIZED || refreshed {
                 return Ok(resp);
             }
             refreshed = true;
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge);
+            let challenge =
+                resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
             let Some(challenge) = challenge else {
                 return Ok(resp);
             };
@@ -279,9 +239,7 @@ impl Upstream {
         fresh: bool,
     ) -> Result<Option<HeaderValue>, FetchError> {
         match (challenge, &self.registry.credentials) {
-            (Challenge::Basic, Some(Credentials::Basic { user, password })) => {
-                Ok(header(&basic(user, password)))
-            }
+            (Challenge::Basic, Some(Credentials::Basic { user, password })) => Ok(header(&basic(user, password))),
             (Challenge::Basic, _) => Ok(None),
             (Challenge::Bearer { realm, service, .. }, _) => {
                 let key = TokenKey {
@@ -312,13 +270,9 @@ impl Upstream {
             }
             q.append_pair("scope", &key.scope);
         }
-        let same_host = url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default();
-        let mut req = if same_host {
-            self.client.get(url)
-        } else {
-            self.foreign.get(url)
-        };
+        let same_host =
+            url.host_str() == self.base.host_str() && url.port_or_known_default() == self.base.port_or_known_default();
+        let mut req = if same_host { self.client.get(url) } else { self.foreign.get(url) };
         if let Some(Credentials::Basic { user, password }) = &self.registry.credentials {
             req = req.header(AUTHORIZATION, basic(user, password));
         }
@@ -334,32 +288,18 @@ impl Upstream {
             )));
         }
         if !status.is_success() {
-            return Err(FetchError::Upstream {
-                status: status.as_u16(),
-                message: "token endpoint failed".into(),
-            });
+            return Err(FetchError::Upstream { status: status.as_u16(), message: "token endpoint failed".into() });
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| FetchError::from_reqwest(&e))?;
-        let parsed: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| FetchError::Upstream {
-                status: 502,
-                message: format!("token endpoint sent invalid JSON: {e}"),
-            })?;
+        let body = resp.bytes().await.map_err(|e| FetchError::from_reqwest(&e))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| FetchError::Upstream {
+            status: 502,
+            message: format!("token endpoint sent invalid JSON: {e}"),
+        })?;
         let token = parsed
             .token()
-            .ok_or_else(|| FetchError::Upstream {
-                status: 502,
-                message: "token endpoint sent no token".into(),
-            })?
+            .ok_or_else(|| FetchError::Upstream { status: 502, message: "token endpoint sent no token".into() })?
             .to_string();
-        self.tokens.put(
-            key.clone(),
-            token.clone(),
-            Instant::now() + parsed.lifetime(),
-        );
+        self.tokens.put(key.clone(), token.clone(), Instant::now() + parsed.lifetime());
         Ok(token)
     }
 
@@ -375,9 +315,7 @@ impl Upstream {
         for _ in 0..=MAX_REDIRECTS {
             let own = same_origin(&url, &self.base);
             let client = if own { &self.client } else { &self.foreign };
-            let mut req = client
-                .request(method.clone(), url.clone())
-                .headers(headers.clone());
+            let mut req = client.request(method.clone(), url.clone()).headers(headers.clone());
             if let (true, Some(a)) = (own, auth) {
                 req = req.header(AUTHORIZATION, a.clone());
             }
@@ -402,17 +340,12 @@ impl Upstream {
                 message: format!("bad redirect {location:?}: {e}"),
             })?;
         }
-        Err(FetchError::Upstream {
-            status: 310,
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        })
+        Err(FetchError::Upstream { status: 310, message: format!("more than {MAX_REDIRECTS} redirects") })
     }
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -430,11 +363,7 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -496,26 +425,16 @@ mod tests {
         reg.send_ns = true;
         let up = ups.build(reg, None).unwrap();
         let url = up.url(&"library/alpine".parse().unwrap(), "manifests/3.20");
-        assert_eq!(
-            url.as_str(),
-            "https://mirror.corp:5000/dockerhub/v2/library/alpine/manifests/3.20?ns=docker.io"
-        );
-        let up = ups
-            .build(Registry::implicit("quay.io".parse().unwrap()), None)
-            .unwrap();
-        assert_eq!(
-            up.url(&"a/b".parse().unwrap(), "blobs/x").as_str(),
-            "https://quay.io/v2/a/b/blobs/x"
-        );
+        assert_eq!(url.as_str(), "https://mirror.corp:5000/dockerhub/v2/library/alpine/manifests/3.20?ns=docker.io");
+        let up = ups.build(Registry::implicit("quay.io".parse().unwrap()), None).unwrap();
+        assert_eq!(up.url(&"a/b".parse().unwrap(), "blobs/x").as_str(), "https://quay.io/v2/a/b/blobs/x");
     }
 
     fn test_settings() -> Settings {
         use clap::Parser;
         crate::tls::install_crypto_provider();
         let cli = crate::cli::Cli::try_parse_from(["ociregistry", "serve"]).unwrap();
-        let crate::cli::Command::Serve(s) = &cli.command else {
-            panic!()
-        };
+        let crate::cli::Command::Serve(s) = &cli.command else { panic!() };
         Settings::resolve(&cli, s).unwrap()
     }
 }

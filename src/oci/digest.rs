@@ -66,40 +66,27 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algo, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Invalid(s.to_string()))?;
+        let (algo, hex) = s.split_once(':').ok_or_else(|| DigestError::Invalid(s.to_string()))?;
         let algorithm = match algo {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            other if is_algorithm_component(other) => {
-                return Err(DigestError::UnsupportedAlgorithm(other.to_string()))
-            }
+            other if is_algorithm_component(other) => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
             _ => return Err(DigestError::Invalid(s.to_string())),
         };
-        let valid_hex = hex.len() == algorithm.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid_hex =
+            hex.len() == algorithm.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid_hex {
             return Err(DigestError::Invalid(s.to_string()));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_string() })
     }
 }
 
 /// The OCI grammar for an algorithm: `[a-z0-9]+([+._-][a-z0-9]+)*`.
 fn is_algorithm_component(s: &str) -> bool {
     !s.is_empty()
-        && s.split(['+', '.', '_', '-']).all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        && s.split(['+', '.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 impl fmt::Display for Digest {
@@ -154,10 +141,7 @@ impl Hasher {
             Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
             Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
         };
-        Digest {
-            algorithm,
-            hex: to_hex(&raw),
-        }
+        Digest { algorithm, hex: to_hex(&raw) }
     }
 }
 
@@ -185,9 +169,7 @@ mod tests {
             Digest::of(Algorithm::Sha256, b"hello world").to_string(),
             "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
-        assert!(Digest::of(Algorithm::Sha512, b"")
-            .to_string()
-            .starts_with("sha512:cf83e1357eefb8bd"));
+        assert!(Digest::of(Algorithm::Sha512, b"").to_string().starts_with("sha512:cf83e1357eefb8bd"));
     }
 
     #[test]
@@ -207,10 +189,7 @@ mod tests {
             "nocolon",
             "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
-            assert!(
-                matches!(bad.parse::<Digest>(), Err(DigestError::Invalid(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Digest>(), Err(DigestError::Invalid(_))), "{bad}");
         }
         assert_eq!(
             "md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>(),

@@ -64,11 +64,7 @@ pub struct ErrorBody {
 impl ErrorBody {
     pub fn to_json(&self) -> Vec<u8> {
         let body = Errors {
-            errors: [ErrorEntry {
-                code: self.code.as_str(),
-                message: &self.message,
-                detail: self.detail.as_deref(),
-            }],
+            errors: [ErrorEntry { code: self.code.as_str(), message: &self.message, detail: self.detail.as_deref() }],
         };
         serde_json::to_vec(&body).expect("error body serialises")
     }

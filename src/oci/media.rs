@@ -88,18 +88,13 @@ pub struct ManifestInfo {
 /// Reads the descriptors out of a manifest or index. A body that is not JSON
 /// of the expected shape yields an error message for the caller to report.
 pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
-    let shape: ManifestShape =
-        serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    let shape: ManifestShape = serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     let mut references = Vec::new();
     references.extend(shape.config);
     references.extend(shape.layers);
     references.extend(shape.manifests);
     references.extend(shape.blobs);
-    Ok(ManifestInfo {
-        embedded_media_type: shape.media_type,
-        schema_version: shape.schema_version,
-        references,
-    })
+    Ok(ManifestInfo { embedded_media_type: shape.media_type, schema_version: shape.schema_version, references })
 }
 
 /// The media type to store a manifest under: the upstream's `Content-Type`
@@ -107,12 +102,7 @@ pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
 pub fn effective_media_type(content_type: Option<&str>, info: &ManifestInfo) -> Option<String> {
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
-        .filter(|c| {
-            !c.is_empty()
-                && c != "application/json"
-                && c != "text/plain"
-                && c != "application/octet-stream"
-        });
+        .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain" && c != "application/octet-stream");
     header.or_else(|| info.embedded_media_type.clone())
 }
 
@@ -124,10 +114,7 @@ mod tests {
     fn accept_negotiation() {
         let none: Vec<String> = vec![];
         assert!(accepts(&none, OCI_INDEX));
-        let skopeo = vec![
-            OCI_MANIFEST.to_string(),
-            format!("{DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        ];
+        let skopeo = vec![OCI_MANIFEST.to_string(), format!("{DOCKER_MANIFEST}, {DOCKER_LIST}")];
         assert!(accepts(&skopeo, DOCKER_LIST));
         assert!(!accepts(&skopeo, OCI_INDEX));
         let star = vec![format!("{OCI_MANIFEST}, */*;q=0.8")];
@@ -155,14 +142,8 @@ mod tests {
         let info = inspect(m).unwrap();
         assert_eq!(info.references.len(), 2);
         assert_eq!(info.references[1].size, 11);
-        assert_eq!(
-            effective_media_type(Some("application/json"), &info).as_deref(),
-            Some(OCI_MANIFEST)
-        );
-        assert_eq!(
-            effective_media_type(Some("x/y; charset=utf-8"), &info).as_deref(),
-            Some("x/y")
-        );
+        assert_eq!(effective_media_type(Some("application/json"), &info).as_deref(), Some(OCI_MANIFEST));
+        assert_eq!(effective_media_type(Some("x/y; charset=utf-8"), &info).as_deref(), Some("x/y"));
         assert!(inspect(b"not json").is_err());
     }
 }

@@ -66,17 +66,14 @@ impl FromStr for RegistryName {
         let lower = s.trim().to_ascii_lowercase();
         let ok = !lower.is_empty()
             && lower.len() <= 255
-            && lower
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
         if !ok {
             return Err(NameError::InvalidRegistry(s.to_string()));
         }
         let canonical = match lower.as_str() {
-            "index.docker.io"
-            | "registry-1.docker.io"
-            | "registry.hub.docker.com"
-            | "docker.io" => DOCKER_HUB.to_string(),
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" | "docker.io" => {
+                DOCKER_HUB.to_string()
+            }
             _ => lower,
         };
         Ok(RegistryName(canonical))
@@ -185,10 +182,7 @@ impl FromStr for Tag {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
         let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-        let ok = !b.is_empty()
-            && b.len() <= 128
-            && word(b[0])
-            && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+        let ok = !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
         if ok {
             Ok(Tag(s.to_string()))
         } else {
@@ -263,20 +257,10 @@ mod tests {
 
     #[test]
     fn repo_names() {
-        for ok in [
-            "a",
-            "library/alpine",
-            "a/b/c/d/e/f/g/h",
-            "my_repo",
-            "a__b",
-            "a---b",
-            "x.y/z-1",
-        ] {
+        for ok in ["a", "library/alpine", "a/b/c/d/e/f/g/h", "my_repo", "a__b", "a---b", "x.y/z-1"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
-        for bad in [
-            "", "Alpine", "a//b", "/a", "a/", "a___b", "-a", "a-", "a..b", "a b", "a/../b",
-        ] {
+        for bad in ["", "Alpine", "a//b", "/a", "a/", "a___b", "-a", "a-", "a..b", "a b", "a/../b"] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad}");
         }
         let long = "a".repeat(256);
@@ -305,10 +289,7 @@ mod tests {
 
     #[test]
     fn references() {
-        assert!(matches!(
-            "latest".parse::<Reference>(),
-            Ok(Reference::Tag(_))
-        ));
+        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!(matches!(

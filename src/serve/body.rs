@@ -17,15 +17,9 @@ use crate::fetch::{Download, State};
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
-pub async fn send(
-    stream: &mut TcpStream,
-    mut resp: Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<u64> {
+pub async fn send(stream: &mut TcpStream, mut resp: Response, head_only: bool, keep_alive: bool) -> io::Result<u64> {
     if resp.cache != CacheStatus::None {
-        resp.headers
-            .push(("X-Cache", resp.cache.as_str().to_string()));
+        resp.headers.push(("X-Cache", resp.cache.as_str().to_string()));
     }
     let mut out = head(resp.status, &resp.headers, resp.body.length(), keep_alive);
     if head_only {
@@ -45,11 +39,7 @@ pub async fn send(
             let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
             cut_on_error(stream, sent)
         }
-        Body::Download {
-            download,
-            start,
-            end,
-        } => {
+        Body::Download { download, start, end } => {
             write_all(stream, out).await.0?;
             let sent = send_download(stream, &download, start, end).await;
             cut_on_error(stream, sent)
@@ -67,10 +57,7 @@ fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {
 /// Makes the coming close send RST instead of FIN: the client sees an error,
 /// never a body that merely ended early.
 fn reset_on_close(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid fd and a correctly sized option value.
     unsafe {
         libc::setsockopt(
@@ -85,12 +72,7 @@ fn reset_on_close(stream: &TcpStream) {
 
 /// Streams `[start, end)` of a download as it is published. With `end` unknown
 /// the body is chunked and runs to the blob's end.
-async fn send_download(
-    stream: &mut TcpStream,
-    download: &Download,
-    start: u64,
-    end: Option<u64>,
-) -> io::Result<u64> {
+async fn send_download(stream: &mut TcpStream, download: &Download, start: u64, end: Option<u64>) -> io::Result<u64> {
     let chunked = end.is_none();
     let file = download.open_reader()?;
     let mut rx = download.subscribe();
@@ -114,9 +96,7 @@ async fn send_download(
         if pos < limit {
             let n = limit - pos;
             if chunked {
-                write_all(stream, format!("{n:x}\r\n").into_bytes())
-                    .await
-                    .0?;
+                write_all(stream, format!("{n:x}\r\n").into_bytes()).await.0?;
             }
             sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?;
             if chunked {

@@ -24,13 +24,7 @@ pub enum Wanted {
 
 impl ApiError {
     pub fn new(status: u16, code: OciCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            detail: None,
-            headers: Vec::new(),
-        }
+        ApiError { status, code, message: message.into(), detail: None, headers: Vec::new() }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> ApiError {
@@ -44,17 +38,16 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        ErrorBody {
-            code: self.code,
-            message: self.message.clone(),
-            detail: self.detail.clone(),
-        }
-        .to_json()
+        ErrorBody { code: self.code, message: self.message.clone(), detail: self.detail.clone() }.to_json()
     }
 
     pub fn unsupported() -> ApiError {
-        ApiError::new(405, OciCode::Unsupported, "this is a pull-only registry cache: only GET and HEAD of manifests, blobs and tags are served")
-            .header("Allow", "GET, HEAD")
+        ApiError::new(
+            405,
+            OciCode::Unsupported,
+            "this is a pull-only registry cache: only GET and HEAD of manifests, blobs and tags are served",
+        )
+        .header("Allow", "GET, HEAD")
     }
 
     pub fn from_fetch(e: FetchError, wanted: Wanted) -> ApiError {
@@ -65,35 +58,23 @@ impl ApiError {
         };
         let message = e.to_string();
         match e {
-            FetchError::NotFound(_) | FetchError::AirGapped => {
-                ApiError::new(404, not_found, message)
-            }
+            FetchError::NotFound(_) | FetchError::AirGapped => ApiError::new(404, not_found, message),
             FetchError::Refused(_) => ApiError::new(403, OciCode::Denied, message),
             FetchError::TooManyRequests { retry_after } => {
-                let err = ApiError::new(
-                    429,
-                    OciCode::TooManyRequests,
-                    "the upstream registry is rate limiting this cache",
-                );
+                let err =
+                    ApiError::new(429, OciCode::TooManyRequests, "the upstream registry is rate limiting this cache");
                 match retry_after {
                     Some(r) => err.header("Retry-After", r),
                     None => err,
                 }
             }
-            FetchError::Unreachable(_)
-            | FetchError::Upstream { .. }
-            | FetchError::BadContent(_) => {
+            FetchError::Unreachable(_) | FetchError::Upstream { .. } | FetchError::BadContent(_) => {
                 tracing::warn!(error = %message, "upstream failure");
-                ApiError::new(
-                    502,
-                    OciCode::Unavailable,
-                    "the upstream registry failed and nothing is cached",
-                )
-                .detail(message)
+                ApiError::new(502, OciCode::Unavailable, "the upstream registry failed and nothing is cached")
+                    .detail(message)
             }
             FetchError::Timeout(_) => {
-                ApiError::new(504, OciCode::Unavailable, "the upstream registry timed out")
-                    .detail(message)
+                ApiError::new(504, OciCode::Unavailable, "the upstream registry timed out").detail(message)
             }
             FetchError::ShuttingDown => ApiError::new(503, OciCode::Unavailable, message),
             FetchError::Internal(_) => {
@@ -112,26 +93,12 @@ mod tests {
     fn mapping() {
         let e = ApiError::from_fetch(FetchError::NotFound("x".into()), Wanted::Blob);
         assert_eq!((e.status, e.code), (404, OciCode::BlobUnknown));
-        let e = ApiError::from_fetch(
-            FetchError::TooManyRequests {
-                retry_after: Some("7".into()),
-            },
-            Wanted::Manifest,
-        );
+        let e = ApiError::from_fetch(FetchError::TooManyRequests { retry_after: Some("7".into()) }, Wanted::Manifest);
         assert_eq!((e.status, e.code), (429, OciCode::TooManyRequests));
         assert_eq!(e.headers, vec![("Retry-After", "7".to_string())]);
-        assert_eq!(
-            ApiError::from_fetch(FetchError::Unreachable("x".into()), Wanted::Manifest).status,
-            502
-        );
-        assert_eq!(
-            ApiError::from_fetch(FetchError::Timeout("x".into()), Wanted::Manifest).status,
-            504
-        );
-        assert_eq!(
-            ApiError::from_fetch(FetchError::AirGapped, Wanted::Manifest).status,
-            404
-        );
+        assert_eq!(ApiError::from_fetch(FetchError::Unreachable("x".into()), Wanted::Manifest).status, 502);
+        assert_eq!(ApiError::from_fetch(FetchError::Timeout("x".into()), Wanted::Manifest).status, 504);
+        assert_eq!(ApiError::from_fetch(FetchError::AirGapped, Wanted::Manifest).status, 404);
         let e = ApiError::unsupported();
         assert_eq!((e.status, e.headers[0].1.as_str()), (405, "GET, HEAD"));
     }

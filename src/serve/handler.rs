@@ -52,12 +52,8 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
         Route::Referrers { name, digest } => {
             route::resolve(&name, ns.as_deref(), default_ns)?;
             route::parse_digest(&digest)?;
-            Err(ApiError::new(
-                404,
-                OciCode::Unsupported,
-                "the referrers API is not served by this pull-through cache",
-            )
-            .detail("clients fall back to the referrers tag schema"))
+            Err(ApiError::new(404, OciCode::Unsupported, "the referrers API is not served by this pull-through cache")
+                .detail("clients fall back to the referrers tag schema"))
         }
         Route::Unsupported => Err(ApiError::unsupported()),
         Route::NotFound => Err(not_found()),
@@ -65,30 +61,15 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(
-        404,
-        OciCode::NameUnknown,
-        "not an OCI Distribution API path",
-    )
+    ApiError::new(404, OciCode::NameUnknown, "not an OCI Distribution API path")
 }
 
-async fn manifest(
-    shared: &Shared,
-    req: &Request,
-    source: Source,
-    reference: Reference,
-) -> Result<Response, ApiError> {
+async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Reference) -> Result<Response, ApiError> {
     let store = &shared.store;
     let cached = match &reference {
         Reference::Tag(tag) => {
-            let key = TagKey {
-                registry: source.registry.clone(),
-                repo: source.repo.clone(),
-                tag: tag.clone(),
-            };
-            store
-                .tag(&key)
-                .and_then(|t| cached_manifest(shared, &t.digest))
+            let key = TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: tag.clone() };
+            store.tag(&key).and_then(|t| cached_manifest(shared, &t.digest))
         }
         Reference::Digest(d) => cached_manifest(shared, d),
     };
@@ -97,11 +78,7 @@ async fn manifest(
         && matches!(&reference, Reference::Tag(t) if t.as_str() == "latest");
     let (hit, cache) = match cached {
         Some(hit) if !refresh => (hit, CacheStatus::Hit),
-        cached => match shared
-            .fetch
-            .manifest(source.clone(), reference.clone())
-            .await
-        {
+        cached => match shared.fetch.manifest(source.clone(), reference.clone()).await {
             Ok(hit) => (hit, CacheStatus::Miss),
             Err(e) => match cached {
                 Some(hit) => {
@@ -118,11 +95,7 @@ async fn manifest(
             OciCode::ManifestUnknown,
             format!("manifest {reference} of {source} is not in a media type the client accepts"),
         )
-        .detail(format!(
-            "stored media type {}; Accept: {}",
-            hit.media_type,
-            req.accept.join(", ")
-        )));
+        .detail(format!("stored media type {}; Accept: {}", hit.media_type, req.accept.join(", "))));
     }
     Ok(Response::new(200, Body::Bytes(hit.body), cache)
         .header("Content-Type", hit.media_type)
@@ -132,19 +105,10 @@ async fn manifest(
 
 fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit> {
     let (body, media_type) = shared.store.manifest(digest)?;
-    Some(ManifestHit {
-        digest: digest.clone(),
-        media_type,
-        body,
-    })
+    Some(ManifestHit { digest: digest.clone(), media_type, body })
 }
 
-async fn blob(
-    shared: &Shared,
-    req: &Request,
-    source: Source,
-    digest: Digest,
-) -> Result<Response, ApiError> {
+async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) -> Result<Response, ApiError> {
     if let Some(response) = committed_blob(shared, req, &digest)? {
         return Ok(response);
     }
@@ -160,9 +124,7 @@ async fn blob(
         match wait_for_headers(&download, req.method == Method::Head).await {
             Ok(total) => return Ok(in_flight_response(req, &digest, download, total)),
             // Another requester's source failed for its own reasons: try ours.
-            Err(e)
-                if e.is_source_specific() && download.source != source.to_string() && !retried =>
-            {
+            Err(e) if e.is_source_specific() && download.source != source.to_string() && !retried => {
                 retried = true;
             }
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
@@ -171,67 +133,41 @@ async fn blob(
 }
 
 fn blob_unknown(digest: &Digest) -> ApiError {
-    ApiError::new(
-        404,
-        OciCode::BlobUnknown,
-        format!("blob {digest} is not cached"),
-    )
+    ApiError::new(404, OciCode::BlobUnknown, format!("blob {digest} is not cached"))
 }
 
-/// A committed blob as a file response, or `None` when it is not committed.
-fn committed_blob(
-    shared: &Shared,
-    req: &Request,
-    digest: &Digest,
-) -> Result<Option<Response>, ApiError> {
-    let Some((path, record)) = shared.store.blob(digest) else {
-        return Ok(None);
+/// A committed blob as a response (from memory when small, else its file),
+/// or `None` when it is not committed.
+fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Option<Response>, ApiError> {
+    let Some(blob) = shared.store.blob(digest) else { return Ok(None) };
+    let size = blob.size;
+    let body = |start: u64, end: u64| match &blob.bytes {
+        Some(b) => Body::Bytes(b.slice(start as usize..end as usize)),
+        None => Body::File { path: blob.path.clone(), offset: start, len: end - start },
     };
-    let size = record.size;
-    let headers = |r: Response| {
-        r.header("Docker-Content-Digest", digest.to_string())
-            .header("Content-Type", "application/octet-stream")
-            .header("Accept-Ranges", "bytes")
-    };
-    Ok(Some(match range::parse(req.range.as_deref(), size) {
-        RangeSpec::Full => headers(Response::new(
-            200,
-            Body::File {
-                path,
-                offset: 0,
-                len: size,
-            },
-            CacheStatus::Hit,
-        )),
-        RangeSpec::Partial { start, end } => headers(Response::new(
-            206,
-            Body::File {
-                path,
-                offset: start,
-                len: end - start,
-            },
-            CacheStatus::Hit,
-        ))
-        .header("Content-Range", format!("bytes {start}-{}/{size}", end - 1)),
+    let (status, body) = match range::parse(req.range.as_deref(), size) {
+        RangeSpec::Full => (200, body(0, size)),
+        RangeSpec::Partial { start, end } => (206, body(start, end)),
         RangeSpec::Unsatisfiable => return Err(unsatisfiable(size)),
-    }))
+    };
+    let mut r = Response::new(status, body, CacheStatus::Hit)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept-Ranges", "bytes");
+    if let RangeSpec::Partial { start, end } = range::parse(req.range.as_deref(), size) {
+        r = r.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
+    }
+    Ok(Some(r))
 }
 
 fn unsatisfiable(size: u64) -> ApiError {
-    ApiError::new(
-        416,
-        OciCode::RangeInvalid,
-        "requested range not satisfiable",
-    )
-    .header("Content-Range", format!("bytes */{size}"))
+    ApiError::new(416, OciCode::RangeInvalid, "requested range not satisfiable")
+        .header("Content-Range", format!("bytes */{size}"))
 }
 
 /// Waits until the upstream answered (size known) or failed. A HEAD on a
 /// body of unknown size waits for the whole blob, to give a Content-Length.
-async fn wait_for_headers(
-    download: &Download,
-    head: bool,
-) -> Result<Option<u64>, crate::fetch::FetchError> {
+async fn wait_for_headers(download: &Download, head: bool) -> Result<Option<u64>, crate::fetch::FetchError> {
     let mut rx = download.subscribe();
     loop {
         {
@@ -244,37 +180,22 @@ async fn wait_for_headers(
             }
         }
         if rx.changed().await.is_err() {
-            return Err(crate::fetch::FetchError::Internal(
-                "download vanished".into(),
-            ));
+            return Err(crate::fetch::FetchError::Internal("download vanished".into()));
         }
     }
 }
 
-fn in_flight_response(
-    req: &Request,
-    digest: &Digest,
-    download: Arc<Download>,
-    total: Option<u64>,
-) -> Response {
+fn in_flight_response(req: &Request, digest: &Digest, download: Arc<Download>, total: Option<u64>) -> Response {
     let (status, start, end) = match total.map(|t| (t, range::parse(req.range.as_deref(), t))) {
         Some((_, RangeSpec::Partial { start, end })) => (206, start, Some(end)),
         Some((t, RangeSpec::Unsatisfiable)) => return unsatisfiable(t).into(),
         Some((t, RangeSpec::Full)) => (200, 0, Some(t)),
         None => (200, 0, None),
     };
-    let mut r = Response::new(
-        status,
-        Body::Download {
-            download,
-            start,
-            end,
-        },
-        CacheStatus::Stream,
-    )
-    .header("Docker-Content-Digest", digest.to_string())
-    .header("Content-Type", "application/octet-stream")
-    .header("Accept-Ranges", "bytes");
+    let mut r = Response::new(status, Body::Download { download, start, end }, CacheStatus::Stream)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept-Ranges", "bytes");
     if let (206, Some(t), Some(e)) = (status, total, end) {
         r = r.header("Content-Range", format!("bytes {start}-{}/{t}", e - 1));
     }

@@ -62,19 +62,13 @@ pub struct Reader {
 
 impl Default for Reader {
     fn default() -> Reader {
-        Reader {
-            buf: Vec::with_capacity(8 * 1024),
-        }
+        Reader { buf: Vec::with_capacity(8 * 1024) }
     }
 }
 
 impl Reader {
     /// Reads the next request head, waiting at most `idle` for its first byte.
-    pub async fn next(
-        &mut self,
-        stream: &mut TcpStream,
-        idle: Duration,
-    ) -> Result<Request, ReadError> {
+    pub async fn next(&mut self, stream: &mut TcpStream, idle: Duration) -> Result<Request, ReadError> {
         loop {
             if !self.buf.is_empty() {
                 if let Some((req, used)) = parse(&self.buf)? {
@@ -110,9 +104,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(ReadError::Bad(431, "too many headers"))
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::Bad(431, "too many headers")),
         Err(_) => return Err(ReadError::Bad(400, "malformed request")),
     };
     let method = match req.method.unwrap_or("") {
@@ -126,15 +118,8 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
         None => (target.to_string(), None),
     };
     let http10 = req.version == Some(0);
-    let mut out = Request {
-        method,
-        path,
-        query,
-        accept: Vec::new(),
-        range: None,
-        keep_alive: !http10,
-        has_body: false,
-    };
+    let mut out =
+        Request { method, path, query, accept: Vec::new(), range: None, keep_alive: !http10, has_body: false };
     for h in req.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
         let name = h.name;
@@ -160,12 +145,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
 
 /// Builds a response head. `length` is `Some(n)` for `Content-Length: n`,
 /// `None` for a chunked body.
-pub fn head(
-    status: u16,
-    headers: &[(&'static str, String)],
-    length: Option<u64>,
-    keep_alive: bool,
-) -> Vec<u8> {
+pub fn head(status: u16, headers: &[(&'static str, String)], length: Option<u64>, keep_alive: bool) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     h.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     h.extend_from_slice(b"Docker-Distribution-Api-Version: registry/2.0\r\n");
@@ -187,10 +167,7 @@ pub fn head(
 }
 
 /// Writes all of `buf`, giving it back for reuse.
-pub async fn write_all<B: monoio::buf::IoBuf>(
-    stream: &mut TcpStream,
-    buf: B,
-) -> (io::Result<()>, B) {
+pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) -> (io::Result<()>, B) {
     let (res, buf) = stream.write_all(buf).await;
     (res.map(|_| ()), buf)
 }
@@ -237,31 +214,18 @@ mod tests {
 
     #[test]
     fn partial_bad_and_bodies() {
-        assert!(parse(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        assert!(parse(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        assert!(matches!(parse(b"GET /v2/ HTTP/9\r\n\r\n"), Err(ReadError::Bad(400, _))));
+        let (r, _) = parse(b"PUT /v2/a/blobs/uploads/ HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
             .unwrap()
-            .is_none());
-        assert!(matches!(
-            parse(b"GET /v2/ HTTP/9\r\n\r\n"),
-            Err(ReadError::Bad(400, _))
-        ));
-        let (r, _) = parse(
-            b"PUT /v2/a/blobs/uploads/ HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap()
-        .unwrap();
+            .unwrap();
         assert!(r.has_body && !r.keep_alive);
         assert_eq!(r.method, Method::Other("PUT".into()));
     }
 
     #[test]
     fn heads() {
-        let h = String::from_utf8(head(
-            206,
-            &[("Content-Range", "bytes 0-1/2".into())],
-            Some(2),
-            false,
-        ))
-        .unwrap();
+        let h = String::from_utf8(head(206, &[("Content-Range", "bytes 0-1/2".into())], Some(2), false)).unwrap();
         assert!(h.starts_with("HTTP/1.1 206 Partial Content\r\n"));
         assert!(h.contains("Docker-Distribution-Api-Version: registry/2.0\r\n"));
         assert!(h.contains("Content-Length: 2\r\nConnection: close\r\n\r\n"));

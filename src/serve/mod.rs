@@ -62,12 +62,7 @@ pub fn bind(host: &str, port: u16, threads: usize) -> io::Result<(Vec<TcpListene
     let ip: std::net::IpAddr = host
         .trim_matches(|c| c == '[' || c == ']')
         .parse()
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("--host {host:?} is not an IP address"),
-            )
-        })?;
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("--host {host:?} is not an IP address")))?;
     let mut addr = SocketAddr::new(ip, port);
     let mut listeners = Vec::with_capacity(threads);
     for _ in 0..threads {
@@ -79,11 +74,7 @@ pub fn bind(host: &str, port: u16, threads: usize) -> io::Result<(Vec<TcpListene
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
+    let domain = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket syscalls on an fd we own; the fd is wrapped before any early return.
     unsafe {
         let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -128,9 +119,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
@@ -142,9 +131,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: as above, for sockaddr_in6.
@@ -156,25 +143,16 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 }
 
 /// Runs one worker thread's runtime until shutdown has drained it.
-pub fn run_worker(
-    id: usize,
-    driver: Driver,
-    listener: TcpListener,
-    shared: Arc<Shared>,
-) -> io::Result<()> {
+pub fn run_worker(id: usize, driver: Driver, listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     match driver {
         Driver::Uring => {
-            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(1024)
-                .enable_timer()
-                .build()?;
+            let mut rt =
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build()?;
             tracing::debug!(worker = id, driver = "io_uring", "worker started");
             rt.block_on(accept_loop(listener, shared))
         }
         Driver::Epoll => {
-            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()?;
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
             tracing::debug!(worker = id, driver = "epoll", "worker started");
             rt.block_on(accept_loop(listener, shared))
         }
@@ -207,9 +185,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
                 let active = active.clone();
                 active.set(active.get() + 1);
                 monoio::spawn(async move {
-                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, &shared))
-                        .catch_unwind()
-                        .await;
+                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, &shared)).catch_unwind().await;
                     if served.is_err() {
                         tracing::error!(%peer, "a request handler panicked; closed that connection only");
                     }
@@ -230,10 +206,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     if active.get() > 0 {
-        tracing::warn!(
-            connections = active.get(),
-            "grace period over; closing connections still busy"
-        );
+        tracing::warn!(connections = active.get(), "grace period over; closing connections still busy");
     }
     Ok(())
 }

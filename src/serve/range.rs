@@ -32,10 +32,7 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeSpec {
         if suffix == 0 || size == 0 {
             return RangeSpec::Unsatisfiable;
         }
-        return RangeSpec::Partial {
-            start: size.saturating_sub(suffix),
-            end: size,
-        };
+        return RangeSpec::Partial { start: size.saturating_sub(suffix), end: size };
     }
     let Ok(start) = first.parse::<u64>() else {
         return RangeSpec::Full;
@@ -61,26 +58,11 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(parse(None, 10), RangeSpec::Full);
-        assert_eq!(
-            parse(Some("bytes=0-4"), 10),
-            RangeSpec::Partial { start: 0, end: 5 }
-        );
-        assert_eq!(
-            parse(Some("bytes=5-"), 10),
-            RangeSpec::Partial { start: 5, end: 10 }
-        );
-        assert_eq!(
-            parse(Some("bytes=5-100"), 10),
-            RangeSpec::Partial { start: 5, end: 10 }
-        );
-        assert_eq!(
-            parse(Some("bytes=-3"), 10),
-            RangeSpec::Partial { start: 7, end: 10 }
-        );
-        assert_eq!(
-            parse(Some("bytes=-30"), 10),
-            RangeSpec::Partial { start: 0, end: 10 }
-        );
+        assert_eq!(parse(Some("bytes=0-4"), 10), RangeSpec::Partial { start: 0, end: 5 });
+        assert_eq!(parse(Some("bytes=5-"), 10), RangeSpec::Partial { start: 5, end: 10 });
+        assert_eq!(parse(Some("bytes=5-100"), 10), RangeSpec::Partial { start: 5, end: 10 });
+        assert_eq!(parse(Some("bytes=-3"), 10), RangeSpec::Partial { start: 7, end: 10 });
+        assert_eq!(parse(Some("bytes=-30"), 10), RangeSpec::Partial { start: 0, end: 10 });
         assert_eq!(parse(Some("bytes=10-"), 10), RangeSpec::Unsatisfiable);
         assert_eq!(parse(Some("bytes=-0"), 10), RangeSpec::Unsatisfiable);
         assert_eq!(parse(Some("bytes=0-1,3-4"), 10), RangeSpec::Full);

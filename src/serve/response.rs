@@ -72,12 +72,7 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body,
-            cache,
-        }
+        Response { status, headers: Vec::new(), body, cache }
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -86,8 +81,7 @@ impl Response {
     }
 
     pub fn json(status: u16, body: impl Into<Bytes>) -> Response {
-        Response::new(status, Body::Bytes(body.into()), CacheStatus::None)
-            .header("Content-Type", "application/json")
+        Response::new(status, Body::Bytes(body.into()), CacheStatus::None).header("Content-Type", "application/json")
     }
 }
 

@@ -39,11 +39,7 @@ pub fn parse(path: &str) -> Route {
     };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     if rest.is_empty() {
-        return if path.len() <= 4 {
-            Route::Base
-        } else {
-            Route::NotFound
-        };
+        return if path.len() <= 4 { Route::Base } else { Route::NotFound };
     }
     if rest == "_catalog" {
         return Route::Unsupported;
@@ -54,26 +50,11 @@ pub fn parse(path: &str) -> Route {
         let name = segments[..n - 2].join("/");
         let (kind, last) = (segments[n - 2], segments[n - 1]);
         match kind {
-            "manifests" => {
-                return Route::Manifest {
-                    name,
-                    reference: last.to_string(),
-                }
-            }
+            "manifests" => return Route::Manifest { name, reference: last.to_string() },
             "blobs" if last == "uploads" => return Route::Unsupported,
-            "blobs" => {
-                return Route::Blob {
-                    name,
-                    digest: last.to_string(),
-                }
-            }
+            "blobs" => return Route::Blob { name, digest: last.to_string() },
             "tags" if last == "list" => return Route::TagsList { name },
-            "referrers" => {
-                return Route::Referrers {
-                    name,
-                    digest: last.to_string(),
-                }
-            }
+            "referrers" => return Route::Referrers { name, digest: last.to_string() },
             _ => {}
         }
     }
@@ -88,19 +69,11 @@ pub fn parse(path: &str) -> Route {
 
 /// The value of `?ns=`, URL-decoded.
 pub fn ns_param(query: Option<&str>) -> Option<String> {
-    form_pairs(query?)
-        .into_iter()
-        .find(|(k, _)| k == "ns")
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
+    form_pairs(query?).into_iter().find(|(k, _)| k == "ns").map(|(_, v)| v).filter(|v| !v.is_empty())
 }
 
 /// Chooses the upstream and canonical repository for a requested name.
-pub fn resolve(
-    name: &str,
-    ns: Option<&str>,
-    default_ns: Option<&RegistryName>,
-) -> Result<Source, ApiError> {
+pub fn resolve(name: &str, ns: Option<&str>, default_ns: Option<&RegistryName>) -> Result<Source, ApiError> {
     if name.len() > crate::oci::reference::MAX_REPO_NAME {
         return Err(name_error(NameError::RepoTooLong));
     }
@@ -122,10 +95,7 @@ pub fn resolve(
             },
         }
     };
-    let repo = repo
-        .parse::<RepoName>()
-        .map_err(name_error)?
-        .canonical_for(&registry);
+    let repo = repo.parse::<RepoName>().map_err(name_error)?.canonical_for(&registry);
     Ok(Source { registry, repo })
 }
 
@@ -137,8 +107,7 @@ pub fn parse_reference(s: &str) -> Result<Reference, ApiError> {
 }
 
 pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
-    s.parse::<Digest>()
-        .map_err(|e| ApiError::new(400, OciCode::DigestInvalid, e.to_string()))
+    s.parse::<Digest>().map_err(|e| ApiError::new(400, OciCode::DigestInvalid, e.to_string()))
 }
 
 fn name_error(e: NameError) -> ApiError {
@@ -150,10 +119,7 @@ mod tests {
     use super::*;
 
     fn m(name: &str, r: &str) -> Route {
-        Route::Manifest {
-            name: name.into(),
-            reference: r.into(),
-        }
+        Route::Manifest { name: name.into(), reference: r.into() }
     }
 
     #[test]
@@ -162,29 +128,11 @@ mod tests {
         assert_eq!(parse("/v2"), Route::Base);
         assert_eq!(parse("/v2/a/manifests/v1"), m("a", "v1"));
         assert_eq!(parse("/v2/a/b/c/d/e/manifests/v1"), m("a/b/c/d/e", "v1"));
-        assert_eq!(
-            parse("/v2/quay.io/calico/node/manifests/v3.28.0"),
-            m("quay.io/calico/node", "v3.28.0")
-        );
-        assert_eq!(
-            parse("/v2/a/blobs/sha256:x"),
-            Route::Blob {
-                name: "a".into(),
-                digest: "sha256:x".into()
-            }
-        );
+        assert_eq!(parse("/v2/quay.io/calico/node/manifests/v3.28.0"), m("quay.io/calico/node", "v3.28.0"));
+        assert_eq!(parse("/v2/a/blobs/sha256:x"), Route::Blob { name: "a".into(), digest: "sha256:x".into() });
         assert_eq!(parse("/v2/a/manifests/manifests/x"), m("a/manifests", "x"));
-        assert_eq!(
-            parse("/v2/a/tags/list"),
-            Route::TagsList { name: "a".into() }
-        );
-        assert_eq!(
-            parse("/v2/a/referrers/sha256:x"),
-            Route::Referrers {
-                name: "a".into(),
-                digest: "sha256:x".into()
-            }
-        );
+        assert_eq!(parse("/v2/a/tags/list"), Route::TagsList { name: "a".into() });
+        assert_eq!(parse("/v2/a/referrers/sha256:x"), Route::Referrers { name: "a".into(), digest: "sha256:x".into() });
         assert_eq!(parse("/v2/_catalog"), Route::Unsupported);
         assert_eq!(parse("/v2/a/blobs/uploads/"), Route::Unsupported);
         assert_eq!(parse("/v2/a/blobs/uploads/1234"), Route::Unsupported);
@@ -222,28 +170,16 @@ mod tests {
 
     #[test]
     fn ns_is_url_decoded() {
-        assert_eq!(
-            ns_param(Some("ns=127.0.0.1%3A5001")).as_deref(),
-            Some("127.0.0.1:5001")
-        );
-        assert_eq!(
-            ns_param(Some("x=1&ns=docker.io")).as_deref(),
-            Some("docker.io")
-        );
+        assert_eq!(ns_param(Some("ns=127.0.0.1%3A5001")).as_deref(), Some("127.0.0.1:5001"));
+        assert_eq!(ns_param(Some("x=1&ns=docker.io")).as_deref(), Some("docker.io"));
         assert_eq!(ns_param(Some("ns=")), None);
         assert_eq!(ns_param(None), None);
     }
 
     #[test]
     fn bad_references() {
-        assert_eq!(
-            parse_reference("md5:abc").unwrap_err().code,
-            OciCode::DigestInvalid
-        );
-        assert_eq!(
-            parse_digest("sha1:abc").unwrap_err().code,
-            OciCode::DigestInvalid
-        );
+        assert_eq!(parse_reference("md5:abc").unwrap_err().code, OciCode::DigestInvalid);
+        assert_eq!(parse_digest("sha1:abc").unwrap_err().code, OciCode::DigestInvalid);
         assert!(parse_reference("v1.0").is_ok());
     }
 }

@@ -14,12 +14,7 @@ use monoio::net::TcpStream;
 const MAX_PER_CALL: usize = 4 * 1024 * 1024;
 
 /// Sends `len` bytes of `file` from `offset`. An early end of file is an error.
-pub async fn send_range(
-    stream: &TcpStream,
-    file: RawFd,
-    mut offset: u64,
-    len: u64,
-) -> io::Result<u64> {
+pub async fn send_range(stream: &TcpStream, file: RawFd, mut offset: u64, len: u64) -> io::Result<u64> {
     let socket = stream.as_raw_fd();
     let end = offset + len;
     while offset < end {
@@ -39,10 +34,7 @@ pub async fn send_range(
                     };
                 }
                 if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file ended before its recorded size",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before its recorded size"));
                 }
                 offset += n as u64;
                 total += n as u64;

@@ -23,20 +23,13 @@ pub async fn list(
     let (body, next) = if shared.settings.air_gapped {
         from_cache(shared, &source, &query)?
     } else {
-        let page = shared
-            .fetch
-            .tags(source, query)
-            .await
-            .map_err(|e| ApiError::from_fetch(e, Wanted::Tags))?;
+        let page = shared.fetch.tags(source, query).await.map_err(|e| ApiError::from_fetch(e, Wanted::Tags))?;
         (page.body.to_vec(), page.next)
     };
     let mut r = Response::json(200, body);
     if let Some(next) = next {
         let ns = ns.map(|n| format!("&ns={}", encode(n))).unwrap_or_default();
-        r = r.header(
-            "Link",
-            format!("</v2/{client_name}/tags/list?{next}{ns}>; rel=\"next\""),
-        );
+        r = r.header("Link", format!("</v2/{client_name}/tags/list?{next}{ns}>; rel=\"next\""));
     }
     Ok(r)
 }
@@ -47,18 +40,10 @@ struct TagList<'a> {
     tags: &'a [String],
 }
 
-fn from_cache(
-    shared: &Shared,
-    source: &Source,
-    query: &str,
-) -> Result<(Vec<u8>, Option<String>), ApiError> {
+fn from_cache(shared: &Shared, source: &Source, query: &str) -> Result<(Vec<u8>, Option<String>), ApiError> {
     let all = shared.store.tags_of(&source.registry, &source.repo);
     if all.is_empty() {
-        return Err(ApiError::new(
-            404,
-            crate::oci::OciCode::NameUnknown,
-            format!("{source} has no cached tags"),
-        ));
+        return Err(ApiError::new(404, crate::oci::OciCode::NameUnknown, format!("{source} has no cached tags")));
     }
     let pairs = form_pairs(query);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -71,11 +56,7 @@ fn from_cache(
         }
         _ => None,
     };
-    let body = serde_json::to_vec(&TagList {
-        name: source.repo.as_str(),
-        tags: &page,
-    })
-    .expect("serialises");
+    let body = serde_json::to_vec(&TagList { name: source.repo.as_str(), tags: &page }).expect("serialises");
     Ok((body, next))
 }
 

@@ -24,9 +24,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Layout {
-        Layout {
-            root: root.to_path_buf(),
-        }
+        Layout { root: root.to_path_buf() }
     }
 
     pub fn root(&self) -> &Path {
@@ -43,10 +41,7 @@ impl Layout {
 
     pub fn blob(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.blobs_dir()
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        self.blobs_dir().join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
     pub fn index_dir(&self) -> PathBuf {
@@ -62,11 +57,7 @@ impl Layout {
     }
 
     pub fn tag(&self, registry: &RegistryName, repo: &RepoName, tag: &Tag) -> PathBuf {
-        self.tags_dir()
-            .join(registry.as_str())
-            .join(repo.as_str())
-            .join("_tags")
-            .join(tag.as_str())
+        self.tags_dir().join(registry.as_str()).join(repo.as_str()).join("_tags").join(tag.as_str())
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -92,18 +83,12 @@ mod tests {
     #[test]
     fn paths() {
         let l = Layout::new(Path::new("/data"));
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
         assert_eq!(
             l.blob(&d),
             Path::new("/data/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         );
-        let tag = l.tag(
-            &"127.0.0.1:5001".parse().unwrap(),
-            &"a/x.json".parse().unwrap(),
-            &"x".parse().unwrap(),
-        );
+        let tag = l.tag(&"127.0.0.1:5001".parse().unwrap(), &"a/x.json".parse().unwrap(), &"x".parse().unwrap());
         assert_eq!(tag, Path::new("/data/tags/127.0.0.1:5001/a/x.json/_tags/x"));
         assert!(l.temp(&d, 7).starts_with("/data/tmp"));
     }

@@ -5,6 +5,7 @@
 //! then journaled. Committed files are never rewritten in place.
 
 pub mod layout;
+pub mod memory;
 pub mod records;
 pub mod tags;
 pub mod writer;
@@ -15,7 +16,7 @@ use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -27,16 +28,41 @@ pub use writer::BlobWriter;
 
 pub struct Store {
     layout: Layout,
-    records: RwLock<HashMap<Digest, Record>>,
+    records: RwLock<HashMap<Digest, Arc<Record>>>,
     tags: RwLock<HashMap<TagKey, TagRecord>>,
-    /// Manifest bodies, loaded on first use and kept: manifests are small and hot.
-    manifests: RwLock<HashMap<Digest, Bytes>>,
+    /// Manifest bodies and small blobs, within a byte budget.
+    memory: memory::MemoryCache,
+    /// Blobs up to this size are served from `memory`.
+    memory_blob_max: u64,
     /// Sizes promised by descriptors of stored manifests, to refuse a blob whose
     /// upstream Content-Length disagrees before hashing it.
     expected_sizes: RwLock<HashMap<Digest, u64>>,
     journal: Mutex<records::Journal>,
     temp_counter: AtomicU64,
     _lock: File,
+}
+
+/// How much the store may keep in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimits {
+    /// Bytes of manifests and small blobs held in memory.
+    pub budget: usize,
+    /// Blobs up to this size are served from memory.
+    pub blob_max: u64,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> MemoryLimits {
+        MemoryLimits { budget: 32 * 1024 * 1024, blob_max: 64 * 1024 }
+    }
+}
+
+/// A committed blob, ready to serve.
+pub struct CommittedBlob {
+    pub size: u64,
+    /// The whole blob, when it is small enough to be kept in memory.
+    pub bytes: Option<Bytes>,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,49 +76,34 @@ pub enum OpenError {
 impl Store {
     /// Opens (creating if needed) the image path, takes its exclusive lock,
     /// removes temp files left by a dead owner and loads the indexes.
-    pub fn open(root: &Path) -> Result<Store, OpenError> {
+    pub fn open(root: &Path, limits: MemoryLimits) -> Result<Store, OpenError> {
         let layout = Layout::new(root);
-        let io_err = |source| OpenError::Io {
-            path: root.to_path_buf(),
-            source,
-        };
-        for dir in [
-            layout.blobs_dir(),
-            layout.index_dir(),
-            layout.tags_dir(),
-            layout.tmp_dir(),
-        ] {
+        let io_err = |source| OpenError::Io { path: root.to_path_buf(), source };
+        for dir in [layout.blobs_dir(), layout.index_dir(), layout.tags_dir(), layout.tmp_dir()] {
             std::fs::create_dir_all(&dir).map_err(io_err)?;
         }
         let lock = take_lock(&layout.lock_file()).map_err(|e| match e {
-            LockError::Held(pid) => OpenError::Locked {
-                path: root.to_path_buf(),
-                pid,
-            },
-            LockError::Io(source) => OpenError::Io {
-                path: root.to_path_buf(),
-                source,
-            },
+            LockError::Held(pid) => OpenError::Locked { path: root.to_path_buf(), pid },
+            LockError::Io(source) => OpenError::Io { path: root.to_path_buf(), source },
         })?;
         let removed = clear_dir(&layout.tmp_dir()).map_err(io_err)?;
         if removed > 0 {
             tracing::info!(removed, "removed temp files of an earlier process");
         }
         let (records, skipped) = records::load(&layout.records_journal()).map_err(io_err)?;
+        let records: HashMap<_, _> = records.into_iter().map(|(d, r)| (d, Arc::new(r))).collect();
         if skipped > 0 {
             tracing::warn!(skipped, "skipped unreadable lines in the records journal");
         }
-        let tags: HashMap<_, _> = tags::load_all(&layout.tags_dir())
-            .map_err(io_err)?
-            .into_iter()
-            .collect();
+        let tags: HashMap<_, _> = tags::load_all(&layout.tags_dir()).map_err(io_err)?.into_iter().collect();
         let journal = records::Journal::open(&layout.records_journal()).map_err(io_err)?;
         tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");
         Ok(Store {
             layout,
             records: RwLock::new(records),
             tags: RwLock::new(tags),
-            manifests: RwLock::new(HashMap::new()),
+            memory: memory::MemoryCache::new(limits.budget),
+            memory_blob_max: limits.blob_max,
             expected_sizes: RwLock::new(HashMap::new()),
             journal: Mutex::new(journal),
             temp_counter: AtomicU64::new(0),
@@ -104,7 +115,7 @@ impl Store {
         &self.layout
     }
 
-    pub fn record(&self, digest: &Digest) -> Option<Record> {
+    pub fn record(&self, digest: &Digest) -> Option<Arc<Record>> {
         self.records.read().unwrap().get(digest).cloned()
     }
 
@@ -113,11 +124,7 @@ impl Store {
     }
 
     /// Every cached tag of one repository, sorted.
-    pub fn tags_of(
-        &self,
-        registry: &crate::oci::RegistryName,
-        repo: &crate::oci::RepoName,
-    ) -> Vec<String> {
+    pub fn tags_of(&self, registry: &crate::oci::RegistryName, repo: &crate::oci::RepoName) -> Vec<String> {
         let mut out: Vec<String> = self
             .tags
             .read()
@@ -135,15 +142,12 @@ impl Store {
     }
 
     /// A committed manifest's bytes and media type: from memory, else read from
-    /// disk once (after a restart) and kept.
+    /// disk (a small file, usually in the page cache) and checked once more.
     pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
         let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
-        let media_type = record
-            .media_type
-            .clone()
-            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
-        if let Some(bytes) = self.manifests.read().unwrap().get(digest) {
-            return Some((bytes.clone(), media_type));
+        let media_type = record.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        if let Some(bytes) = self.memory.get(digest) {
+            return Some((bytes, media_type));
         }
         let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
         if Digest::of(digest.algorithm(), &bytes) != *digest {
@@ -151,27 +155,35 @@ impl Store {
             return None;
         }
         self.remember_descriptors(&bytes);
-        self.manifests
-            .write()
-            .unwrap()
-            .insert(digest.clone(), bytes.clone());
+        self.memory.insert(digest.clone(), bytes.clone());
         Some((bytes, media_type))
     }
 
-    /// Whether a committed blob (not manifest) file is present, with its size.
-    pub fn blob(&self, digest: &Digest) -> Option<(PathBuf, Record)> {
+    /// A committed digest as a blob: its size, and either its bytes (small
+    /// blobs, from memory) or the path of its file.
+    pub fn blob(&self, digest: &Digest) -> Option<CommittedBlob> {
         let record = self.record(digest)?;
-        Some((self.layout.blob(digest), record))
+        let path = self.layout.blob(digest);
+        if record.size > self.memory_blob_max {
+            return Some(CommittedBlob { size: record.size, bytes: None, path });
+        }
+        let bytes = match self.memory.get(digest) {
+            Some(b) => b,
+            None => {
+                let b = Bytes::from(std::fs::read(&path).ok()?);
+                if b.len() as u64 != record.size {
+                    tracing::error!(%digest, "stored blob has the wrong size; treating as uncached");
+                    return None;
+                }
+                self.memory.insert(digest.clone(), b.clone());
+                b
+            }
+        };
+        Some(CommittedBlob { size: record.size, bytes: Some(bytes), path })
     }
 
     /// Stores a verified manifest body (blocking: call off the reactors).
-    pub fn put_manifest(
-        &self,
-        digest: &Digest,
-        media_type: &str,
-        body: &Bytes,
-        source: &str,
-    ) -> io::Result<()> {
+    pub fn put_manifest(&self, digest: &Digest, media_type: &str, body: &Bytes, source: &str) -> io::Result<()> {
         if self.record(digest).is_none() {
             let path = self.layout.blob(digest);
             if let Some(parent) = path.parent() {
@@ -180,10 +192,7 @@ impl Store {
             write_atomically(&path, &self.temp_path(digest), body)?;
         }
         self.remember_descriptors(body);
-        self.manifests
-            .write()
-            .unwrap()
-            .insert(digest.clone(), body.clone());
+        self.memory.insert(digest.clone(), body.clone());
         let record = Record {
             kind: Kind::Manifest,
             media_type: Some(media_type.to_string()),
@@ -197,21 +206,15 @@ impl Store {
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
         {
             let records = self.records.read().unwrap();
-            if records
-                .get(digest)
-                .is_some_and(|r| r.sources.iter().any(|s| s == source))
-            {
+            if records.get(digest).is_some_and(|r| r.sources.iter().any(|s| s == source)) {
                 return Ok(());
             }
         }
-        self.journal
-            .lock()
-            .unwrap()
-            .append(digest, &record, source)?;
+        self.journal.lock().unwrap().append(digest, &record, source)?;
         let mut records = self.records.write().unwrap();
-        let entry = records.entry(digest.clone()).or_insert(record);
+        let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record));
         if !entry.sources.iter().any(|s| s == source) {
-            entry.sources.push(source.to_string());
+            Arc::make_mut(entry).sources.push(source.to_string());
         }
         Ok(())
     }
@@ -227,8 +230,7 @@ impl Store {
 
     /// A fresh, unique temp path for `digest`.
     pub fn temp_path(&self, digest: &Digest) -> PathBuf {
-        self.layout
-            .temp(digest, self.temp_counter.fetch_add(1, Ordering::Relaxed))
+        self.layout.temp(digest, self.temp_counter.fetch_add(1, Ordering::Relaxed))
     }
 
     fn remember_descriptors(&self, body: &[u8]) {
@@ -244,10 +246,7 @@ impl Store {
 /// Writes `bytes` to `tmp`, fsyncs, renames to `path` and fsyncs the directory.
 pub fn write_atomically(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-    let result = f
-        .write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(tmp, path));
+    let result = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| std::fs::rename(tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
     }
@@ -268,21 +267,14 @@ enum LockError {
 }
 
 fn take_lock(path: &Path) -> Result<File, LockError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(LockError::Io)?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(LockError::Io)?;
     // SAFETY: flock on a valid, owned fd.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let pid = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
+            let pid = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
             return Err(LockError::Held(pid));
         }
         return Err(LockError::Io(err));
@@ -317,19 +309,14 @@ mod tests {
         let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
         let d = Digest::of(Algorithm::Sha256, &body);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
             assert!(matches!(
-                Store::open(dir.path()),
+                Store::open(dir.path(), MemoryLimits::default()),
                 Err(OpenError::Locked { pid: Some(_), .. })
             ));
-            store
-                .put_manifest(&d, media::OCI_MANIFEST, &body, "quay.io/a")
-                .unwrap();
-            let key = TagKey {
-                registry: "quay.io".parse().unwrap(),
-                repo: "a".parse().unwrap(),
-                tag: "v1".parse().unwrap(),
-            };
+            store.put_manifest(&d, media::OCI_MANIFEST, &body, "quay.io/a").unwrap();
+            let key =
+                TagKey { registry: "quay.io".parse().unwrap(), repo: "a".parse().unwrap(), tag: "v1".parse().unwrap() };
             let rec = TagRecord {
                 digest: d.clone(),
                 media_type: media::OCI_MANIFEST.into(),
@@ -339,16 +326,10 @@ mod tests {
             store.put_tag(key, rec).unwrap();
             std::fs::write(store.temp_path(&d), b"partial").unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            std::fs::read_dir(store.layout().tmp_dir()).unwrap().count(),
-            0
-        );
+        let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
+        assert_eq!(std::fs::read_dir(store.layout().tmp_dir()).unwrap().count(), 0);
         let (bytes, mt) = store.manifest(&d).unwrap();
         assert_eq!((bytes, mt.as_str()), (body, media::OCI_MANIFEST));
-        assert_eq!(
-            store.tags_of(&"quay.io".parse().unwrap(), &"a".parse().unwrap()),
-            vec!["v1"]
-        );
+        assert_eq!(store.tags_of(&"quay.io".parse().unwrap(), &"a".parse().unwrap()), vec!["v1"]);
     }
 }

@@ -103,22 +103,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let d = Digest::of(crate::oci::Algorithm::Sha256, b"x");
-        let rec = Record {
-            kind: Kind::Manifest,
-            media_type: Some("m/t".into()),
-            size: 1,
-            sources: vec![],
-        };
+        let rec = Record { kind: Kind::Manifest, media_type: Some("m/t".into()), size: 1, sources: vec![] };
         let mut j = Journal::open(&path).unwrap();
         j.append(&d, &rec, "docker.io/library/a").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"digest\":\"sha25")
-            .unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"digest\":\"sha25").unwrap();
         let (map, skipped) = load(&path).unwrap();
         assert_eq!(skipped, 1);
         let got = &map[&d];

@@ -29,10 +29,7 @@ pub struct TagRecord {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Writes `record` to `path` atomically, going through `tmp` in the same file system.
@@ -81,23 +78,14 @@ fn walk_repo(
         if name == "_tags" {
             read_tags(&entry.path(), registry, &repo, out)?;
         } else {
-            let child = if repo.is_empty() {
-                name
-            } else {
-                format!("{repo}/{name}")
-            };
+            let child = if repo.is_empty() { name } else { format!("{repo}/{name}") };
             walk_repo(&entry.path(), registry, child, out, depth + 1)?;
         }
     }
     Ok(())
 }
 
-fn read_tags(
-    dir: &Path,
-    registry: &RegistryName,
-    repo: &str,
-    out: &mut Vec<(TagKey, TagRecord)>,
-) -> io::Result<()> {
+fn read_tags(dir: &Path, registry: &RegistryName, repo: &str, out: &mut Vec<(TagKey, TagRecord)>) -> io::Result<()> {
     let Ok(repo) = repo.parse::<RepoName>() else {
         return Ok(());
     };
@@ -112,14 +100,7 @@ fn read_tags(
         let Ok(record) = serde_json::from_slice::<TagRecord>(&bytes) else {
             continue;
         };
-        out.push((
-            TagKey {
-                registry: registry.clone(),
-                repo: repo.clone(),
-                tag,
-            },
-            record,
-        ));
+        out.push((TagKey { registry: registry.clone(), repo: repo.clone(), tag }, record));
     }
     Ok(())
 }

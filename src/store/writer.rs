@@ -32,11 +32,7 @@ impl BlobWriter {
     /// Creates the temp file. Returns the writer and a read handle for streamers.
     pub fn create(store: &Store, digest: &Digest) -> io::Result<(BlobWriter, File)> {
         let temp = store.temp_path(digest);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp)?;
         let reader = file.try_clone()?;
         let writer = BlobWriter {
             file,
@@ -67,16 +63,9 @@ impl BlobWriter {
     /// Finishes the hash and compares it with the expected digest. This, not
     /// the fsync, is what releases the last byte to readers.
     pub fn verify(&mut self) -> Result<(), CommitError> {
-        let actual = self
-            .hasher
-            .take()
-            .map(Hasher::finish)
-            .ok_or_else(|| io::Error::other("verified twice"))?;
+        let actual = self.hasher.take().map(Hasher::finish).ok_or_else(|| io::Error::other("verified twice"))?;
         if actual != self.expected {
-            return Err(CommitError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-            });
+            return Err(CommitError::DigestMismatch { expected: self.expected.clone(), actual });
         }
         Ok(())
     }
@@ -95,12 +84,7 @@ impl BlobWriter {
         std::fs::rename(&self.temp, &path)?;
         self.done = true;
         sync_parent(&path)?;
-        let record = Record {
-            kind: Kind::Blob,
-            media_type: None,
-            size: self.written,
-            sources: vec![],
-        };
+        let record = Record { kind: Kind::Blob, media_type: None, size: self.written, sources: vec![] };
         store.add_record(&self.expected, record, source)
     }
 }
@@ -122,7 +106,7 @@ mod tests {
     #[test]
     fn commit_verified_and_abort_on_mismatch() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), super::super::MemoryLimits::default()).unwrap();
         let d = Digest::of(Algorithm::Sha256, b"hello world");
         let (mut w, reader) = BlobWriter::create(&store, &d).unwrap();
         w.write(b"hello ").unwrap();
@@ -133,24 +117,15 @@ mod tests {
         assert_eq!(&seen, b"hello world");
         w.verify().unwrap();
         w.commit(&store, "quay.io/a").unwrap();
-        assert_eq!(
-            std::fs::read(store.layout().blob(&d)).unwrap(),
-            b"hello world"
-        );
+        assert_eq!(std::fs::read(store.layout().blob(&d)).unwrap(), b"hello world");
         assert_eq!(store.record(&d).unwrap().size, 11);
 
         let d2 = Digest::of(Algorithm::Sha256, b"other");
         let (mut w, _) = BlobWriter::create(&store, &d2).unwrap();
         w.write(b"tampered").unwrap();
-        assert!(matches!(
-            w.verify(),
-            Err(CommitError::DigestMismatch { .. })
-        ));
+        assert!(matches!(w.verify(), Err(CommitError::DigestMismatch { .. })));
         drop(w);
-        assert_eq!(
-            std::fs::read_dir(store.layout().tmp_dir()).unwrap().count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(store.layout().tmp_dir()).unwrap().count(), 0);
         assert!(store.record(&d2).is_none());
     }
 }

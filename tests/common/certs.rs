@@ -42,25 +42,11 @@ pub fn make_pki(dir: &Path) -> TestPki {
                       extendedKeyUsage=serverAuth\n\
                       keyUsage=critical,digitalSignature\n\
                       basicConstraints=critical,CA:FALSE\n";
-    make_leaf(
-        &pki,
-        "localhost",
-        server_ext,
-        &pki.server_key,
-        &pki.server_cert,
-        2,
-    );
+    make_leaf(&pki, "localhost", server_ext, &pki.server_key, &pki.server_cert, 2);
     let client_ext = "extendedKeyUsage=clientAuth\n\
                       keyUsage=critical,digitalSignature\n\
                       basicConstraints=critical,CA:FALSE\n";
-    make_leaf(
-        &pki,
-        "ociregistry-test-client",
-        client_ext,
-        &pki.client_key,
-        &pki.client_cert,
-        3,
-    );
+    make_leaf(&pki, "ociregistry-test-client", client_ext, &pki.client_key, &pki.client_cert, 3);
     make_skopeo_dirs(&pki);
     pki
 }
@@ -92,14 +78,7 @@ fn make_ca(pki: &TestPki) {
     ]);
 }
 
-fn make_leaf(
-    pki: &TestPki,
-    common_name: &str,
-    extensions: &str,
-    key: &Path,
-    cert: &Path,
-    serial: u32,
-) {
+fn make_leaf(pki: &TestPki, common_name: &str, extensions: &str, key: &Path, cert: &Path, serial: u32) {
     let csr = pki.dir.join(format!("{common_name}.csr"));
     let ext = pki.dir.join(format!("{common_name}.ext"));
     fs::write(&ext, extensions).unwrap();
@@ -152,15 +131,8 @@ fn make_skopeo_dirs(pki: &TestPki) {
 
 /// Runs `openssl ARGS`, panicking with its stderr when it fails.
 pub fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 

@@ -89,10 +89,7 @@ impl Containerd {
     /// Starts containerd and waits until `ctr version` answers on its socket; panics with its log if not.
     pub fn start() -> Containerd {
         // Under /tmp whatever TMPDIR says: the socket path must stay under the 108-byte sun_path limit.
-        let dir = tempfile::Builder::new()
-            .prefix("ctrd-")
-            .tempdir_in("/tmp")
-            .expect("containerd temp dir");
+        let dir = tempfile::Builder::new().prefix("ctrd-").tempdir_in("/tmp").expect("containerd temp dir");
         let config = write_config(dir.path());
         let log = dir.path().join("containerd.log");
         let log_file = fs::File::create(&log).expect("containerd log file");
@@ -104,12 +101,7 @@ impl Containerd {
             .stderr(log_file)
             .spawn()
             .expect("spawn containerd");
-        let mut containerd = Containerd {
-            child,
-            socket: dir.path().join("containerd.sock"),
-            log,
-            dir,
-        };
+        let mut containerd = Containerd { child, socket: dir.path().join("containerd.sock"), log, dir };
         containerd.wait_ready();
         containerd
     }
@@ -126,19 +118,8 @@ impl Containerd {
 
     /// `ctr -n NS images pull --hosts-dir DIR [flags] REF`, which also unpacks into overlayfs.
     /// Ok(stdout) on exit 0, else Err(why + stderr).
-    pub fn pull(
-        &self,
-        namespace: &str,
-        reference: &str,
-        hosts_dir: &Path,
-        opts: &PullOpts,
-    ) -> Result<String, String> {
-        let mut args = vec![
-            "images".to_string(),
-            "pull".into(),
-            "--snapshotter".into(),
-            SNAPSHOTTER.into(),
-        ];
+    pub fn pull(&self, namespace: &str, reference: &str, hosts_dir: &Path, opts: &PullOpts) -> Result<String, String> {
+        let mut args = vec!["images".to_string(), "pull".into(), "--snapshotter".into(), SNAPSHOTTER.into()];
         args.extend(opts.ctr_flags(hosts_dir));
         args.push(reference.into());
         self.ctr(namespace, &args, opts.timeout)
@@ -176,41 +157,18 @@ impl Containerd {
     /// `content_sharing_policy = "isolated"` a blob fetched in another namespace does not show up here.
     pub fn list_content(&self, namespace: &str) -> Result<Vec<String>, String> {
         let listing = self.ctr(namespace, &["content", "ls", "-q"], CLIENT_TIMEOUT)?;
-        Ok(listing
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+        Ok(listing.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
     }
 
     /// `ctr -n NS run --rm REF ID CMD...` on an image already pulled (and so unpacked); Ok(its stdout).
     /// A container still running at the deadline outlives this containerd: keep `cmd` short.
-    pub fn run(
-        &self,
-        namespace: &str,
-        reference: &str,
-        container_id: &str,
-        cmd: &[&str],
-    ) -> Result<String, String> {
+    pub fn run(&self, namespace: &str, reference: &str, container_id: &str, cmd: &[&str]) -> Result<String, String> {
         // runc's state dir and the cgroup default to /run/containerd/runc/NS/ID and /NS/ID, shared by every
         // containerd on the machine: make both private so parallel tests may reuse namespace and ID.
         let runc_root = self.dir.path().join("runc");
         let cgroup = format!("/{}-{container_id}", self.instance_name());
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--snapshotter",
-            SNAPSHOTTER,
-            "--cgroup",
-            &cgroup,
-            "--runc-root",
-        ];
-        args.extend([
-            runc_root.to_str().expect("utf-8 temp dir"),
-            reference,
-            container_id,
-        ]);
+        let mut args = vec!["run", "--rm", "--snapshotter", SNAPSHOTTER, "--cgroup", &cgroup, "--runc-root"];
+        args.extend([runc_root.to_str().expect("utf-8 temp dir"), reference, container_id]);
         args.extend_from_slice(cmd);
         self.ctr(namespace, &args, CLIENT_TIMEOUT)
     }
@@ -223,21 +181,13 @@ impl Containerd {
         timeout: Duration,
     ) -> Result<String, String> {
         let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", namespace])
-            .args(args);
+        cmd.arg("--address").arg(&self.socket).args(["--namespace", namespace]).args(args);
         run_bounded(&mut cmd, timeout)
     }
 
     /// The temp dir's unique name (`ctrd-XXXXXX`), to name machine-wide resources after this instance.
     fn instance_name(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .expect("temp dir name")
-            .to_string_lossy()
-            .into_owned()
+        self.dir.path().file_name().expect("temp dir name").to_string_lossy().into_owned()
     }
 
     fn wait_ready(&mut self) {
@@ -246,10 +196,7 @@ impl Containerd {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("containerd exited ({status}) during start:\n{}", self.log());
             }
-            if self
-                .ctr("default", &["version"], Duration::from_secs(5))
-                .is_ok()
-            {
+            if self.ctr("default", &["version"], Duration::from_secs(5)).is_ok() {
                 return;
             }
             if Instant::now() >= deadline {
@@ -322,30 +269,19 @@ capabilities = ["push"]
 /// `skopeo copy docker://MIRROR/UPSTREAM_REF dir:DEST`: the upstream named in the path, as podman and
 /// CRI-O address a mirror configured with a path. `upstream_in_path_ref` must not carry a port (see the
 /// module docs), e.g. `quay.io/calico/node:v3.28.0`.
-pub fn skopeo_copy_through(
-    mirror_host_port: &str,
-    upstream_in_path_ref: &str,
-    dest_dir: &Path,
-) -> Result<(), String> {
+pub fn skopeo_copy_through(mirror_host_port: &str, upstream_in_path_ref: &str, dest_dir: &Path) -> Result<(), String> {
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "--src-tls-verify=false"])
-        .arg(format!(
-            "docker://{mirror_host_port}/{upstream_in_path_ref}"
-        ))
+        .arg(format!("docker://{mirror_host_port}/{upstream_in_path_ref}"))
         .arg(format!("dir:{}", dest_dir.display()));
     run_bounded(&mut cmd, CLIENT_TIMEOUT).map(drop)
 }
 
 /// `skopeo inspect --raw docker://MIRROR/UPSTREAM_REF`: the manifest or index bytes as served.
-pub fn skopeo_inspect_raw(
-    mirror_host_port: &str,
-    upstream_in_path_ref: &str,
-) -> Result<String, String> {
+pub fn skopeo_inspect_raw(mirror_host_port: &str, upstream_in_path_ref: &str) -> Result<String, String> {
     let mut cmd = Command::new("skopeo");
     cmd.args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!(
-            "docker://{mirror_host_port}/{upstream_in_path_ref}"
-        ));
+        .arg(format!("docker://{mirror_host_port}/{upstream_in_path_ref}"));
     run_bounded(&mut cmd, CLIENT_TIMEOUT)
 }
 
@@ -376,31 +312,19 @@ insecure = true
     );
     fs::write(&conf, toml).map_err(|e| e.to_string())?;
     // `exec` keeps skopeo on unshare's PID, so the deadline's kill reaches it.
-    let script =
-        r#"mount --bind "$1" /etc/containers/registries.conf && exec skopeo copy "$2" "$3""#;
+    let script = r#"mount --bind "$1" /etc/containers/registries.conf && exec skopeo copy "$2" "$3""#;
     let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-    ])
-    .arg(&conf)
-    .arg(format!("docker://{registry}/{repo_tag}"))
-    .arg(format!("dir:{}", dest_dir.display()));
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&conf)
+        .arg(format!("docker://{registry}/{repo_tag}"))
+        .arg(format!("dir:{}", dest_dir.display()));
     run_bounded(&mut cmd, CLIENT_TIMEOUT).map(drop)
 }
 
 /// Runs `cmd` to completion or kills it at `timeout`. Ok(stdout) on exit 0, else Err(what happened +
 /// stderr). Output goes to anonymous files rather than pipes so a chatty child cannot block on a full pipe.
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<String, String> {
-    let (mut out, mut err) = (
-        tempfile::tempfile().expect("stdout file"),
-        tempfile::tempfile().expect("stderr file"),
-    );
+    let (mut out, mut err) = (tempfile::tempfile().expect("stdout file"), tempfile::tempfile().expect("stderr file"));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("clone stdout file"))

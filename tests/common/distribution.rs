@@ -32,29 +32,18 @@ pub enum Mode {
     /// HTTPS, htpasswd (bcrypt) Basic auth.
     TlsBasic { user: String, pass: String },
     /// HTTPS, bearer tokens from a [`TokenServer`] that requires these Basic credentials.
-    TlsToken {
-        user: String,
-        pass: String,
-        ttl_secs: u64,
-    },
+    TlsToken { user: String, pass: String, ttl_secs: u64 },
     /// HTTPS that requires a client certificate signed by the test CA.
     Mtls,
 }
 
 impl Mode {
     pub fn basic(user: &str, pass: &str) -> Mode {
-        Mode::TlsBasic {
-            user: user.to_string(),
-            pass: pass.to_string(),
-        }
+        Mode::TlsBasic { user: user.to_string(), pass: pass.to_string() }
     }
 
     pub fn token(user: &str, pass: &str, ttl_secs: u64) -> Mode {
-        Mode::TlsToken {
-            user: user.to_string(),
-            pass: pass.to_string(),
-            ttl_secs,
-        }
+        Mode::TlsToken { user: user.to_string(), pass: pass.to_string(), ttl_secs }
     }
 
     fn is_tls(&self) -> bool {
@@ -95,11 +84,7 @@ impl Distribution {
         fs::create_dir_all(&storage_dir).unwrap();
         let pki = mode.is_tls().then(|| make_pki(&dir.path().join("pki")));
         let token_server = match &mode {
-            Mode::TlsToken {
-                user,
-                pass,
-                ttl_secs,
-            } => Some(TokenServer::start(
+            Mode::TlsToken { user, pass, ttl_secs } => Some(TokenServer::start(
                 &dir.path().join("token"),
                 TokenServerConfig::new(Some((user, pass)), *ttl_secs),
             )),
@@ -129,10 +114,7 @@ impl Distribution {
                 };
             }
         }
-        panic!(
-            "docker-registry did not start:\n{}",
-            fs::read_to_string(&log_path).unwrap_or_default()
-        );
+        panic!("docker-registry did not start:\n{}", fs::read_to_string(&log_path).unwrap_or_default());
     }
 
     /// `127.0.0.1:PORT/REPO:TAG` (or `@DIGEST`) for `repo_ref`.
@@ -142,23 +124,15 @@ impl Distribution {
 
     /// `user:pass` in the auth modes.
     pub fn creds(&self) -> Option<String> {
-        self.mode
-            .credentials()
-            .map(|(user, pass)| format!("{user}:{pass}"))
+        self.mode.credentials().map(|(user, pass)| format!("{user}:{pass}"))
     }
 
     /// skopeo's TLS flags for this registry, without credentials. `prefix` is `"dest-"` or `"src-"` for
     /// `skopeo copy`, `""` for `inspect` and `delete`.
     pub fn tls_flags(&self, prefix: &str) -> Vec<String> {
         match (&self.mode, &self.pki) {
-            (Mode::Mtls, Some(pki)) => vec![
-                format!("--{prefix}cert-dir"),
-                path_str(&pki.skopeo_client_dir).into(),
-            ],
-            (_, Some(pki)) => vec![
-                format!("--{prefix}cert-dir"),
-                path_str(&pki.skopeo_ca_dir).into(),
-            ],
+            (Mode::Mtls, Some(pki)) => vec![format!("--{prefix}cert-dir"), path_str(&pki.skopeo_client_dir).into()],
+            (_, Some(pki)) => vec![format!("--{prefix}cert-dir"), path_str(&pki.skopeo_ca_dir).into()],
             (_, None) => vec![format!("--{prefix}tls-verify=false")],
         }
     }
@@ -177,14 +151,9 @@ impl Distribution {
     /// goes before the image names, e.g. `["--format", "v2s2"]`, which converts to Docker media types and
     /// so changes manifest and config digests.
     pub fn push(&self, layout_dir: &Path, ref_name: &str, repo_tag: &str, extra: &[&str]) {
-        let descriptor =
-            ref_descriptor(layout_dir, ref_name).unwrap_or_else(|| panic!("no ref {ref_name}"));
+        let descriptor = ref_descriptor(layout_dir, ref_name).unwrap_or_else(|| panic!("no ref {ref_name}"));
         let dir_copy = tempfile::tempdir().unwrap();
-        let source = if descriptor["mediaType"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("application/vnd.docker.")
-        {
+        let source = if descriptor["mediaType"].as_str().unwrap_or("").starts_with("application/vnd.docker.") {
             write_skopeo_dir(layout_dir, ref_name, dir_copy.path());
             format!("dir:{}", dir_copy.path().display())
         } else {
@@ -213,11 +182,7 @@ impl Distribution {
 
     /// The digest of the manifest the registry serves for `repo_ref`, e.g. after a converting push.
     pub fn manifest_digest(&self, repo_ref: &str) -> String {
-        sha256_digest(
-            &self
-                .inspect_raw(repo_ref)
-                .unwrap_or_else(|e| panic!("inspect {repo_ref}: {e}")),
-        )
+        sha256_digest(&self.inspect_raw(repo_ref).unwrap_or_else(|e| panic!("inspect {repo_ref}: {e}")))
     }
 
     /// Deletes the manifest `repo_ref` points to (`skopeo delete`): every tag on that manifest goes too.
@@ -232,19 +197,12 @@ impl Distribution {
     /// for the log to settle since distribution writes each line after its response.
     pub fn requests(&self) -> Vec<(String, String)> {
         settle(&self.log_path);
-        fs::read_to_string(&self.log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(access_log_request)
-            .collect()
+        fs::read_to_string(&self.log_path).unwrap_or_default().lines().filter_map(access_log_request).collect()
     }
 
     /// How many logged requests had `method` and a URI containing `path_substring`.
     pub fn request_count(&self, method: &str, path_substring: &str) -> usize {
-        self.requests()
-            .iter()
-            .filter(|(m, uri)| m == method && uri.contains(path_substring))
-            .count()
+        self.requests().iter().filter(|(m, uri)| m == method && uri.contains(path_substring)).count()
     }
 
     /// Kills the registry now, e.g. to test behaviour while the upstream is down.
@@ -288,13 +246,7 @@ fn auth_config(mode: &Mode, dir: &Path, token_server: Option<&TokenServer>) -> S
     }
 }
 
-fn config_yaml(
-    port: u16,
-    storage: &Path,
-    pki: Option<&TestPki>,
-    mode: &Mode,
-    auth: &str,
-) -> String {
+fn config_yaml(port: u16, storage: &Path, pki: Option<&TestPki>, mode: &Mode, auth: &str) -> String {
     let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
@@ -310,10 +262,7 @@ fn config_yaml(
             pki.server_key.display()
         ));
         if *mode == Mode::Mtls {
-            yaml.push_str(&format!(
-                "    clientcas:\n      - {}\n",
-                pki.ca_cert.display()
-            ));
+            yaml.push_str(&format!("    clientcas:\n      - {}\n", pki.ca_cert.display()));
         }
     }
     yaml.push_str(auth);
@@ -321,11 +270,7 @@ fn config_yaml(
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `docker-registry serve CONFIG` with an empty environment but PATH: it reads `REGISTRY_*` variables
@@ -353,9 +298,7 @@ fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> bool {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        let logged = fs::read_to_string(log_path)
-            .unwrap_or_default()
-            .contains(&listening);
+        let logged = fs::read_to_string(log_path).unwrap_or_default().contains(&listening);
         if logged && TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return true;
         }
@@ -385,23 +328,13 @@ fn access_log_request(line: &str) -> Option<(String, String)> {
     let (_, rest) = line.split_once("] \"")?;
     let mut parts = rest.split(' ');
     let (method, uri, protocol) = (parts.next()?, parts.next()?, parts.next()?);
-    protocol
-        .starts_with("HTTP/")
-        .then(|| (method.to_string(), uri.to_string()))
+    protocol.starts_with("HTTP/").then(|| (method.to_string(), uri.to_string()))
 }
 
 fn skopeo(args: &[String]) -> Output {
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("run skopeo")
+    Command::new("skopeo").arg("--insecure-policy").args(args).output().expect("run skopeo")
 }
 
 fn expect_success(out: Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -54,10 +54,7 @@ pub enum Auth {
     Basic { user: String, pass: String },
     /// Docker-style token flow: `GET /token?service=..&scope=..` on the same listener issues tokens;
     /// `user_pass`, when set, is required (as Basic) on the token endpoint.
-    Bearer {
-        token_ttl_secs: u64,
-        user_pass: Option<(String, String)>,
-    },
+    Bearer { token_ttl_secs: u64, user_pass: Option<(String, String)> },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -103,10 +100,7 @@ impl Request {
     }
 
     fn param(&self, key: &str) -> Option<String> {
-        self.query_params()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.query_params().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }
 
@@ -139,10 +133,7 @@ impl Fault {
 
     /// Body faults skip HEAD requests, so a HEAD probe does not use up a fault meant for the GET.
     fn shapes_body(&self) -> bool {
-        matches!(
-            self,
-            Fault::CorruptBody | Fault::DropAfter(_) | Fault::Slow { .. } | Fault::Chunked
-        )
+        matches!(self, Fault::CorruptBody | Fault::DropAfter(_) | Fault::Slow { .. } | Fault::Chunked)
     }
 }
 
@@ -182,8 +173,7 @@ struct FaultRule {
 
 impl FaultRule {
     fn matches(&self, req: &Request) -> bool {
-        req.path.contains(&self.path_contains)
-            && !(req.method == "HEAD" && self.fault.shapes_body())
+        req.path.contains(&self.path_contains) && !(req.method == "HEAD" && self.fault.shapes_body())
     }
 }
 
@@ -205,10 +195,7 @@ impl Shared {
 
 impl Endpoint {
     fn spawn(listener: std::net::TcpListener, role: Role) -> Endpoint {
-        let port = listener
-            .local_addr()
-            .expect("fake upstream: local addr")
-            .port();
+        let port = listener.local_addr().expect("fake upstream: local addr").port();
         let shared = Arc::new(Shared::default());
         let (shutdown, stop) = oneshot::channel();
         let thread_shared = shared.clone();
@@ -216,12 +203,7 @@ impl Endpoint {
             .name(format!("fake-upstream-{port}"))
             .spawn(move || run_listener(listener, Arc::new(role), thread_shared, stop))
             .expect("fake upstream: spawn thread");
-        Endpoint {
-            port,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        Endpoint { port, shared, shutdown: Some(shutdown), thread: Some(thread) }
     }
 
     pub fn port(&self) -> u16 {
@@ -245,10 +227,7 @@ impl Endpoint {
 
     /// Requests with exactly this method whose path contains `path_contains`.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
-        lock(&self.shared.log)
-            .iter()
-            .filter(|r| r.method == method && r.path.contains(path_contains))
-            .count()
+        lock(&self.shared.log).iter().filter(|r| r.method == method && r.path.contains(path_contains)).count()
     }
 
     pub fn clear_log(&self) {
@@ -261,11 +240,7 @@ impl Endpoint {
         if times == Some(0) {
             return;
         }
-        let rule = FaultRule {
-            path_contains: path_contains.to_owned(),
-            fault,
-            remaining: times,
-        };
+        let rule = FaultRule { path_contains: path_contains.to_owned(), fault, remaining: times };
         lock(&self.shared.faults).push(rule);
     }
 
@@ -284,24 +259,13 @@ impl Drop for Endpoint {
 }
 
 fn bind_loopback() -> std::net::TcpListener {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
-    listener
-        .set_nonblocking(true)
-        .expect("fake upstream: set_nonblocking");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
+    listener.set_nonblocking(true).expect("fake upstream: set_nonblocking");
     listener
 }
 
-fn run_listener(
-    listener: std::net::TcpListener,
-    role: Arc<Role>,
-    shared: Arc<Shared>,
-    stop: oneshot::Receiver<()>,
-) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("fake upstream: runtime");
+fn run_listener(listener: std::net::TcpListener, role: Arc<Role>, shared: Arc<Shared>, stop: oneshot::Receiver<()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake upstream: runtime");
     runtime.block_on(accept_until_stopped(listener, role, shared, stop));
     // Dropping the runtime cancels the connection tasks, hung ones included, which closes their sockets.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -364,10 +328,7 @@ impl FakeUpstream {
             let _ = cdn.set(endpoint);
         }
         let listener = bind_loopback();
-        let port = listener
-            .local_addr()
-            .expect("fake upstream: local addr")
-            .port();
+        let port = listener.local_addr().expect("fake upstream: local addr").port();
         let registry = Arc::new(Registry {
             content,
             auth: options.auth,
@@ -377,46 +338,29 @@ impl FakeUpstream {
             tokens: Mutex::new(HashMap::new()),
         });
         let endpoint = Endpoint::spawn(listener, Role::Registry(registry.clone()));
-        FakeUpstream {
-            endpoint,
-            registry,
-            cdn,
-        }
+        FakeUpstream { endpoint, registry, cdn }
     }
 
     /// The linked CDN, started on first use: it serves every stored blob at any path ending in
     /// `/blobs/<digest>` and answers 403 to requests carrying `Authorization`. Point a
     /// `Fault::Redirect(cdn.base_url())` at it, or use `Options::redirect_blobs_to_cdn`.
     pub fn cdn(&self) -> &Endpoint {
-        self.cdn
-            .get_or_init(|| start_cdn(self.registry.content.clone()))
+        self.cdn.get_or_init(|| start_cdn(self.registry.content.clone()))
     }
 
     /// Stores a blob in `repo` (creating the repository) and returns its `sha256:<hex>` digest.
     pub fn add_blob(&self, repo: &str, bytes: Vec<u8>) -> String {
         let digest = sha256_digest(&bytes);
-        lock(&self.registry.content)
-            .repo(repo)
-            .blobs
-            .insert(digest.clone(), Bytes::from(bytes));
+        lock(&self.registry.content).repo(repo).blobs.insert(digest.clone(), Bytes::from(bytes));
         digest
     }
 
     /// Stores a manifest in `repo`, optionally tagging it, and returns its digest.
-    pub fn add_manifest(
-        &self,
-        repo: &str,
-        tag: Option<&str>,
-        media_type: &str,
-        bytes: Vec<u8>,
-    ) -> String {
+    pub fn add_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: Vec<u8>) -> String {
         let digest = sha256_digest(&bytes);
         let mut content = lock(&self.registry.content);
         let repo = content.repo(repo);
-        let manifest = StoredManifest {
-            media_type: media_type.to_owned(),
-            bytes: Bytes::from(bytes),
-        };
+        let manifest = StoredManifest { media_type: media_type.to_owned(), bytes: Bytes::from(bytes) };
         repo.manifests.insert(digest.clone(), manifest);
         if let Some(tag) = tag {
             repo.tags.insert(tag.to_owned(), digest.clone());
@@ -428,10 +372,7 @@ impl FakeUpstream {
     pub fn set_tag(&self, repo: &str, tag: &str, digest: &str) {
         let mut content = lock(&self.registry.content);
         let repo_content = content.repo(repo);
-        assert!(
-            repo_content.manifests.contains_key(digest),
-            "fake upstream: no manifest {digest} in {repo}"
-        );
+        assert!(repo_content.manifests.contains_key(digest), "fake upstream: no manifest {digest} in {repo}");
         repo_content.tags.insert(tag.to_owned(), digest.to_owned());
     }
 
@@ -442,10 +383,7 @@ impl FakeUpstream {
 
     /// Stores a valid OCI image (layers, a small config, the manifest) and tags it.
     pub fn add_image(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> FakeImage {
-        let layer_digests: Vec<String> = layers
-            .iter()
-            .map(|layer| self.add_blob(repo, layer.clone()))
-            .collect();
+        let layer_digests: Vec<String> = layers.iter().map(|layer| self.add_blob(repo, layer.clone())).collect();
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
@@ -468,30 +406,19 @@ impl FakeUpstream {
             "layers": layer_descriptors,
         });
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest json");
-        let manifest_digest =
-            self.add_manifest(repo, Some(tag), OCI_MANIFEST, manifest_bytes.clone());
-        FakeImage {
-            manifest_digest,
-            manifest_bytes,
-            config_digest,
-            layer_digests,
-        }
+        let manifest_digest = self.add_manifest(repo, Some(tag), OCI_MANIFEST, manifest_bytes.clone());
+        FakeImage { manifest_digest, manifest_bytes, config_digest, layer_digests }
     }
 
     /// Requests to the token endpoint (`GET /token`) since the last `clear_log`.
     pub fn token_requests(&self) -> usize {
-        self.requests()
-            .iter()
-            .filter(|r| r.path == "/token")
-            .count()
+        self.requests().iter().filter(|r| r.path == "/token").count()
     }
 
     /// Makes every token issued so far expired, so tests need not sleep through a TTL.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
-        lock(&self.registry.tokens)
-            .values_mut()
-            .for_each(|token| token.expires = now);
+        lock(&self.registry.tokens).values_mut().for_each(|token| token.expires = now);
     }
 }
 
@@ -531,9 +458,7 @@ impl Content {
     }
 
     fn find_blob(&self, digest: &str) -> Option<Bytes> {
-        self.repos
-            .values()
-            .find_map(|repo| repo.blobs.get(digest).cloned())
+        self.repos.values().find_map(|repo| repo.blobs.get(digest).cloned())
     }
 }
 
@@ -616,10 +541,7 @@ impl Registry {
             Response::error(405, "UNSUPPORTED", "the fake upstream is pull-only")
         } else {
             match Route::parse(&req.path) {
-                Route::Base => self
-                    .authorize(req, None)
-                    .err()
-                    .unwrap_or_else(|| Response::new(200).json(json!({}))),
+                Route::Base => self.authorize(req, None).err().unwrap_or_else(|| Response::new(200).json(json!({}))),
                 Route::Token => self.issue_token(req),
                 Route::Repo(name, what) => self.serve_repo(req, name, what),
                 Route::Unknown => Response::error(404, "NOT_FOUND", "no such endpoint"),
@@ -667,28 +589,19 @@ impl Registry {
     fn authorize(&self, req: &Request, name: Option<&str>) -> Result<(), Response> {
         match &self.auth {
             Auth::None => Ok(()),
-            Auth::Basic { user, pass }
-                if req.header("authorization") == Some(&basic_auth(user, pass)) =>
-            {
-                Ok(())
-            }
+            Auth::Basic { user, pass } if req.header("authorization") == Some(&basic_auth(user, pass)) => Ok(()),
             Auth::Basic { .. } => Err(self.unauthorized(name, None)),
             Auth::Bearer { .. } => self.check_bearer(req, name),
         }
     }
 
     fn check_bearer(&self, req: &Request, name: Option<&str>) -> Result<(), Response> {
-        let Some(presented) = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
+        let Some(presented) = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) else {
             return Err(self.unauthorized(name, None));
         };
         let tokens = lock(&self.tokens);
         match tokens.get(presented) {
-            Some(token) if token.expires <= Instant::now() => {
-                Err(self.unauthorized(name, Some("invalid_token")))
-            }
+            Some(token) if token.expires <= Instant::now() => Err(self.unauthorized(name, Some("invalid_token"))),
             Some(token) if name.is_none_or(|n| token.repos.contains(n)) => Ok(()),
             Some(_) => Err(self.unauthorized(name, Some("insufficient_scope"))),
             None => Err(self.unauthorized(name, Some("invalid_token"))),
@@ -708,10 +621,7 @@ impl Registry {
             Auth::None => None,
             Auth::Basic { .. } => Some(r#"Basic realm="fake""#.to_owned()),
             Auth::Bearer { .. } => {
-                let mut challenge = format!(
-                    r#"Bearer realm="{}/token",service="{SERVICE}""#,
-                    self.base_url
-                );
+                let mut challenge = format!(r#"Bearer realm="{}/token",service="{SERVICE}""#, self.base_url);
                 if let Some(name) = name {
                     challenge += &format!(r#",scope="repository:{name}:pull""#);
                 }
@@ -724,11 +634,7 @@ impl Registry {
     }
 
     fn issue_token(&self, req: &Request) -> Response {
-        let Auth::Bearer {
-            token_ttl_secs,
-            user_pass,
-        } = &self.auth
-        else {
+        let Auth::Bearer { token_ttl_secs, user_pass } = &self.auth else {
             return Response::error(404, "NOT_FOUND", "no token endpoint in this auth mode");
         };
         if let Some((user, pass)) = user_pass {
@@ -739,15 +645,8 @@ impl Registry {
         }
         let token = random_token();
         let expires = Instant::now() + Duration::from_secs(*token_ttl_secs);
-        lock(&self.tokens).insert(
-            token.clone(),
-            Token {
-                repos: pull_scopes(req),
-                expires,
-            },
-        );
-        Response::new(200)
-            .json(json!({ "token": token, "access_token": token, "expires_in": token_ttl_secs }))
+        lock(&self.tokens).insert(token.clone(), Token { repos: pull_scopes(req), expires });
+        Response::new(200).json(json!({ "token": token, "access_token": token, "expires_in": token_ttl_secs }))
     }
 }
 
@@ -763,10 +662,7 @@ fn pull_scopes(req: &Request) -> HashSet<String> {
         .iter()
         .filter_map(|scope| {
             let (name, actions) = scope.strip_prefix("repository:")?.rsplit_once(':')?;
-            actions
-                .split(',')
-                .any(|action| action == "pull" || action == "*")
-                .then(|| name.to_owned())
+            actions.split(',').any(|action| action == "pull" || action == "*").then(|| name.to_owned())
         })
         .collect()
 }
@@ -781,16 +677,8 @@ fn random_token() -> String {
 }
 
 fn manifest_response(repo: &Repo, reference: &str) -> Response {
-    let digest = if reference.contains(':') {
-        Some(reference)
-    } else {
-        repo.tags.get(reference).map(String::as_str)
-    };
-    match digest.and_then(|digest| {
-        repo.manifests
-            .get(digest)
-            .map(|manifest| (digest, manifest))
-    }) {
+    let digest = if reference.contains(':') { Some(reference) } else { repo.tags.get(reference).map(String::as_str) };
+    match digest.and_then(|digest| repo.manifests.get(digest).map(|manifest| (digest, manifest))) {
         Some((digest, manifest)) => Response::new(200)
             .header("Docker-Content-Digest", digest)
             .body(&manifest.media_type, manifest.bytes.clone()),
@@ -806,9 +694,7 @@ fn blob_response(req: &Request, blob: &Bytes, digest: Option<&str>) -> Response 
         ByteRange::Part(first, last) => Response::new(206)
             .header("Content-Range", format!("bytes {first}-{last}/{len}"))
             .body(OCTET_STREAM, blob.slice(first..=last)),
-        ByteRange::Unsatisfiable => {
-            Response::new(416).header("Content-Range", format!("bytes */{len}"))
-        }
+        ByteRange::Unsatisfiable => Response::new(416).header("Content-Range", format!("bytes */{len}")),
     };
     let response = response.header("Accept-Ranges", "bytes");
     match digest {
@@ -820,37 +706,25 @@ fn blob_response(req: &Request, blob: &Bytes, digest: Option<&str>) -> Response 
 fn tags_response(req: &Request, name: &str, repo: &Repo) -> Response {
     let last = req.param("last").unwrap_or_default();
     let limit: Option<usize> = req.param("n").and_then(|n| n.parse().ok());
-    let after: Vec<&String> = repo
-        .tags
-        .keys()
-        .filter(|tag| tag.as_str() > last.as_str())
-        .collect();
+    let after: Vec<&String> = repo.tags.keys().filter(|tag| tag.as_str() > last.as_str()).collect();
     let page = &after[..limit.unwrap_or(usize::MAX).min(after.len())];
     let response = Response::new(200).json(json!({ "name": name, "tags": page }));
     match (limit, page.last()) {
-        (Some(n), Some(shown)) if page.len() < after.len() => response.header(
-            "Link",
-            format!(r#"</v2/{name}/tags/list?last={shown}&n={n}>; rel="next""#),
-        ),
+        (Some(n), Some(shown)) if page.len() < after.len() => {
+            response.header("Link", format!(r#"</v2/{name}/tags/list?last={shown}&n={n}>; rel="next""#))
+        }
         _ => response,
     }
 }
 
 fn cdn_response(content: &Mutex<Content>, req: &Request) -> Response {
     if req.header("authorization").is_some() {
-        return Response::error(
-            403,
-            "DENIED",
-            "the CDN refuses requests carrying Authorization",
-        );
+        return Response::error(403, "DENIED", "the CDN refuses requests carrying Authorization");
     }
     if req.method != "GET" && req.method != "HEAD" {
         return Response::error(405, "UNSUPPORTED", "the CDN only serves GET and HEAD");
     }
-    let blob = req
-        .path
-        .rsplit_once("/blobs/")
-        .and_then(|(_, digest)| lock(content).find_blob(digest));
+    let blob = req.path.rsplit_once("/blobs/").and_then(|(_, digest)| lock(content).find_blob(digest));
     match blob {
         Some(blob) => blob_response(req, &blob, None),
         None => Response::error(404, "BLOB_UNKNOWN", "blob unknown to CDN"),
@@ -858,11 +732,7 @@ fn cdn_response(content: &Mutex<Content>, req: &Request) -> Response {
 }
 
 fn redirect(base: &str, req: &Request) -> Response {
-    let query = if req.query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", req.query)
-    };
+    let query = if req.query.is_empty() { String::new() } else { format!("?{}", req.query) };
     Response::new(307).header("Location", format!("{base}{}{query}", req.path))
 }
 
@@ -880,9 +750,7 @@ fn injected_status(code: u16, headers: &[(String, String)], req: &Request) -> Re
         _ => "UNKNOWN",
     };
     let response = Response::error(code, error_code, "injected fault");
-    headers.iter().fold(response, |response, (name, value)| {
-        response.header(name, value.clone())
-    })
+    headers.iter().fold(response, |response, (name, value)| response.header(name, value.clone()))
 }
 
 enum ByteRange {
@@ -925,11 +793,7 @@ struct Response {
 
 impl Response {
     fn new(status: u16) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Response { status, headers: Vec::new(), body: Bytes::new() }
     }
 
     fn header(mut self, name: &str, value: impl Into<String>) -> Response {
@@ -949,8 +813,7 @@ impl Response {
 
     /// OCI distribution error body.
     fn error(status: u16, code: &str, message: &str) -> Response {
-        Response::new(status)
-            .json(json!({ "errors": [{ "code": code, "message": message, "detail": null }] }))
+        Response::new(status).json(json!({ "errors": [{ "code": code, "message": message, "detail": null }] }))
     }
 }
 
@@ -988,9 +851,7 @@ async fn answer(stream: &mut TcpStream, role: &Role, req: &Request, fault: Optio
         Some(Fault::Redirect(base)) => redirect(base, req),
         _ => role.handle(req),
     };
-    write_response(stream, response, req.method == "HEAD", fault.as_ref())
-        .await
-        .unwrap_or(false)
+    write_response(stream, response, req.method == "HEAD", fault.as_ref()).await.unwrap_or(false)
 }
 
 /// Holds the connection without answering; reading is how we notice the client giving up.
@@ -1007,11 +868,7 @@ async fn hang(stream: &mut TcpStream) {
     let _ = tokio::time::timeout(HANG_LIMIT, drain).await;
 }
 
-async fn read_request(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    conn: u64,
-) -> Option<(Request, bool)> {
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>, conn: u64) -> Option<(Request, bool)> {
     let head_len = read_head(stream, buffer).await?;
     let head = std::str::from_utf8(&buffer[..head_len]).ok()?;
     let (req, keep_alive, body_len) = parse_request_head(head, conn)?;
@@ -1031,10 +888,7 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<usize
         if buffer.len() > MAX_HEAD_BYTES {
             return None;
         }
-        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
+        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)).await.ok()?.ok()?;
         if read == 0 {
             return None;
         }
@@ -1047,35 +901,19 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<usize
 fn parse_request_head(head: &str, conn: u64) -> Option<(Request, bool, usize)> {
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next()?.split(' ');
-    let (method, target, version) = (
-        request_line.next()?,
-        request_line.next()?,
-        request_line.next()?,
-    );
+    let (method, target, version) = (request_line.next()?, request_line.next()?, request_line.next()?);
     let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let req = Request {
-        conn,
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        headers,
-    };
-    let connection = req
-        .header("connection")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let req = Request { conn, method: method.to_owned(), path: path.to_owned(), query: query.to_owned(), headers };
+    let connection = req.header("connection").unwrap_or_default().to_ascii_lowercase();
     let keep_alive = match version {
         "HTTP/1.0" => connection.contains("keep-alive"),
         _ => !connection.contains("close"),
     };
-    let body_len = req
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let body_len = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     Some((req, keep_alive, body_len))
 }
 
@@ -1091,10 +929,7 @@ async fn discard_body(stream: &mut TcpStream, buffer: &mut Vec<u8>, body_len: us
             buffer.drain(..body_len);
             return Some(());
         }
-        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
+        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)).await.ok()?.ok()?;
         if read == 0 {
             return None;
         }
@@ -1115,17 +950,13 @@ async fn write_response(
         _ => response.body.clone(),
     };
     let chunked = matches!(fault, Some(Fault::Chunked));
-    stream
-        .write_all(&encode_head(&response, body.len(), chunked))
-        .await?;
+    stream.write_all(&encode_head(&response, body.len(), chunked)).await?;
     if head_only {
         return Ok(true);
     }
     match fault {
         Some(Fault::Chunked) => write_chunked(stream, &body).await?,
-        Some(Fault::Slow { bytes_per_sec }) => {
-            write_throttled(stream, &body, *bytes_per_sec).await?
-        }
+        Some(Fault::Slow { bytes_per_sec }) => write_throttled(stream, &body, *bytes_per_sec).await?,
         Some(Fault::DropAfter(sent)) => {
             stream.write_all(&body[..(*sent).min(body.len())]).await?;
             stream.flush().await?;
@@ -1137,11 +968,7 @@ async fn write_response(
 }
 
 fn encode_head(response: &Response, body_len: usize, chunked: bool) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        response.status,
-        reason(response.status)
-    );
+    let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
     for (name, value) in &response.headers {
         head += &format!("{name}: {value}\r\n");
     }
@@ -1187,9 +1014,7 @@ fn corrupt(body: &Bytes) -> Bytes {
 async fn write_chunked(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     let size = (body.len() / 4).clamp(1, 16 * 1024);
     for chunk in body.chunks(size) {
-        stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .await?;
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await?;
         stream.write_all(chunk).await?;
         stream.write_all(b"\r\n").await?;
     }
@@ -1197,11 +1022,7 @@ async fn write_chunked(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
 }
 
 /// Twenty writes a second: a smooth rate without a timer per byte.
-async fn write_throttled(
-    stream: &mut TcpStream,
-    body: &[u8],
-    bytes_per_sec: usize,
-) -> io::Result<()> {
+async fn write_throttled(stream: &mut TcpStream, body: &[u8], bytes_per_sec: usize) -> io::Result<()> {
     let bytes_per_sec = bytes_per_sec.max(1);
     let piece = (bytes_per_sec / 20).max(1);
     let pause = Duration::from_secs_f64(piece as f64 / bytes_per_sec as f64);
@@ -1240,10 +1061,7 @@ impl HttpResponse {
 /// A body cut short of its `Content-Length` or final chunk is an `UnexpectedEof` error.
 pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)]) -> io::Result<HttpResponse> {
     let (host, path) = split_url(url)?;
-    let address = host
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| invalid_data("no address for host"))?;
+    let address = host.to_socket_addrs()?.next().ok_or_else(|| invalid_data("no address for host"))?;
     let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
@@ -1269,18 +1087,13 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
 
 /// `sha256:<hex>` of the bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let hex: String = Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect();
     format!("sha256:{hex}")
 }
 
 /// Splits `http://host:port/path?query` into `host:port` and `/path?query`.
 fn split_url(url: &str) -> io::Result<(&str, &str)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid_data("only http:// URLs"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| invalid_data("only http:// URLs"))?;
     Ok(match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, "/"),
@@ -1289,8 +1102,7 @@ fn split_url(url: &str) -> io::Result<(&str, &str)> {
 
 fn parse_response(raw: &[u8], head_only: bool) -> io::Result<HttpResponse> {
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| unexpected_eof("response head incomplete"))?;
-    let head =
-        std::str::from_utf8(&raw[..end]).map_err(|_| invalid_data("response head not UTF-8"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| invalid_data("response head not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -1302,26 +1114,18 @@ fn parse_response(raw: &[u8], head_only: bool) -> io::Result<HttpResponse> {
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
     let rest = &raw[end + 4..];
-    let chunked = find_header(&headers, "transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+    let chunked = find_header(&headers, "transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
     let length = find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
     let body = match (head_only, chunked, length) {
         (true, _, _) => Vec::new(),
         (false, true, _) => decode_chunked(rest)?,
         (false, false, Some(len)) if rest.len() < len => {
-            return Err(unexpected_eof(&format!(
-                "body cut at {} of {len} bytes",
-                rest.len()
-            )))
+            return Err(unexpected_eof(&format!("body cut at {} of {len} bytes", rest.len())))
         }
         (false, false, Some(len)) => rest[..len].to_vec(),
         (false, false, None) => rest.to_vec(),
     };
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    Ok(HttpResponse { status, headers, body })
 }
 
 fn decode_chunked(mut data: &[u8]) -> io::Result<Vec<u8>> {
@@ -1329,8 +1133,7 @@ fn decode_chunked(mut data: &[u8]) -> io::Result<Vec<u8>> {
     // Each round consumes at least a size line, so data.len() rounds always suffice.
     for _ in 0..=data.len() {
         let line_end = find(data, b"\r\n").ok_or_else(|| unexpected_eof("chunk size line cut"))?;
-        let size_text =
-            std::str::from_utf8(&data[..line_end]).map_err(|_| invalid_data("chunk size"))?;
+        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| invalid_data("chunk size"))?;
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| invalid_data("chunk size"))?;
         data = &data[line_end + 2..];
@@ -1352,22 +1155,15 @@ fn decode_chunked(mut data: &[u8]) -> io::Result<Vec<u8>> {
 
 /// A panicking test thread must not poison the fake for the assertions that follow.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 fn invalid_data(message: &str) -> io::Error {
@@ -1385,9 +1181,7 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let escaped = match bytes[i] {
-            b'%' => bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| Some(hex_value(hex[0])? * 16 + hex_value(hex[1])?)),
+            b'%' => bytes.get(i + 1..i + 3).and_then(|hex| Some(hex_value(hex[0])? * 16 + hex_value(hex[1])?)),
             _ => None,
         };
         match (bytes[i], escaped) {
@@ -1420,11 +1214,7 @@ fn base64(input: &[u8]) -> String {
         let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
         for i in 0..4 {
             let sextet = (bits >> (18 - 6 * i)) & 63;
-            out.push(if i <= group.len() {
-                ALPHABET[sextet as usize] as char
-            } else {
-                '='
-            });
+            out.push(if i <= group.len() { ALPHABET[sextet as usize] as char } else { '=' });
         }
     }
     out

@@ -76,19 +76,12 @@ pub struct LayerSpec {
 impl LayerSpec {
     /// One small text file.
     pub fn text(name: &str, content: &str) -> Self {
-        LayerSpec {
-            files: vec![(name.to_string(), content.as_bytes().to_vec())],
-        }
+        LayerSpec { files: vec![(name.to_string(), content.as_bytes().to_vec())] }
     }
 
     /// One file of `size` incompressible pseudo-random bytes, the same for the same `seed`.
     pub fn random(seed: u64, size: usize) -> Self {
-        LayerSpec {
-            files: vec![(
-                format!("random-{seed}.bin"),
-                pseudo_random_bytes(seed, size),
-            )],
-        }
+        LayerSpec { files: vec![(format!("random-{seed}.bin"), pseudo_random_bytes(seed, size))] }
     }
 }
 
@@ -123,19 +116,11 @@ pub fn sha256_digest(data: &[u8]) -> String {
 
 /// Where the blob `digest` lives in the layout.
 pub fn blob_path(layout_dir: &Path, digest: &str) -> PathBuf {
-    layout_dir
-        .join("blobs")
-        .join("sha256")
-        .join(hex_part(digest))
+    layout_dir.join("blobs").join("sha256").join(hex_part(digest))
 }
 
 /// Writes an OCI image for `platform` = (os, architecture) and tags it `ref_name` in the layout.
-pub fn write_image(
-    layout_dir: &Path,
-    ref_name: &str,
-    platform: (&str, &str),
-    layers: &[LayerSpec],
-) -> ImageInfo {
+pub fn write_image(layout_dir: &Path, ref_name: &str, platform: (&str, &str), layers: &[LayerSpec]) -> ImageInfo {
     write_image_as(Format::Oci, layout_dir, ref_name, platform, layers)
 }
 
@@ -149,13 +134,7 @@ pub fn write_image_as(
 ) -> ImageInfo {
     init_layout(layout_dir);
     let image = write_manifest(format, layout_dir, platform, layers);
-    tag(
-        layout_dir,
-        ref_name,
-        &image.media_type,
-        &image.manifest_digest,
-        image.manifest_bytes.len(),
-    );
+    tag(layout_dir, ref_name, &image.media_type, &image.manifest_digest, image.manifest_bytes.len());
     image
 }
 
@@ -167,13 +146,7 @@ pub fn write_index(
     platforms: &[(&str, &str)],
     layers_per_platform: &[Vec<LayerSpec>],
 ) -> IndexInfo {
-    write_index_as(
-        Format::Oci,
-        layout_dir,
-        ref_name,
-        platforms,
-        layers_per_platform,
-    )
+    write_index_as(Format::Oci, layout_dir, ref_name, platforms, layers_per_platform)
 }
 
 /// Like [`write_index`] with the media types of `format` (a Docker manifest list for `Format::Docker`).
@@ -184,11 +157,7 @@ pub fn write_index_as(
     platforms: &[(&str, &str)],
     layers_per_platform: &[Vec<LayerSpec>],
 ) -> IndexInfo {
-    assert_eq!(
-        platforms.len(),
-        layers_per_platform.len(),
-        "one layer list per platform"
-    );
+    assert_eq!(platforms.len(), layers_per_platform.len(), "one layer list per platform");
     init_layout(layout_dir);
     let manifests: Vec<ImageInfo> = platforms
         .iter()
@@ -209,48 +178,24 @@ pub fn write_index_as(
     let index = json!({"schemaVersion": 2, "mediaType": format.index_type(), "manifests": entries});
     let index_bytes = serde_json::to_vec_pretty(&index).unwrap();
     let index_digest = write_blob(layout_dir, &index_bytes);
-    tag(
-        layout_dir,
-        ref_name,
-        format.index_type(),
-        &index_digest,
-        index_bytes.len(),
-    );
-    IndexInfo {
-        index_digest,
-        index_bytes,
-        media_type: format.index_type().to_string(),
-        manifests,
-    }
+    tag(layout_dir, ref_name, format.index_type(), &index_digest, index_bytes.len());
+    IndexInfo { index_digest, index_bytes, media_type: format.index_type().to_string(), manifests }
 }
 
 /// The descriptor that index.json tags `ref_name`, if any.
 pub fn ref_descriptor(layout_dir: &Path, ref_name: &str) -> Option<Value> {
-    let index: Value =
-        serde_json::from_slice(&fs::read(layout_dir.join("index.json")).ok()?).ok()?;
+    let index: Value = serde_json::from_slice(&fs::read(layout_dir.join("index.json")).ok()?).ok()?;
     let entries = index["manifests"].as_array()?;
-    entries
-        .iter()
-        .find(|e| e["annotations"][REF_NAME_ANNOTATION] == ref_name)
-        .cloned()
+    entries.iter().find(|e| e["annotations"][REF_NAME_ANNOTATION] == ref_name).cloned()
 }
 
 /// Copies the image or index tagged `ref_name` into `out_dir` in the layout of skopeo's `dir:` transport:
 /// `manifest.json`, `<hex>.manifest.json` per index entry, and every blob as `<hex>`.
 pub fn write_skopeo_dir(layout_dir: &Path, ref_name: &str, out_dir: &Path) {
-    let descriptor =
-        ref_descriptor(layout_dir, ref_name).unwrap_or_else(|| panic!("no ref {ref_name}"));
+    let descriptor = ref_descriptor(layout_dir, ref_name).unwrap_or_else(|| panic!("no ref {ref_name}"));
     fs::create_dir_all(out_dir).unwrap();
-    fs::write(
-        out_dir.join("version"),
-        "Directory Transport Version: 1.1\n",
-    )
-    .unwrap();
-    let top = fs::read(blob_path(
-        layout_dir,
-        descriptor["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
+    fs::write(out_dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
+    let top = fs::read(blob_path(layout_dir, descriptor["digest"].as_str().unwrap())).unwrap();
     fs::write(out_dir.join("manifest.json"), &top).unwrap();
     let top: Value = serde_json::from_slice(&top).unwrap();
     let Some(instances) = top["manifests"].as_array() else {
@@ -259,16 +204,8 @@ pub fn write_skopeo_dir(layout_dir: &Path, ref_name: &str, out_dir: &Path) {
     for instance in instances {
         let digest = instance["digest"].as_str().unwrap();
         let bytes = fs::read(blob_path(layout_dir, digest)).unwrap();
-        fs::write(
-            out_dir.join(format!("{}.manifest.json", hex_part(digest))),
-            &bytes,
-        )
-        .unwrap();
-        copy_image_blobs(
-            layout_dir,
-            &serde_json::from_slice(&bytes).unwrap(),
-            out_dir,
-        );
+        fs::write(out_dir.join(format!("{}.manifest.json", hex_part(digest))), &bytes).unwrap();
+        copy_image_blobs(layout_dir, &serde_json::from_slice(&bytes).unwrap(), out_dir);
     }
 }
 
@@ -276,11 +213,7 @@ fn copy_image_blobs(layout_dir: &Path, manifest: &Value, out_dir: &Path) {
     let layers = manifest["layers"].as_array().unwrap();
     for descriptor in std::iter::once(&manifest["config"]).chain(layers) {
         let digest = descriptor["digest"].as_str().unwrap();
-        fs::copy(
-            blob_path(layout_dir, digest),
-            out_dir.join(hex_part(digest)),
-        )
-        .unwrap();
+        fs::copy(blob_path(layout_dir, digest), out_dir.join(hex_part(digest))).unwrap();
     }
 }
 
@@ -288,12 +221,7 @@ fn hex_part(digest: &str) -> &str {
     digest.strip_prefix("sha256:").expect("sha256 digest")
 }
 
-fn write_manifest(
-    format: Format,
-    layout_dir: &Path,
-    platform: (&str, &str),
-    layers: &[LayerSpec],
-) -> ImageInfo {
+fn write_manifest(format: Format, layout_dir: &Path, platform: (&str, &str), layers: &[LayerSpec]) -> ImageInfo {
     let mut diff_ids = Vec::new();
     let mut layer_descs = Vec::new();
     let mut layer_list = Vec::new();
@@ -302,8 +230,7 @@ fn write_manifest(
         diff_ids.push(sha256_digest(&tar));
         let gz = gzip(&tar);
         let digest = write_blob(layout_dir, &gz);
-        layer_descs
-            .push(json!({"mediaType": format.layer_type(), "digest": digest, "size": gz.len()}));
+        layer_descs.push(json!({"mediaType": format.layer_type(), "digest": digest, "size": gz.len()}));
         layer_list.push((digest, gz.len() as u64));
     }
     let config = json!({
@@ -322,8 +249,7 @@ fn write_manifest(
     });
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).unwrap();
     let manifest_digest = write_blob(layout_dir, &manifest_bytes);
-    let total_size =
-        config_bytes.len() as u64 + layer_list.iter().map(|(_, size)| size).sum::<u64>();
+    let total_size = config_bytes.len() as u64 + layer_list.iter().map(|(_, size)| size).sum::<u64>();
     ImageInfo {
         manifest_digest,
         manifest_bytes,
@@ -337,11 +263,7 @@ fn write_manifest(
 
 fn init_layout(layout_dir: &Path) {
     fs::create_dir_all(layout_dir.join("blobs").join("sha256")).unwrap();
-    fs::write(
-        layout_dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    fs::write(layout_dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let index_path = layout_dir.join("index.json");
     if !index_path.exists() {
         let empty = json!({"schemaVersion": 2, "manifests": []});
@@ -371,24 +293,15 @@ fn write_blob(layout_dir: &Path, data: &[u8]) -> String {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let level = if data.len() > STORE_ONLY_ABOVE {
-        Compression::none()
-    } else {
-        Compression::default()
-    };
-    let mut encoder = GzBuilder::new()
-        .mtime(0)
-        .write(Vec::with_capacity(data.len() + 1024), level);
+    let level = if data.len() > STORE_ONLY_ABOVE { Compression::none() } else { Compression::default() };
+    let mut encoder = GzBuilder::new().mtime(0).write(Vec::with_capacity(data.len() + 1024), level);
     encoder.write_all(data).unwrap();
     encoder.finish().unwrap()
 }
 
 /// A ustar archive of regular files, terminated by two zero blocks.
 fn tar_archive(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let total: usize = files
-        .iter()
-        .map(|(_, data)| 512 + data.len().div_ceil(512) * 512)
-        .sum();
+    let total: usize = files.iter().map(|(_, data)| 512 + data.len().div_ceil(512) * 512).sum();
     let mut out = Vec::with_capacity(total + 1024);
     for (name, data) in files {
         out.extend_from_slice(&ustar_header(name, data.len() as u64));
@@ -400,10 +313,7 @@ fn tar_archive(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn ustar_header(name: &str, size: u64) -> [u8; 512] {
-    assert!(
-        name.len() <= 100,
-        "tar member name longer than 100 bytes: {name}"
-    );
+    assert!(name.len() <= 100, "tar member name longer than 100 bytes: {name}");
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
     put_octal(&mut h[100..108], 0o644);
@@ -424,11 +334,7 @@ fn ustar_header(name: &str, size: u64) -> [u8; 512] {
 fn put_octal(field: &mut [u8], value: u64) {
     let digits = field.len() - 1;
     let text = format!("{value:0digits$o}");
-    assert_eq!(
-        text.len(),
-        digits,
-        "value {value} does not fit a {digits}-digit tar field"
-    );
+    assert_eq!(text.len(), digits, "value {value} does not fit a {digits}-digit tar field");
     field[..digits].copy_from_slice(text.as_bytes());
     field[digits] = 0;
 }

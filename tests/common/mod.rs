@@ -49,12 +49,7 @@ impl Server {
         s
     }
 
-    fn launch(
-        image_path: &Path,
-        config_yaml: &str,
-        serve_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Server {
+    fn launch(image_path: &Path, config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
         let work = image_path.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&work).unwrap();
         let config = work.join(format!("config-{}.yaml", unique()));
@@ -66,11 +61,7 @@ impl Server {
             .arg("--config-file")
             .arg(&config)
             .args(["--log-level", "debug", "serve", "--port", "0"])
-            .args(if serve_args.contains(&"--host") {
-                &[][..]
-            } else {
-                &["--host", "127.0.0.1"][..]
-            })
+            .args(if serve_args.contains(&"--host") { &[][..] } else { &["--host", "127.0.0.1"][..] })
             .args(serve_args)
             .env_remove("RUST_LOG")
             .env("NO_PROXY", "*")
@@ -80,13 +71,8 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start ociregistry");
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            image_path: image_path.to_path_buf(),
-            log,
-            _dir: None,
-        };
+        let mut server =
+            Server { child: Some(child), addr: String::new(), image_path: image_path.to_path_buf(), log, _dir: None };
         server.addr = server.wait_listening();
         server
     }
@@ -96,13 +82,7 @@ impl Server {
         while Instant::now() < deadline {
             let log = self.log();
             if let Some(line) = log.lines().find(|l| l.contains(" listening ")) {
-                let addr = line
-                    .split("addr=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
+                let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
                 return addr.to_string();
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -110,10 +90,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "ociregistry did not start listening within 30 s:\n{}",
-            self.log()
-        );
+        panic!("ociregistry did not start listening within 30 s:\n{}", self.log());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,10 +125,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "ociregistry did not stop within 20 s of SIGTERM:\n{}",
-                    self.log()
-                );
+                panic!("ociregistry did not stop within 20 s of SIGTERM:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -193,10 +167,7 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Runs `f` on `n` threads at once and collects the results in order.
-pub fn concurrently<T: Send + 'static>(
-    n: usize,
-    f: impl Fn(usize) -> T + Send + Sync + 'static,
-) -> Vec<T> {
+pub fn concurrently<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
     let f = std::sync::Arc::new(f);
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
     let handles: Vec<_> = (0..n)

@@ -72,15 +72,7 @@ impl TokenServer {
         std::fs::create_dir_all(dir).unwrap();
         let key = dir.join("token-signer.key");
         let cert_bundle = dir.join("token-signer.crt");
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            path_str(&key),
-        ]);
+        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path_str(&key)]);
         openssl(&[
             "req",
             "-x509",
@@ -95,12 +87,7 @@ impl TokenServer {
             path_str(&cert_bundle),
         ]);
         let spki_der = openssl(&["pkey", "-in", path_str(&key), "-pubout", "-outform", "DER"]);
-        let signer = Arc::new(Signer {
-            config,
-            key,
-            key_id: libtrust_key_id(&spki_der),
-            issued: AtomicUsize::new(0),
-        });
+        let signer = Arc::new(Signer { config, key, key_id: libtrust_key_id(&spki_der), issued: AtomicUsize::new(0) });
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -142,8 +129,7 @@ impl TokenServer {
     /// A token for `subject` granting the scopes, each like `repository:NAME:pull,push`.
     pub fn issue(&self, subject: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        self.signer
-            .sign(subject, &scopes, &self.signer.config.service)
+        self.signer.sign(subject, &scopes, &self.signer.config.service)
     }
 }
 
@@ -157,12 +143,7 @@ impl Drop for TokenServer {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    signer: Arc<Signer>,
-    requests: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) {
+fn accept_loop(listener: TcpListener, signer: Arc<Signer>, requests: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -215,10 +196,7 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 fn respond(head: &str, signer: &Signer, requests: &AtomicUsize) -> (u16, String) {
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or("").split(' ');
-    let (method, target) = (
-        request_line.next().unwrap_or(""),
-        request_line.next().unwrap_or(""),
-    );
+    let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if method != "GET" || path != "/token" {
         return (404, r#"{"error":"not found"}"#.to_string());
@@ -232,15 +210,8 @@ fn respond(head: &str, signer: &Signer, requests: &AtomicUsize) -> (u16, String)
         return (401, r#"{"error":"unauthorized"}"#.to_string());
     };
     let params = parse_query(query);
-    let scopes: Vec<String> = params
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let service = params
-        .iter()
-        .find(|(k, _)| k == "service")
-        .map_or(signer.config.service.as_str(), |(_, v)| v);
+    let scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
+    let service = params.iter().find(|(k, _)| k == "service").map_or(signer.config.service.as_str(), |(_, v)| v);
     let token = signer.sign(&subject, &scopes, service);
     let body = json!({
         "token": token,
@@ -304,11 +275,7 @@ fn rsa_sha256_sign(key: &Path, data: &[u8]) -> Vec<u8> {
         .expect("run openssl dgst");
     child.stdin.take().unwrap().write_all(data).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl dgst -sign: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl dgst -sign: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -317,10 +284,7 @@ fn rsa_sha256_sign(key: &Path, data: &[u8]) -> Vec<u8> {
 pub fn libtrust_key_id(spki_der: &[u8]) -> String {
     let digest = Sha256::digest(spki_der);
     let encoded = base32(&digest[..30]);
-    let groups: Vec<&str> = (0..encoded.len())
-        .step_by(4)
-        .map(|i| &encoded[i..i + 4])
-        .collect();
+    let groups: Vec<&str> = (0..encoded.len()).step_by(4).map(|i| &encoded[i..i + 4]).collect();
     groups.join(":")
 }
 
@@ -349,10 +313,7 @@ const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 fn base64_encode(data: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -392,9 +353,7 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -414,10 +373,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (Howard Hinnant's civil-from-days).
@@ -432,10 +388,5 @@ fn rfc3339(unix: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
