@@ -25,13 +25,19 @@ fn blob_path(up: &FakeUpstream, repo: &str, digest: &str) -> String {
 
 /// The last byte goes out on verification; fsync and rename follow. Waits (bounded) for the commit.
 fn wait_committed(server: &Server, digest: &str) -> bool {
+    wait_committed_within(server, digest, Duration::from_secs(5))
+}
+
+fn wait_committed_within(server: &Server, digest: &str, limit: Duration) -> bool {
     let file = server.image_path.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..]);
-    for _ in 0..250 {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if file.exists() {
+            // The record is journaled right after the rename.
             std::thread::sleep(Duration::from_millis(20));
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     false
 }
@@ -615,4 +621,25 @@ fn upstream_traffic_goes_through_http_proxy() {
     let seen = proxy.requests();
     assert!(!seen.is_empty(), "the proxy saw no request");
     assert!(seen[0].path.contains("upstream.test/v2/a/manifests/v1"), "{:?}", seen[0]);
+}
+
+#[test]
+fn head_of_an_uncached_blob_asks_upstream_without_downloading() {
+    let (up, server) = setup(&[]);
+    let layer = random_bytes(12, 200_000);
+    let digest = up.add_blob("r", layer);
+    let r = server.head(&blob_path(&up, "r", &digest), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("200000"));
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!((up.count("HEAD", &digest), up.count("GET", &digest)), (1, 0));
+    assert!(!wait_committed_within(&server, &digest, Duration::from_millis(200)));
+    let r = server.head(&blob_path(&up, "r", &sha256_digest(b"absent")), &[]);
+    assert_eq!(r.status, 404);
+    // A registry whose blob store refuses HEAD (presigned URLs): one byte is fetched instead.
+    up.set_fault(&format!("r/blobs/{digest}"), Fault::status(403), Some(1));
+    let r = server.head(&format!("/v2/{}/r/blobs/{digest}?x=1", up.host()), &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("200000")));
+    let ranged = up.requests().into_iter().rfind(|r| r.method == "GET" && r.path.contains(&digest)).unwrap();
+    assert_eq!(ranged.header("range"), Some("bytes=0-0"));
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, RANGE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE,
+};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
 
@@ -62,6 +64,52 @@ impl Fetcher {
         }
         tokio::spawn(self.clone().run_download(source, download.clone(), writer));
         Ok(BlobSource::Downloading(download))
+    }
+
+    /// A blob's size without downloading it: from the cache or a download in
+    /// flight, else the upstream's `HEAD` (or a one-byte ranged GET where a
+    /// presigned redirect refuses HEAD).
+    pub(super) async fn blob_size(self: Arc<Self>, source: Source, digest: Digest) -> Result<u64, FetchError> {
+        if let Some(r) = self.store.record(&digest) {
+            return Ok(r.size);
+        }
+        if let Some(total) = self.downloads.lock().unwrap().get(&digest).and_then(|d| d.current().total) {
+            return Ok(total);
+        }
+        self.check_online()?;
+        self.check_not_found(&source, &digest.to_string())?;
+        let up = self.upstreams.get(&source.registry).await?;
+        let url = up.url(&source.repo, &format!("blobs/{digest}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let resp = up.send(Method::HEAD, &source.repo, url.clone(), headers.clone()).await?;
+        if resp.status().is_success() {
+            // Read the header itself: for a HEAD response the body's size hint is 0.
+            let announced =
+                resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            if let Some(n) = announced {
+                return Ok(n);
+            }
+        } else if !matches!(
+            resp.status(),
+            StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST
+        ) {
+            self.check_status(resp, &source, &digest.to_string()).await?;
+        }
+        headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
+        let resp = up.send(Method::GET, &source.repo, url, headers).await?;
+        let resp = self.check_status(resp, &source, &digest.to_string()).await?;
+        let total = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range)
+                .and_then(|(_, total)| total),
+            _ => resp.content_length(),
+        };
+        total
+            .ok_or_else(|| FetchError::Upstream { status: 502, message: format!("upstream gave no size for {digest}") })
     }
 
     async fn run_download(self: Arc<Self>, source: Source, download: Arc<Download>, writer: BlobWriter) {

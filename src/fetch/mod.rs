@@ -70,6 +70,7 @@ type ManifestKey = (Source, Reference);
 enum Job {
     Manifest { source: Source, reference: Reference, reply: Reply<ManifestHit> },
     Blob { source: Source, digest: Digest, reply: Reply<BlobSource> },
+    BlobSize { source: Source, digest: Digest, reply: Reply<u64> },
     Tags { source: Source, query: String, reply: Reply<TagsPage> },
 }
 
@@ -88,6 +89,11 @@ impl FetchHandle {
     /// Starts (or joins) the download of a blob.
     pub async fn blob(&self, source: Source, digest: Digest) -> Result<BlobSource, FetchError> {
         self.ask(|reply| Job::Blob { source, digest, reply }).await
+    }
+
+    /// The size of a blob that is not cached, asked of the upstream without downloading it.
+    pub async fn blob_size(&self, source: Source, digest: Digest) -> Result<u64, FetchError> {
+        self.ask(|reply| Job::BlobSize { source, digest, reply }).await
     }
 
     /// Lists tags upstream; `query` is the client's `n`/`last` query string.
@@ -150,6 +156,11 @@ pub fn start(
                 Job::Blob { source, digest, reply } => {
                     tokio::spawn(async move {
                         let _ = reply.send(f.blob(source, digest).await);
+                    });
+                }
+                Job::BlobSize { source, digest, reply } => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(f.blob_size(source, digest).await);
                     });
                 }
                 Job::Tags { source, query, reply } => {

@@ -27,7 +27,7 @@ pub async fn send(stream: &mut TcpStream, mut resp: Response, head_only: bool, k
         return Ok(0);
     }
     match resp.body {
-        Body::Empty => write_all(stream, out).await.0.map(|_| 0),
+        Body::Empty | Body::Sized(_) => write_all(stream, out).await.0.map(|_| 0),
         Body::Bytes(b) => {
             out.extend_from_slice(&b);
             write_all(stream, out).await.0?;

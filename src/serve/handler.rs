@@ -112,6 +112,9 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
     if let Some(response) = committed_blob(shared, req, &digest)? {
         return Ok(response);
     }
+    if req.method == Method::Head {
+        return blob_head(shared, source, digest).await;
+    }
     let mut retried = false;
     loop {
         let download = match shared.fetch.blob(source.clone(), digest.clone()).await {
@@ -121,7 +124,7 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
             Ok(BlobSource::Downloading(d)) => d,
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
         };
-        match wait_for_headers(&download, req.method == Method::Head).await {
+        match wait_for_headers(&download).await {
             Ok(total) => return Ok(in_flight_response(req, &digest, download, total)),
             // Another requester's source failed for its own reasons: try ours.
             Err(e) if e.is_source_specific() && download.source != source.to_string() && !retried => {
@@ -130,6 +133,16 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
         }
     }
+}
+
+/// HEAD of a blob that is not cached: its size from upstream, nothing downloaded.
+async fn blob_head(shared: &Shared, source: Source, digest: Digest) -> Result<Response, ApiError> {
+    let size =
+        shared.fetch.blob_size(source, digest.clone()).await.map_err(|e| ApiError::from_fetch(e, Wanted::Blob))?;
+    Ok(Response::new(200, Body::Sized(size), CacheStatus::Miss)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept-Ranges", "bytes"))
 }
 
 fn blob_unknown(digest: &Digest) -> ApiError {
@@ -165,9 +178,8 @@ fn unsatisfiable(size: u64) -> ApiError {
         .header("Content-Range", format!("bytes */{size}"))
 }
 
-/// Waits until the upstream answered (size known) or failed. A HEAD on a
-/// body of unknown size waits for the whole blob, to give a Content-Length.
-async fn wait_for_headers(download: &Download, head: bool) -> Result<Option<u64>, crate::fetch::FetchError> {
+/// Waits until the upstream answered (size known unless chunked) or failed.
+async fn wait_for_headers(download: &Download) -> Result<Option<u64>, crate::fetch::FetchError> {
     let mut rx = download.subscribe();
     loop {
         {
@@ -175,8 +187,8 @@ async fn wait_for_headers(download: &Download, head: bool) -> Result<Option<u64>
             match &p.state {
                 State::Failed(e) => return Err(e.clone()),
                 State::Verified => return Ok(p.total.or(Some(p.published))),
-                State::Streaming if p.total.is_some() || !head => return Ok(p.total),
-                _ => {}
+                State::Streaming => return Ok(p.total),
+                State::Connecting => {}
             }
         }
         if rx.changed().await.is_err() {

@@ -35,6 +35,8 @@ impl CacheStatus {
 
 pub enum Body {
     Empty,
+    /// No body is sent but its length is announced (answers to HEAD).
+    Sized(u64),
     Bytes(Bytes),
     /// `len` bytes of a committed file from `offset`.
     File {
@@ -56,6 +58,7 @@ impl Body {
     pub fn length(&self) -> Option<u64> {
         match self {
             Body::Empty => Some(0),
+            Body::Sized(n) => Some(*n),
             Body::Bytes(b) => Some(b.len() as u64),
             Body::File { len, .. } => Some(*len),
             Body::Download { start, end, .. } => end.map(|e| e - start),
