@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub artifact_types: Vec<String>,
     /// Bytes of manifests and small blobs kept in memory (ours).
     pub memory_cache_bytes: Option<usize>,
+    /// Fetch an image's other blobs when a client starts downloading one of them (ours).
+    pub prefetch: Option<bool>,
     /// Blobs up to this size are served from memory (ours).
     pub memory_blob_max_bytes: Option<u64>,
     pub registries: Vec<RegistryConfig>,
@@ -163,6 +165,7 @@ pub struct Settings {
     pub deny_unlisted: bool,
     pub artifact_types: Vec<String>,
     pub memory: crate::store::MemoryLimits,
+    pub prefetch: bool,
     pub registries: Vec<Registry>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
@@ -216,6 +219,7 @@ impl Settings {
                     blob_max: file.memory_blob_max_bytes.unwrap_or(d.blob_max),
                 }
             },
+            prefetch: file.prefetch.unwrap_or(true),
             registries,
             ignored_keys: file.later_release_keys(),
         })

@@ -419,8 +419,10 @@ fn basic_and_bearer_upstream_auth() {
         ..Default::default()
     });
     basic.add_image("a", "v1", &[b"x".to_vec()]);
-    let config =
-        format!("registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n", basic.host());
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n",
+        basic.host()
+    );
     let server = Server::start(&config, &[]);
     assert_eq!(server.get(&format!("/v2/{}/a/manifests/v1", basic.host()), &[]).status, 200);
 
@@ -429,8 +431,10 @@ fn basic_and_bearer_upstream_auth() {
         ..Default::default()
     });
     let img = bearer.add_image("a", "v1", &[b"x".to_vec(), b"y".to_vec()]);
-    let config =
-        format!("registries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n", bearer.host());
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: u, password: p}}\n",
+        bearer.host()
+    );
     let server = Server::start(&config, &[]);
     let h = bearer.host();
     assert_eq!(server.get(&format!("/v2/{h}/a/manifests/v1"), &[]).status, 200);
@@ -461,7 +465,7 @@ fn docker_hub_through_an_endpoint_with_cdn_redirects() {
     });
     let layer = random_bytes(8, 500_000);
     let img = hub.add_image("library/alpine", "3.20", std::slice::from_ref(&layer));
-    let config = format!("registries:\n  - name: docker.io\n    endpoint: {}/\n", hub.base_url());
+    let config = format!("prefetch: false\nregistries:\n  - name: docker.io\n    endpoint: {}/\n", hub.base_url());
     let server = Server::start(&config, &["--default-ns", "docker.io"]);
     for path in [
         "/v2/alpine/manifests/3.20",
@@ -642,4 +646,28 @@ fn head_of_an_uncached_blob_asks_upstream_without_downloading() {
     assert_eq!((r.status, r.header("content-length")), (200, Some("200000")));
     let ranged = up.requests().into_iter().rfind(|r| r.method == "GET" && r.path.contains(&digest)).unwrap();
     assert_eq!(ranged.header("range"), Some("bytes=0-0"));
+}
+
+#[test]
+fn the_first_blob_of_an_image_prefetches_the_rest() {
+    let up = FakeUpstream::start();
+    let layers: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(20 + i, 300_000)).collect();
+    let img = up.add_image("a", "v1", &layers);
+    let config = format!("registries:\n  - name: \"{}\"\n    scheme: http\n", up.host());
+    let server = Server::start(&config, &[]);
+    assert_eq!(server.get(&manifest_path(&up, "a", "v1"), &[]).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.count("GET", "/blobs/"), 0, "reading a manifest prefetches nothing");
+
+    assert_eq!(server.get(&blob_path(&up, "a", &img.layer_digests[0]), &[]).status, 200);
+    for d in img.layer_digests.iter().chain([&img.config_digest]) {
+        assert!(wait_committed(&server, d), "{d} was not prefetched");
+        assert_eq!(up.count("GET", d), 1, "{d}");
+    }
+    up.clear_log();
+    for (d, layer) in img.layer_digests.iter().zip(&layers) {
+        let r = server.get(&blob_path(&up, "a", d), &[]);
+        assert!(r.status == 200 && r.body == *layer);
+    }
+    assert!(up.requests().is_empty());
 }

@@ -62,6 +62,7 @@ impl Fetcher {
             }
             downloads.insert(digest.clone(), download.clone());
         }
+        self.prefetch_siblings(&source, &digest);
         tokio::spawn(self.clone().run_download(source, download.clone(), writer));
         Ok(BlobSource::Downloading(download))
     }

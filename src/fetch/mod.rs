@@ -14,6 +14,7 @@ mod blob;
 pub mod download;
 pub mod error;
 mod manifest;
+mod prefetch;
 pub mod tags;
 pub mod upstream;
 
@@ -122,6 +123,9 @@ pub(crate) struct Fetcher {
     /// Digests whose last download did not match, and until when not to retry.
     mismatch_backoff: Mutex<HashMap<Digest, (Instant, u32)>>,
     tags_cache: Mutex<HashMap<(Source, String), (Instant, TagsPage)>>,
+    /// Blobs waiting for or being prefetched.
+    prefetch_queued: Mutex<std::collections::HashSet<Digest>>,
+    prefetch_slots: tokio::sync::Semaphore,
     orphans: AtomicUsize,
     shutdown: watch::Receiver<bool>,
 }
@@ -144,6 +148,8 @@ pub fn start(
         not_found: Mutex::default(),
         mismatch_backoff: Mutex::default(),
         tags_cache: Mutex::default(),
+        prefetch_queued: Mutex::default(),
+        prefetch_slots: tokio::sync::Semaphore::new(prefetch::PREFETCH_CONCURRENCY),
         orphans: AtomicUsize::new(0),
         shutdown,
     });

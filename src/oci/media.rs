@@ -83,18 +83,26 @@ pub struct ManifestInfo {
     pub schema_version: Option<u32>,
     /// Every blob or child manifest it references, with the size it promises.
     pub references: Vec<Descriptor>,
+    /// Whether it is an index (its references are manifests, not blobs).
+    pub is_index: bool,
 }
 
 /// Reads the descriptors out of a manifest or index. A body that is not JSON
 /// of the expected shape yields an error message for the caller to report.
 pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
     let shape: ManifestShape = serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    let is_index = !shape.manifests.is_empty();
     let mut references = Vec::new();
     references.extend(shape.config);
     references.extend(shape.layers);
     references.extend(shape.manifests);
     references.extend(shape.blobs);
-    Ok(ManifestInfo { embedded_media_type: shape.media_type, schema_version: shape.schema_version, references })
+    Ok(ManifestInfo {
+        embedded_media_type: shape.media_type,
+        schema_version: shape.schema_version,
+        references,
+        is_index,
+    })
 }
 
 /// The media type to store a manifest under: the upstream's `Content-Type`

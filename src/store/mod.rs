@@ -34,12 +34,21 @@ pub struct Store {
     memory: memory::MemoryCache,
     /// Blobs up to this size are served from `memory`.
     memory_blob_max: u64,
-    /// Sizes promised by descriptors of stored manifests, to refuse a blob whose
-    /// upstream Content-Length disagrees before hashing it.
-    expected_sizes: RwLock<HashMap<Digest, u64>>,
+    /// What stored manifests say about the blobs they reference.
+    descriptors: RwLock<Descriptors>,
     journal: Mutex<records::Journal>,
     temp_counter: AtomicU64,
     _lock: File,
+}
+
+/// What stored manifests say about the blobs they reference.
+#[derive(Default)]
+struct Descriptors {
+    /// Sizes promised by descriptors, to refuse a blob whose upstream
+    /// Content-Length disagrees before hashing it.
+    sizes: HashMap<Digest, u64>,
+    /// Blob → all blobs of an image manifest that references it (for prefetch).
+    image_blobs: HashMap<Digest, Arc<[Digest]>>,
 }
 
 /// How much the store may keep in memory.
@@ -104,7 +113,7 @@ impl Store {
             tags: RwLock::new(tags),
             memory: memory::MemoryCache::new(limits.budget),
             memory_blob_max: limits.blob_max,
-            expected_sizes: RwLock::new(HashMap::new()),
+            descriptors: RwLock::default(),
             journal: Mutex::new(journal),
             temp_counter: AtomicU64::new(0),
             _lock: lock,
@@ -138,7 +147,12 @@ impl Store {
     }
 
     pub fn expected_size(&self, digest: &Digest) -> Option<u64> {
-        self.expected_sizes.read().unwrap().get(digest).copied()
+        self.descriptors.read().unwrap().sizes.get(digest).copied()
+    }
+
+    /// Every blob (config and layers) of an image manifest that references `digest`.
+    pub fn image_blobs(&self, digest: &Digest) -> Option<Arc<[Digest]>> {
+        self.descriptors.read().unwrap().image_blobs.get(digest).cloned()
     }
 
     /// A committed manifest's bytes and media type: from memory, else read from
@@ -234,11 +248,16 @@ impl Store {
     }
 
     fn remember_descriptors(&self, body: &[u8]) {
-        if let Ok(info) = media::inspect(body) {
-            let mut sizes = self.expected_sizes.write().unwrap();
-            for d in info.references {
-                sizes.insert(d.digest, d.size);
+        let Ok(info) = media::inspect(body) else { return };
+        let mut known = self.descriptors.write().unwrap();
+        if !info.is_index {
+            let blobs: Arc<[Digest]> = info.references.iter().map(|d| d.digest.clone()).collect();
+            for d in blobs.iter() {
+                known.image_blobs.insert(d.clone(), blobs.clone());
             }
+        }
+        for d in info.references {
+            known.sizes.insert(d.digest, d.size);
         }
     }
 }

@@ -141,9 +141,10 @@ impl Drop for Server {
     }
 }
 
-/// A YAML `registries:` entry for a plain-HTTP upstream on loopback.
+/// Config for a plain-HTTP upstream on loopback. Prefetch is off so that
+/// upstream request counts depend only on what the test asks for.
 pub fn plain_registry(host: &str) -> String {
-    format!("registries:\n  - name: \"{host}\"\n    scheme: http\n")
+    format!("prefetch: false\nregistries:\n  - name: \"{host}\"\n    scheme: http\n")
 }
 
 pub fn unique() -> u64 {

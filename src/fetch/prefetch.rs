@@ -1,0 +1,66 @@
+//! Prefetch: when a client starts the download of one blob of an image, the
+//! image's other blobs (config and layers) are fetched in the background, a
+//! few at a time, so a node's later requests find them cached or in flight.
+//! Clients that only read manifests (scanners, admission controllers) trigger
+//! nothing. Skipped when the image path's file system is short of free space.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{BlobSource, Fetcher, Source};
+use crate::oci::Digest;
+
+/// Background downloads at once (containerd's own layer concurrency).
+pub const PREFETCH_CONCURRENCY: usize = 3;
+/// Prefetch only while this much of the file system stays free.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+const MIN_FREE_FRACTION: f64 = 0.05;
+
+impl Fetcher {
+    /// Schedules the other blobs of the image that `digest` belongs to.
+    pub(super) fn prefetch_siblings(self: &Arc<Self>, source: &Source, digest: &Digest) {
+        if !self.settings.prefetch {
+            return;
+        }
+        let Some(blobs) = self.store.image_blobs(digest) else { return };
+        for sibling in blobs.iter().filter(|d| *d != digest) {
+            if self.store.record(sibling).is_some() || self.downloads.lock().unwrap().contains_key(sibling) {
+                continue;
+            }
+            if !self.prefetch_queued.lock().unwrap().insert(sibling.clone()) {
+                continue;
+            }
+            let (f, source, sibling) = (self.clone(), source.clone(), sibling.clone());
+            tokio::spawn(async move {
+                f.prefetch_one(source, &sibling).await;
+                f.prefetch_queued.lock().unwrap().remove(&sibling);
+            });
+        }
+    }
+
+    async fn prefetch_one(self: &Arc<Self>, source: Source, digest: &Digest) {
+        let Ok(_permit) = self.prefetch_slots.acquire().await else { return };
+        if !has_room(self.store.layout().root()) {
+            tracing::debug!(%digest, "prefetch skipped: the image path is short of free space");
+            return;
+        }
+        // Holding a subscription keeps the download from counting as orphaned.
+        if let Ok(BlobSource::Downloading(d)) = self.clone().blob(source, digest.clone()).await {
+            let mut rx = d.subscribe();
+            let _ = rx.wait_for(|p| p.is_final()).await;
+            tracing::debug!(%digest, "prefetched");
+        }
+    }
+}
+
+fn has_room(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statvfs fills a caller-owned struct from a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return false;
+    }
+    let free = s.f_bavail as u64 * s.f_frsize as u64;
+    let total = s.f_blocks as u64 * s.f_frsize as u64;
+    free >= MIN_FREE_BYTES && (free as f64) >= total as f64 * MIN_FREE_FRACTION
+}
