@@ -671,3 +671,44 @@ fn the_first_blob_of_an_image_prefetches_the_rest() {
     }
     assert!(up.requests().is_empty());
 }
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    use std::io::{Read, Write};
+    let (up, server) = setup(&[]);
+    let img = up.add_image("a", "v1", &[b"layer-bytes".to_vec()]);
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let manifest = manifest_path(&up, "a", "v1");
+    let blob = blob_path(&up, "a", &img.layer_digests[0]);
+    // Three requests in one write; the last one closes the connection.
+    write!(
+        s,
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nHEAD {manifest} HTTP/1.1\r\nHost: x\r\n\r\nGET {blob} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let starts: Vec<_> = text.match_indices("HTTP/1.1 200 OK").map(|(i, _)| i).collect();
+    assert_eq!(starts.len(), 3, "{text}");
+    assert!(text[starts[1]..starts[2]].contains(&img.manifest_digest));
+    assert!(text.ends_with("layer-bytes"), "{text}");
+    assert!(text[starts[2]..].contains("Connection: close"));
+
+    // HTTP/1.0 without keep-alive gets one answer and a close.
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200 OK"));
+
+    // A malformed head gets 400 and a close.
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nBad Header\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&all));
+}
