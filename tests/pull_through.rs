@@ -595,7 +595,11 @@ fn unlisted_private_upstreams_are_refused() {
     let server = Server::start("", &[]);
     let r = server.get(&format!("/v2/{}/a/manifests/v1", up.host()), &[]);
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(r.text().contains("non-public address") && r.text().contains("DENIED"), "{}", r.text());
+    assert!(r.text().contains("not a public address") && r.text().contains("DENIED"), "{}", r.text());
+    // A name that resolves to a private address is refused when it is resolved.
+    let r = server.get(&format!("/v2/localhost:{}/a/manifests/v1", up.port()), &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("no public address"), "{}", r.text());
     assert!(up.requests().is_empty());
 
     let server = Server::start("denyUnlisted: true\n", &[]);
@@ -711,4 +715,67 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&all));
+}
+
+fn two_listed(a: &FakeUpstream, b: &FakeUpstream) -> String {
+    format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n  - name: \"{}\"\n    scheme: http\n",
+        a.host(),
+        b.host()
+    )
+}
+
+#[test]
+fn one_upstreams_manifest_cannot_poison_another_upstreams_blob_size() {
+    let (victim, attacker) = (FakeUpstream::start(), FakeUpstream::start());
+    let server = Server::start(&two_listed(&victim, &attacker), &[]);
+    let layer = random_bytes(30, 100_000);
+    let digest = victim.add_blob("lib/app", layer.clone());
+    let config = attacker.add_blob("evil", b"{}".to_vec());
+    let lying = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"x","digest":"{digest}","size":1}}]}}"#
+    );
+    attacker.add_manifest("evil", Some("v1"), OCI_MANIFEST, lying.into_bytes());
+    assert_eq!(server.get(&format!("/v2/{}/evil/manifests/v1", attacker.host()), &[]).status, 200);
+    let r = server.get(&format!("/v2/{}/lib/app/blobs/{digest}", victim.host()), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == layer);
+}
+
+#[test]
+fn one_upstreams_content_type_cannot_change_a_manifests_media_type_for_others() {
+    let (victim, attacker) = (FakeUpstream::start(), FakeUpstream::start());
+    let server = Server::start(&two_listed(&victim, &attacker), &[]);
+    let img = victim.add_image("lib/app", "v1", &[b"layer".to_vec()]);
+    let d = attacker.add_manifest("evil", None, "application/x-evil", img.manifest_bytes.clone());
+    assert_eq!(d, img.manifest_digest);
+    let r = server.get(&format!("/v2/{}/evil/manifests/{d}", attacker.host()), &[]);
+    assert_eq!((r.status, r.header("content-type")), (200, Some(OCI_MANIFEST)), "the body's own mediaType wins");
+    for _ in 0..2 {
+        let r = server.get(&format!("/v2/{}/lib/app/manifests/v1", victim.host()), &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((r.status, r.header("content-type")), (200, Some(OCI_MANIFEST)));
+    }
+    // A Content-Type naming another manifest type than the body's is refused.
+    let other = victim.add_image("lib/other", "v1", &[b"l2".to_vec()]);
+    attacker.add_manifest(
+        "evil2",
+        Some("x"),
+        "application/vnd.docker.distribution.manifest.v2+json",
+        other.manifest_bytes.clone(),
+    );
+    assert_eq!(server.get(&format!("/v2/{}/evil2/manifests/x", attacker.host()), &[]).status, 502);
+}
+
+#[test]
+fn a_manifest_first_fetched_as_a_blob_is_still_cached_as_a_manifest() {
+    let (up, server) = setup(&[]);
+    let img = up.add_image("a", "v1", &[b"layer".to_vec()]);
+    up.add_blob("other", img.manifest_bytes.clone());
+    assert_eq!(server.get(&blob_path(&up, "other", &img.manifest_digest), &[]).status, 200);
+    assert!(wait_committed(&server, &img.manifest_digest));
+    for _ in 0..3 {
+        let r = server.get(&manifest_path(&up, "a", &img.manifest_digest), &[]);
+        assert_eq!((r.status, r.header("content-type")), (200, Some(OCI_MANIFEST)));
+    }
+    assert_eq!(up.count("GET", "/manifests/"), 1);
 }

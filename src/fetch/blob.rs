@@ -168,7 +168,7 @@ impl Fetcher {
     async fn transfer(&self, source: &Source, download: &Download, tx: mpsc::Sender<Bytes>) -> Result<(), FetchError> {
         let up = self.upstreams.get(&source.registry).await?;
         let digest = &download.digest;
-        let expected = self.store.expected_size(digest);
+        let expected = self.store.expected_size(&source.to_string(), digest);
         let mut received: u64 = 0;
         let mut breaks: u32 = 0;
         let mut orphan = OrphanGuard { fetcher: self, counted: false };

@@ -40,7 +40,9 @@ impl FetchError {
     }
 
     pub fn from_reqwest(e: &reqwest::Error) -> FetchError {
-        if e.is_timeout() {
+        if super::guard::is_refusal(e) {
+            FetchError::Refused(error_chain(e))
+        } else if e.is_timeout() {
             FetchError::Timeout(e.to_string())
         } else {
             FetchError::Unreachable(error_chain(e))

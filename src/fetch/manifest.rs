@@ -78,8 +78,8 @@ impl Fetcher {
         }
         let info =
             media::inspect(&body).map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
-        let media_type = media::effective_media_type(content_type.as_deref(), &info)
-            .ok_or_else(|| FetchError::BadContent(format!("manifest {what} from {source} has no media type")))?;
+        let media_type = media::effective_media_type(content_type.as_deref(), &info, &self.settings.artifact_types)
+            .map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
         if media::is_schema1(&media_type) || info.schema_version == Some(1) {
             return Err(FetchError::BadContent(format!(
                 "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"

@@ -13,6 +13,7 @@ mod auth;
 mod blob;
 pub mod download;
 pub mod error;
+mod guard;
 mod manifest;
 mod prefetch;
 pub mod tags;

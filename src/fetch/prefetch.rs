@@ -22,7 +22,7 @@ impl Fetcher {
         if !self.settings.prefetch {
             return;
         }
-        let Some(blobs) = self.store.image_blobs(digest) else { return };
+        let Some(blobs) = self.store.image_blobs(&source.to_string(), digest) else { return };
         for sibling in blobs.iter().filter(|d| *d != digest) {
             if self.store.record(sibling).is_some() || self.downloads.lock().unwrap().contains_key(sibling) {
                 continue;

@@ -1,13 +1,12 @@
 //! Upstream registries as HTTP clients. `Upstreams` finds (or builds, for an
-//! unlisted registry) the client for a registry name, refusing private and
-//! loopback addresses that are not listed; `Upstream::send` performs one
+//! unlisted registry) the client for a registry name; unlisted ones reach only
+//! public addresses (see `guard`). `Upstream::send` performs one
 //! registry request with authentication (Basic, Bearer token flow with a cached
 //! token, static token) and follows redirects by hand: a hop to another host
 //! (a CDN or object store) goes through a separate client with system roots,
 //! no client certificate and no `Authorization`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,13 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{parse_challenge, Challenge, TokenCache, TokenKey, TokenResponse};
 use super::error::{error_chain, FetchError};
+use super::guard::{self, PublicOnly};
 use crate::config::{Credentials, Registry, Settings};
 use crate::oci::{RegistryName, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
+/// Clients kept for unlisted upstreams; past this the map starts over.
+const MAX_UNLISTED_CLIENTS: usize = 256;
 const USER_AGENT: &str = concat!("ociregistry/", env!("CARGO_PKG_VERSION"));
 
 /// Every upstream client, by registry name.
@@ -28,19 +30,23 @@ pub struct Upstreams {
     clients: Mutex<HashMap<RegistryName, Arc<Upstream>>>,
     /// For redirect targets on other hosts: system roots, no identity, no credentials.
     foreign: reqwest::Client,
+    /// The same for redirects sent by unlisted upstreams: public addresses only.
+    foreign_public: reqwest::Client,
     tokens: Arc<TokenCache>,
 }
 
 impl Upstreams {
     pub fn new(settings: Arc<Settings>) -> Result<Upstreams, String> {
         let foreign = base_builder(&settings).build().map_err(|e| error_chain(&e))?;
-        Ok(Upstreams { settings, clients: Mutex::new(HashMap::new()), foreign, tokens: Arc::default() })
+        let foreign_public =
+            base_builder(&settings).dns_resolver(PublicOnly::from_env()).build().map_err(|e| error_chain(&e))?;
+        Ok(Upstreams { settings, clients: Mutex::new(HashMap::new()), foreign, foreign_public, tokens: Arc::default() })
     }
 
     /// Builds the clients of every listed registry now, so a bad CA or key fails at startup.
     pub fn prepare_listed(&self) -> Result<(), String> {
         for registry in &self.settings.registries {
-            let up = self.build(registry.clone(), None)?;
+            let up = self.build(registry.clone(), false)?;
             self.clients.lock().unwrap().insert(registry.name.clone(), Arc::new(up));
         }
         Ok(())
@@ -55,14 +61,19 @@ impl Upstreams {
                 "upstream {name} is not listed in the configuration (denyUnlisted is set)"
             )));
         }
-        let registry = Registry::implicit(name.clone());
-        let pinned = resolve_public(name).await?;
-        let up = Arc::new(self.build(registry, Some(pinned)).map_err(FetchError::Internal)?);
-        self.clients.lock().unwrap().insert(name.clone(), up.clone());
+        let up = Arc::new(self.build(Registry::implicit(name.clone()), true).map_err(FetchError::Internal)?);
+        guard::check_url(&up.base)?;
+        let mut clients = self.clients.lock().unwrap();
+        if clients.len() >= self.settings.registries.len() + MAX_UNLISTED_CLIENTS {
+            let listed = &self.settings.registries;
+            clients.retain(|n, _| listed.iter().any(|r| &r.name == n));
+        }
+        clients.insert(name.clone(), up.clone());
         Ok(up)
     }
 
-    fn build(&self, registry: Registry, pinned: Option<(String, Vec<SocketAddr>)>) -> Result<Upstream, String> {
+    /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
+    fn build(&self, registry: Registry, unlisted: bool) -> Result<Upstream, String> {
         let mut b = base_builder(&self.settings);
         if let Some(ca) = &registry.tls.ca {
             let pem = std::fs::read(ca).map_err(|e| format!("{}: tls.ca {}: {e}", registry.name, ca.display()))?;
@@ -81,8 +92,8 @@ impl Upstreams {
         if registry.tls.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        if let Some((host, addrs)) = &pinned {
-            b = b.resolve_to_addrs(host, addrs);
+        if unlisted {
+            b = b.dns_resolver(PublicOnly::from_env());
         }
         let client = b.build().map_err(|e| format!("{}: {}", registry.name, error_chain(&e)))?;
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
@@ -90,7 +101,8 @@ impl Upstreams {
             registry,
             base,
             client,
-            foreign: self.foreign.clone(),
+            foreign: if unlisted { self.foreign_public.clone() } else { self.foreign.clone() },
+            unlisted,
             tokens: self.tokens.clone(),
             challenge: Mutex::new(None),
             timeout: self.settings.pull_timeout,
@@ -108,70 +120,14 @@ fn base_builder(settings: &Settings) -> reqwest::ClientBuilder {
         .tcp_nodelay(true)
 }
 
-/// Resolves an unlisted upstream and refuses it if any address is loopback,
-/// link-local or private: an open mirror must not be a way into internal hosts.
-/// The addresses found are pinned into its client.
-async fn resolve_public(name: &RegistryName) -> Result<(String, Vec<SocketAddr>), FetchError> {
-    let host = if name.is_docker_hub() { "registry-1.docker.io" } else { name.host() };
-    let port = name
-        .as_str()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .filter(|_| !host.contains(':') || name.as_str().starts_with('['));
-    let port = port.unwrap_or(443);
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| FetchError::Unreachable(format!("cannot resolve {host}: {e}")))?
-            .collect(),
-    };
-    if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(FetchError::Refused(format!(
-            "upstream {name} resolves to the non-public address {}; list it under `registries` in the configuration to allow it",
-            bad.ip()
-        )));
-    }
-    if addrs.is_empty() {
-        return Err(FetchError::Unreachable(format!("{host} has no addresses")));
-    }
-    Ok((host.to_string(), addrs))
-}
-
-/// False for loopback, link-local, private (RFC 1918, ULA), unspecified and similar addresses.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00
-                || (seg0 & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// One upstream registry's client.
 pub struct Upstream {
     pub registry: Registry,
     base: Url,
     client: reqwest::Client,
     foreign: reqwest::Client,
+    /// Reached only at public addresses: every URL it is sent to is checked.
+    unlisted: bool,
     tokens: Arc<TokenCache>,
     /// The last challenge seen, so later requests authenticate up front.
     challenge: Mutex<Option<Challenge>>,
@@ -270,6 +226,9 @@ impl Upstream {
             }
             q.append_pair("scope", &key.scope);
         }
+        if self.unlisted {
+            guard::check_url(&url)?;
+        }
         let same_host =
             url.host_str() == self.base.host_str() && url.port_or_known_default() == self.base.port_or_known_default();
         let mut req = if same_host { self.client.get(url) } else { self.foreign.get(url) };
@@ -313,6 +272,9 @@ impl Upstream {
         auth: Option<&HeaderValue>,
     ) -> Result<Response, FetchError> {
         for _ in 0..=MAX_REDIRECTS {
+            if self.unlisted {
+                guard::check_url(&url)?;
+            }
             let own = same_origin(&url, &self.base);
             let client = if own { &self.client } else { &self.foreign };
             let mut req = client.request(method.clone(), url.clone()).headers(headers.clone());
@@ -395,38 +357,16 @@ mod tests {
     }
 
     #[test]
-    fn private_addresses_are_not_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "100.64.0.1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
-    }
-
-    #[test]
     fn urls_carry_ns_only_through_endpoints() {
         let settings = Arc::new(test_settings());
         let ups = Upstreams::new(settings).unwrap();
         let mut reg = Registry::implicit("docker.io".parse().unwrap());
         reg.base_url = "https://mirror.corp:5000/dockerhub".into();
         reg.send_ns = true;
-        let up = ups.build(reg, None).unwrap();
+        let up = ups.build(reg, false).unwrap();
         let url = up.url(&"library/alpine".parse().unwrap(), "manifests/3.20");
         assert_eq!(url.as_str(), "https://mirror.corp:5000/dockerhub/v2/library/alpine/manifests/3.20?ns=docker.io");
-        let up = ups.build(Registry::implicit("quay.io".parse().unwrap()), None).unwrap();
+        let up = ups.build(Registry::implicit("quay.io".parse().unwrap()), true).unwrap();
         assert_eq!(up.url(&"a/b".parse().unwrap(), "blobs/x").as_str(), "https://quay.io/v2/a/b/blobs/x");
     }
 

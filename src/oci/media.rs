@@ -105,13 +105,35 @@ pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
     })
 }
 
-/// The media type to store a manifest under: the upstream's `Content-Type`
-/// when it names a manifest type, else the body's own `mediaType`.
-pub fn effective_media_type(content_type: Option<&str>, info: &ManifestInfo) -> Option<String> {
-    let header = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
-        .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain" && c != "application/octet-stream");
-    header.or_else(|| info.embedded_media_type.clone())
+/// The media type to store a manifest under, decided by its bytes first so
+/// that no upstream can make the same digest mean another type to others:
+/// the body's own `mediaType` when present (a `Content-Type` naming another
+/// manifest type is refused); else the `Content-Type` when it is a manifest or
+/// configured artifact type of the body's shape; else the OCI type of that shape.
+pub fn effective_media_type(
+    content_type: Option<&str>,
+    info: &ManifestInfo,
+    artifact_types: &[String],
+) -> Result<String, String> {
+    let header =
+        content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|c| !c.is_empty());
+    let names_a_manifest =
+        |t: &str| MANIFEST_TYPES.contains(&t) || is_schema1(t) || artifact_types.iter().any(|a| a == t);
+    if let Some(embedded) = &info.embedded_media_type {
+        return match header {
+            Some(h) if names_a_manifest(&h) && h != *embedded => {
+                Err(format!("upstream sent Content-Type {h} for a manifest whose mediaType is {embedded}"))
+            }
+            _ => Ok(embedded.clone()),
+        };
+    }
+    let shape_fits =
+        |t: &str| if info.is_index { t == OCI_INDEX || t == DOCKER_LIST } else { t != OCI_INDEX && t != DOCKER_LIST };
+    match header {
+        Some(h) if names_a_manifest(&h) && shape_fits(&h) => Ok(h),
+        _ if info.is_index => Ok(OCI_INDEX.to_string()),
+        _ => Ok(OCI_MANIFEST.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -150,8 +172,25 @@ mod tests {
         let info = inspect(m).unwrap();
         assert_eq!(info.references.len(), 2);
         assert_eq!(info.references[1].size, 11);
-        assert_eq!(effective_media_type(Some("application/json"), &info).as_deref(), Some(OCI_MANIFEST));
-        assert_eq!(effective_media_type(Some("x/y; charset=utf-8"), &info).as_deref(), Some("x/y"));
+        let none: Vec<String> = vec![];
+        assert_eq!(effective_media_type(Some("application/json"), &info, &none).as_deref(), Ok(OCI_MANIFEST));
+        assert_eq!(effective_media_type(Some("x/y; charset=utf-8"), &info, &none).as_deref(), Ok(OCI_MANIFEST));
+        assert!(effective_media_type(Some(DOCKER_MANIFEST), &info, &none).is_err(), "contradicts the body");
+    }
+
+    #[test]
+    fn media_type_without_an_embedded_one_follows_the_shape() {
+        let none: Vec<String> = vec![];
+        let index = inspect(br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":1}]}"#).unwrap();
+        assert!(index.is_index);
+        assert_eq!(effective_media_type(None, &index, &none).as_deref(), Ok(OCI_INDEX));
+        assert_eq!(effective_media_type(Some(DOCKER_LIST), &index, &none).as_deref(), Ok(DOCKER_LIST));
+        assert_eq!(effective_media_type(Some(OCI_MANIFEST), &index, &none).as_deref(), Ok(OCI_INDEX));
+        assert_eq!(effective_media_type(Some("application/x-evil"), &index, &none).as_deref(), Ok(OCI_INDEX));
+        let image = inspect(br#"{"schemaVersion":2,"layers":[]}"#).unwrap();
+        let helm = vec!["application/vnd.cncf.helm.chart.v1+json".to_string()];
+        assert_eq!(effective_media_type(Some(&helm[0]), &image, &helm).as_deref(), Ok(helm[0].as_str()));
+        assert_eq!(effective_media_type(Some(&helm[0]), &image, &none).as_deref(), Ok(OCI_MANIFEST));
         assert!(inspect(b"not json").is_err());
     }
 }

@@ -50,10 +50,9 @@ impl MemoryCache {
             return;
         }
         state.bytes += bytes.len();
-        // New entries start referenced, so the sweep that their own insertion triggers spares them.
-        state.entries.insert(digest, Entry { bytes, referenced: AtomicBool::new(true) });
+        state.entries.insert(digest.clone(), Entry { bytes, referenced: AtomicBool::new(false) });
         if state.bytes > self.budget {
-            state.evict_to(self.budget);
+            state.evict_to(self.budget, &digest);
         }
     }
 
@@ -63,7 +62,8 @@ impl MemoryCache {
 }
 
 impl State {
-    fn evict_to(&mut self, budget: usize) {
+    /// Evicts down to `budget`, sparing `newest` (the entry whose insertion made room necessary).
+    fn evict_to(&mut self, budget: usize, newest: &Digest) {
         // At most two sweeps: the first clears reference bits, the second finds them unset.
         for _ in 0..2 {
             let mut victims = Vec::new();
@@ -72,7 +72,7 @@ impl State {
                 if self.bytes - freed <= budget {
                     break;
                 }
-                if !entry.referenced.swap(false, Ordering::Relaxed) {
+                if digest != newest && !entry.referenced.swap(false, Ordering::Relaxed) {
                     freed += entry.bytes.len();
                     victims.push(digest.clone());
                 }

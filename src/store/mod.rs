@@ -41,14 +41,16 @@ pub struct Store {
     _lock: File,
 }
 
-/// What stored manifests say about the blobs they reference.
+/// What stored manifests say about the blobs they reference, per source
+/// (`registry/repository`): one upstream's manifest must not decide how
+/// another upstream's blob of the same digest is judged or prefetched.
 #[derive(Default)]
 struct Descriptors {
     /// Sizes promised by descriptors, to refuse a blob whose upstream
     /// Content-Length disagrees before hashing it.
-    sizes: HashMap<Digest, u64>,
+    sizes: HashMap<(String, Digest), u64>,
     /// Blob → all blobs of an image manifest that references it (for prefetch).
-    image_blobs: HashMap<Digest, Arc<[Digest]>>,
+    image_blobs: HashMap<(String, Digest), Arc<[Digest]>>,
 }
 
 /// How much the store may keep in memory.
@@ -146,13 +148,14 @@ impl Store {
         out
     }
 
-    pub fn expected_size(&self, digest: &Digest) -> Option<u64> {
-        self.descriptors.read().unwrap().sizes.get(digest).copied()
+    /// The size a manifest fetched for `source` promises for `digest`.
+    pub fn expected_size(&self, source: &str, digest: &Digest) -> Option<u64> {
+        self.descriptors.read().unwrap().sizes.get(&(source.to_string(), digest.clone())).copied()
     }
 
     /// Every blob (config and layers) of an image manifest that references `digest`.
-    pub fn image_blobs(&self, digest: &Digest) -> Option<Arc<[Digest]>> {
-        self.descriptors.read().unwrap().image_blobs.get(digest).cloned()
+    pub fn image_blobs(&self, source: &str, digest: &Digest) -> Option<Arc<[Digest]>> {
+        self.descriptors.read().unwrap().image_blobs.get(&(source.to_string(), digest.clone())).cloned()
     }
 
     /// A committed manifest's bytes and media type: from memory, else read from
@@ -168,7 +171,9 @@ impl Store {
             tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
             return None;
         }
-        self.remember_descriptors(&bytes);
+        for source in &record.sources {
+            self.remember_descriptors(source, &bytes);
+        }
         self.memory.insert(digest.clone(), bytes.clone());
         Some((bytes, media_type))
     }
@@ -205,7 +210,7 @@ impl Store {
             }
             write_atomically(&path, &self.temp_path(digest), body)?;
         }
-        self.remember_descriptors(body);
+        self.remember_descriptors(source, body);
         self.memory.insert(digest.clone(), body.clone());
         let record = Record {
             kind: Kind::Manifest,
@@ -220,13 +225,19 @@ impl Store {
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
         {
             let records = self.records.read().unwrap();
-            if records.get(digest).is_some_and(|r| r.sources.iter().any(|s| s == source)) {
+            let known = records.get(digest);
+            if known.is_some_and(|r| r.sources.iter().any(|s| s == source) && !r.upgraded_by(&record)) {
                 return Ok(());
             }
         }
         self.journal.lock().unwrap().append(digest, &record, source)?;
         let mut records = self.records.write().unwrap();
-        let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record));
+        let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record.clone()));
+        if entry.upgraded_by(&record) {
+            let e = Arc::make_mut(entry);
+            e.kind = Kind::Manifest;
+            e.media_type = record.media_type;
+        }
         if !entry.sources.iter().any(|s| s == source) {
             Arc::make_mut(entry).sources.push(source.to_string());
         }
@@ -247,17 +258,17 @@ impl Store {
         self.layout.temp(digest, self.temp_counter.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn remember_descriptors(&self, body: &[u8]) {
+    fn remember_descriptors(&self, source: &str, body: &[u8]) {
         let Ok(info) = media::inspect(body) else { return };
         let mut known = self.descriptors.write().unwrap();
         if !info.is_index {
             let blobs: Arc<[Digest]> = info.references.iter().map(|d| d.digest.clone()).collect();
             for d in blobs.iter() {
-                known.image_blobs.insert(d.clone(), blobs.clone());
+                known.image_blobs.insert((source.to_string(), d.clone()), blobs.clone());
             }
         }
         for d in info.references {
-            known.sizes.insert(d.digest, d.size);
+            known.sizes.insert((source.to_string(), d.digest), d.size);
         }
     }
 }

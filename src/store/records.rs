@@ -40,6 +40,14 @@ struct Line {
     source: String,
 }
 
+impl Record {
+    /// A digest first fetched as a blob (through `/blobs/`) and later as a
+    /// manifest becomes a manifest: the same bytes, now known to be one.
+    pub fn upgraded_by(&self, newer: &Record) -> bool {
+        self.kind == Kind::Blob && newer.kind == Kind::Manifest
+    }
+}
+
 /// Reads the journal into a map. Unparseable lines are counted, not fatal.
 pub fn load(path: &Path) -> io::Result<(HashMap<Digest, Record>, usize)> {
     let mut map: HashMap<Digest, Record> = HashMap::new();
@@ -55,12 +63,13 @@ pub fn load(path: &Path) -> io::Result<(HashMap<Digest, Record>, usize)> {
             skipped += 1;
             continue;
         };
-        let record = map.entry(entry.digest).or_insert_with(|| Record {
-            kind: entry.kind,
-            media_type: entry.media_type.clone(),
-            size: entry.size,
-            sources: Vec::new(),
-        });
+        let line_record =
+            Record { kind: entry.kind, media_type: entry.media_type, size: entry.size, sources: Vec::new() };
+        let record = map.entry(entry.digest).or_insert_with(|| line_record.clone());
+        if record.upgraded_by(&line_record) {
+            record.kind = Kind::Manifest;
+            record.media_type = line_record.media_type;
+        }
         if !record.sources.contains(&entry.source) {
             record.sources.push(entry.source);
         }
