@@ -16,6 +16,8 @@ pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+/// How long shutdown lets responses (and the downloads feeding them) go on.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]

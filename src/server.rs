@@ -29,6 +29,8 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // One per download's writer (mostly asleep) plus short store operations.
+        .max_blocking_threads(2048)
         .thread_name("fetcher")
         .enable_all()
         .build()
@@ -61,7 +63,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(wait_for_signal());
     tracing::info!("shutting down: no new connections; finishing responses in progress");
     let _ = stop.send(true);
-    let deadline = Instant::now() + serve::SHUTDOWN_GRACE + Duration::from_secs(2);
+    let deadline = Instant::now() + crate::config::SHUTDOWN_GRACE + Duration::from_secs(2);
     while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

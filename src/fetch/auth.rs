@@ -92,6 +92,9 @@ pub struct TokenKey {
     pub scope: String,
 }
 
+/// Tokens kept at most; a full cache drops expired ones, then starts over.
+const MAX_TOKENS: usize = 4096;
+
 /// Bearer tokens by (realm, service, scope), with their expiry.
 #[derive(Default)]
 pub struct TokenCache {
@@ -112,7 +115,15 @@ impl TokenCache {
     }
 
     pub fn put(&self, key: TokenKey, token: String, expires: Instant) {
-        self.tokens.lock().unwrap().insert(key, (token, expires));
+        let mut tokens = self.tokens.lock().unwrap();
+        if tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            tokens.retain(|_, (_, exp)| *exp > now);
+            if tokens.len() >= MAX_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(key, (token, expires));
     }
 
     pub fn forget(&self, key: &TokenKey) {

@@ -1,10 +1,15 @@
 //! Blob downloads: one per digest whatever the fan-out. The network side runs
 //! on the runtime and hands chunks to a writer on a blocking thread, which
 //! appends, hashes and publishes progress in steps (every [`PUBLISH_STEP`]
-//! bytes, or whenever it has caught up with the network). A broken transfer
-//! resumes with `Range`; a stall longer than the pull timeout counts as broken.
-//! The download finishes even when every reader has left, up to
-//! [`MAX_ORPHANS`] such downloads at once; shutdown cancels it.
+//! bytes, or every [`PUBLISH_INTERVAL`] once it has caught up with the
+//! network). A broken transfer resumes with `Range`; a stall longer than the
+//! pull timeout counts as broken. The download finishes even when every reader
+//! has left, up to [`MAX_ORPHANS`] such downloads at once. At shutdown an
+//! orphaned download stops at once and one with readers gets the grace period.
+//!
+//! Each download's writer holds one of the runtime's blocking threads while it
+//! lasts; the runtime allows enough of them (see `server`) for a boot storm's
+//! distinct layers plus the short store operations.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,8 +28,11 @@ use super::{BlobSource, FetchError, Fetcher, Source};
 use crate::oci::Digest;
 use crate::store::{writer::CommitError, BlobWriter};
 
-/// Progress is published at least this often (in bytes) while data arrives.
+/// Progress is published every this many bytes while data arrives…
 const PUBLISH_STEP: u64 = 256 * 1024;
+/// …or when the writer has caught up, at most this often: 50 readers must
+/// not cost a cross-thread wake-up per network chunk.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
 /// Resumptions of a broken transfer before giving up.
 const MAX_RESUMES: u32 = 4;
 /// Downloads allowed to go on with no reader left.
@@ -38,7 +46,7 @@ impl Fetcher {
             return Ok(BlobSource::Committed);
         }
         if let Some(d) = self.downloads.lock().unwrap().get(&digest) {
-            return Ok(BlobSource::Downloading(d.clone()));
+            return Ok(BlobSource::Downloading(d.reader()));
         }
         self.check_online()?;
         if let Some(until) = self.mismatch_backoff.lock().unwrap().get(&digest).map(|b| b.0) {
@@ -52,19 +60,25 @@ impl Fetcher {
         let d = digest.clone();
         let (writer, reader) = self.blocking(move |store| BlobWriter::create(store, &d)).await?;
         let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
-        {
+        let lost_race = {
             let mut downloads = self.downloads.lock().unwrap();
             if self.store.record(&digest).is_some() {
-                return Ok(BlobSource::Committed);
+                Some(BlobSource::Committed)
+            } else if let Some(existing) = downloads.get(&digest) {
+                Some(BlobSource::Downloading(existing.reader()))
+            } else {
+                downloads.insert(digest.clone(), download.clone());
+                None
             }
-            if let Some(existing) = downloads.get(&digest) {
-                return Ok(BlobSource::Downloading(existing.clone()));
-            }
-            downloads.insert(digest.clone(), download.clone());
+        };
+        if let Some(other) = lost_race {
+            discard(writer);
+            return Ok(other);
         }
+        let reader = download.reader();
         self.prefetch_siblings(&source, &digest);
         tokio::spawn(self.clone().run_download(source, download.clone(), writer));
-        Ok(BlobSource::Downloading(download))
+        Ok(BlobSource::Downloading(reader))
     }
 
     /// A blob's size without downloading it: from the cache or a download in
@@ -126,16 +140,25 @@ impl Fetcher {
         let result = match (transfer, written) {
             (Ok(()), Ok(mut w)) => match w.verify() {
                 Ok(()) => Ok(w),
-                Err(CommitError::DigestMismatch { actual, .. }) => {
-                    self.note_mismatch(&download.digest);
-                    Err(FetchError::BadContent(format!(
-                        "blob from {source} hashes to {actual}, not {}",
-                        download.digest
-                    )))
+                Err(err) => {
+                    discard(w);
+                    Err(match err {
+                        CommitError::DigestMismatch { actual, .. } => {
+                            self.note_mismatch(&download.digest);
+                            FetchError::BadContent(format!(
+                                "blob from {source} hashes to {actual}, not {}",
+                                download.digest
+                            ))
+                        }
+                        CommitError::Io(e) => FetchError::Internal(e.to_string()),
+                    })
                 }
-                Err(CommitError::Io(e)) => Err(FetchError::Internal(e.to_string())),
             },
-            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Err(e), Ok(w)) => {
+                discard(w);
+                Err(e)
+            }
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
         };
         match result {
             Ok(writer) => {
@@ -159,6 +182,10 @@ impl Fetcher {
 
     fn note_mismatch(&self, digest: &Digest) {
         let mut map = self.mismatch_backoff.lock().unwrap();
+        if map.len() > 1024 {
+            let now = Instant::now();
+            map.retain(|_, (until, _)| *until > now);
+        }
         let streak = map.get(digest).map_or(0, |b| b.1) + 1;
         let wait = Duration::from_secs(1 << streak.min(6)).min(MISMATCH_BACKOFF_MAX) / 2;
         map.insert(digest.clone(), (Instant::now() + wait, streak));
@@ -220,7 +247,7 @@ impl Fetcher {
             };
             let outcome = tokio::select! {
                 r = attempt => r,
-                _ = shutdown.wait_for(|s| *s) => return Err(FetchError::ShuttingDown),
+                _ = until_abandoned_at_shutdown(&mut shutdown, download) => return Err(FetchError::ShuttingDown),
             };
             match outcome {
                 Ok(()) => return Ok(()),
@@ -294,12 +321,27 @@ enum Broken {
     Fatal(FetchError),
 }
 
+/// Drops an unused writer (unlinking its temp file) off the runtime.
+fn discard(writer: BlobWriter) {
+    tokio::task::spawn_blocking(move || drop(writer));
+}
+
 /// `bytes <start>-<end>/<total|*>` → (start, total).
 fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _) = range.split_once('-')?;
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// Completes once shutdown has begun and the download has no reader left, or
+/// the grace period is over: responses in progress may finish, orphans stop.
+async fn until_abandoned_at_shutdown(shutdown: &mut tokio::sync::watch::Receiver<bool>, download: &Download) {
+    let _ = shutdown.wait_for(|s| *s).await;
+    let deadline = Instant::now() + crate::config::SHUTDOWN_GRACE;
+    while download.readers() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Counts this download among the orphans while it has no reader.
@@ -339,14 +381,22 @@ fn write_loop(
     download: &Download,
 ) -> std::io::Result<BlobWriter> {
     let mut published = 0;
+    let mut last_publish = Instant::now();
     let publish = |n: u64| download.publish(|p| p.published = n);
     loop {
         let chunk = match rx.try_recv() {
             Ok(c) => c,
             Err(mpsc::error::TryRecvError::Empty) => {
                 if writer.written() > published {
+                    // Caught up with the network: publish, but not more often than every PUBLISH_INTERVAL.
+                    let since = last_publish.elapsed();
+                    if since < PUBLISH_INTERVAL {
+                        std::thread::sleep(PUBLISH_INTERVAL - since);
+                        continue;
+                    }
                     published = writer.written();
                     publish(published);
+                    last_publish = Instant::now();
                 }
                 match rx.blocking_recv() {
                     Some(c) => c,
@@ -359,6 +409,7 @@ fn write_loop(
         if writer.written() - published >= PUBLISH_STEP {
             published = writer.written();
             publish(published);
+            last_publish = Instant::now();
         }
     }
     if writer.written() > published {

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
@@ -60,6 +61,12 @@ impl Download {
         self.progress.subscribe()
     }
 
+    /// A reader's handle: the download plus a subscription that marks the
+    /// reader as present (see [`Download::readers`]) for as long as it lives.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        Reader { progress: self.subscribe(), download: self.clone() }
+    }
+
     /// How many readers are watching; zero means the download is orphaned.
     pub fn readers(&self) -> usize {
         self.progress.receiver_count()
@@ -72,6 +79,13 @@ impl Download {
     pub(super) fn publish(&self, f: impl FnOnce(&mut Progress)) {
         self.progress.send_modify(f);
     }
+}
+
+/// One reader of a download. Created by the fetcher before it answers, so a
+/// download never looks orphaned while its requester is on the way.
+pub struct Reader {
+    pub download: Arc<Download>,
+    pub progress: watch::Receiver<Progress>,
 }
 
 impl Progress {

@@ -17,6 +17,8 @@ use crate::store::{tags::now_secs, TagKey, TagRecord};
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// How long an upstream "not found" is remembered per (source, reference).
 pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
+/// "Not found" answers remembered at most; a full map drops expired ones, then starts over.
+const MAX_NOT_FOUND: usize = 10_000;
 
 impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
@@ -150,8 +152,12 @@ impl Fetcher {
                     format!("{what} is not available from {source} (upstream denied access: {status})")
                 };
                 let mut map = self.not_found.lock().unwrap();
-                if map.len() > 10_000 {
-                    map.retain(|_, (until, _)| *until > Instant::now());
+                if map.len() >= MAX_NOT_FOUND {
+                    let now = Instant::now();
+                    map.retain(|_, (until, _)| *until > now);
+                    if map.len() >= MAX_NOT_FOUND {
+                        map.clear();
+                    }
                 }
                 map.insert((source.clone(), what.to_string()), (Instant::now() + NOT_FOUND_TTL, message.clone()));
                 Err(FetchError::NotFound(message))

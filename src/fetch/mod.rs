@@ -27,7 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use download::{Download, Progress, State};
+pub use download::{Download, Progress, Reader, State};
 pub use error::FetchError;
 pub use tags::TagsPage;
 
@@ -61,7 +61,7 @@ pub enum BlobSource {
     /// Committed to the store (look it up there).
     Committed,
     /// Being downloaded; stream it as it fills.
-    Downloading(Arc<Download>),
+    Downloading(Reader),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, FetchError>>;

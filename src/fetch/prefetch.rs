@@ -45,9 +45,8 @@ impl Fetcher {
             return;
         }
         // Holding a subscription keeps the download from counting as orphaned.
-        if let Ok(BlobSource::Downloading(d)) = self.clone().blob(source, digest.clone()).await {
-            let mut rx = d.subscribe();
-            let _ = rx.wait_for(|p| p.is_final()).await;
+        if let Ok(BlobSource::Downloading(mut reader)) = self.clone().blob(source, digest.clone()).await {
+            let _ = reader.progress.wait_for(|p| p.is_final()).await;
             tracing::debug!(%digest, "prefetched");
         }
     }

@@ -10,38 +10,38 @@ use std::os::unix::io::AsRawFd;
 
 use monoio::net::TcpStream;
 
-use super::http::{head, write_all};
+use super::http::{head, write_all, Framing};
 use super::response::{Body, CacheStatus, Response};
 use super::sendfile;
-use crate::fetch::{Download, State};
+use crate::fetch::{Reader, State};
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
-pub async fn send(stream: &mut TcpStream, mut resp: Response, head_only: bool, keep_alive: bool) -> io::Result<u64> {
+pub async fn send(stream: &mut TcpStream, mut resp: Response, framing: Framing) -> io::Result<u64> {
     if resp.cache != CacheStatus::None {
         resp.headers.push(("X-Cache", resp.cache.as_str().to_string()));
     }
-    let mut out = head(resp.status, &resp.headers, resp.body.length(), keep_alive);
-    if head_only {
-        write_all(stream, out).await.0?;
+    let mut out = head(resp.status, &resp.headers, resp.body.length(), framing);
+    if framing.head_only {
+        write_all(stream, out).await?;
         return Ok(0);
     }
     match resp.body {
-        Body::Empty | Body::Sized(_) => write_all(stream, out).await.0.map(|_| 0),
+        Body::Empty | Body::Sized(_) => write_all(stream, out).await.map(|_| 0),
         Body::Bytes(b) => {
             out.extend_from_slice(&b);
-            write_all(stream, out).await.0?;
+            write_all(stream, out).await?;
             Ok(b.len() as u64)
         }
         Body::File { path, offset, len } => {
             let file = std::fs::File::open(&path)?;
-            write_all(stream, out).await.0?;
+            write_all(stream, out).await?;
             let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
             cut_on_error(stream, sent)
         }
-        Body::Download { download, start, end } => {
-            write_all(stream, out).await.0?;
-            let sent = send_download(stream, &download, start, end).await;
+        Body::Download { reader, start, end } => {
+            write_all(stream, out).await?;
+            let sent = send_download(stream, reader, start, end).await;
             cut_on_error(stream, sent)
         }
     }
@@ -72,10 +72,10 @@ fn reset_on_close(stream: &TcpStream) {
 
 /// Streams `[start, end)` of a download as it is published. With `end` unknown
 /// the body is chunked and runs to the blob's end.
-async fn send_download(stream: &mut TcpStream, download: &Download, start: u64, end: Option<u64>) -> io::Result<u64> {
+async fn send_download(stream: &mut TcpStream, reader: Reader, start: u64, end: Option<u64>) -> io::Result<u64> {
     let chunked = end.is_none();
-    let file = download.open_reader()?;
-    let mut rx = download.subscribe();
+    let file = reader.download.open_reader()?;
+    let mut rx = reader.progress;
     let mut pos = start;
     loop {
         let (published, verified, end_now) = {
@@ -96,18 +96,18 @@ async fn send_download(stream: &mut TcpStream, download: &Download, start: u64, 
         if pos < limit {
             let n = limit - pos;
             if chunked {
-                write_all(stream, format!("{n:x}\r\n").into_bytes()).await.0?;
+                write_all(stream, format!("{n:x}\r\n").into_bytes()).await?;
             }
             sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?;
             if chunked {
-                write_all(stream, &b"\r\n"[..]).await.0?;
+                write_all(stream, &b"\r\n"[..]).await?;
             }
             pos += n;
             continue;
         }
         if verified && end_now.is_some_and(|e| pos >= e) {
             if chunked {
-                write_all(stream, &b"0\r\n\r\n"[..]).await.0?;
+                write_all(stream, &b"0\r\n\r\n"[..]).await?;
             }
             return Ok(pos - start);
         }

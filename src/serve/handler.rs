@@ -2,8 +2,6 @@
 //! fetcher; a miss asks the fetcher and, for blobs, streams the shared
 //! download while it fills.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::error::{ApiError, Wanted};
@@ -12,7 +10,7 @@ use super::range::{self, RangeSpec};
 use super::response::{Body, CacheStatus, Response};
 use super::route::{self, Route};
 use super::Shared;
-use crate::fetch::{BlobSource, Download, ManifestHit, Source, State};
+use crate::fetch::{BlobSource, ManifestHit, Reader, Source, State};
 use crate::oci::{media, Digest, OciCode, Reference};
 use crate::store::TagKey;
 
@@ -117,17 +115,17 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
     }
     let mut retried = false;
     loop {
-        let download = match shared.fetch.blob(source.clone(), digest.clone()).await {
+        let mut reader = match shared.fetch.blob(source.clone(), digest.clone()).await {
             Ok(BlobSource::Committed) => {
                 return committed_blob(shared, req, &digest)?.ok_or_else(|| blob_unknown(&digest));
             }
             Ok(BlobSource::Downloading(d)) => d,
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
         };
-        match wait_for_headers(&download).await {
-            Ok(total) => return Ok(in_flight_response(req, &digest, download, total)),
+        match wait_for_headers(&mut reader, req.http10).await {
+            Ok(total) => return Ok(in_flight_response(req, &digest, reader, total)),
             // Another requester's source failed for its own reasons: try ours.
-            Err(e) if e.is_source_specific() && download.source != source.to_string() && !retried => {
+            Err(e) if e.is_source_specific() && reader.download.source != source.to_string() && !retried => {
                 retried = true;
             }
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
@@ -179,15 +177,18 @@ fn unsatisfiable(size: u64) -> ApiError {
 }
 
 /// Waits until the upstream answered (size known unless chunked) or failed.
-async fn wait_for_headers(download: &Download) -> Result<Option<u64>, crate::fetch::FetchError> {
-    let mut rx = download.subscribe();
+/// An HTTP/1.0 client cannot take a chunked body, so with the size unknown it
+/// waits for the whole blob.
+async fn wait_for_headers(reader: &mut Reader, http10: bool) -> Result<Option<u64>, crate::fetch::FetchError> {
+    let rx = &mut reader.progress;
     loop {
         {
             let p = rx.borrow_and_update();
             match &p.state {
                 State::Failed(e) => return Err(e.clone()),
                 State::Verified => return Ok(p.total.or(Some(p.published))),
-                State::Streaming => return Ok(p.total),
+                State::Streaming if p.total.is_some() || !http10 => return Ok(p.total),
+                State::Streaming => {}
                 State::Connecting => {}
             }
         }
@@ -197,14 +198,14 @@ async fn wait_for_headers(download: &Download) -> Result<Option<u64>, crate::fet
     }
 }
 
-fn in_flight_response(req: &Request, digest: &Digest, download: Arc<Download>, total: Option<u64>) -> Response {
+fn in_flight_response(req: &Request, digest: &Digest, reader: Reader, total: Option<u64>) -> Response {
     let (status, start, end) = match total.map(|t| (t, range::parse(req.range.as_deref(), t))) {
         Some((_, RangeSpec::Partial { start, end })) => (206, start, Some(end)),
         Some((t, RangeSpec::Unsatisfiable)) => return unsatisfiable(t).into(),
         Some((t, RangeSpec::Full)) => (200, 0, Some(t)),
         None => (200, 0, None),
     };
-    let mut r = Response::new(status, Body::Download { download, start, end }, CacheStatus::Stream)
+    let mut r = Response::new(status, Body::Download { reader, start, end }, CacheStatus::Stream)
         .header("Docker-Content-Digest", digest.to_string())
         .header("Content-Type", "application/octet-stream")
         .header("Accept-Ranges", "bytes");

@@ -5,7 +5,7 @@
 //! each operation and comes back with its result.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -13,6 +13,10 @@ use monoio::net::TcpStream;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// How long a request head may take to arrive once it has begun.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write may make no progress (a client that stopped reading).
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 96;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub struct Request {
     pub accept: Vec<String>,
     pub range: Option<String>,
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: no chunked responses, keep-alive only when asked.
+    pub http10: bool,
     /// The request announced a body (Content-Length > 0 or Transfer-Encoding);
     /// the connection cannot be reused after it.
     pub has_body: bool,
@@ -68,7 +74,10 @@ impl Default for Reader {
 
 impl Reader {
     /// Reads the next request head, waiting at most `idle` for its first byte.
+    /// Reads the next request head: at most `idle` for its first byte, then
+    /// at most [`HEAD_TIMEOUT`] for the rest.
     pub async fn next(&mut self, stream: &mut TcpStream, idle: Duration) -> Result<Request, ReadError> {
+        let mut head_deadline = (!self.buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
         loop {
             if !self.buf.is_empty() {
                 if let Some((req, used)) = parse(&self.buf)? {
@@ -84,7 +93,11 @@ impl Reader {
             }
             let len = self.buf.len();
             let buf = std::mem::take(&mut self.buf);
-            let read = monoio::time::timeout(idle, stream.read(buf.slice_mut(len..)));
+            let wait = match head_deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => idle,
+            };
+            let read = monoio::time::timeout(wait, stream.read(buf.slice_mut(len..)));
             let (res, slice) = match read.await {
                 Ok(r) => r,
                 Err(_) => return Err(ReadError::Closed),
@@ -92,7 +105,9 @@ impl Reader {
             self.buf = slice.into_inner();
             match res {
                 Ok(0) | Err(_) => return Err(ReadError::Closed),
-                Ok(_) => {}
+                Ok(_) => {
+                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                }
             }
         }
     }
@@ -119,7 +134,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
     };
     let http10 = req.version == Some(0);
     let mut out =
-        Request { method, path, query, accept: Vec::new(), range: None, keep_alive: !http10, has_body: false };
+        Request { method, path, query, accept: Vec::new(), range: None, keep_alive: !http10, http10, has_body: false };
     for h in req.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
         let name = h.name;
@@ -143,9 +158,17 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
     Ok(Some((out, used)))
 }
 
+/// How a response is framed on its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    pub head_only: bool,
+    pub keep_alive: bool,
+    pub http10: bool,
+}
+
 /// Builds a response head. `length` is `Some(n)` for `Content-Length: n`,
 /// `None` for a chunked body.
-pub fn head(status: u16, headers: &[(&'static str, String)], length: Option<u64>, keep_alive: bool) -> Vec<u8> {
+pub fn head(status: u16, headers: &[(&'static str, String)], length: Option<u64>, framing: Framing) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     h.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     h.extend_from_slice(b"Docker-Distribution-Api-Version: registry/2.0\r\n");
@@ -159,17 +182,21 @@ pub fn head(status: u16, headers: &[(&'static str, String)], length: Option<u64>
         Some(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
         None => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    if !keep_alive {
-        h.extend_from_slice(b"Connection: close\r\n");
+    match (framing.keep_alive, framing.http10) {
+        (false, _) => h.extend_from_slice(b"Connection: close\r\n"),
+        (true, true) => h.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (true, false) => {}
     }
     h.extend_from_slice(b"\r\n");
     h
 }
 
-/// Writes all of `buf`, giving it back for reuse.
-pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) -> (io::Result<()>, B) {
-    let (res, buf) = stream.write_all(buf).await;
-    (res.map(|_| ()), buf)
+/// Writes all of `buf`, failing when the client stops reading for [`WRITE_STALL_TIMEOUT`].
+pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) -> io::Result<()> {
+    match monoio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(buf)).await {
+        Ok((res, _)) => res.map(|_| ()),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -225,11 +252,15 @@ mod tests {
 
     #[test]
     fn heads() {
-        let h = String::from_utf8(head(206, &[("Content-Range", "bytes 0-1/2".into())], Some(2), false)).unwrap();
+        let close = Framing { head_only: false, keep_alive: false, http10: false };
+        let h = String::from_utf8(head(206, &[("Content-Range", "bytes 0-1/2".into())], Some(2), close)).unwrap();
         assert!(h.starts_with("HTTP/1.1 206 Partial Content\r\n"));
         assert!(h.contains("Docker-Distribution-Api-Version: registry/2.0\r\n"));
         assert!(h.contains("Content-Length: 2\r\nConnection: close\r\n\r\n"));
-        let h = String::from_utf8(head(200, &[], None, true)).unwrap();
-        assert!(h.contains("Transfer-Encoding: chunked\r\n"));
+        let keep = Framing { head_only: false, keep_alive: true, http10: false };
+        let h = String::from_utf8(head(200, &[], None, keep)).unwrap();
+        assert!(h.contains("Transfer-Encoding: chunked\r\n") && !h.contains("Connection"));
+        let h = String::from_utf8(head(200, &[], Some(0), Framing { http10: true, ..keep })).unwrap();
+        assert!(h.contains("Connection: keep-alive\r\n"));
     }
 }

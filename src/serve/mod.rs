@@ -30,7 +30,7 @@ use futures_util::FutureExt;
 use monoio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{Settings, SHUTDOWN_GRACE};
 use crate::fetch::FetchHandle;
 use crate::store::Store;
 use http::{Method, ReadError};
@@ -38,8 +38,6 @@ use response::Response;
 
 /// How long an idle keep-alive connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long shutdown waits for responses in progress.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every serving thread shares.
 pub struct Shared {
@@ -211,6 +209,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
     Ok(())
 }
 
+/// Closes a connection whose request body was never read without losing the
+/// response: closing with unread data queued would send RST, and the client
+/// could lose the answer. Shuts the write side, then discards what arrives
+/// for a short while.
+async fn drain_and_close(mut stream: TcpStream) {
+    use monoio::io::{AsyncReadRent, AsyncWriteRent};
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0usize;
+    while drained < 1024 * 1024 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(wait, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
+}
+
 async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut reader = http::Reader::default();
     let mut shutdown = shared.shutdown.clone();
@@ -224,7 +244,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(status, why)) => {
                 let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
-                let _ = body::send(&mut stream, e.into(), false, false).await;
+                let close = http::Framing { head_only: false, keep_alive: false, http10: false };
+                let _ = body::send(&mut stream, e.into(), close).await;
                 return;
             }
         };
@@ -232,7 +253,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let keep_alive = req.keep_alive && !req.has_body && !*shared.shutdown.borrow();
         let resp: Response = handler::handle(shared, &req).await;
         let (status, cache) = (resp.status, resp.cache);
-        let sent = body::send(&mut stream, resp, req.method == Method::Head, keep_alive).await;
+        let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
+        let sent = body::send(&mut stream, resp, framing).await;
         tracing::info!(
             target: "access",
             %peer,
@@ -244,6 +266,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             cache = cache.as_str(),
             error = sent.as_ref().err().map(|e| e.to_string()),
         );
+        if req.has_body && sent.is_ok() {
+            drain_and_close(stream).await;
+            return;
+        }
         if sent.is_err() || !keep_alive {
             return;
         }

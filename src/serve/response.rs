@@ -3,12 +3,11 @@
 //! how it was served; it goes out as `X-Cache` and into the access log.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::error::ApiError;
-use crate::fetch::Download;
+use crate::fetch::Reader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -47,7 +46,7 @@ pub enum Body {
     /// Bytes `[start, end)` of an in-flight download; `end` is `None` when the
     /// size is not known yet (the body is then sent chunked).
     Download {
-        download: Arc<Download>,
+        reader: Reader,
         start: u64,
         end: Option<u64>,
     },

@@ -42,7 +42,9 @@ pub async fn send_range(stream: &TcpStream, file: RawFd, mut offset: u64, len: u
             Ok(total)
         })?;
         if offset < end && sent == 0 {
-            stream.writable(false).await?;
+            monoio::time::timeout(super::http::WRITE_STALL_TIMEOUT, stream.writable(false))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
         }
     }
     Ok(len)
