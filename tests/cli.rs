@@ -101,3 +101,26 @@ fn an_unusable_image_path_is_reported() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not-a-dir"), "{}", stderr(&o));
 }
+
+#[test]
+fn log_file_receives_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ociregistry.log");
+    let images = dir.path().join("images");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .args(["--image-path", images.to_str().unwrap(), "--log-file", log.to_str().unwrap()])
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && !text.contains(" listening ") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(" listening ") && text.contains("addr=127.0.0.1:"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no terminal colours in a log file");
+}

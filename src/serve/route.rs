@@ -4,7 +4,6 @@
 //! else `--default-ns`.
 
 use super::error::ApiError;
-use crate::fetch::tags::form_pairs;
 use crate::fetch::Source;
 use crate::oci::{Digest, NameError, OciCode, Reference, RegistryName, RepoName};
 
@@ -67,9 +66,33 @@ pub fn parse(path: &str) -> Route {
     Route::NotFound
 }
 
-/// The value of `?ns=`, URL-decoded.
+/// The value of `?ns=`, URL-decoded. (containerd sends it on every request,
+/// so this is a plain scan, not a general query parser.)
 pub fn ns_param(query: Option<&str>) -> Option<String> {
-    form_pairs(query?).into_iter().find(|(k, _)| k == "ns").map(|(_, v)| v).filter(|v| !v.is_empty())
+    query?.split('&').find_map(|pair| pair.strip_prefix("ns=")).map(percent_decode).filter(|v| !v.is_empty())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Chooses the upstream and canonical repository for a requested name.
@@ -173,6 +196,9 @@ mod tests {
         assert_eq!(ns_param(Some("ns=127.0.0.1%3A5001")).as_deref(), Some("127.0.0.1:5001"));
         assert_eq!(ns_param(Some("x=1&ns=docker.io")).as_deref(), Some("docker.io"));
         assert_eq!(ns_param(Some("ns=")), None);
+        assert_eq!(ns_param(Some("ns=a%")).as_deref(), Some("a%"));
+        assert_eq!(ns_param(Some("ns=%zz%3a")).as_deref(), Some("%zz:"));
+        assert_eq!(ns_param(Some("xns=a")), None);
         assert_eq!(ns_param(None), None);
     }
 
