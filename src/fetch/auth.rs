@@ -116,13 +116,8 @@ impl TokenCache {
 
     pub fn put(&self, key: TokenKey, token: String, expires: Instant) {
         let mut tokens = self.tokens.lock().unwrap();
-        if tokens.len() >= MAX_TOKENS {
-            let now = Instant::now();
-            tokens.retain(|_, (_, exp)| *exp > now);
-            if tokens.len() >= MAX_TOKENS {
-                tokens.clear();
-            }
-        }
+        let now = Instant::now();
+        super::make_room(&mut tokens, MAX_TOKENS, |(_, exp)| *exp <= now);
         tokens.insert(key, (token, expires));
     }
 

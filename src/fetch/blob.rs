@@ -182,10 +182,8 @@ impl Fetcher {
 
     fn note_mismatch(&self, digest: &Digest) {
         let mut map = self.mismatch_backoff.lock().unwrap();
-        if map.len() > 1024 {
-            let now = Instant::now();
-            map.retain(|_, (until, _)| *until > now);
-        }
+        let now = Instant::now();
+        super::make_room(&mut map, 1024, |(until, _)| *until <= now);
         let streak = map.get(digest).map_or(0, |b| b.1) + 1;
         let wait = Duration::from_secs(1 << streak.min(6)).min(MISMATCH_BACKOFF_MAX) / 2;
         map.insert(digest.clone(), (Instant::now() + wait, streak));

@@ -152,13 +152,8 @@ impl Fetcher {
                     format!("{what} is not available from {source} (upstream denied access: {status})")
                 };
                 let mut map = self.not_found.lock().unwrap();
-                if map.len() >= MAX_NOT_FOUND {
-                    let now = Instant::now();
-                    map.retain(|_, (until, _)| *until > now);
-                    if map.len() >= MAX_NOT_FOUND {
-                        map.clear();
-                    }
-                }
+                let now = Instant::now();
+                super::make_room(&mut map, MAX_NOT_FOUND, |(until, _)| *until <= now);
                 map.insert((source.clone(), what.to_string()), (Instant::now() + NOT_FOUND_TTL, message.clone()));
                 Err(FetchError::NotFound(message))
             }

@@ -131,6 +131,17 @@ pub(crate) struct Fetcher {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Makes room in a bounded map of expiring entries before an insert: drops
+/// the expired ones when it is full, and everything if that was not enough.
+pub(crate) fn make_room<K, V>(map: &mut HashMap<K, V>, max: usize, expired: impl Fn(&V) -> bool) {
+    if map.len() >= max {
+        map.retain(|_, v| !expired(v));
+        if map.len() >= max {
+            map.clear();
+        }
+    }
+}
+
 /// Starts the fetcher's dispatcher on `runtime` and returns the handle serving threads use.
 pub fn start(
     runtime: &tokio::runtime::Handle,
