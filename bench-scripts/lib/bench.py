@@ -208,7 +208,7 @@ def cmd_cold(a, rest):
     time.sleep(a.settle)  # let background fetches (prefetch, orphaned downloads) reach the log
     up = parse_upstream_log(a.upstream_log, off)
     r = json.loads(lines[-1])
-    res = {"kind": "cold", "label": a.label, **meta(a.meta), **r, "upstream": up,
+    res = {"kind": "cold", **r, "label": a.label, **meta(a.meta), "upstream": up,
            "server_cpu_s": server, "client_cpu_s": client, "other_cpu_s": max(0.0, busy - server - client),
            "rss": rss(a.pid)}
     if r.get("image_bytes"):
