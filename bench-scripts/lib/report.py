@@ -178,7 +178,7 @@ def main():
       "Client (wrk / the Python storm client) and servers share these cores; "
       f"load average at the end {env.get('loadavg_end', '?')}. `other CPU` columns show CPU used by processes "
       "other than server and client in the same window (other builds on the machine): noise.")
-    P(f"- Contenders: ociregistry (`target/release`, io_uring, 2 serving threads, defaults); nginx {env.get('nginx', '?')} "
+    P(f"- Contenders: ociregistry (`target/release`, io_uring, 2 serving threads, defaults except `RUST_LOG=info,access=off`); nginx {env.get('nginx', '?')} "
       "(2 workers, sendfile, tcp_nopush, access_log off) serving hard links of ociregistry's blob files; "
       f"Varnish {env.get('varnish', '?')} (malloc 1G, `do_stream`, blobs/manifests by digest cached 1 d, tags 60 s); "
       f"distribution {env.get('distribution', '?')} (`docker-registry`, proxy mode, filesystem storage).")
