@@ -11,7 +11,7 @@ use reqwest::{Method, Response, StatusCode};
 
 use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
 use crate::oci::{media, Digest, Reference};
-use crate::store::{tags::now_secs, TagKey, TagRecord};
+use crate::store::{tags::now_secs, StagedManifest, TagKey, TagRecord};
 
 /// The largest manifest accepted, enforced while reading.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -87,36 +87,42 @@ impl Fetcher {
                 "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
-        self.store_manifest(source, reference, &digest, &media_type, &body).await?;
+        self.store_manifest(source, reference, &digest, &media_type, &body);
         tracing::info!(%source, reference = %what, %digest, media_type, size = body.len(), "manifest cached");
         Ok(ManifestHit { digest, media_type, body })
     }
 
-    async fn store_manifest(
-        &self,
-        source: &Source,
-        reference: &Reference,
-        digest: &Digest,
-        media_type: &str,
-        body: &Bytes,
-    ) -> Result<(), FetchError> {
-        let (d, mt, b, src) = (digest.clone(), media_type.to_string(), body.clone(), source.to_string());
+    /// Makes the manifest servable now and writes it to disk in the background.
+    fn store_manifest(&self, source: &Source, reference: &Reference, digest: &Digest, media_type: &str, body: &Bytes) {
         let tag = match reference {
             Reference::Tag(t) => {
-                Some(TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: t.clone() })
+                let key = TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: t.clone() };
+                let now = now_secs();
+                let fetched_at = self.store.tag(&key).filter(|r| &r.digest == digest).map_or(now, |r| r.fetched_at);
+                let record = TagRecord {
+                    digest: digest.clone(),
+                    media_type: media_type.to_string(),
+                    fetched_at,
+                    last_checked_at: now,
+                };
+                Some((key, record))
             }
             Reference::Digest(_) => None,
         };
-        self.blocking(move |store| {
-            store.put_manifest(&d, &mt, &b, &src)?;
-            if let Some(key) = tag {
-                let now = now_secs();
-                let fetched_at = store.tag(&key).filter(|r| r.digest == d).map_or(now, |r| r.fetched_at);
-                store.put_tag(key, TagRecord { digest: d, media_type: mt, fetched_at, last_checked_at: now })?;
+        let staged = StagedManifest {
+            digest: digest.clone(),
+            media_type: media_type.to_string(),
+            body: body.clone(),
+            source: source.to_string(),
+            tag,
+        };
+        self.store.stage_manifest(&staged);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.persist_manifest(&staged) {
+                tracing::error!(digest = %staged.digest, error = %e, "manifest could not be written to the cache");
             }
-            Ok(())
-        })
-        .await
+        });
     }
 
     /// Fails fast when the upstream said "not found" for this recently.

@@ -30,6 +30,8 @@ pub struct Store {
     layout: Layout,
     records: RwLock<HashMap<Digest, Arc<Record>>>,
     tags: RwLock<HashMap<TagKey, TagRecord>>,
+    /// Manifests staged but not yet on disk: served from here until they are.
+    pending: RwLock<HashMap<Digest, (Bytes, String)>>,
     /// Manifest bodies and small blobs, within a byte budget.
     memory: memory::MemoryCache,
     /// Blobs up to this size are served from `memory`.
@@ -65,6 +67,28 @@ pub struct MemoryLimits {
 impl Default for MemoryLimits {
     fn default() -> MemoryLimits {
         MemoryLimits { budget: 32 * 1024 * 1024, blob_max: 64 * 1024 }
+    }
+}
+
+/// A verified manifest on its way to disk.
+pub struct StagedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+    /// `registry/repository` it was fetched for.
+    pub source: String,
+    /// The tag that named it, when fetched by tag.
+    pub tag: Option<(TagKey, TagRecord)>,
+}
+
+impl StagedManifest {
+    fn record(&self) -> Record {
+        Record {
+            kind: Kind::Manifest,
+            media_type: Some(self.media_type.clone()),
+            size: self.body.len() as u64,
+            sources: vec![],
+        }
     }
 }
 
@@ -113,6 +137,7 @@ impl Store {
             layout,
             records: RwLock::new(records),
             tags: RwLock::new(tags),
+            pending: RwLock::default(),
             memory: memory::MemoryCache::new(limits.budget),
             memory_blob_max: limits.blob_max,
             descriptors: RwLock::default(),
@@ -166,6 +191,9 @@ impl Store {
         if let Some(bytes) = self.memory.get(digest) {
             return Some((bytes, media_type));
         }
+        if let Some((bytes, _)) = self.pending.read().unwrap().get(digest) {
+            return Some((bytes.clone(), media_type));
+        }
         let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
         if Digest::of(digest.algorithm(), &bytes) != *digest {
             tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
@@ -201,36 +229,68 @@ impl Store {
         Some(CommittedBlob { size: record.size, bytes: Some(bytes), path })
     }
 
-    /// Stores a verified manifest body (blocking: call off the reactors).
-    pub fn put_manifest(&self, digest: &Digest, media_type: &str, body: &Bytes, source: &str) -> io::Result<()> {
-        if self.record(digest).is_none() {
-            let path = self.layout.blob(digest);
+    /// Makes a verified manifest (and the tag that named it) servable at once,
+    /// in memory only; [`Store::persist_manifest`] then writes both durably.
+    /// Clients are not kept waiting for the disk: a manifest they got before a
+    /// crash is simply fetched again after it.
+    pub fn stage_manifest(&self, staged: &StagedManifest) {
+        self.remember_descriptors(&staged.source, &staged.body);
+        self.memory.insert(staged.digest.clone(), staged.body.clone());
+        self.pending.write().unwrap().insert(staged.digest.clone(), (staged.body.clone(), staged.media_type.clone()));
+        self.insert_record(&staged.digest, staged.record(), &staged.source);
+        if let Some((key, record)) = &staged.tag {
+            self.tags.write().unwrap().insert(key.clone(), record.clone());
+        }
+    }
+
+    /// Writes a staged manifest, its record and its tag to disk (blocking: call
+    /// off the reactors). On failure the manifest is forgotten, to be fetched again.
+    pub fn persist_manifest(&self, staged: &StagedManifest) -> io::Result<()> {
+        let written = self.write_staged(staged);
+        self.pending.write().unwrap().remove(&staged.digest);
+        if written.is_err() {
+            self.records.write().unwrap().remove(&staged.digest);
+            if let Some((key, _)) = &staged.tag {
+                self.tags.write().unwrap().remove(key);
+            }
+        }
+        written
+    }
+
+    fn write_staged(&self, staged: &StagedManifest) -> io::Result<()> {
+        let path = self.layout.blob(&staged.digest);
+        if !path.exists() {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            write_atomically(&path, &self.temp_path(digest), body)?;
+            write_atomically(&path, &self.temp_path(&staged.digest), &staged.body)?;
         }
-        self.remember_descriptors(source, body);
-        self.memory.insert(digest.clone(), body.clone());
-        let record = Record {
-            kind: Kind::Manifest,
-            media_type: Some(media_type.to_string()),
-            size: body.len() as u64,
-            sources: vec![],
-        };
-        self.add_record(digest, record, source)
+        self.journal.lock().unwrap().append(&staged.digest, &staged.record(), &staged.source)?;
+        if let Some((key, record)) = &staged.tag {
+            let tag_path = self.layout.tag(&key.registry, &key.repo, &key.tag);
+            tags::write(&tag_path, &self.temp_path(&record.digest), record)?;
+        }
+        Ok(())
     }
 
-    /// Records a committed digest and the source it was fetched for.
+    /// Records a committed digest and the source it was fetched for, in memory and in the journal.
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
+        if self.insert_record(digest, record.clone(), source) {
+            self.journal.lock().unwrap().append(digest, &record, source)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the record (or its source, or upgrades a blob to a manifest) in
+    /// memory; returns whether anything changed.
+    fn insert_record(&self, digest: &Digest, record: Record, source: &str) -> bool {
         {
             let records = self.records.read().unwrap();
             let known = records.get(digest);
             if known.is_some_and(|r| r.sources.iter().any(|s| s == source) && !r.upgraded_by(&record)) {
-                return Ok(());
+                return false;
             }
         }
-        self.journal.lock().unwrap().append(digest, &record, source)?;
         let mut records = self.records.write().unwrap();
         let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record.clone()));
         if entry.upgraded_by(&record) {
@@ -241,16 +301,7 @@ impl Store {
         if !entry.sources.iter().any(|s| s == source) {
             Arc::make_mut(entry).sources.push(source.to_string());
         }
-        Ok(())
-    }
-
-    /// Points a tag at a manifest (blocking: call off the reactors).
-    pub fn put_tag(&self, key: TagKey, record: TagRecord) -> io::Result<()> {
-        let path = self.layout.tag(&key.registry, &key.repo, &key.tag);
-        let tmp = self.temp_path(&record.digest);
-        tags::write(&path, &tmp, &record)?;
-        self.tags.write().unwrap().insert(key, record);
-        Ok(())
+        true
     }
 
     /// A fresh, unique temp path for `digest`.
@@ -344,7 +395,6 @@ mod tests {
                 Store::open(dir.path(), MemoryLimits::default()),
                 Err(OpenError::Locked { pid: Some(_), .. })
             ));
-            store.put_manifest(&d, media::OCI_MANIFEST, &body, "quay.io/a").unwrap();
             let key =
                 TagKey { registry: "quay.io".parse().unwrap(), repo: "a".parse().unwrap(), tag: "v1".parse().unwrap() };
             let rec = TagRecord {
@@ -353,7 +403,16 @@ mod tests {
                 fetched_at: 1,
                 last_checked_at: 2,
             };
-            store.put_tag(key, rec).unwrap();
+            let staged = StagedManifest {
+                digest: d.clone(),
+                media_type: media::OCI_MANIFEST.into(),
+                body: body.clone(),
+                source: "quay.io/a".into(),
+                tag: Some((key, rec)),
+            };
+            store.stage_manifest(&staged);
+            assert_eq!(store.manifest(&d).unwrap().0, body, "served before it is on disk");
+            store.persist_manifest(&staged).unwrap();
             std::fs::write(store.temp_path(&d), b"partial").unwrap();
         }
         let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
