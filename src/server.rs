@@ -16,7 +16,7 @@ use crate::store::Store;
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::resolve(cli, args)?);
-    crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
+    let _log = crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
     for key in &settings.ignored_keys {
         tracing::warn!(key, "this configuration key is accepted for compatibility but not acted on by this release");
     }
