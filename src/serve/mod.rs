@@ -15,7 +15,7 @@ pub mod http;
 pub mod range;
 pub mod response;
 pub mod route;
-mod sendfile;
+pub mod sendfile;
 mod tags;
 
 use std::cell::Cell;

@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -72,12 +72,8 @@ struct Args {
 
 /// The read buffer of the `read` mode.
 const CHUNK: usize = 256 * 1024;
-/// The most handed to one `sendfile` call (as in src/serve/sendfile.rs).
-const MAX_PER_CALL: usize = 4 * 1024 * 1024;
 /// The most moved through the pipe at once (the pipe's default capacity).
 const PIPE_CHUNK: u64 = 64 * 1024;
-/// A client that reads nothing for this long loses its connection.
-const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests larger than this are refused.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -271,7 +267,8 @@ async fn respond(stream: &mut TcpStream, ctx: &Ctx, conn: &RefCell<Conn>) -> io:
         Mode::Sendfile => {
             let file = std::fs::File::open(&ctx.path)?;
             check(stream.write_all(ctx.head.clone()).await)?;
-            send_range(stream, file.as_raw_fd(), 0, ctx.len).await?;
+            // The server's own sendfile path, so this measures what it ships.
+            ociregistry::serve::sendfile::send_range(stream, file.as_raw_fd(), 0, ctx.len).await?;
         }
         Mode::Splice => {
             let file = std::fs::File::open(&ctx.path)?;
@@ -313,61 +310,4 @@ async fn splice_body(
         }
     }
     Ok(())
-}
-
-/// src/serve/sendfile.rs `send_range`, verbatim apart from the timeout constant.
-async fn send_range(stream: &TcpStream, file: RawFd, mut offset: u64, len: u64) -> io::Result<u64> {
-    let socket = stream.as_raw_fd();
-    let end = offset + len;
-    while offset < end {
-        let sent = with_nonblocking(socket, || {
-            let mut total = 0u64;
-            while offset < end {
-                let mut off = offset as libc::off_t;
-                let want = ((end - offset) as usize).min(MAX_PER_CALL);
-                // SAFETY: valid fds; `off` is a valid pointer for the call's duration.
-                let n = unsafe { libc::sendfile(socket, file, &mut off, want) };
-                if n < 0 {
-                    let err = io::Error::last_os_error();
-                    return match err.kind() {
-                        io::ErrorKind::WouldBlock => Ok(total),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => Err(err),
-                    };
-                }
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before its recorded size"));
-                }
-                offset += n as u64;
-                total += n as u64;
-            }
-            Ok(total)
-        })?;
-        if offset < end && sent == 0 {
-            monoio::time::timeout(WRITE_STALL_TIMEOUT, stream.writable(false))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
-        }
-    }
-    Ok(len)
-}
-
-/// Runs `f` with `O_NONBLOCK` set on `fd`, restoring the previous flags after.
-fn with_nonblocking<T>(fd: RawFd, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    // SAFETY: fcntl on a valid fd.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let was_blocking = flags & libc::O_NONBLOCK == 0;
-    if was_blocking {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    }
-    let result = f();
-    if was_blocking {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
-    }
-    result
 }
