@@ -250,24 +250,16 @@ pub fn table(r: &Report) -> String {
     row("pull latency p50/p90/p99/max", format!("{} / {} / {} / {}", ms(l.p50), ms(l.p90), ms(l.p99), ms(l.max)));
     let fb = &r.first_blob_byte;
     if let (Some(a), Some(b)) = (&fb.first_node, &fb.last_node) {
-        row(
-            "first layer byte: first node",
+        let node = |n: &NodeFirstByte| {
             format!(
                 "node {} at {} ({} after its start)",
-                a.node,
-                ms(Some(a.at_secs)),
-                ms(Some(a.after_node_start_secs))
-            ),
-        );
-        row(
-            "first layer byte: last node",
-            format!(
-                "node {} at {} ({} after its start)",
-                b.node,
-                ms(Some(b.at_secs)),
-                ms(Some(b.after_node_start_secs))
-            ),
-        );
+                n.node,
+                ms(Some(n.at_secs)),
+                ms(Some(n.after_node_start_secs))
+            )
+        };
+        row("first layer byte: first node", node(a));
+        row("first layer byte: last node", node(b));
         row("first layer byte: spread", ms(fb.spread_secs));
     } else {
         row("first layer byte", "-".into());

@@ -137,10 +137,20 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
 async fn blob_head(shared: &Shared, source: Source, digest: Digest) -> Result<Response, ApiError> {
     let size =
         shared.fetch.blob_size(source, digest.clone()).await.map_err(|e| ApiError::from_fetch(e, Wanted::Blob))?;
-    Ok(Response::new(200, Body::Sized(size), CacheStatus::Miss)
+    Ok(blob_response(Body::Sized(size), CacheStatus::Miss, &digest, None))
+}
+
+/// A blob answer with its headers; `partial` is `(start, end, size)` of a 206.
+fn blob_response(body: Body, cache: CacheStatus, digest: &Digest, partial: Option<(u64, u64, u64)>) -> Response {
+    let status = if partial.is_some() { 206 } else { 200 };
+    let r = Response::new(status, body, cache)
         .header("Docker-Content-Digest", digest.to_string())
         .header("Content-Type", "application/octet-stream")
-        .header("Accept-Ranges", "bytes"))
+        .header("Accept-Ranges", "bytes");
+    match partial {
+        Some((start, end, size)) => r.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1)),
+        None => r,
+    }
 }
 
 fn blob_unknown(digest: &Digest) -> ApiError {
@@ -156,19 +166,13 @@ fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Opt
         Some(b) => Body::Bytes(b.slice(start as usize..end as usize)),
         None => Body::File { path: blob.path.clone(), offset: start, len: end - start },
     };
-    let (status, body) = match range::parse(req.range.as_deref(), size) {
-        RangeSpec::Full => (200, body(0, size)),
-        RangeSpec::Partial { start, end } => (206, body(start, end)),
+    Ok(Some(match range::parse(req.range.as_deref(), size) {
+        RangeSpec::Full => blob_response(body(0, size), CacheStatus::Hit, digest, None),
+        RangeSpec::Partial { start, end } => {
+            blob_response(body(start, end), CacheStatus::Hit, digest, Some((start, end, size)))
+        }
         RangeSpec::Unsatisfiable => return Err(unsatisfiable(size)),
-    };
-    let mut r = Response::new(status, body, CacheStatus::Hit)
-        .header("Docker-Content-Digest", digest.to_string())
-        .header("Content-Type", "application/octet-stream")
-        .header("Accept-Ranges", "bytes");
-    if let RangeSpec::Partial { start, end } = range::parse(req.range.as_deref(), size) {
-        r = r.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
-    }
-    Ok(Some(r))
+    }))
 }
 
 fn unsatisfiable(size: u64) -> ApiError {
@@ -199,18 +203,11 @@ async fn wait_for_headers(reader: &mut Reader, http10: bool) -> Result<Option<u6
 }
 
 fn in_flight_response(req: &Request, digest: &Digest, reader: Reader, total: Option<u64>) -> Response {
-    let (status, start, end) = match total.map(|t| (t, range::parse(req.range.as_deref(), t))) {
-        Some((_, RangeSpec::Partial { start, end })) => (206, start, Some(end)),
+    let (start, end, partial) = match total.map(|t| (t, range::parse(req.range.as_deref(), t))) {
+        Some((t, RangeSpec::Partial { start, end })) => (start, Some(end), Some((start, end, t))),
         Some((t, RangeSpec::Unsatisfiable)) => return unsatisfiable(t).into(),
-        Some((t, RangeSpec::Full)) => (200, 0, Some(t)),
-        None => (200, 0, None),
+        Some((t, RangeSpec::Full)) => (0, Some(t), None),
+        None => (0, None, None),
     };
-    let mut r = Response::new(status, Body::Download { reader, start, end }, CacheStatus::Stream)
-        .header("Docker-Content-Digest", digest.to_string())
-        .header("Content-Type", "application/octet-stream")
-        .header("Accept-Ranges", "bytes");
-    if let (206, Some(t), Some(e)) = (status, total, end) {
-        r = r.header("Content-Range", format!("bytes {start}-{}/{t}", e - 1));
-    }
-    r
+    blob_response(Body::Download { reader, start, end }, CacheStatus::Stream, digest, partial)
 }
