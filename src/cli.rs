@@ -116,4 +116,8 @@ pub struct ServeArgs {
     /// I/O driver for the serving threads. Default auto
     #[arg(long, value_enum)]
     pub io_driver: Option<IoDriver>,
+
+    /// Serve Prometheus metrics at http://<host>:PORT/metrics. Default 0: off
+    #[arg(long, value_name = "PORT")]
+    pub metrics: Option<u16>,
 }

@@ -19,6 +19,20 @@ pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
 /// How long shutdown lets responses (and the downloads feeding them) go on.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How committed blobs of 4 MiB and more go to the socket (`blobSend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobSend {
+    /// From a memory mapping to clients on the same host (loopback or one of
+    /// this host's addresses), where the kernel copies the bytes anyway;
+    /// `sendfile` to everyone else. The default.
+    Auto,
+    /// `sendfile(2)` to every client: the least CPU for this process.
+    Sendfile,
+    /// From a memory mapping to every client.
+    Mmap,
+}
+
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -44,6 +58,10 @@ pub struct FileConfig {
     pub prefetch: Option<bool>,
     /// Blobs up to this size are served from memory (ours).
     pub memory_blob_max_bytes: Option<u64>,
+    /// How large cached blobs are sent (ours; see [`BlobSend`]).
+    pub blob_send: Option<BlobSend>,
+    /// Port of the Prometheus exposition at `/metrics`; 0 or absent: none.
+    pub metrics: Option<u16>,
     pub registries: Vec<RegistryConfig>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
@@ -53,7 +71,6 @@ pub struct FileConfig {
     pub image_file: Option<serde_yaml_ng::Value>,
     pub hello_world: Option<serde_yaml_ng::Value>,
     pub health: Option<serde_yaml_ng::Value>,
-    pub metrics: Option<serde_yaml_ng::Value>,
     pub prune_config: Option<serde_yaml_ng::Value>,
     pub server_tls_config: Option<serde_yaml_ng::Value>,
 }
@@ -168,6 +185,9 @@ pub struct Settings {
     pub artifact_types: Vec<String>,
     pub memory: crate::store::MemoryLimits,
     pub prefetch: bool,
+    pub blob_send: BlobSend,
+    /// Port of the Prometheus exposition, if any.
+    pub metrics_port: Option<u16>,
     pub registries: Vec<Registry>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
@@ -222,6 +242,8 @@ impl Settings {
                 }
             },
             prefetch: file.prefetch.unwrap_or(true),
+            blob_send: file.blob_send.unwrap_or(BlobSend::Auto),
+            metrics_port: serve.metrics.or(file.metrics).filter(|&p| p != 0),
             registries,
             ignored_keys: file.later_release_keys(),
         })
@@ -264,7 +286,6 @@ impl FileConfig {
             ("imageFile", &self.image_file),
             ("helloWorld", &self.hello_world),
             ("health", &self.health),
-            ("metrics", &self.metrics),
             ("pruneConfig", &self.prune_config),
             ("serverTlsConfig", &self.server_tls_config),
         ];

@@ -6,12 +6,14 @@
 //! - [`store`]: the image path on disk: committed blobs, records, tags, temp files.
 //! - [`fetch`]: the tokio fetch plane that owns every upstream connection and fills the store.
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
+//! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 
 pub mod cli;
 pub mod config;
 pub mod fetch;
 pub mod logging;
+pub mod metrics;
 pub mod oci;
 pub mod serve;
 pub mod server;

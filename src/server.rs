@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, IoDriver, ServeArgs};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::serve::{self, Driver, Shared};
 use crate::store::Store;
 
@@ -35,10 +36,22 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the fetcher runtime")?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(port) = settings.metrics_port {
+        let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
+            .with_context(|| format!("cannot listen for metrics on {}:{port}", settings.host))?;
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || crate::metrics::serve_exposition(listener, metrics))
+            .context("cannot start the metrics thread")?;
+        tracing::info!(port, "Prometheus metrics at /metrics");
+    }
     let (stop, shutdown) = watch::channel(false);
-    let fetch = crate::fetch::start(runtime.handle(), settings.clone(), store.clone(), shutdown.clone())
-        .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
-    let shared = Arc::new(Shared { settings: settings.clone(), store: store.clone(), fetch, shutdown });
+    let fetch =
+        crate::fetch::start(runtime.handle(), settings.clone(), store.clone(), shutdown.clone(), metrics.block())
+            .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+    let shared = Arc::new(Shared { settings: settings.clone(), store: store.clone(), fetch, shutdown, metrics });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();

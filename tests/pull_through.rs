@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::fake_upstream::{sha256_digest, Auth, FakeUpstream, Fault, Options, OCI_MANIFEST};
-use common::{concurrently, http_request, plain_registry, random_bytes, Server};
+use common::{concurrently, http_request, metric, plain_registry, random_bytes, Server};
 
 fn setup(serve_args: &[&str]) -> (FakeUpstream, Server) {
     let up = FakeUpstream::start();
@@ -815,4 +815,66 @@ fn a_manifest_first_fetched_as_a_blob_is_still_cached_as_a_manifest() {
         assert_eq!((r.status, r.header("content-type")), (200, Some(OCI_MANIFEST)));
     }
     assert_eq!(up.count("GET", "/manifests/"), 1);
+}
+
+#[test]
+fn large_cached_blobs_go_to_same_host_clients_from_a_mapping_and_everything_is_counted() {
+    for driver in ["uring", "epoll"] {
+        let up = FakeUpstream::start();
+        let port = common::free_port().to_string();
+        let mut server = Server::start(&plain_registry(&up.host()), &["--io-driver", driver, "--metrics", &port]);
+        let scrape = || http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap().text();
+        let layer = random_bytes(41, 6 * 1024 * 1024 + 1234);
+        let digest = up.add_blob("big", layer.clone());
+        let path = blob_path(&up, "big", &digest);
+
+        let r = server.get(&path, &[]);
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("STREAM")));
+        assert!(r.body == layer, "streamed body differs");
+        assert!(wait_committed(&server, &digest));
+        // Cached, and the client is on this host: sent from a mapping of the file.
+        let r = server.get(&path, &[]);
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+        assert!(r.body == layer, "{driver}: mapped body differs");
+        let r = server.get(&path, &[("Range", "bytes=1000000-5999999")]);
+        assert_eq!(r.status, 206);
+        assert!(r.body == layer[1_000_000..6_000_000], "{driver}: mapped range differs");
+        // Small bodies keep to sendfile.
+        let r = server.get(&path, &[("Range", "bytes=7-1006")]);
+        assert_eq!((r.status, &r.body[..]), (206, &layer[7..1007]));
+        let head = server.head(&path, &[]);
+        assert_eq!(head.header("content-length"), Some(layer.len().to_string().as_str()));
+
+        let page = scrape();
+        let size = layer.len() as u64;
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"mapped\"}"), size + 5_000_000);
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"download\"}"), size);
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"sendfile\"}"), 1000);
+        assert_eq!(metric(&page, "ociregistry_upstream_requests_total{kind=\"blob\"}"), 1);
+        assert_eq!(metric(&page, "ociregistry_upstream_blob_bytes_total"), size);
+        assert_eq!(metric(&page, "ociregistry_blob_downloads_total{outcome=\"committed\"}"), 1);
+        assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"blob\",cache=\"hit\"}"), 4);
+        assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"blob\",cache=\"miss\"}"), 1);
+        assert_eq!(metric(&page, "ociregistry_blob_pulls_total"), 5);
+        assert_eq!(metric(&page, "ociregistry_v2_api_endpoint_hits_total"), 5);
+        assert_eq!(metric(&page, "ociregistry_api_errors_total"), 0);
+        let missing = server.get(&blob_path(&up, "big", &sha256_digest(b"nothing")), &[]);
+        assert_eq!(missing.status, 404);
+        assert_eq!(metric(&scrape(), "ociregistry_api_errors_total"), 1);
+        let other = http_request("GET", &format!("http://127.0.0.1:{port}/other"), &[]).unwrap();
+        assert_eq!(other.status, 404);
+
+        // `blobSend: sendfile`: the same blob from the same cache goes out with sendfile.
+        server.stop();
+        let config = format!("{}blobSend: sendfile\n", plain_registry(&up.host()));
+        let port = common::free_port().to_string();
+        let again = Server::start_in(&server.image_path, &config, &["--io-driver", driver, "--metrics", &port]);
+        let r = again.get(&path, &[]);
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+        assert!(r.body == layer, "{driver}: sendfile body differs");
+        let page = http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap().text();
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"sendfile\"}"), size);
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"mapped\"}"), 0);
+        assert_eq!(up.count("GET", &digest), 1);
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::download::{Download, State};
 use super::upstream::Upstream;
 use super::{BlobSource, FetchError, Fetcher, Source};
+use crate::metrics::Counter;
 use crate::oci::Digest;
 use crate::store::{writer::CommitError, BlobWriter};
 
@@ -97,6 +98,7 @@ impl Fetcher {
         let url = up.url(&source.repo, &format!("blobs/{digest}"));
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        self.counters.inc(Counter::UpstreamBlobHead);
         let resp = up.send(Method::HEAD, &source.repo, url.clone(), headers.clone()).await?;
         if resp.status().is_success() {
             // Read the header itself: for a HEAD response the body's size hint is 0.
@@ -112,6 +114,7 @@ impl Fetcher {
             self.check_status(resp, &source, &digest.to_string()).await?;
         }
         headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
+        self.counters.inc(Counter::UpstreamBlobHead);
         let resp = up.send(Method::GET, &source.repo, url, headers).await?;
         let resp = self.check_status(resp, &source, &digest.to_string()).await?;
         let total = match resp.status() {
@@ -162,6 +165,7 @@ impl Fetcher {
         };
         match result {
             Ok(writer) => {
+                self.counters.inc(Counter::DownloadsCommitted);
                 download.publish(|p| p.state = State::Verified);
                 self.mismatch_backoff.lock().unwrap().remove(&download.digest);
                 let src = source.to_string();
@@ -173,6 +177,7 @@ impl Fetcher {
                 tracing::info!(%source, digest = %download.digest, size, ms = started.elapsed().as_millis() as u64, "blob cached");
             }
             Err(e) => {
+                self.counters.inc(Counter::DownloadsFailed);
                 self.downloads.lock().unwrap().remove(&download.digest);
                 tracing::warn!(%source, digest = %download.digest, error = %e, "blob download failed");
                 download.publish(|p| p.state = State::Failed(e));
@@ -227,6 +232,7 @@ impl Fetcher {
                         chunk = chunk.slice(n as usize..);
                     }
                     received += chunk.len() as u64;
+                    self.counters.add(Counter::UpstreamBlobBytes, chunk.len() as u64);
                     if total.is_some_and(|t| received > t) {
                         return Err(Broken::Fatal(FetchError::BadContent(format!(
                             "upstream sent more than the {} bytes it announced",
@@ -278,6 +284,7 @@ impl Fetcher {
             headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={from}-")).expect("ascii"));
         }
         let url = up.url(&source.repo, &format!("blobs/{digest}"));
+        self.counters.inc(Counter::UpstreamBlob);
         let resp = match up.send(Method::GET, &source.repo, url, headers).await {
             Ok(r) => r,
             Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) if from > 0 => {

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_T
 use reqwest::{Method, Response, StatusCode};
 
 use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
+use crate::metrics::Counter;
 use crate::oci::{media, Digest, Reference};
 use crate::store::{tags::now_secs, StagedManifest, TagKey, TagRecord};
 
@@ -59,6 +60,7 @@ impl Fetcher {
         let accept = media::upstream_accept(&self.settings.artifact_types);
         headers.insert(ACCEPT, HeaderValue::from_str(&accept).map_err(|e| FetchError::Internal(e.to_string()))?);
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        self.counters.inc(Counter::UpstreamManifest);
         let resp = up.send(Method::GET, &source.repo, url, headers).await?;
         let resp = self.check_status(resp, source, &what).await?;
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);

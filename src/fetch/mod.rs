@@ -32,6 +32,7 @@ pub use error::FetchError;
 pub use tags::TagsPage;
 
 use crate::config::Settings;
+use crate::metrics::Block;
 use crate::oci::{Digest, Reference, RegistryName, RepoName};
 use crate::store::Store;
 
@@ -129,6 +130,7 @@ pub(crate) struct Fetcher {
     prefetch_slots: tokio::sync::Semaphore,
     orphans: AtomicUsize,
     shutdown: watch::Receiver<bool>,
+    counters: Arc<Block>,
 }
 
 /// Makes room in a bounded map of expiring entries before an insert: drops
@@ -148,8 +150,9 @@ pub fn start(
     settings: Arc<Settings>,
     store: Arc<Store>,
     shutdown: watch::Receiver<bool>,
+    counters: Arc<Block>,
 ) -> Result<FetchHandle, String> {
-    let upstreams = upstream::Upstreams::new(settings.clone())?;
+    let upstreams = upstream::Upstreams::new(settings.clone(), counters.clone())?;
     upstreams.prepare_listed()?;
     let fetcher = Arc::new(Fetcher {
         settings,
@@ -164,6 +167,7 @@ pub fn start(
         prefetch_slots: tokio::sync::Semaphore::new(prefetch::PREFETCH_CONCURRENCY),
         orphans: AtomicUsize::new(0),
         shutdown,
+        counters,
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     runtime.spawn(async move {

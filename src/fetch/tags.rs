@@ -11,6 +11,7 @@ use reqwest::Method;
 
 use super::manifest::read_limited;
 use super::{FetchError, Fetcher, Source};
+use crate::metrics::Counter;
 
 const TAGS_CACHE_TTL: Duration = Duration::from_secs(15);
 const MAX_TAGS_BYTES: usize = 4 * 1024 * 1024;
@@ -42,6 +43,7 @@ impl Fetcher {
                 }
             }
         }
+        self.counters.inc(Counter::UpstreamTags);
         let resp = up.send(Method::GET, &source.repo, url, HeaderMap::new()).await?;
         let resp = self.check_status(resp, &source, "tag list").await?;
         let next = resp.headers().get(LINK).and_then(|v| v.to_str().ok()).and_then(next_query);

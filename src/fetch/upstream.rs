@@ -17,6 +17,7 @@ use super::auth::{parse_challenge, Challenge, TokenCache, TokenKey, TokenRespons
 use super::error::{error_chain, FetchError};
 use super::guard::{self, PublicOnly};
 use crate::config::{Credentials, Registry, Settings};
+use crate::metrics::{Block, Counter};
 use crate::oci::{RegistryName, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
@@ -33,14 +34,22 @@ pub struct Upstreams {
     /// The same for redirects sent by unlisted upstreams: public addresses only.
     foreign_public: reqwest::Client,
     tokens: Arc<TokenCache>,
+    counters: Arc<Block>,
 }
 
 impl Upstreams {
-    pub fn new(settings: Arc<Settings>) -> Result<Upstreams, String> {
+    pub fn new(settings: Arc<Settings>, counters: Arc<Block>) -> Result<Upstreams, String> {
         let foreign = base_builder(&settings).build().map_err(|e| error_chain(&e))?;
         let foreign_public =
             base_builder(&settings).dns_resolver(PublicOnly::from_env()).build().map_err(|e| error_chain(&e))?;
-        Ok(Upstreams { settings, clients: Mutex::new(HashMap::new()), foreign, foreign_public, tokens: Arc::default() })
+        Ok(Upstreams {
+            settings,
+            clients: Mutex::new(HashMap::new()),
+            foreign,
+            foreign_public,
+            tokens: Arc::default(),
+            counters,
+        })
     }
 
     /// Builds the clients of every listed registry now, so a bad CA or key fails at startup.
@@ -106,6 +115,7 @@ impl Upstreams {
             tokens: self.tokens.clone(),
             challenge: Mutex::new(None),
             timeout: self.settings.pull_timeout,
+            counters: self.counters.clone(),
         })
     }
 }
@@ -132,6 +142,7 @@ pub struct Upstream {
     /// The last challenge seen, so later requests authenticate up front.
     challenge: Mutex<Option<Challenge>>,
     timeout: Duration,
+    counters: Arc<Block>,
 }
 
 impl Upstream {
@@ -235,6 +246,7 @@ impl Upstream {
         if let Some(Credentials::Basic { user, password }) = &self.registry.credentials {
             req = req.header(AUTHORIZATION, basic(user, password));
         }
+        self.counters.inc(Counter::UpstreamToken);
         let resp = tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| FetchError::Timeout("token endpoint".into()))?
@@ -359,7 +371,7 @@ mod tests {
     #[test]
     fn urls_carry_ns_only_through_endpoints() {
         let settings = Arc::new(test_settings());
-        let ups = Upstreams::new(settings).unwrap();
+        let ups = Upstreams::new(settings, crate::metrics::Metrics::default().block()).unwrap();
         let mut reg = Registry::implicit("docker.io".parse().unwrap());
         reg.base_url = "https://mirror.corp:5000/dockerhub".into();
         reg.send_ns = true;

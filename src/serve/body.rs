@@ -1,50 +1,94 @@
 //! Sending a [`Response`]: the head, then the body from memory, from a
 //! committed file, or from a download in flight. File bodies go out with
-//! `sendfile(2)` (see `sendfile`). An in-flight body is sent as its bytes are
+//! `sendfile(2)` (see `sendfile`), large ones to a client on the same host
+//! from a mapping of the file (see `mapped`). An in-flight body is sent as its bytes are
 //! published, and the last byte of the response is held back until the whole
 //! blob has verified; if the download fails instead, the connection is reset
 //! so no client ever holds a complete, wrong body.
 
 use std::io;
 use std::os::unix::io::AsRawFd;
+use std::path::Path;
 
 use monoio::net::TcpStream;
 
 use super::http::{head, write_all, Framing};
+use super::mapped::{self, MappedFiles};
 use super::response::{Body, CacheStatus, Response};
 use super::sendfile;
 use crate::fetch::{Reader, State};
+use crate::metrics::{Block, Counter};
+
+/// The sending thread's counters, and its mappings when this connection's
+/// large file bodies go out from a mapping.
+pub struct SendVia<'a> {
+    pub counters: &'a Block,
+    pub mapped: Option<&'a MappedFiles>,
+}
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
-pub async fn send(stream: &mut TcpStream, mut resp: Response, framing: Framing) -> io::Result<u64> {
+pub async fn send(stream: &mut TcpStream, resp: Response, framing: Framing, via: &SendVia<'_>) -> io::Result<u64> {
+    let (counter, sent) = send_body(stream, resp, framing, via).await;
+    if let (Some(c), Ok(n)) = (counter, &sent) {
+        via.counters.add(c, *n);
+    }
+    sent
+}
+
+async fn send_body(
+    stream: &mut TcpStream,
+    mut resp: Response,
+    framing: Framing,
+    via: &SendVia<'_>,
+) -> (Option<Counter>, io::Result<u64>) {
     if resp.cache != CacheStatus::None {
         resp.headers.push(("X-Cache", resp.cache.as_str().to_string()));
     }
     let mut out = head(resp.status, &resp.headers, resp.body.length(), framing);
     if framing.head_only {
-        write_all(stream, out).await?;
-        return Ok(0);
+        return (None, write_all(stream, out).await.map(|_| 0));
     }
     match resp.body {
-        Body::Empty | Body::Sized(_) => write_all(stream, out).await.map(|_| 0),
+        Body::Empty | Body::Sized(_) => (None, write_all(stream, out).await.map(|_| 0)),
         Body::Bytes(b) => {
             out.extend_from_slice(&b);
-            write_all(stream, out).await?;
-            Ok(b.len() as u64)
+            (Some(Counter::SentMemory), write_all(stream, out).await.map(|_| b.len() as u64))
         }
-        Body::File { path, offset, len } => {
-            let file = std::fs::File::open(&path)?;
-            write_all(stream, out).await?;
-            let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
-            cut_on_error(stream, sent)
-        }
+        Body::File { path, offset, len, size } => match via.mapped.filter(|_| len >= mapped::MAPPED_MIN) {
+            Some(maps) => (Some(Counter::SentMapped), send_mapped(stream, out, maps, &path, offset, len, size).await),
+            None => (Some(Counter::SentSendfile), send_file(stream, out, &path, offset, len).await),
+        },
         Body::Download { reader, start, end } => {
-            write_all(stream, out).await?;
-            let sent = send_download(stream, reader, start, end).await;
-            cut_on_error(stream, sent)
+            let sent = match write_all(stream, out).await {
+                Ok(()) => send_download(stream, reader, start, end).await,
+                Err(e) => Err(e),
+            };
+            (Some(Counter::SentStreamed), cut_on_error(stream, sent))
         }
     }
+}
+
+async fn send_file(stream: &mut TcpStream, head: Vec<u8>, path: &Path, offset: u64, len: u64) -> io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    write_all(stream, head).await?;
+    let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
+    cut_on_error(stream, sent)
+}
+
+async fn send_mapped(
+    stream: &mut TcpStream,
+    head: Vec<u8>,
+    maps: &MappedFiles,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    size: u64,
+) -> io::Result<u64> {
+    let map = maps.get(path, size)?;
+    write_all(stream, head).await?;
+    let sent = mapped::send_range(stream, map, offset, len).await;
+    cut_on_error(stream, sent)
 }
 
 fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {

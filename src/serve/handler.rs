@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::error::{ApiError, Wanted};
 use super::http::{Method, Request};
 use super::range::{self, RangeSpec};
-use super::response::{Body, CacheStatus, Response};
+use super::response::{Body, CacheStatus, Kind, Response};
 use super::route::{self, Route};
 use super::Shared;
 use crate::fetch::{BlobSource, ManifestHit, Reader, Source, State};
@@ -96,6 +96,7 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
         .detail(format!("stored media type {}; Accept: {}", hit.media_type, req.accept.join(", "))));
     }
     Ok(Response::new(200, Body::Bytes(hit.body), cache)
+        .kind(Kind::Manifest)
         .header("Content-Type", hit.media_type)
         .header("Docker-Content-Digest", hit.digest.to_string())
         .header("Vary", "Accept"))
@@ -144,6 +145,7 @@ async fn blob_head(shared: &Shared, source: Source, digest: Digest) -> Result<Re
 fn blob_response(body: Body, cache: CacheStatus, digest: &Digest, partial: Option<(u64, u64, u64)>) -> Response {
     let status = if partial.is_some() { 206 } else { 200 };
     let r = Response::new(status, body, cache)
+        .kind(Kind::Blob)
         .header("Docker-Content-Digest", digest.to_string())
         .header("Content-Type", "application/octet-stream")
         .header("Accept-Ranges", "bytes");
@@ -164,7 +166,7 @@ fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Opt
     let size = blob.size;
     let body = |start: u64, end: u64| match &blob.bytes {
         Some(b) => Body::Bytes(b.slice(start as usize..end as usize)),
-        None => Body::File { path: blob.path.clone(), offset: start, len: end - start },
+        None => Body::File { path: blob.path.clone(), offset: start, len: end - start, size },
     };
     Ok(Some(match range::parse(req.range.as_deref(), size) {
         RangeSpec::Full => blob_response(body(0, size), CacheStatus::Hit, digest, None),

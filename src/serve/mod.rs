@@ -1,8 +1,9 @@
 //! The serving plane: one monoio runtime per thread, each with its own
 //! `SO_REUSEPORT` listener on the same address, io_uring where allowed and
-//! epoll otherwise. Workers share only `Arc<Shared>`; the hit path takes no
-//! lock but the store's read-mostly index. Misses go to the fetcher through
-//! its `FetchHandle`.
+//! epoll otherwise. Workers share only `Arc<Shared>`; each owns its counters
+//! and its file mappings (`Worker`); the hit path takes no lock but the
+//! store's read-mostly index. Misses go to the fetcher through its
+//! `FetchHandle`.
 //!
 //! I/O follows monoio's ownership-passing style (a buffer goes into each
 //! operation and comes back). Timeouts and shutdown drop pending operations,
@@ -12,6 +13,7 @@ mod body;
 pub mod error;
 mod handler;
 pub mod http;
+pub mod mapped;
 pub mod range;
 pub mod response;
 pub mod route;
@@ -30,11 +32,14 @@ use futures_util::FutureExt;
 use monoio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::config::{Settings, SHUTDOWN_GRACE};
+use crate::config::{BlobSend, Settings, SHUTDOWN_GRACE};
 use crate::fetch::FetchHandle;
+use crate::metrics::{Block, Counter, Metrics};
 use crate::store::Store;
+use body::SendVia;
 use http::{Method, ReadError};
-use response::Response;
+use mapped::MappedFiles;
+use response::{CacheStatus, Kind, Response};
 
 /// How long an idle keep-alive connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,6 +50,49 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub fetch: FetchHandle,
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one serving thread owns besides the shared state.
+struct Worker {
+    shared: Arc<Shared>,
+    counters: Arc<Block>,
+    mapped: MappedFiles,
+}
+
+impl Worker {
+    /// How file bodies go to a client at `peer` reached at `local`.
+    fn send_via(&self, peer: SocketAddr, local: Option<SocketAddr>) -> SendVia<'_> {
+        let map = match self.shared.settings.blob_send {
+            BlobSend::Sendfile => false,
+            BlobSend::Mmap => true,
+            BlobSend::Auto => same_host(peer, local),
+        };
+        SendVia { counters: &self.counters, mapped: map.then_some(&self.mapped) }
+    }
+
+    /// Counts one answered request.
+    fn count(&self, path: &str, status: u16, kind: Option<Kind>, cache: CacheStatus) {
+        if path.starts_with("/v2") {
+            self.counters.inc(Counter::ApiRequests);
+            if status >= 400 {
+                self.counters.inc(Counter::ApiErrors);
+            }
+        }
+        let hit = cache == CacheStatus::Hit;
+        match kind {
+            Some(Kind::Manifest) => self.counters.inc(if hit { Counter::ManifestHit } else { Counter::ManifestMiss }),
+            Some(Kind::Blob) => self.counters.inc(if hit { Counter::BlobHit } else { Counter::BlobMiss }),
+            None => {}
+        }
+    }
+}
+
+/// Whether a connection comes from this host: loopback, or from the very
+/// address it reached us at.
+fn same_host(peer: SocketAddr, local: Option<SocketAddr>) -> bool {
+    let peer = peer.ip().to_canonical();
+    peer.is_loopback() || local.is_some_and(|l| l.ip().to_canonical() == peer)
 }
 
 /// Which driver a worker runs.
@@ -164,6 +212,8 @@ pub fn uring_available() -> bool {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
+    let worker = Rc::new(Worker { counters: shared.metrics.block(), shared, mapped: MappedFiles::default() });
+    let shared = &worker.shared;
     let active = Rc::new(Cell::new(0usize));
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
@@ -179,11 +229,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
+                let worker = worker.clone();
                 let active = active.clone();
                 active.set(active.get() + 1);
                 monoio::spawn(async move {
-                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, &shared)).catch_unwind().await;
+                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, &worker)).catch_unwind().await;
                     if served.is_err() {
                         tracing::error!(%peer, "a request handler panicked; closed that connection only");
                     }
@@ -231,7 +281,9 @@ async fn drain_and_close(mut stream: TcpStream) {
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
+    let shared = &*worker.shared;
+    let via = worker.send_via(peer, stream.local_addr().ok());
     let mut reader = http::Reader::default();
     let mut shutdown = shared.shutdown.clone();
     loop {
@@ -245,7 +297,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(ReadError::Bad(status, why)) => {
                 let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
                 let close = http::Framing { head_only: false, keep_alive: false, http10: false };
-                let _ = body::send(&mut stream, e.into(), close).await;
+                let _ = body::send(&mut stream, e.into(), close, &via).await;
                 return;
             }
         };
@@ -253,8 +305,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let keep_alive = req.keep_alive && !req.has_body && !*shared.shutdown.borrow();
         let resp: Response = handler::handle(shared, &req).await;
         let (status, cache) = (resp.status, resp.cache);
+        worker.count(&req.path, status, resp.kind, cache);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
-        let sent = body::send(&mut stream, resp, framing).await;
+        let sent = body::send(&mut stream, resp, framing, &via).await;
         tracing::info!(
             target: "access",
             %peer,

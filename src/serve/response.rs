@@ -37,11 +37,12 @@ pub enum Body {
     /// No body is sent but its length is announced (answers to HEAD).
     Sized(u64),
     Bytes(Bytes),
-    /// `len` bytes of a committed file from `offset`.
+    /// `len` bytes of a committed file of `size` bytes, from `offset`.
     File {
         path: PathBuf,
         offset: u64,
         len: u64,
+        size: u64,
     },
     /// Bytes `[start, end)` of an in-flight download; `end` is `None` when the
     /// size is not known yet (the body is then sent chunked).
@@ -65,16 +66,29 @@ impl Body {
     }
 }
 
+/// What a successful answer carried, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Manifest,
+    Blob,
+}
+
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Body,
     pub cache: CacheStatus,
+    pub kind: Option<Kind>,
 }
 
 impl Response {
     pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
-        Response { status, headers: Vec::new(), body, cache }
+        Response { status, headers: Vec::new(), body, cache, kind: None }
+    }
+
+    pub fn kind(mut self, kind: Kind) -> Response {
+        self.kind = Some(kind);
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {

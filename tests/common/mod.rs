@@ -182,3 +182,18 @@ pub fn concurrently<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send +
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
+
+/// A loopback port that was free a moment ago (for a second listener of the server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The value of one series (`name` with its labels, as exposed) in a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} is not in the metrics page:\n{page}"))
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,229 @@
+//! Counters, and their Prometheus text exposition.
+//!
+//! Every serving thread owns one [`Block`] of counters and is the only thread
+//! that writes it (relaxed atomic adds on its own cache lines: no lock and no
+//! cache-line ping-pong between cores on the hit path); the fetcher has a block
+//! of its own. A scrape sums the blocks. Names carry the `ociregistry_` prefix;
+//! the four the Go ociregistry also exports (`manifest_pulls_total`,
+//! `blob_pulls_total`, `v2_api_endpoint_hits_total`, `api_errors_total`) keep
+//! its names and meaning.
+//!
+//! The exposition is served by [`serve_exposition`] on its own port
+//! (`--metrics PORT`, as the Go ociregistry does), away from the serving
+//! threads.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One counter. The discriminant is its slot in a [`Block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Requests to a `/v2/` API endpoint (any method, any outcome).
+    ApiRequests,
+    /// Answers with a 4xx or 5xx status.
+    ApiErrors,
+    ManifestHit,
+    ManifestMiss,
+    BlobHit,
+    /// Blob answers fetched upstream (a HEAD) or streamed from a download in flight.
+    BlobMiss,
+    /// Body bytes sent, by how they were sent.
+    SentMemory,
+    SentSendfile,
+    SentMapped,
+    SentStreamed,
+    /// Requests sent to upstream registries, by what they asked for.
+    UpstreamManifest,
+    UpstreamBlob,
+    UpstreamBlobHead,
+    UpstreamTags,
+    UpstreamToken,
+    /// Blob body bytes received from upstream registries.
+    UpstreamBlobBytes,
+    /// Blob downloads that ended verified and committed, or failed.
+    DownloadsCommitted,
+    DownloadsFailed,
+}
+
+const SLOTS: usize = Counter::DownloadsFailed as usize + 1;
+
+/// The counters one thread writes.
+#[repr(align(128))]
+pub struct Block {
+    slots: [AtomicU64; SLOTS],
+}
+
+impl Block {
+    #[inline]
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.slots[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    fn get(&self, counter: Counter) -> u64 {
+        self.slots[counter as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// An exposed metric: name, help, and its series as (labels, counter); series
+/// without labels are summed into one value.
+type Family = (&'static str, &'static str, &'static [(&'static str, Counter)]);
+
+/// All blocks of one server.
+#[derive(Default)]
+pub struct Metrics {
+    /// Locked only to add a block (thread start) and to scrape.
+    blocks: Mutex<Vec<Arc<Block>>>,
+}
+
+impl Metrics {
+    /// A new block for the calling thread (or the fetcher) to write.
+    pub fn block(&self) -> Arc<Block> {
+        let block = Arc::new(Block { slots: std::array::from_fn(|_| AtomicU64::new(0)) });
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner()).push(block.clone());
+        block
+    }
+
+    /// The sum of `counter` over every block.
+    pub fn total(&self, counter: Counter) -> u64 {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|b| b.get(counter)).sum()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        use Counter::*;
+        let families: &[Family] = &[
+            ("v2_api_endpoint_hits_total", "Requests to the /v2/ API.", &[("", ApiRequests)]),
+            ("api_errors_total", "/v2/ API requests answered with a 4xx or 5xx status.", &[("", ApiErrors)]),
+            (
+                "manifest_pulls_total",
+                "Manifest requests answered with a manifest.",
+                &[("", ManifestHit), ("", ManifestMiss)],
+            ),
+            ("blob_pulls_total", "Blob requests answered with a blob.", &[("", BlobHit), ("", BlobMiss)]),
+            (
+                "responses_total",
+                "Manifest and blob answers by kind and by whether the cache had them.",
+                &[
+                    ("kind=\"manifest\",cache=\"hit\"", ManifestHit),
+                    ("kind=\"manifest\",cache=\"miss\"", ManifestMiss),
+                    ("kind=\"blob\",cache=\"hit\"", BlobHit),
+                    ("kind=\"blob\",cache=\"miss\"", BlobMiss),
+                ],
+            ),
+            (
+                "body_bytes_sent_total",
+                "Response body bytes sent, by send path.",
+                &[
+                    ("path=\"memory\"", SentMemory),
+                    ("path=\"sendfile\"", SentSendfile),
+                    ("path=\"mapped\"", SentMapped),
+                    ("path=\"download\"", SentStreamed),
+                ],
+            ),
+            (
+                "upstream_requests_total",
+                "HTTP requests sent to upstream registries, by what they asked for.",
+                &[
+                    ("kind=\"manifest\"", UpstreamManifest),
+                    ("kind=\"blob\"", UpstreamBlob),
+                    ("kind=\"blob_head\"", UpstreamBlobHead),
+                    ("kind=\"tags\"", UpstreamTags),
+                    ("kind=\"token\"", UpstreamToken),
+                ],
+            ),
+            (
+                "upstream_blob_bytes_total",
+                "Blob body bytes received from upstream registries.",
+                &[("", UpstreamBlobBytes)],
+            ),
+            (
+                "blob_downloads_total",
+                "Upstream blob downloads by outcome.",
+                &[("outcome=\"committed\"", DownloadsCommitted), ("outcome=\"failed\"", DownloadsFailed)],
+            ),
+        ];
+        let mut out = String::with_capacity(4096);
+        for (name, help, series) in families {
+            out.push_str(&format!("# HELP ociregistry_{name} {help}\n# TYPE ociregistry_{name} counter\n"));
+            if series.iter().all(|(labels, _)| labels.is_empty()) {
+                let sum: u64 = series.iter().map(|(_, c)| self.total(*c)).sum();
+                out.push_str(&format!("ociregistry_{name} {sum}\n"));
+            } else {
+                for (labels, c) in series.iter() {
+                    out.push_str(&format!("ociregistry_{name}{{{labels}}} {}\n", self.total(*c)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends, one connection
+/// at a time, on the calling thread (scrapes are rare and small).
+pub fn serve_exposition(listener: TcpListener, metrics: Arc<Metrics>) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        if let Err(e) = answer(&mut stream, &metrics) {
+            tracing::debug!(error = %e, "metrics scrape failed");
+        }
+    }
+}
+
+fn answer(stream: &mut std::net::TcpStream, metrics: &Metrics) -> io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let (status, body) = match (method, path) {
+        (b"GET" | b"HEAD", b"/metrics") => ("200 OK", metrics.render()),
+        _ => ("404 Not Found", "metrics are served at /metrics\n".to_string()),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != b"HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_summed_and_rendered() {
+        let m = Metrics::default();
+        let (a, b) = (m.block(), m.block());
+        a.add(Counter::SentMapped, 5);
+        b.add(Counter::SentMapped, 7);
+        a.inc(Counter::ManifestHit);
+        b.inc(Counter::ManifestMiss);
+        assert_eq!(m.total(Counter::SentMapped), 12);
+        let text = m.render();
+        assert!(text.contains("ociregistry_body_bytes_sent_total{path=\"mapped\"} 12\n"), "{text}");
+        assert!(text.contains("ociregistry_manifest_pulls_total 2\n"), "{text}");
+        assert!(text.contains("ociregistry_responses_total{kind=\"manifest\",cache=\"hit\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE ociregistry_blob_pulls_total counter\n"), "{text}");
+    }
+}
