@@ -30,6 +30,8 @@ pub enum Counter {
     BlobHit,
     /// Blob answers fetched upstream (a HEAD) or streamed from a download in flight.
     BlobMiss,
+    /// Answers sent from a serving thread's kept answers (see `serve::hot`).
+    KeptAnswers,
     /// Body bytes sent, by how they were sent.
     SentMemory,
     SentSendfile,
@@ -117,6 +119,11 @@ impl Metrics {
                     ("kind=\"blob\",cache=\"hit\"", BlobHit),
                     ("kind=\"blob\",cache=\"miss\"", BlobMiss),
                 ],
+            ),
+            (
+                "kept_answers_total",
+                "Answers a serving thread sent from the answers it keeps for repeated requests.",
+                &[("", KeptAnswers)],
             ),
             (
                 "body_bytes_sent_total",

@@ -51,7 +51,14 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let fetch =
         crate::fetch::start(runtime.handle(), settings.clone(), store.clone(), shutdown.clone(), metrics.block())
             .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
-    let shared = Arc::new(Shared { settings: settings.clone(), store: store.clone(), fetch, shutdown, metrics });
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        store: store.clone(),
+        fetch,
+        shutdown,
+        stopping: std::sync::atomic::AtomicBool::new(false),
+        metrics,
+    });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -75,6 +82,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     );
     runtime.block_on(wait_for_signal());
     tracing::info!("shutting down: no new connections; finishing responses in progress");
+    shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop.send(true);
     let deadline = Instant::now() + crate::config::SHUTDOWN_GRACE + Duration::from_secs(2);
     while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {

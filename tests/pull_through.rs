@@ -878,3 +878,81 @@ fn large_cached_blobs_go_to_same_host_clients_from_a_mapping_and_everything_is_c
         assert_eq!(up.count("GET", &digest), 1);
     }
 }
+
+/// Splits a stream of pipelined responses; `heads` marks the answers to HEAD requests (no body).
+fn split_responses(mut all: &[u8], heads: &[bool]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &head_only in heads {
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        let head = String::from_utf8_lossy(&all[..end]).into_owned();
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).map_or(0, |v| v.trim().parse().unwrap());
+        let body_len = if head_only { 0 } else { len };
+        out.push((head, all[end..end + body_len].to_vec()));
+        all = &all[end + body_len..];
+    }
+    assert!(all.is_empty(), "{} bytes after the last response", all.len());
+    out
+}
+
+#[test]
+fn repeated_requests_are_answered_from_the_serving_threads_kept_answers() {
+    use std::io::{Read, Write};
+    let up = FakeUpstream::start();
+    let port = common::free_port().to_string();
+    let server = Server::start(&plain_registry(&up.host()), &["--threads", "1", "--metrics", &port]);
+    let layer = b"small layer bytes".to_vec();
+    let img = up.add_image("kept", "v1", std::slice::from_ref(&layer));
+    let (tag, digest) = (manifest_path(&up, "kept", "v1"), manifest_path(&up, "kept", &img.manifest_digest));
+    let blob = blob_path(&up, "kept", &img.layer_digests[0]);
+    assert_eq!(server.get(&blob, &[]).status, 200);
+    assert!(wait_committed(&server, &img.layer_digests[0]));
+    let oci = format!("Accept: {OCI_MANIFEST}\r\n");
+    let requests = [
+        ("GET", &tag, oci.as_str()),                      // miss: fetched
+        ("GET", &tag, &oci),                              // hit through the handler, kept
+        ("GET", &tag, &oci),                              // the kept answer
+        ("HEAD", &tag, &oci),                             // the kept answer's head
+        ("GET", &tag, "Accept: application/x-other\r\n"), // another Accept: not the kept answer
+        ("GET", &digest, &oci),
+        ("GET", &digest, &oci),
+        ("GET", &blob, ""),
+        ("GET", &blob, ""),
+        ("GET", &blob, "Range: bytes=2-6\r\n"),
+    ];
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut wire = String::new();
+    for (method, path, extra) in &requests {
+        wire.push_str(&format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"));
+    }
+    wire.push_str("GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let mut heads: Vec<bool> = requests.iter().map(|(m, _, _)| *m == "HEAD").collect();
+    heads.push(false);
+    let r = split_responses(&all, &heads);
+
+    assert!(r[0].0.contains("X-Cache: MISS"), "{}", r[0].0);
+    assert_eq!(r[1], r[2], "the kept answer is the handler's answer, byte for byte");
+    assert!(r[2].0.starts_with("HTTP/1.1 200 OK") && r[2].0.contains("X-Cache: HIT"));
+    assert_eq!(r[2].1, img.manifest_bytes);
+    assert_eq!((r[3].0.as_str(), r[3].1.len()), (r[2].0.as_str(), 0), "HEAD: the same head, no body");
+    assert!(r[4].0.starts_with("HTTP/1.1 404"), "{}", r[4].0);
+    assert_eq!(r[5], r[6]);
+    assert_eq!(r[6].1, img.manifest_bytes);
+    assert_eq!(r[7], r[8]);
+    assert_eq!(r[8].1, layer);
+    assert!(r[9].0.starts_with("HTTP/1.1 206"), "{}", r[9].0);
+    assert_eq!(r[9].1, &layer[2..7]);
+
+    let page = http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap().text();
+    assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"manifest\",cache=\"hit\"}"), 5);
+    assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"manifest\",cache=\"miss\"}"), 1);
+    assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"blob\",cache=\"hit\"}"), 3);
+    assert_eq!(metric(&page, "ociregistry_responses_total{kind=\"blob\",cache=\"miss\"}"), 1);
+    assert_eq!(metric(&page, "ociregistry_api_errors_total"), 1);
+    assert_eq!(metric(&page, "ociregistry_upstream_requests_total{kind=\"manifest\"}"), 1);
+    assert_eq!(metric(&page, "ociregistry_kept_answers_total"), 4, "tag GET and HEAD, digest GET, blob GET");
+}

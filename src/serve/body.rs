@@ -10,6 +10,8 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use monoio::net::TcpStream;
 
 use super::http::{head, write_all, Framing};
@@ -38,14 +40,11 @@ pub async fn send(stream: &mut TcpStream, resp: Response, framing: Framing, via:
 
 async fn send_body(
     stream: &mut TcpStream,
-    mut resp: Response,
+    resp: Response,
     framing: Framing,
     via: &SendVia<'_>,
 ) -> (Option<Counter>, io::Result<u64>) {
-    if resp.cache != CacheStatus::None {
-        resp.headers.push(("X-Cache", resp.cache.as_str().to_string()));
-    }
-    let mut out = head(resp.status, &resp.headers, resp.body.length(), framing);
+    let mut out = head_of(&resp, framing);
     if framing.head_only {
         return (None, write_all(stream, out).await.map(|_| 0));
     }
@@ -89,6 +88,41 @@ async fn send_mapped(
     write_all(stream, head).await?;
     let sent = mapped::send_range(stream, map, offset, len).await;
     cut_on_error(stream, sent)
+}
+
+/// The response head, with `X-Cache` when the answer has a cache status.
+fn head_of(resp: &Response, framing: Framing) -> Vec<u8> {
+    let cache = (resp.cache != CacheStatus::None).then(|| ("X-Cache", resp.cache.as_str()));
+    let headers = resp.headers.iter().map(|(n, v)| (*n, v.as_str())).chain(cache);
+    head(resp.status, headers, resp.body.length(), framing)
+}
+
+/// The whole answer (head, then body) in one buffer, and the head's length,
+/// when its body is in memory; built as for a GET whatever the method, so a
+/// kept answer serves both GET and HEAD.
+pub fn in_memory(resp: &Response, framing: Framing) -> Option<(Bytes, usize)> {
+    let Body::Bytes(body) = &resp.body else { return None };
+    let mut out = head_of(resp, Framing { head_only: false, ..framing });
+    let head_len = out.len();
+    out.extend_from_slice(body);
+    Some((Bytes::from(out), head_len))
+}
+
+/// Sends an answer built by [`in_memory`]: all of it, or its head for a HEAD.
+pub async fn send_kept(
+    stream: &mut TcpStream,
+    response: Bytes,
+    head_len: usize,
+    framing: Framing,
+    via: &SendVia<'_>,
+) -> io::Result<u64> {
+    if framing.head_only {
+        return write_all(stream, response.slice(..head_len)).await.map(|_| 0);
+    }
+    let body = (response.len() - head_len) as u64;
+    write_all(stream, response).await?;
+    via.counters.add(Counter::SentMemory, body);
+    Ok(body)
 }
 
 fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {

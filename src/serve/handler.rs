@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::error::{ApiError, Wanted};
 use super::http::{Method, Request};
 use super::range::{self, RangeSpec};
-use super::response::{Body, CacheStatus, Kind, Response};
+use super::response::{Body, CacheStatus, Kind, Response, Reuse};
 use super::route::{self, Route};
 use super::Shared;
 use crate::fetch::{BlobSource, ManifestHit, Reader, Source, State};
@@ -95,8 +95,15 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
         )
         .detail(format!("stored media type {}; Accept: {}", hit.media_type, req.accept.join(", "))));
     }
+    let reuse = match (&reference, cache) {
+        (_, CacheStatus::Miss) => Reuse::No,
+        (Reference::Digest(_), _) => Reuse::Immutable,
+        (Reference::Tag(_), _) if refresh => Reuse::No,
+        (Reference::Tag(_), _) => Reuse::WhileGeneration,
+    };
     Ok(Response::new(200, Body::Bytes(hit.body), cache)
         .kind(Kind::Manifest)
+        .reuse(reuse)
         .header("Content-Type", hit.media_type)
         .header("Docker-Content-Digest", hit.digest.to_string())
         .header("Vary", "Accept"))
@@ -169,7 +176,7 @@ fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Opt
         None => Body::File { path: blob.path.clone(), offset: start, len: end - start, size },
     };
     Ok(Some(match range::parse(req.range.as_deref(), size) {
-        RangeSpec::Full => blob_response(body(0, size), CacheStatus::Hit, digest, None),
+        RangeSpec::Full => blob_response(body(0, size), CacheStatus::Hit, digest, None).reuse(Reuse::Immutable),
         RangeSpec::Partial { start, end } => {
             blob_response(body(start, end), CacheStatus::Hit, digest, Some((start, end, size)))
         }

@@ -168,7 +168,12 @@ pub struct Framing {
 
 /// Builds a response head. `length` is `Some(n)` for `Content-Length: n`,
 /// `None` for a chunked body.
-pub fn head(status: u16, headers: &[(&'static str, String)], length: Option<u64>, framing: Framing) -> Vec<u8> {
+pub fn head<'a>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    length: Option<u64>,
+    framing: Framing,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
     h.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     h.extend_from_slice(b"Docker-Distribution-Api-Version: registry/2.0\r\n");
@@ -253,14 +258,14 @@ mod tests {
     #[test]
     fn heads() {
         let close = Framing { head_only: false, keep_alive: false, http10: false };
-        let h = String::from_utf8(head(206, &[("Content-Range", "bytes 0-1/2".into())], Some(2), close)).unwrap();
+        let h = String::from_utf8(head(206, [("Content-Range", "bytes 0-1/2")], Some(2), close)).unwrap();
         assert!(h.starts_with("HTTP/1.1 206 Partial Content\r\n"));
         assert!(h.contains("Docker-Distribution-Api-Version: registry/2.0\r\n"));
         assert!(h.contains("Content-Length: 2\r\nConnection: close\r\n\r\n"));
         let keep = Framing { head_only: false, keep_alive: true, http10: false };
-        let h = String::from_utf8(head(200, &[], None, keep)).unwrap();
+        let h = String::from_utf8(head(200, [], None, keep)).unwrap();
         assert!(h.contains("Transfer-Encoding: chunked\r\n") && !h.contains("Connection"));
-        let h = String::from_utf8(head(200, &[], Some(0), Framing { http10: true, ..keep })).unwrap();
+        let h = String::from_utf8(head(200, [], Some(0), Framing { http10: true, ..keep })).unwrap();
         assert!(h.contains("Connection: keep-alive\r\n"));
     }
 }

@@ -38,6 +38,8 @@ pub const MAPPED_MIN: u64 = 4 * 1024 * 1024;
 const MAX_ENTRIES: usize = 16;
 /// A mapping unused this long is dropped.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often a worker drops idle mappings when no request does it.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 struct Entry {
     path: PathBuf,
@@ -55,8 +57,8 @@ impl MappedFiles {
     /// The mapping of the committed file at `path`, whose recorded size is `size`.
     pub fn get(&self, path: &Path, size: u64) -> io::Result<Rc<memmap2::Mmap>> {
         let now = Instant::now();
+        self.sweep(now);
         let mut entries = self.entries.borrow_mut();
-        entries.retain(|e| now.duration_since(e.used) < IDLE);
         if let Some(e) = entries.iter_mut().find(|e| e.path == path) {
             e.used = now;
             return Ok(e.map.clone());
@@ -79,6 +81,14 @@ impl MappedFiles {
         }
         entries.push(Entry { path: path.to_path_buf(), map: map.clone(), used: now });
         Ok(map)
+    }
+}
+
+impl MappedFiles {
+    /// Drops the mappings unused for [`IDLE`] (their pages stay in the page
+    /// cache; only this process's hold on them, and on removed files, ends).
+    pub fn sweep(&self, now: Instant) {
+        self.entries.borrow_mut().retain(|e| now.duration_since(e.used) < IDLE);
     }
 }
 

@@ -12,12 +12,14 @@
 mod body;
 pub mod error;
 mod handler;
+mod hot;
 pub mod http;
 pub mod mapped;
 pub mod range;
 pub mod response;
 pub mod route;
 pub mod sendfile;
+mod signal;
 mod tags;
 
 use std::cell::Cell;
@@ -25,6 +27,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,9 +40,11 @@ use crate::fetch::FetchHandle;
 use crate::metrics::{Block, Counter, Metrics};
 use crate::store::Store;
 use body::SendVia;
+use hot::HotResponses;
 use http::{Method, ReadError};
 use mapped::MappedFiles;
-use response::{CacheStatus, Kind, Response};
+use response::{CacheStatus, Kind, Response, Reuse};
+use signal::LocalSignal;
 
 /// How long an idle keep-alive connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +55,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub fetch: FetchHandle,
     pub shutdown: watch::Receiver<bool>,
+    /// Set at shutdown (before `shutdown` changes): read per request without a lock.
+    pub stopping: AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -58,6 +65,9 @@ struct Worker {
     shared: Arc<Shared>,
     counters: Arc<Block>,
     mapped: MappedFiles,
+    hot: HotResponses,
+    /// Fired by the accept loop at shutdown: wakes this thread's idle connections.
+    stop: LocalSignal,
 }
 
 impl Worker {
@@ -69,6 +79,38 @@ impl Worker {
             BlobSend::Auto => same_host(peer, local),
         };
         SendVia { counters: &self.counters, mapped: map.then_some(&self.mapped) }
+    }
+
+    /// Answers one request: from this thread's kept answers when it has the
+    /// same request's answer, else through the handler (keeping the answer
+    /// when it may be reused). Returns the status, how it was served, and the
+    /// body bytes sent.
+    async fn answer(
+        &self,
+        stream: &mut TcpStream,
+        req: &http::Request,
+        framing: http::Framing,
+        via: &SendVia<'_>,
+    ) -> (u16, CacheStatus, io::Result<u64>) {
+        let reusable = framing.keep_alive && HotResponses::eligible(req);
+        // Read before any lookup, so an answer built from an older tag is never kept as current.
+        let generation = self.shared.store.generation();
+        if let Some((response, head_len, kind)) = reusable.then(|| self.hot.get(req, generation)).flatten() {
+            self.count(&req.path, 200, Some(kind), CacheStatus::Hit);
+            self.counters.inc(Counter::KeptAnswers);
+            return (200, CacheStatus::Hit, body::send_kept(stream, response, head_len, framing, via).await);
+        }
+        let resp: Response = handler::handle(&self.shared, req).await;
+        let (status, cache, reuse) = (resp.status, resp.cache, resp.reuse);
+        self.count(&req.path, status, resp.kind, cache);
+        if reusable && reuse != Reuse::No {
+            if let Some((response, head_len)) = body::in_memory(&resp, framing) {
+                let kind = resp.kind.unwrap_or(Kind::Blob);
+                self.hot.insert(req, response.clone(), head_len, kind, reuse, generation);
+                return (status, cache, body::send_kept(stream, response, head_len, framing, via).await);
+            }
+        }
+        (status, cache, body::send(stream, resp, framing, via).await)
     }
 
     /// Counts one answered request.
@@ -212,7 +254,22 @@ pub fn uring_available() -> bool {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
-    let worker = Rc::new(Worker { counters: shared.metrics.block(), shared, mapped: MappedFiles::default() });
+    let worker = Rc::new(Worker {
+        counters: shared.metrics.block(),
+        shared,
+        mapped: MappedFiles::default(),
+        hot: HotResponses::default(),
+        stop: LocalSignal::default(),
+    });
+    let sweeper = worker.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(mapped::SWEEP_EVERY) => sweeper.mapped.sweep(Instant::now()),
+                _ = sweeper.stop.wait() => return,
+            }
+        }
+    });
     let shared = &worker.shared;
     let active = Rc::new(Cell::new(0usize));
     let mut shutdown = shared.shutdown.clone();
@@ -249,6 +306,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         }
     }
     drop(listener);
+    worker.stop.fire();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
@@ -285,11 +343,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
     let shared = &*worker.shared;
     let via = worker.send_via(peer, stream.local_addr().ok());
     let mut reader = http::Reader::default();
-    let mut shutdown = shared.shutdown.clone();
     loop {
         let next = monoio::select! {
             r = reader.next(&mut stream, IDLE_TIMEOUT) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = worker.stop.wait() => return,
         };
         let req = match next {
             Ok(r) => r,
@@ -302,12 +359,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
             }
         };
         let started = Instant::now();
-        let keep_alive = req.keep_alive && !req.has_body && !*shared.shutdown.borrow();
-        let resp: Response = handler::handle(shared, &req).await;
-        let (status, cache) = (resp.status, resp.cache);
-        worker.count(&req.path, status, resp.kind, cache);
+        let keep_alive = req.keep_alive && !req.has_body && !shared.stopping.load(Ordering::Relaxed);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
-        let sent = body::send(&mut stream, resp, framing, &via).await;
+        let (status, cache, sent) = worker.answer(&mut stream, &req, framing, &via).await;
         tracing::info!(
             target: "access",
             %peer,

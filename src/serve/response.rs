@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use super::error::ApiError;
+pub use super::hot::Reuse;
 use crate::fetch::Reader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +80,18 @@ pub struct Response {
     pub body: Body,
     pub cache: CacheStatus,
     pub kind: Option<Kind>,
+    /// Whether the serving thread may keep this answer for the same request.
+    pub reuse: Reuse,
 }
 
 impl Response {
     pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
-        Response { status, headers: Vec::new(), body, cache, kind: None }
+        Response { status, headers: Vec::new(), body, cache, kind: None, reuse: Reuse::No }
+    }
+
+    pub fn reuse(mut self, reuse: Reuse) -> Response {
+        self.reuse = reuse;
+        self
     }
 
     pub fn kind(mut self, kind: Kind) -> Response {

@@ -36,7 +36,10 @@ impl MemoryCache {
     pub fn get(&self, digest: &Digest) -> Option<Bytes> {
         let state = self.state.read().unwrap();
         let entry = state.entries.get(digest)?;
-        entry.referenced.store(true, Ordering::Relaxed);
+        // Only write when it changes: a hot entry's line stays shared between cores.
+        if !entry.referenced.load(Ordering::Relaxed) {
+            entry.referenced.store(true, Ordering::Relaxed);
+        }
         Some(entry.bytes.clone())
     }
 

@@ -40,6 +40,10 @@ pub struct Store {
     descriptors: RwLock<Descriptors>,
     journal: Mutex<records::Journal>,
     temp_counter: AtomicU64,
+    /// Bumped after every change that can alter what a tag or a digest
+    /// answers (a tag written, anything removed); serving threads drop the
+    /// answers they keep that went through a tag when it moves.
+    generation: AtomicU64,
     _lock: File,
 }
 
@@ -143,6 +147,7 @@ impl Store {
             descriptors: RwLock::default(),
             journal: Mutex::new(journal),
             temp_counter: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -240,7 +245,17 @@ impl Store {
         self.insert_record(&staged.digest, staged.record(), &staged.source);
         if let Some((key, record)) = &staged.tag {
             self.tags.write().unwrap().insert(key.clone(), record.clone());
+            self.changed();
         }
+    }
+
+    /// The current generation (see the field); read before looking anything up.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Writes a staged manifest, its record and its tag to disk (blocking: call
@@ -253,6 +268,7 @@ impl Store {
             if let Some((key, _)) = &staged.tag {
                 self.tags.write().unwrap().remove(key);
             }
+            self.changed();
         }
         written
     }

@@ -1,0 +1,219 @@
+//! Each serving thread's finished answers to the requests it sees again and
+//! again: a manifest or small-blob hit is kept as its complete response bytes
+//! (head and body, in one buffer) under the request target and `Accept`
+//! lines. A repeated request is then answered with one hash lookup and one
+//! write: no routing, no store lock, no header formatting, no allocation.
+//!
+//! Answers by digest never change (content addressing). Answers that went
+//! through a tag are kept only while the store's generation is the one they
+//! were built in: any tag change or removal in the store bumps it, and the
+//! thread drops every such answer at its next lookup. Only HTTP/1.1
+//! keep-alive answers without a `Range` are kept, so the framing is fixed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use bytes::Bytes;
+
+use super::http::{Method, Request};
+use super::response::Kind;
+
+/// Entries kept per thread; past this (or [`MAX_BYTES`]) the cache starts over.
+const MAX_ENTRIES: usize = 4096;
+/// Bytes of responses kept per thread.
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Whether an answer may be reused, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Not kept (misses, errors, anything that depends on more than the request).
+    No,
+    /// Content-addressed: valid as long as it is cached.
+    Immutable,
+    /// Resolved through a tag: valid until the store's generation changes.
+    WhileGeneration,
+}
+
+/// A kept answer.
+struct Hot {
+    /// Head and body.
+    response: Bytes,
+    head_len: usize,
+    kind: Kind,
+    target: Box<str>,
+    accept: Box<[Box<str>]>,
+    /// Store generation it depends on, if it went through a tag.
+    generation: Option<u64>,
+}
+
+impl Hot {
+    fn matches(&self, req: &Request) -> bool {
+        self.target.starts_with(req.path.as_str())
+            && self.accept.len() == req.accept.len()
+            && self.accept.iter().zip(&req.accept).all(|(a, b)| **a == **b)
+            && self.query_matches(req)
+    }
+
+    fn query_matches(&self, req: &Request) -> bool {
+        // The target is stored as `path` or `path?query`.
+        match &req.query {
+            None => self.target.len() == req.path.len(),
+            Some(q) => self.target.get(req.path.len()..).and_then(|t| t.strip_prefix('?')) == Some(q.as_str()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct HotResponses {
+    map: RefCell<HashMap<u64, Hot, Identity>>,
+    bytes: Cell<usize>,
+    /// The store generation the tag-dependent entries were built in.
+    generation: Cell<u64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl HotResponses {
+    /// Whether `req` may be answered from here at all.
+    pub fn eligible(req: &Request) -> bool {
+        matches!(req.method, Method::Get | Method::Head)
+            && req.keep_alive
+            && !req.http10
+            && !req.has_body
+            && req.range.is_none()
+    }
+
+    /// The kept answer to `req`, if any; `generation` is the store's now.
+    pub fn get(&self, req: &Request, generation: u64) -> Option<(Bytes, usize, Kind)> {
+        if self.generation.get() != generation {
+            self.map.borrow_mut().retain(|_, h| h.generation.is_none());
+            self.generation.set(generation);
+        }
+        let map = self.map.borrow();
+        let hot = map.get(&self.key(req))?;
+        hot.matches(req).then(|| (hot.response.clone(), hot.head_len, hot.kind))
+    }
+
+    /// Keeps `response` (`head_len` bytes of head, then the body) as the answer to `req`.
+    pub fn insert(&self, req: &Request, response: Bytes, head_len: usize, kind: Kind, reuse: Reuse, generation: u64) {
+        let generation = match reuse {
+            Reuse::No => return,
+            Reuse::Immutable => None,
+            Reuse::WhileGeneration if generation != self.generation.get() => return,
+            Reuse::WhileGeneration => Some(generation),
+        };
+        let mut map = self.map.borrow_mut();
+        if map.len() >= MAX_ENTRIES || self.bytes.get() + response.len() > MAX_BYTES {
+            map.clear();
+            self.bytes.set(0);
+            if response.len() > MAX_BYTES {
+                return;
+            }
+        }
+        let target = match &req.query {
+            Some(q) => format!("{}?{q}", req.path).into_boxed_str(),
+            None => req.path.clone().into_boxed_str(),
+        };
+        let accept = req.accept.iter().map(|a| a.clone().into_boxed_str()).collect();
+        self.bytes.set(self.bytes.get() + response.len());
+        let hot = Hot { response, head_len, kind, target, accept, generation };
+        if let Some(old) = map.insert(self.key(req), hot) {
+            self.bytes.set(self.bytes.get() - old.response.len());
+        }
+    }
+
+    fn key(&self, req: &Request) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(req.path.as_bytes());
+        h.write_u8(0);
+        if let Some(q) = &req.query {
+            h.write(q.as_bytes());
+        }
+        for a in &req.accept {
+            h.write_u8(1);
+            h.write(a.as_bytes());
+        }
+        h.finish()
+    }
+}
+
+/// The keys are hashes already.
+#[derive(Default, Clone)]
+struct Identity;
+
+impl BuildHasher for Identity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, query: Option<&str>, accept: &[&str]) -> Request {
+        Request {
+            method: Method::Get,
+            path: path.into(),
+            query: query.map(Into::into),
+            accept: accept.iter().map(|a| a.to_string()).collect(),
+            range: None,
+            keep_alive: true,
+            http10: false,
+            has_body: false,
+        }
+    }
+
+    #[test]
+    fn answers_are_kept_per_target_and_accept_and_tag_answers_follow_the_generation() {
+        let hot = HotResponses::default();
+        let a = req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/y"]);
+        let resp = Bytes::from_static(b"HEAD\r\n\r\nbody");
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0);
+        assert_eq!(hot.get(&a, 0).map(|(b, n, _)| (b, n)), Some((resp.clone(), 8)));
+        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/z"]), 0).is_none());
+        assert!(hot.get(&req("/v2/r/manifests/v1", None, &["x/y"]), 0).is_none());
+        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=quay.io"), &["x/y"]), 0).is_none());
+
+        let d = req("/v2/r/blobs/sha256:ab", None, &[]);
+        hot.insert(&d, resp.clone(), 8, Kind::Blob, Reuse::Immutable, 0);
+        assert!(hot.get(&a, 1).is_none(), "a tag answer is dropped when the store changes");
+        assert!(hot.get(&d, 1).is_some(), "a digest answer stays");
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0);
+        assert!(hot.get(&a, 1).is_none(), "an answer built in an older generation is not kept");
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::No, 1);
+        assert!(hot.get(&a, 1).is_none());
+
+        let mut ranged = d;
+        ranged.range = Some("bytes=0-1".into());
+        assert!(!HotResponses::eligible(&ranged));
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget() {
+        let hot = HotResponses::default();
+        let big = Bytes::from(vec![0u8; MAX_BYTES / 3]);
+        for i in 0..10 {
+            hot.insert(&req(&format!("/v2/r/blobs/{i}"), None, &[]), big.clone(), 0, Kind::Blob, Reuse::Immutable, 0);
+            assert!(hot.bytes.get() <= MAX_BYTES);
+        }
+        assert!(hot.get(&req("/v2/r/blobs/9", None, &[]), 0).is_some());
+    }
+}
