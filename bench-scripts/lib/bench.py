@@ -62,7 +62,9 @@ def cpu_s(pid):
 
 
 def rss(pid):
-    hwm = cur = 0
+    """VmHWM and VmRSS summed over the process tree, and anon_kb: VmRSS without file-backed pages
+    (RssAnon + RssShmem), i.e. without the page cache a process has mapped."""
+    hwm = cur = anon = 0
     procs = 0
     for p in tree(pid):
         try:
@@ -75,7 +77,10 @@ def rss(pid):
         hwm += int(m.group(1)) if m else 0
         m = re.search(r"VmRSS:\s+(\d+)", st)
         cur += int(m.group(1)) if m else 0
-    return {"hwm_kb": hwm, "rss_kb": cur, "procs": procs}
+        for key in ("RssAnon", "RssShmem"):
+            m = re.search(key + r":\s+(\d+)", st)
+            anon += int(m.group(1)) if m else 0
+    return {"hwm_kb": hwm, "rss_kb": cur, "anon_kb": anon, "procs": procs}
 
 
 def busy_s():
@@ -111,12 +116,14 @@ def append(path, obj):
 def cmd_wrk(a, rest):
     c0, b0, k0 = cpu_s(a.pid), busy_s(), child_cpu()
     t0 = time.monotonic()
-    peak = [0]
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample():  # the highest RSS while the load runs (VmHWM keeps the peak of earlier scenarios)
         while not stop.wait(0.25):
-            peak[0] = max(peak[0], rss(a.pid)["rss_kb"])
+            now = rss(a.pid)
+            peak[0] = max(peak[0], now["rss_kb"])
+            peak[1] = max(peak[1], now["anon_kb"])
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -139,7 +146,7 @@ def cmd_wrk(a, rest):
            "wall_s": wall,
            "server_us_per_req": server * 1e6 / w["requests"] if w["requests"] else None,
            "server_s_per_gb": server / (w["bytes"] / 1e9) if w["bytes"] else None,
-           "rss": {**rss(a.pid), "sampled_max_kb": peak[0]}}
+           "rss": {**rss(a.pid), "sampled_max_kb": peak[0], "sampled_max_anon_kb": peak[1]}}
     print(append(a.json, res))
 
 
