@@ -36,7 +36,9 @@ impl Method {
     }
 }
 
-/// One parsed request head.
+/// One parsed request head. A connection keeps one and parses every request
+/// into it, reusing its strings' capacity: no allocation per request once the
+/// connection has seen one of the same shape.
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
@@ -51,6 +53,21 @@ pub struct Request {
     /// The request announced a body (Content-Length > 0 or Transfer-Encoding);
     /// the connection cannot be reused after it.
     pub has_body: bool,
+}
+
+impl Default for Request {
+    fn default() -> Request {
+        Request {
+            method: Method::Get,
+            path: String::new(),
+            query: None,
+            accept: Vec::new(),
+            range: None,
+            keep_alive: true,
+            http10: false,
+            has_body: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,13 +93,14 @@ impl Reader {
     /// Reads the next request head, waiting at most `idle` for its first byte.
     /// Reads the next request head: at most `idle` for its first byte, then
     /// at most [`HEAD_TIMEOUT`] for the rest.
-    pub async fn next(&mut self, stream: &mut TcpStream, idle: Duration) -> Result<Request, ReadError> {
+    /// The request is parsed into `req`.
+    pub async fn next(&mut self, stream: &mut TcpStream, idle: Duration, req: &mut Request) -> Result<(), ReadError> {
         let mut head_deadline = (!self.buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
         loop {
             if !self.buf.is_empty() {
-                if let Some((req, used)) = parse(&self.buf)? {
+                if let Some(used) = parse_into(&self.buf, req)? {
                     self.buf.drain(..used);
-                    return Ok(req);
+                    return Ok(());
                 }
                 if self.buf.len() >= MAX_HEAD {
                     return Err(ReadError::Bad(431, "request head too large"));
@@ -113,49 +131,78 @@ impl Reader {
     }
 }
 
-fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
+/// Parses one complete request head at the start of `buf` into `req`;
+/// returns the bytes it took, or `None` while the head is incomplete.
+fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(buf) {
+    let mut parsed = httparse::Request::new(&mut headers);
+    let used = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ReadError::Bad(431, "too many headers")),
         Err(_) => return Err(ReadError::Bad(400, "malformed request")),
     };
-    let method = match req.method.unwrap_or("") {
+    req.method = match parsed.method.unwrap_or("") {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         other => Method::Other(other.to_string()),
     };
-    let target = req.path.unwrap_or("/");
+    let target = parsed.path.unwrap_or("/");
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
     };
-    let http10 = req.version == Some(0);
-    let mut out =
-        Request { method, path, query, accept: Vec::new(), range: None, keep_alive: !http10, http10, has_body: false };
-    for h in req.headers.iter() {
-        let value = || String::from_utf8_lossy(h.value).trim().to_string();
+    set(&mut req.path, path);
+    set_opt(&mut req.query, query);
+    req.http10 = parsed.version == Some(0);
+    req.keep_alive = !req.http10;
+    req.has_body = false;
+    let mut accepts = 0;
+    let mut ranged = false;
+    for h in parsed.headers.iter() {
+        let value = String::from_utf8_lossy(h.value);
+        let value = value.trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("accept") {
-            out.accept.push(value());
+            match req.accept.get_mut(accepts) {
+                Some(slot) => set(slot, value),
+                None => req.accept.push(value.to_string()),
+            }
+            accepts += 1;
         } else if name.eq_ignore_ascii_case("range") {
-            out.range = Some(value());
+            set_opt(&mut req.range, Some(value));
+            ranged = true;
         } else if name.eq_ignore_ascii_case("connection") {
-            let v = value().to_ascii_lowercase();
-            if v.split(',').any(|t| t.trim() == "close") {
-                out.keep_alive = false;
-            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
-                out.keep_alive = true;
+            if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                req.keep_alive = false;
+            } else if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("keep-alive")) {
+                req.keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            out.has_body |= value() != "0";
+            req.has_body |= value != "0";
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            out.has_body = true;
+            req.has_body = true;
         }
     }
-    Ok(Some((out, used)))
+    req.accept.truncate(accepts);
+    if !ranged {
+        req.range = None;
+    }
+    Ok(Some(used))
+}
+
+/// Replaces the contents of `slot`, keeping its capacity.
+fn set(slot: &mut String, value: &str) {
+    slot.clear();
+    slot.push_str(value);
+}
+
+fn set_opt(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(s), Some(v)) => set(s, v),
+        (None, Some(v)) => *slot = Some(v.to_string()),
+        (_, None) => *slot = None,
+    }
 }
 
 /// How a response is framed on its connection.
@@ -227,6 +274,25 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
+        let mut req = Request::default();
+        Ok(parse_into(buf, &mut req)?.map(|used| (req, used)))
+    }
+
+    #[test]
+    fn a_reused_request_carries_nothing_over() {
+        let mut req = Request::default();
+        let first = b"GET /v2/a/manifests/v1?ns=docker.io HTTP/1.1\r\nAccept: a\r\nAccept: b\r\nRange: bytes=0-1\r\nConnection: close\r\n\r\n";
+        parse_into(first, &mut req).unwrap().unwrap();
+        assert_eq!((req.accept.len(), req.query.as_deref(), req.keep_alive), (2, Some("ns=docker.io"), false));
+        parse_into(b"HEAD /v2/b/blobs/x HTTP/1.1\r\nAccept: c\r\n\r\n", &mut req).unwrap().unwrap();
+        assert_eq!(req.method, Method::Head);
+        assert_eq!(req.path, "/v2/b/blobs/x");
+        assert_eq!((req.query.as_deref(), req.range.as_deref()), (None, None));
+        assert_eq!(req.accept, vec!["c".to_string()]);
+        assert!(req.keep_alive && !req.has_body);
+    }
 
     #[test]
     fn parses_pipelined_requests_with_repeated_accept() {

@@ -1,9 +1,10 @@
 //! The serving plane: one monoio runtime per thread, each with its own
 //! `SO_REUSEPORT` listener on the same address, io_uring where allowed and
-//! epoll otherwise. Workers share only `Arc<Shared>`; each owns its counters
-//! and its file mappings (`Worker`); the hit path takes no lock but the
-//! store's read-mostly index. Misses go to the fetcher through its
-//! `FetchHandle`.
+//! epoll otherwise. Workers share only `Arc<Shared>`; each owns its counters,
+//! its file mappings, its kept answers and its shutdown signal (`Worker`). A
+//! repeated request is answered from the kept answers with no lock and no
+//! allocation; a first hit reads the store's index under its read locks.
+//! Misses go to the fetcher through its `FetchHandle`.
 //!
 //! I/O follows monoio's ownership-passing style (a buffer goes into each
 //! operation and comes back). Timeouts and shutdown drop pending operations,
@@ -343,13 +344,14 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
     let shared = &*worker.shared;
     let via = worker.send_via(peer, stream.local_addr().ok());
     let mut reader = http::Reader::default();
+    let mut req = http::Request::default();
     loop {
         let next = monoio::select! {
-            r = reader.next(&mut stream, IDLE_TIMEOUT) => r,
+            r = reader.next(&mut stream, IDLE_TIMEOUT, &mut req) => r,
             _ = worker.stop.wait() => return,
         };
-        let req = match next {
-            Ok(r) => r,
+        match next {
+            Ok(()) => {}
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(status, why)) => {
                 let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
@@ -357,7 +359,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
                 let _ = body::send(&mut stream, e.into(), close, &via).await;
                 return;
             }
-        };
+        }
         let started = Instant::now();
         let keep_alive = req.keep_alive && !req.has_body && !shared.stopping.load(Ordering::Relaxed);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
