@@ -77,6 +77,8 @@ def charts(by, outdir):
     import matplotlib.pyplot as plt
     os.makedirs(outdir, exist_ok=True)
     made = []
+    if "large" not in by or not any(k in by for k in ("manifest-get-digest", "manifest-head-tag", "blob-4k")):
+        return made  # a partial run (BENCH_SCENARIOS without 1 and 2): no warm charts
 
     # throughput bars: large blob MB/s and small requests req/s, median with min-max whiskers
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -107,8 +109,8 @@ def charts(by, outdir):
     made.append("throughput.png")
 
     # latency CDFs of the small-request runs (the median run of each contender)
-    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(5 * (len(kinds) + 1), 4))
-    for ax, k in zip(axes, kinds + ["large"]):
+    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(5 * (len(kinds) + 1), 4), squeeze=False)
+    for ax, k in zip(axes[0], kinds + ["large"]):
         for c in present(by.get(k, {})):
             r = median_run(by[k][c], "rps")
             if not r:

@@ -160,26 +160,29 @@ fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError>
     let mut accepts = 0;
     let mut ranged = false;
     for h in parsed.headers.iter() {
-        let value = String::from_utf8_lossy(h.value);
-        let value = value.trim();
         let name = h.name;
+        // Decoded only for the headers read below (most requests carry others too).
+        let value = || String::from_utf8_lossy(h.value);
         if name.eq_ignore_ascii_case("accept") {
+            let value = value();
+            let value = value.trim();
             match req.accept.get_mut(accepts) {
                 Some(slot) => set(slot, value),
                 None => req.accept.push(value.to_string()),
             }
             accepts += 1;
         } else if name.eq_ignore_ascii_case("range") {
-            set_opt(&mut req.range, Some(value));
+            set_opt(&mut req.range, Some(value().trim()));
             ranged = true;
         } else if name.eq_ignore_ascii_case("connection") {
+            let value = value();
             if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
                 req.keep_alive = false;
             } else if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("keep-alive")) {
                 req.keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            req.has_body |= value != "0";
+            req.has_body |= value().trim() != "0";
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             req.has_body = true;
         }
