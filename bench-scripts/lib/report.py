@@ -326,10 +326,12 @@ def main():
         P("")
         P("Another fresh image of the same shape per contender and run, pulled by the Rust load generator (tag HEAD, "
           "manifest, config and layers 3 at a time per node, every digest verified): the spread between the first "
-          "and the last node's first layer byte without the Python client's scheduling in it.")
+          "and the last node's first layer byte without the Python client's scheduling in it. For ociregistry the "
+          "load generator also reads the server's own counters (`--metrics-url`): its upstream blob requests and "
+          "upstream bytes per image byte.")
         P("")
-        P("| contender | first-byte spread ms | range | all done s | vs varnish | pulls ok |")
-        P("|---|---:|---:|---:|---:|---:|")
+        P("| contender | first-byte spread ms | range | all done s | vs varnish | pulls ok | upstream blob GETs (server's counters) | upstream bytes / image (server's counters) |")
+        P("|---|---:|---:|---:|---:|---:|---:|---:|")
         rag = {}
         v_alld = med([r["all_done_s"] for r in rst.get("varnish", [])])
         for c in present(rst):
@@ -339,9 +341,12 @@ def main():
             alld = med([r["all_done_s"] for r in rs])
             rag[c] = dict(sp=sp, alld=alld)
             rng = f"{min(spr):.0f}–{max(spr):.0f}" if spr else "–"
+            gets = [r.get("server_upstream_blob_gets") for r in rs if r.get("server_upstream_blob_gets") is not None]
+            per = [r.get("server_upstream_per_image") for r in rs if r.get("server_upstream_per_image") is not None]
             P(f"| {c} | {fmt(sp, 0)} | {rng} | {fmt(alld, 2)} | "
               f"{rfmt(ratio(alld, v_alld))} | "
-              f"{sum(r['ok'] for r in rs)}/{sum(r['nodes'] for r in rs)} |")
+              f"{sum(r['ok'] for r in rs)}/{sum(r['nodes'] for r in rs)} | "
+              f"{', '.join(f'{g:.0f}' for g in gets) or '–'} | {', '.join(f'{x:.2f}' for x in per) or '–'} |")
         P("")
         if "ociregistry" in rag:
             sp = rag["ociregistry"]["sp"]

@@ -4,6 +4,7 @@
 
 mod accesslog;
 mod chunks;
+mod counters;
 mod manifest;
 mod pull;
 mod reference;
@@ -109,6 +110,12 @@ pub struct Args {
     /// Wait this long after the pulls before reading the access log (the upstream may still be logging).
     #[arg(long, default_value_t = 300)]
     pub upstream_log_settle_ms: u64,
+
+    /// ociregistry's metrics (`serve --metrics PORT`), e.g. http://127.0.0.1:9090/metrics: scraped before
+    /// and after the run to report the upstream requests and bytes it cost the server, and every
+    /// counter that changed.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
 }
 
 /// One pull as it ended.
@@ -172,7 +179,18 @@ fn run(args: Args) -> Result<u8> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build().context("starting the tokio runtime")?;
+    let counters_before = match &args.metrics_url {
+        Some(url) => Some(rt.block_on(counters::scrape(url))?),
+        None => None,
+    };
     let outcome = rt.block_on(drive(&args, Arc::new(cfg), Arc::new(images.clone())))?;
+    let counters_after = match (&args.metrics_url, counters_before) {
+        (Some(url), Some(before)) => {
+            std::thread::sleep(Duration::from_millis(args.upstream_log_settle_ms.min(10_000)));
+            Some((url.clone(), before, rt.block_on(counters::scrape(url))?))
+        }
+        _ => None,
+    };
     // Dropping the runtime waits for nothing: aborted tasks are gone, idle connections close.
     rt.shutdown_timeout(Duration::from_secs(2));
 
@@ -186,7 +204,10 @@ fn run(args: Args) -> Result<u8> {
         }
         _ => None,
     };
-    let report = report::build(&args, &images, &outcome, upstream);
+    let mut report = report::build(&args, &images, &outcome, upstream);
+    if let Some((url, before, after)) = counters_after {
+        report.server = Some(counters::difference(&url, &before, &after, report.image_bytes));
+    }
     print!("{}", report::table(&report));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;

@@ -49,6 +49,8 @@ pub struct Report {
     /// Layers fetched whole because the server answered a Range chunk with 200.
     pub range_fallbacks: u64,
     pub upstream: Option<Upstream>,
+    /// The server's own counters over the run (`--metrics-url`).
+    pub server: Option<crate::counters::ServerCounters>,
 }
 
 #[derive(Serialize)]
@@ -185,6 +187,7 @@ pub fn build(args: &Args, images: &[ImageRef], o: &Outcome, upstream: Option<Ups
         error_samples,
         range_fallbacks: o.totals.range_fallbacks.load(Ordering::Relaxed),
         upstream,
+        server: None,
     }
 }
 
@@ -285,6 +288,20 @@ pub fn table(r: &Report) -> String {
         );
         row("upstream bytes", format!("{} ({} B)", human_bytes(u.counts.bytes as f64), u.counts.bytes));
         row("upstream bytes / image bytes", u.bytes_per_image_bytes.map_or("-".into(), |x| format!("{x:.3}")));
+    }
+    if let Some(c) = &r.server {
+        row("server: upstream blob requests", format!("{}", c.upstream_blob_requests));
+        row(
+            "server: upstream blob bytes",
+            format!("{} ({} B)", human_bytes(c.upstream_blob_bytes), c.upstream_blob_bytes),
+        );
+        row(
+            "server: upstream bytes / image bytes",
+            c.upstream_bytes_per_image_bytes.map_or("-".into(), |x| format!("{x:.3}")),
+        );
+        for (series, delta) in &c.changed {
+            let _ = writeln!(s, "    {series} +{delta}");
+        }
     }
     for e in &r.error_samples {
         let _ = writeln!(s, "  ! {e}");
