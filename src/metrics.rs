@@ -32,6 +32,8 @@ pub enum Counter {
     BlobMiss,
     /// Answers sent from a serving thread's kept answers (see `serve::hot`).
     KeptAnswers,
+    /// File chunks a blocking thread read into the page cache before a serving thread sent them.
+    ColdReads,
     /// Body bytes sent, by how they were sent.
     SentMemory,
     SentSendfile,
@@ -124,6 +126,11 @@ impl Metrics {
                 "kept_answers_total",
                 "Answers a serving thread sent from the answers it keeps for repeated requests.",
                 &[("", KeptAnswers)],
+            ),
+            (
+                "cold_reads_total",
+                "File chunks (up to 8 MiB) read into the page cache by a blocking thread before a serving thread sent them.",
+                &[("", ColdReads)],
             ),
             (
                 "body_bytes_sent_total",

@@ -56,6 +56,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         fetch,
         shutdown,
+        blocking: runtime.handle().clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         metrics,
     });

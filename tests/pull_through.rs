@@ -956,3 +956,57 @@ fn repeated_requests_are_answered_from_the_serving_threads_kept_answers() {
     assert_eq!(metric(&page, "ociregistry_upstream_requests_total{kind=\"manifest\"}"), 1);
     assert_eq!(metric(&page, "ociregistry_kept_answers_total"), 4, "tag GET and HEAD, digest GET, blob GET");
 }
+
+/// Drops a committed blob's pages from the page cache; false where the file system keeps them (tmpfs).
+fn evict(server: &Server, digest: &str) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let path = server.image_path.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..]);
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    // SAFETY: advisory call on a valid fd.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    !ociregistry::store::pagecache::resident(f.as_raw_fd(), 0, len)
+}
+
+#[test]
+fn cold_blob_files_are_read_in_off_the_serving_threads() {
+    for (extra, path) in [("blobSend: sendfile\n", "sendfile"), ("", "mapped")] {
+        let up = FakeUpstream::start();
+        let config = format!("{}{extra}", plain_registry(&up.host()));
+        let mut first = Server::start(&config, &[]);
+        let big = random_bytes(51, 12 * 1024 * 1024 + 5);
+        let small = random_bytes(52, 10 * 1024);
+        let (big_d, small_d) = (up.add_blob("cold", big.clone()), up.add_blob("cold", small.clone()));
+        for (d, bytes) in [(&big_d, &big), (&small_d, &small)] {
+            assert!(first.get(&blob_path(&up, "cold", d), &[]).body == *bytes);
+            assert!(wait_committed(&first, d));
+        }
+        first.stop();
+        if !(evict(&first, &big_d) && evict(&first, &small_d)) {
+            eprintln!("this file system keeps its pages cached; nothing to observe");
+            return;
+        }
+        let port = common::free_port().to_string();
+        let server = Server::start_in(&first.image_path, &config, &["--metrics", &port]);
+        let scrape = || http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap().text();
+        let r = server.get(&blob_path(&up, "cold", &big_d), &[]);
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")));
+        assert!(r.body == big, "{path}: cold body differs");
+        // At least the first 8 MiB chunk was read in elsewhere (the kernel's read-ahead may bring the rest).
+        let cold_big = metric(&scrape(), "ociregistry_cold_reads_total");
+        assert!((1..=2).contains(&cold_big), "{path}: {cold_big} cold reads");
+        let r = server.get(&blob_path(&up, "cold", &small_d), &[]);
+        assert!(r.body == small, "{path}: cold small body differs");
+        let page = scrape();
+        assert_eq!(metric(&page, "ociregistry_cold_reads_total"), cold_big + 1, "{path}: the small blob's file");
+        let sent = |p: &str| metric(&page, &format!("ociregistry_body_bytes_sent_total{{path=\"{p}\"}}"));
+        assert_eq!(sent(path), big.len() as u64 + if path == "sendfile" { small.len() as u64 } else { 0 });
+        assert_eq!(sent("memory"), 0, "a cold small blob is not read into memory on the serving thread");
+        // Now cached: the small blob is read into memory and served from there.
+        assert!(server.get(&blob_path(&up, "cold", &small_d), &[]).body == small);
+        let page = scrape();
+        assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"memory\"}"), small.len() as u64);
+        assert_eq!(metric(&page, "ociregistry_cold_reads_total"), cold_big + 1);
+        assert_eq!(up.count("GET", &big_d), 1);
+    }
+}

@@ -18,6 +18,7 @@ use super::http::{head, write_all, Framing};
 use super::mapped::{self, MappedFiles};
 use super::response::{Body, CacheStatus, Response};
 use super::sendfile;
+use super::warm::{self, Warmer};
 use crate::fetch::{Reader, State};
 use crate::metrics::{Block, Counter};
 
@@ -26,6 +27,8 @@ use crate::metrics::{Block, Counter};
 pub struct SendVia<'a> {
     pub counters: &'a Block,
     pub mapped: Option<&'a MappedFiles>,
+    /// Reads cold file chunks in off this thread before they are sent.
+    pub warmer: Warmer<'a>,
 }
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
@@ -54,10 +57,11 @@ async fn send_body(
             out.extend_from_slice(&b);
             (Some(Counter::SentMemory), write_all(stream, out).await.map(|_| b.len() as u64))
         }
-        Body::File { path, offset, len, size } => match via.mapped.filter(|_| len >= mapped::MAPPED_MIN) {
-            Some(maps) => (Some(Counter::SentMapped), send_mapped(stream, out, maps, &path, offset, len, size).await),
-            None => (Some(Counter::SentSendfile), send_file(stream, out, &path, offset, len).await),
-        },
+        Body::File { path, offset, len, size } => {
+            let maps = via.mapped.filter(|_| len >= mapped::MAPPED_MIN);
+            let counter = if maps.is_some() { Counter::SentMapped } else { Counter::SentSendfile };
+            (Some(counter), send_file(stream, out, &path, size, maps, offset, len, &via.warmer).await)
+        }
         Body::Download { reader, start, end } => {
             let sent = match write_all(stream, out).await {
                 Ok(()) => send_download(stream, reader, start, end).await,
@@ -68,25 +72,44 @@ async fn send_body(
     }
 }
 
-async fn send_file(stream: &mut TcpStream, head: Vec<u8>, path: &Path, offset: u64, len: u64) -> io::Result<u64> {
-    let file = std::fs::File::open(path)?;
-    write_all(stream, head).await?;
-    let sent = sendfile::send_range(stream, file.as_raw_fd(), offset, len).await;
-    cut_on_error(stream, sent)
-}
-
-async fn send_mapped(
+/// A committed file's range, chunk by chunk, each chunk read in off this
+/// thread first when it is not in the page cache: with `sendfile`, or from
+/// the worker's mapping of the file when `maps` is given.
+#[allow(clippy::too_many_arguments)]
+async fn send_file(
     stream: &mut TcpStream,
     head: Vec<u8>,
-    maps: &MappedFiles,
     path: &Path,
+    size: u64,
+    maps: Option<&MappedFiles>,
     offset: u64,
     len: u64,
-    size: u64,
+    warmer: &Warmer<'_>,
 ) -> io::Result<u64> {
-    let map = maps.get(path, size)?;
+    let (file, mapped) = match maps {
+        Some(maps) => {
+            let m = maps.get(path, size)?;
+            (m.file.try_clone()?, Some(m))
+        }
+        None => (std::fs::File::open(path)?, None),
+    };
+    warmer.ensure(&file, offset, len.min(warm::CHUNK)).await?;
     write_all(stream, head).await?;
-    let sent = mapped::send_range(stream, map, offset, len).await;
+    let sent = async {
+        let (mut pos, end) = (offset, offset + len);
+        while pos < end {
+            let n = (end - pos).min(warm::CHUNK);
+            warmer.ensure(&file, pos, n).await?;
+            Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(warm::CHUNK));
+            match &mapped {
+                Some(m) => mapped::send_range(stream, m.clone(), pos, n).await?,
+                None => sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?,
+            };
+            pos += n;
+        }
+        Ok(len)
+    }
+    .await;
     cut_on_error(stream, sent)
 }
 

@@ -41,9 +41,15 @@ const IDLE: Duration = Duration::from_secs(30);
 /// How often a worker drops idle mappings when no request does it.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// A committed blob file and its mapping.
+pub struct MappedFile {
+    pub file: std::fs::File,
+    pub map: memmap2::Mmap,
+}
+
 struct Entry {
     path: PathBuf,
-    map: Rc<memmap2::Mmap>,
+    mapped: Rc<MappedFile>,
     used: Instant,
 }
 
@@ -55,13 +61,13 @@ pub struct MappedFiles {
 
 impl MappedFiles {
     /// The mapping of the committed file at `path`, whose recorded size is `size`.
-    pub fn get(&self, path: &Path, size: u64) -> io::Result<Rc<memmap2::Mmap>> {
+    pub fn get(&self, path: &Path, size: u64) -> io::Result<Rc<MappedFile>> {
         let now = Instant::now();
         self.sweep(now);
         let mut entries = self.entries.borrow_mut();
         if let Some(e) = entries.iter_mut().find(|e| e.path == path) {
             e.used = now;
-            return Ok(e.map.clone());
+            return Ok(e.mapped.clone());
         }
         let file = std::fs::File::open(path)?;
         if file.metadata()?.len() != size {
@@ -70,17 +76,15 @@ impl MappedFiles {
         // SAFETY: committed blob files are never written, truncated or replaced
         // in place (they are only unlinked), so the mapping stays valid and its
         // bytes do not change while it exists.
-        let map = Rc::new(unsafe { memmap2::Mmap::map(&file)? });
-        // Start reading a cold file in now, asynchronously, rather than in page
-        // faults while the kernel copies.
-        let _ = map.advise(memmap2::Advice::WillNeed);
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let mapped = Rc::new(MappedFile { file, map });
         if entries.len() >= MAX_ENTRIES {
             if let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i) {
                 entries.swap_remove(oldest);
             }
         }
-        entries.push(Entry { path: path.to_path_buf(), map: map.clone(), used: now });
-        Ok(map)
+        entries.push(Entry { path: path.to_path_buf(), mapped: mapped.clone(), used: now });
+        Ok(mapped)
     }
 }
 
@@ -94,7 +98,7 @@ impl MappedFiles {
 
 /// `[start, end)` of a mapping as a monoio send buffer.
 struct Slice {
-    map: Rc<memmap2::Mmap>,
+    map: Rc<MappedFile>,
     start: usize,
     end: usize,
 }
@@ -104,7 +108,7 @@ struct Slice {
 unsafe impl monoio::buf::IoBuf for Slice {
     fn read_ptr(&self) -> *const u8 {
         // SAFETY: start <= len of the mapping.
-        unsafe { self.map.as_ptr().add(self.start) }
+        unsafe { self.map.map.as_ptr().add(self.start) }
     }
     fn bytes_init(&self) -> usize {
         self.end - self.start
@@ -112,11 +116,12 @@ unsafe impl monoio::buf::IoBuf for Slice {
 }
 
 /// Sends `len` bytes of `map` from `offset`; a client that takes nothing for
-/// [`WRITE_STALL_TIMEOUT`] is an error.
-pub async fn send_range(stream: &mut TcpStream, map: Rc<memmap2::Mmap>, offset: u64, len: u64) -> io::Result<u64> {
+/// [`WRITE_STALL_TIMEOUT`] is an error. Cold pages are the caller's to read
+/// in first (see `warm`): a page fault here blocks the serving thread.
+pub async fn send_range(stream: &mut TcpStream, map: Rc<MappedFile>, offset: u64, len: u64) -> io::Result<u64> {
     let end = offset
         .checked_add(len)
-        .filter(|&e| e <= map.len() as u64)
+        .filter(|&e| e <= map.map.len() as u64)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the mapped file"))?
         as usize;
     let mut pos = offset as usize;
@@ -150,7 +155,7 @@ mod tests {
         let a = maps.get(&paths[0], 100).unwrap();
         let b = maps.get(&paths[0], 100).unwrap();
         assert!(Rc::ptr_eq(&a, &b), "a second request reuses the mapping");
-        assert_eq!(&a[..], &[0u8; 100][..]);
+        assert_eq!(&a.map[..], &[0u8; 100][..]);
         assert!(maps.get(&paths[1], 99).is_err(), "a size other than the recorded one is refused");
         for p in &paths {
             maps.get(p, 100).unwrap();

@@ -22,6 +22,7 @@ pub mod route;
 pub mod sendfile;
 mod signal;
 mod tags;
+pub mod warm;
 
 use std::cell::Cell;
 use std::io;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub fetch: FetchHandle,
     pub shutdown: watch::Receiver<bool>,
+    /// The fetch runtime, whose blocking threads read cold file chunks in (see `warm`).
+    pub blocking: tokio::runtime::Handle,
     /// Set at shutdown (before `shutdown` changes): read per request without a lock.
     pub stopping: AtomicBool,
     pub metrics: Arc<Metrics>,
@@ -79,7 +82,11 @@ impl Worker {
             BlobSend::Mmap => true,
             BlobSend::Auto => same_host(peer, local),
         };
-        SendVia { counters: &self.counters, mapped: map.then_some(&self.mapped) }
+        SendVia {
+            counters: &self.counters,
+            mapped: map.then_some(&self.mapped),
+            warmer: warm::Warmer { runtime: &self.shared.blocking, counters: &self.counters },
+        }
     }
 
     /// Answers one request: from this thread's kept answers when it has the

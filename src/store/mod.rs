@@ -6,6 +6,7 @@
 
 pub mod layout;
 pub mod memory;
+pub mod pagecache;
 pub mod records;
 pub mod tags;
 pub mod writer;
@@ -222,7 +223,16 @@ impl Store {
         let bytes = match self.memory.get(digest) {
             Some(b) => b,
             None => {
-                let b = Bytes::from(std::fs::read(&path).ok()?);
+                // A cold file is not read here, on the caller's (serving) thread: it is
+                // served from its file, whose sender reads it in elsewhere; a later
+                // request finds it cached and keeps it in memory.
+                let file = File::open(&path).ok()?;
+                if !pagecache::resident(file.as_raw_fd(), 0, record.size) {
+                    return Some(CommittedBlob { size: record.size, bytes: None, path });
+                }
+                let mut b = Vec::with_capacity(record.size as usize);
+                io::Read::read_to_end(&mut &file, &mut b).ok()?;
+                let b = Bytes::from(b);
                 if b.len() as u64 != record.size {
                     tracing::error!(%digest, "stored blob has the wrong size; treating as uncached");
                     return None;
