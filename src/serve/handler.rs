@@ -12,7 +12,7 @@ use super::route::{self, Route};
 use super::Shared;
 use crate::fetch::{BlobSource, ManifestHit, Reader, Source, State};
 use crate::oci::{media, Digest, OciCode, Reference};
-use crate::store::TagKey;
+use crate::store::{InMemory, TagKey};
 
 pub async fn handle(shared: &Shared, req: &Request) -> Response {
     match dispatch(shared, req).await {
@@ -67,9 +67,12 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
     let cached = match &reference {
         Reference::Tag(tag) => {
             let key = TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: tag.clone() };
-            store.tag(&key).and_then(|t| cached_manifest(shared, &t.digest))
+            match store.tag(&key) {
+                Some(t) => cached_manifest(shared, &t.digest).await,
+                None => None,
+            }
         }
-        Reference::Digest(d) => cached_manifest(shared, d),
+        Reference::Digest(d) => cached_manifest(shared, d).await,
     };
     let refresh = shared.settings.always_pull_latest
         && !shared.settings.air_gapped
@@ -109,8 +112,17 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
         .header("Vary", "Accept"))
 }
 
-fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit> {
-    let (body, media_type) = shared.store.manifest(digest)?;
+/// A committed manifest; one that is not in memory is read (and checked) on
+/// a blocking thread, never on this serving thread.
+async fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit> {
+    let (body, media_type) = match shared.store.manifest_in_memory(digest) {
+        InMemory::Found(body, media_type) => (body, media_type),
+        InMemory::Absent => return None,
+        InMemory::OnDisk => {
+            let (store, d) = (shared.store.clone(), digest.clone());
+            shared.blocking.spawn_blocking(move || store.manifest(&d)).await.ok()??
+        }
+    };
     Some(ManifestHit { digest: digest.clone(), media_type, body })
 }
 

@@ -97,6 +97,15 @@ impl StagedManifest {
     }
 }
 
+/// Where a committed manifest's bytes are.
+pub enum InMemory {
+    Found(Bytes, String),
+    /// Committed, to be read from its file.
+    OnDisk,
+    /// Not a committed manifest.
+    Absent,
+}
+
 /// A committed blob, ready to serve.
 pub struct CommittedBlob {
     pub size: u64,
@@ -192,14 +201,30 @@ impl Store {
     /// A committed manifest's bytes and media type: from memory, else read from
     /// disk (a small file, usually in the page cache) and checked once more.
     pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
-        let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
+        match self.manifest_in_memory(digest) {
+            InMemory::Found(bytes, media_type) => Some((bytes, media_type)),
+            InMemory::Absent => None,
+            InMemory::OnDisk => self.manifest_from_disk(digest),
+        }
+    }
+
+    /// A committed manifest without touching the disk: a serving thread asks
+    /// this, and has [`Store::manifest`] run elsewhere when it is `OnDisk`.
+    pub fn manifest_in_memory(&self, digest: &Digest) -> InMemory {
+        let Some(record) = self.record(digest).filter(|r| r.kind == Kind::Manifest) else { return InMemory::Absent };
         let media_type = record.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         if let Some(bytes) = self.memory.get(digest) {
-            return Some((bytes, media_type));
+            return InMemory::Found(bytes, media_type);
         }
         if let Some((bytes, _)) = self.pending.read().unwrap().get(digest) {
-            return Some((bytes.clone(), media_type));
+            return InMemory::Found(bytes.clone(), media_type);
         }
+        InMemory::OnDisk
+    }
+
+    fn manifest_from_disk(&self, digest: &Digest) -> Option<(Bytes, String)> {
+        let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
+        let media_type = record.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
         if Digest::of(digest.algorithm(), &bytes) != *digest {
             tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
