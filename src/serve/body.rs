@@ -73,8 +73,9 @@ async fn send_body(
 }
 
 /// A committed file's range, chunk by chunk, each chunk read in off this
-/// thread first when it is not in the page cache: with `sendfile`, or from
-/// the worker's mapping of the file when `maps` is given.
+/// thread first when it is not in the page cache (unless this thread recently
+/// found the whole file cached): with `sendfile`, or from the worker's mapping
+/// of the file when `maps` is given.
 #[allow(clippy::too_many_arguments)]
 async fn send_file(
     stream: &mut TcpStream,
@@ -93,19 +94,29 @@ async fn send_file(
         }
         None => (std::fs::File::open(path)?, None),
     };
-    warmer.ensure(&file, offset, len.min(warm::CHUNK)).await?;
+    let now = std::time::Instant::now();
+    let trusted = warmer.recent.trusted(path, now);
+    let step = if trusted { len.max(1) } else { warm::CHUNK };
+    if !trusted {
+        warmer.ensure(&file, offset, len.min(step)).await?;
+    }
     write_all(stream, head).await?;
     let sent = async {
         let (mut pos, end) = (offset, offset + len);
         while pos < end {
-            let n = (end - pos).min(warm::CHUNK);
-            warmer.ensure(&file, pos, n).await?;
-            Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(warm::CHUNK));
+            let n = (end - pos).min(step);
+            if !trusted {
+                warmer.ensure(&file, pos, n).await?;
+                Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(step));
+            }
             match &mapped {
                 Some(m) => mapped::send_range(stream, m.clone(), pos, n).await?,
                 None => sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?,
             };
             pos += n;
+        }
+        if !trusted && offset == 0 && len == size {
+            warmer.recent.remember(path, now);
         }
         Ok(len)
     }

@@ -72,6 +72,8 @@ struct Worker {
     hot: HotResponses,
     /// Fired by the accept loop at shutdown: wakes this thread's idle connections.
     stop: LocalSignal,
+    /// Files this thread recently found wholly in the page cache.
+    cached: warm::RecentlyCached,
 }
 
 impl Worker {
@@ -85,7 +87,7 @@ impl Worker {
         SendVia {
             counters: &self.counters,
             mapped: map.then_some(&self.mapped),
-            warmer: warm::Warmer { runtime: &self.shared.blocking, counters: &self.counters },
+            warmer: warm::Warmer { runtime: &self.shared.blocking, counters: &self.counters, recent: &self.cached },
         }
     }
 
@@ -268,12 +270,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         mapped: MappedFiles::default(),
         hot: HotResponses::default(),
         stop: LocalSignal::default(),
+        cached: warm::RecentlyCached::default(),
     });
     let sweeper = worker.clone();
     monoio::spawn(async move {
         loop {
             monoio::select! {
-                _ = monoio::time::sleep(mapped::SWEEP_EVERY) => sweeper.mapped.sweep(Instant::now()),
+                _ = monoio::time::sleep(mapped::SWEEP_EVERY) => {
+                    let now = Instant::now();
+                    sweeper.mapped.sweep(now);
+                    sweeper.cached.sweep(now);
+                }
                 _ = sweeper.stop.wait() => return,
             }
         }

@@ -14,13 +14,10 @@ use monoio::net::TcpStream;
 const MAX_PER_CALL: usize = 4 * 1024 * 1024;
 
 /// Sends `len` bytes of `file` from `offset`. An early end of file is an error.
+/// Pages not in the page cache are read by `sendfile` on this thread: callers
+/// read cold ranges in elsewhere first (see `warm`).
 pub async fn send_range(stream: &TcpStream, file: RawFd, mut offset: u64, len: u64) -> io::Result<u64> {
     let socket = stream.as_raw_fd();
-    // Start reading a cold file ahead (asynchronously, in the kernel), so the
-    // sendfile calls below mostly find the pages cached instead of waiting on
-    // the disk on the serving thread.
-    // SAFETY: advisory call on a valid fd.
-    unsafe { libc::posix_fadvise(file, offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED) };
     let end = offset + len;
     while offset < end {
         let sent = with_nonblocking(socket, || {
