@@ -246,7 +246,8 @@ def main():
     P(f"![latency CDF]({rel}/latency-cdf.png)")
     P("")
     for k, title in (("manifest-get-digest", "manifest GET by digest"), ("manifest-head-tag", "manifest HEAD by tag"),
-                     ("blob-4k", "4 KiB blob GET")):
+                     ("blob-4k", "4 KiB blob GET"),
+                     ("manifest-get-digest-prio", "manifest GET by digest, load generator at nice −15")):
         d = by.get(k, {})
         if not d:
             continue
