@@ -70,10 +70,6 @@ impl Block {
     pub fn inc(&self, counter: Counter) {
         self.add(counter, 1);
     }
-
-    fn get(&self, counter: Counter) -> u64 {
-        self.slots[counter as usize].load(Ordering::Relaxed)
-    }
 }
 
 /// An exposed metric: name, help, and its series as (labels, counter); series
@@ -97,7 +93,13 @@ impl Metrics {
 
     /// The sum of `counter` over every block.
     pub fn total(&self, counter: Counter) -> u64 {
-        self.blocks.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|b| b.get(counter)).sum()
+        self.totals()[counter as usize]
+    }
+
+    /// Every counter summed over every block, under one lock.
+    fn totals(&self) -> [u64; SLOTS] {
+        let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        std::array::from_fn(|i| blocks.iter().map(|b| b.slots[i].load(Ordering::Relaxed)).sum())
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -164,15 +166,16 @@ impl Metrics {
                 &[("outcome=\"committed\"", DownloadsCommitted), ("outcome=\"failed\"", DownloadsFailed)],
             ),
         ];
+        let totals = self.totals();
         let mut out = String::with_capacity(4096);
         for (name, help, series) in families {
             out.push_str(&format!("# HELP ociregistry_{name} {help}\n# TYPE ociregistry_{name} counter\n"));
             if series.iter().all(|(labels, _)| labels.is_empty()) {
-                let sum: u64 = series.iter().map(|(_, c)| self.total(*c)).sum();
+                let sum: u64 = series.iter().map(|(_, c)| totals[*c as usize]).sum();
                 out.push_str(&format!("ociregistry_{name} {sum}\n"));
             } else {
                 for (labels, c) in series.iter() {
-                    out.push_str(&format!("ociregistry_{name}{{{labels}}} {}\n", self.total(*c)));
+                    out.push_str(&format!("ociregistry_{name}{{{labels}}} {}\n", totals[*c as usize]));
                 }
             }
         }

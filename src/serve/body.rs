@@ -87,26 +87,25 @@ async fn send_file(
     len: u64,
     warmer: &Warmer<'_>,
 ) -> io::Result<u64> {
-    let (file, mapped) = match maps {
-        Some(maps) => {
-            let m = maps.get(path, size)?;
-            (m.file.try_clone()?, Some(m))
+    let mapped = maps.map(|m| m.get(path, size)).transpose()?;
+    let opened;
+    let file = match &mapped {
+        Some(m) => &m.file,
+        None => {
+            opened = std::fs::File::open(path)?;
+            &opened
         }
-        None => (std::fs::File::open(path)?, None),
     };
     let now = std::time::Instant::now();
     let trusted = warmer.recent.trusted(path, now);
     let step = if trusted { len.max(1) } else { warm::CHUNK };
-    if !trusted {
-        warmer.ensure(&file, offset, len.min(step)).await?;
-    }
     write_all(stream, head).await?;
     let sent = async {
         let (mut pos, end) = (offset, offset + len);
         while pos < end {
             let n = (end - pos).min(step);
             if !trusted {
-                warmer.ensure(&file, pos, n).await?;
+                warmer.ensure(file, pos, n).await?;
                 Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(step));
             }
             match &mapped {

@@ -41,26 +41,20 @@ struct Hot {
     response: Bytes,
     head_len: usize,
     kind: Kind,
-    target: Box<str>,
+    path: Box<str>,
+    query: Option<Box<str>>,
     accept: Box<[Box<str>]>,
     /// Store generation it depends on, if it went through a tag.
     generation: Option<u64>,
 }
 
 impl Hot {
+    /// Whether this is the answer to `req` (its key is only a hash).
     fn matches(&self, req: &Request) -> bool {
-        self.target.starts_with(req.path.as_str())
+        *self.path == *req.path
+            && self.query.as_deref() == req.query.as_deref()
             && self.accept.len() == req.accept.len()
             && self.accept.iter().zip(&req.accept).all(|(a, b)| **a == **b)
-            && self.query_matches(req)
-    }
-
-    fn query_matches(&self, req: &Request) -> bool {
-        // The target is stored as `path` or `path?query`.
-        match &req.query {
-            None => self.target.len() == req.path.len(),
-            Some(q) => self.target.get(req.path.len()..).and_then(|t| t.strip_prefix('?')) == Some(q.as_str()),
-        }
     }
 }
 
@@ -86,7 +80,9 @@ impl HotResponses {
     /// The kept answer to `req`, if any; `generation` is the store's now.
     pub fn get(&self, req: &Request, generation: u64) -> Option<(Bytes, usize, Kind)> {
         if self.generation.get() != generation {
-            self.map.borrow_mut().retain(|_, h| h.generation.is_none());
+            let mut map = self.map.borrow_mut();
+            map.retain(|_, h| h.generation.is_none());
+            self.bytes.set(map.values().map(|h| h.response.len()).sum());
             self.generation.set(generation);
         }
         let map = self.map.borrow();
@@ -110,13 +106,10 @@ impl HotResponses {
                 return;
             }
         }
-        let target = match &req.query {
-            Some(q) => format!("{}?{q}", req.path).into_boxed_str(),
-            None => req.path.clone().into_boxed_str(),
-        };
-        let accept = req.accept.iter().map(|a| a.clone().into_boxed_str()).collect();
+        let accept = req.accept.iter().map(|a| a.as_str().into()).collect();
         self.bytes.set(self.bytes.get() + response.len());
-        let hot = Hot { response, head_len, kind, target, accept, generation };
+        let (path, query) = (req.path.as_str().into(), req.query.as_deref().map(Into::into));
+        let hot = Hot { response, head_len, kind, path, query, accept, generation };
         if let Some(old) = map.insert(self.key(req), hot) {
             self.bytes.set(self.bytes.get() - old.response.len());
         }

@@ -15,7 +15,7 @@
 //!
 //! Committed files are immutable (design.md), so each worker keeps a few
 //! mappings and reuses them across requests; one unused for [`IDLE`] is
-//! dropped, so the space of a file removed from the cache is not held long.
+//! dropped by the worker's periodic sweep, so the space of a file removed from the cache is not held long.
 //! A read error while the kernel copies from the mapping fails the `send` with
 //! `EFAULT` (the copy runs in the kernel), never a signal.
 
@@ -63,7 +63,6 @@ impl MappedFiles {
     /// The mapping of the committed file at `path`, whose recorded size is `size`.
     pub fn get(&self, path: &Path, size: u64) -> io::Result<Rc<MappedFile>> {
         let now = Instant::now();
-        self.sweep(now);
         let mut entries = self.entries.borrow_mut();
         if let Some(e) = entries.iter_mut().find(|e| e.path == path) {
             e.used = now;
@@ -86,9 +85,7 @@ impl MappedFiles {
         entries.push(Entry { path: path.to_path_buf(), mapped: mapped.clone(), used: now });
         Ok(mapped)
     }
-}
 
-impl MappedFiles {
     /// Drops the mappings unused for [`IDLE`] (their pages stay in the page
     /// cache; only this process's hold on them, and on removed files, ends).
     pub fn sweep(&self, now: Instant) {
