@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Contender-neutral pull client for the cold scenarios, stdlib only.
 
-storm:   N clients pull the same image at once. Each client opens its connection,
+storm:   N clients (one process each) pull the same image at once. Each client opens its connection,
          waits on a barrier, then GETs the manifest by tag and every blob (largest first,
          one after another on its keep-alive connection), checking length and sha256
          of every body. Reports each client's time to first body byte of its first
@@ -15,6 +15,8 @@ import argparse
 import hashlib
 import http.client
 import json
+import multiprocessing
+import queue
 import sys
 import threading
 import time
@@ -99,37 +101,56 @@ class Puller:
         return not errors
 
 
-def storm(args, image):
-    n = args.clients
-    barrier = threading.Barrier(n + 1, timeout=args.deadline)
-    records = [dict(client=i) for i in range(n)]
-    t0box = []
-
-    def client(i):
+def storm_client(i, args, image, barrier, t0, out):
+    """One storm client, in a process of its own: connect, wait for the start, pull, report."""
+    rec = {"client": i}
+    try:
         p = Puller(args.base, args.prefix, args.timeout)
-        rec = records[i]
+        p.connect()
+        barrier.wait()
+        rec["ok"] = p.pull(image, t0.value, rec)
+    except Exception as e:  # noqa: BLE001 - every failure is a result here
+        rec["ok"] = False
+        rec.setdefault("errors", []).append(f"{type(e).__name__}: {e}")
         try:
-            p.connect()
-            barrier.wait()
-            rec["ok"] = p.pull(image, t0box[0], rec)
-        except Exception as e:  # noqa: BLE001 - every failure is a result here
-            rec["ok"] = False
-            rec.setdefault("errors", []).append(f"{type(e).__name__}: {e}")
-            try:
-                barrier.abort()
-            except Exception:
-                pass
+            barrier.abort()
+        except Exception:
+            pass
+    out.put(rec)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)  # let every client connect before the start line
-    t0box.append(time.monotonic())
-    barrier.wait()
-    deadline = t0box[0] + args.deadline
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    hung = sum(t.is_alive() for t in threads)
+
+def storm(args, image):
+    # One process per client: in one process the clients' HTTP parsing and hashing would take turns
+    # under the interpreter lock, and a late client's first byte would measure this client, not the
+    # server. CLOCK_MONOTONIC (time.monotonic) is the same clock in every process.
+    n = args.clients
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(n + 1, timeout=args.deadline)
+    t0 = ctx.Value("d", 0.0, lock=False)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=storm_client, args=(i, args, image, barrier, t0, out), daemon=True) for i in range(n)]
+    for p in procs:
+        p.start()
+    time.sleep(0.2 + 0.01 * n)  # let every client start and connect before the start line
+    t0.value = time.monotonic()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass  # a client failed to connect: its record says why
+    deadline = t0.value + args.deadline
+    records = []
+    while len(records) < n:
+        try:
+            records.append(out.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    for p in procs:
+        p.join(0.1 if len(records) < n else 5.0)
+    hung = sum(p.is_alive() for p in procs)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    records += [{"client": None, "ok": False, "errors": ["hung past the deadline"]}] * (n - len(records))
     ttfbs = sorted(r["ttfb_s"] for r in records if r.get("ttfb_s") is not None)
     ends = sorted(r["end_s"] for r in records if r.get("end_s") is not None)
     ok = sum(1 for r in records if r.get("ok"))
@@ -145,7 +166,7 @@ def storm(args, image):
 
 def breadth(args, images):
     lock = threading.Lock()
-    queue = list(images)
+    todo = list(images)
     done = []
     errors = []
     t0 = time.monotonic()
@@ -154,9 +175,9 @@ def breadth(args, images):
         p = Puller(args.base, args.prefix, args.timeout)
         while time.monotonic() - t0 < args.deadline:
             with lock:
-                if not queue:
+                if not todo:
                     return
-                img = queue.pop(0)
+                img = todo.pop(0)
             rec = {}
             start = time.monotonic()
             try:
