@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Measurement helpers for run-all, stdlib only. Every result is one JSON line appended to --json.
 
-  bench.py wrk      --pid PID --json F --label L [--meta k=v ...] -- wrk ARGS...
+  bench.py wrk      --pid PID --json F --label L [--meta k=v ...] -- [nice -n N] wrk|oha|httpload ARGS...
   bench.py cold     --pid PID --json F --label L --upstream-log LOG [--meta k=v] -- storm.py ARGS...
   bench.py rss      --pid PID            -> {"hwm_kb", "rss_kb", "procs"} over the process tree
+  bench.py pids     --pid PID            -> the process and its descendants, comma-separated (for perf -p)
   bench.py startup  --bin B --dir D --runs N --json F --label L
   bench.py synth    --dir D --count N     (an image path with N cached blobs)
 
@@ -134,11 +135,12 @@ def cmd_wrk(a, rest):
         sampler.join()
     wall = time.monotonic() - t0
     server, busy, client = cpu_s(a.pid) - c0, busy_s() - b0, child_cpu() - k0
-    w = parse_ab(p.stdout, a.ab_csv) if os.path.basename(rest[0]) == "ab" else parse_wrk(p.stdout)
+    tool = next((os.path.basename(x) for x in rest if os.path.basename(x) in ("wrk", "oha", "httpload")), rest[0])
+    w = parse_oha(p.stdout) if tool == "oha" else parse_wrk(p.stdout)
     if w is None:
         sys.stderr.write(p.stdout + p.stderr)
         raise SystemExit(f"{rest[0]} printed no summary")
-    w["client"] = os.path.basename(rest[0])
+    w["client"] = tool
     secs = w["duration_us"] / 1e6
     res = {"kind": "wrk", "label": a.label, **meta(a.meta), **w,
            "rps": w["requests"] / secs, "bytes_per_s": w["bytes"] / secs,
@@ -155,28 +157,24 @@ def parse_wrk(out):
     return json.loads(m.group(1)) if m else None
 
 
-def parse_ab(out, csv):
-    """ApacheBench (`ab -k -i ... -e CSV`): used for HEAD, which wrk 4.1 cannot do (it waits for a body)."""
-    def num(rx, cast=float):
-        m = re.search(rx, out, re.M)
-        return cast(m.group(1)) if m else 0
-    if "Complete requests" not in out:
+def parse_oha(out):
+    """oha's `--output-format json` summary, in the shape of lib/wrk-json.lua (seconds -> microseconds)."""
+    try:
+        o = json.loads(out[out.index("{"):])
+    except ValueError:
         return None
-    secs = num(r"^Time taken for tests:\s+([\d.]+)")
-    reqs = num(r"^Complete requests:\s+(\d+)", int)
-    cdf = []
-    for line in open(csv).read().splitlines()[1:]:
-        pct, ms = line.split(",")
-        cdf.append([float(pct), int(float(ms) * 1000)])
-    pick = {p: us for p, us in cdf}
-    pct = lambda p: pick.get(float(p), cdf[-1][1] if cdf else 0)
-    return {"duration_us": int(secs * 1e6), "requests": reqs,
-            "bytes": num(r"^Total transferred:\s+(\d+)", int),
-            "errors": {"connect": 0, "read": num(r"^Failed requests:\s+(\d+)", int), "write": 0,
-                       "status": num(r"^Non-2xx responses:\s+(\d+)", int), "timeout": 0},
-            "lat_us": {"min": cdf[0][1] if cdf else 0, "mean": num(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)") * 1000,
-                       "max": cdf[-1][1] if cdf else 0, "p50": pct(50), "p90": pct(90), "p99": pct(99)},
-            "cdf_us": [c for c in cdf if c[0] in (1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 97, 98, 99, 100)]}
+    s, pct = o["summary"], o.get("latencyPercentiles") or {}
+    us = lambda x: int((x or 0) * 1e6)
+    ok = sum(v for k, v in (o.get("statusCodeDistribution") or {}).items() if 200 <= int(k) < 400)
+    bad = sum(v for k, v in (o.get("statusCodeDistribution") or {}).items() if not 200 <= int(k) < 400)
+    # requests still running when -z ends are "aborted due to deadline": the end of the run, not errors
+    errs = sum(v for k, v in (o.get("errorDistribution") or {}).items() if k != "aborted due to deadline")
+    cdf = [[float(k[1:]), us(v)] for k, v in pct.items() if v is not None]
+    return {"duration_us": us(s["total"]), "requests": ok, "bytes": int(s.get("totalData") or 0),
+            "errors": {"connect": 0, "read": errs, "write": 0, "status": bad, "timeout": 0},
+            "lat_us": {"min": us(s.get("fastest")), "mean": us(s.get("average")), "max": us(s.get("slowest")),
+                       "p50": us(pct.get("p50")), "p90": us(pct.get("p90")), "p99": us(pct.get("p99"))},
+            "cdf_us": sorted(cdf)}
 
 
 def parse_upstream_log(path, offset):
@@ -225,6 +223,10 @@ def cmd_cold(a, rest):
 
 def cmd_rss(a, _):
     print(json.dumps(rss(a.pid)))
+
+
+def cmd_pids(a, _):
+    print(",".join(str(p) for p in tree(a.pid)))
 
 
 def cmd_startup(a, _):
@@ -286,13 +288,12 @@ def main():
         i = argv.index("--")
         argv, rest = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["wrk", "cold", "rss", "startup", "synth"])
+    ap.add_argument("cmd", choices=["wrk", "cold", "rss", "pids", "startup", "synth"])
     ap.add_argument("--pid", type=int)
     ap.add_argument("--json")
     ap.add_argument("--label", default="")
     ap.add_argument("--meta", action="append")
     ap.add_argument("--upstream-log")
-    ap.add_argument("--ab-csv", help="the -e file of an ab run")
     ap.add_argument("--settle", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--bin")
@@ -300,7 +301,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--count", type=int, default=100000)
     a = ap.parse_args(argv)
-    {"wrk": cmd_wrk, "cold": cmd_cold, "rss": cmd_rss, "startup": cmd_startup, "synth": cmd_synth}[a.cmd](a, rest)
+    {"wrk": cmd_wrk, "cold": cmd_cold, "rss": cmd_rss, "pids": cmd_pids, "startup": cmd_startup,
+     "synth": cmd_synth}[a.cmd](a, rest)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def spread(xs):
 def load(path):
     rows = [json.loads(l) for l in open(path) if l.strip()]
     by = defaultdict(lambda: defaultdict(list))
-    env, link, rss, startup = {}, None, {}, []
+    env, link, rss, startup, profiles = {}, None, {}, [], []
     for r in rows:
         k = r["kind"]
         if k == "env":
@@ -56,9 +56,11 @@ def load(path):
             rss[r["contender"]] = r["rss"]
         elif k == "startup":
             startup.append(r)
+        elif k == "profile":
+            profiles.append(r)
         else:
             by[r["label"]][r["contender"]].append(r)
-    return by, env, link, rss, startup
+    return by, env, link, rss, startup, profiles
 
 
 def median_run(runs, key):
@@ -159,6 +161,114 @@ def charts(by, outdir):
     return made
 
 
+def large_table(P, verdicts, lg, client):
+    """Scenario 1's table and targets for one client's runs (`client` names it in the targets)."""
+    if not lg:
+        return
+    tp = {c: med([r["bytes_per_s"] for r in lg[c]]) for c in lg}
+    cpg = {c: med([r["server_s_per_gb"] for r in lg[c]]) for c in lg}
+    # The host's CPU per GB: server and client together (on loopback the kernel's copy into the
+    # receiving socket is charged to whichever side makes it).
+    hpg = {c: med([(r["server_cpu_s"] + r["client_cpu_s"]) / (r["bytes"] / 1e9) for r in lg[c] if r["bytes"]])
+           for c in lg}
+    best = max(v for v in tp.values() if v)
+    if not client:
+        P("`ociregistry` runs its defaults: the client is on the same host, so bodies of 4 MiB and more go out from a "
+          "mapping of the blob file (`blobSend: auto`); `ociregistry-sendfile` is the same server with `blobSend: "
+          "sendfile`, `ociregistry-epoll` the defaults on the epoll driver. Host CPU s/GB = (server + client CPU) / GB.")
+        P("")
+    P("| contender | MB/s | range | vs nginx | vs best | server CPU s/GB | CPU/GB vs nginx | host CPU s/GB | host CPU/GB vs nginx | p99 ms | client CPU s | other CPU s | errors |")
+    P("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in present(lg):
+        rs = lg[c]
+        errs = sum(sum(r["errors"].values()) for r in rs)
+        P(f"| {c} | {fmt(tp[c] / 1e6)} | {spread([r['bytes_per_s'] / 1e6 for r in rs])} | {rfmt(ratio(tp[c], tp.get('nginx')))} | "
+          f"{rfmt(ratio(tp[c], best))} | {fmt(cpg[c], 2)} | {rfmt(ratio(cpg[c], cpg.get('nginx')))} | "
+          f"{fmt(hpg[c], 2)} | {rfmt(ratio(hpg[c], hpg.get('nginx')))} | "
+          f"{fmt(med([r['lat_us']['p99'] / 1000 for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
+          f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+    P("")
+    if "ociregistry" not in tp:
+        return
+    others = {c: v for c, v in tp.items() if c in PEERS}
+    bc = max(others, key=others.get) if others else None
+    r1 = ratio(tp["ociregistry"], others.get(bc))
+    verdicts.append((f"warm large blob{client}: throughput ≥ best contender", f"{rfmt(r1)} of {bc}", r1 is not None and r1 >= 1))
+    r2 = ratio(cpg.get("ociregistry"), cpg.get("nginx"))
+    verdicts.append((f"warm large blob{client}: server CPU/GB ≤ 1.5× nginx", f"{rfmt(r2)}", r2 is not None and r2 <= 1.5))
+    r3 = ratio(hpg.get("ociregistry"), hpg.get("nginx"))
+    verdicts.append((f"warm large blob{client}: host CPU/GB (server + client) vs nginx", f"{rfmt(r3)}", r3 is not None and r3 <= 1))
+    if "ociregistry-sendfile" in cpg:
+        r4 = ratio(cpg["ociregistry-sendfile"], cpg.get("nginx"))
+        verdicts.append((f"warm large blob{client}, `blobSend: sendfile`: server CPU/GB ≤ 1.5× nginx", f"{rfmt(r4)}",
+                         r4 is not None and r4 <= 1.5))
+
+
+def fixed_rate_tables(P, verdicts, by):
+    """Scenario 2r: the small requests at one offered rate for every contender (open loop)."""
+    kinds = [(k, t) for k, t in (("fixed-manifest-get-digest", "manifest GET by digest"),
+                                 ("fixed-manifest-head-tag", "manifest HEAD by tag"),
+                                 ("fixed-blob-4k", "4 KiB blob GET")) if by.get(k)]
+    if not kinds:
+        return
+    rate = next(iter(by[kinds[0][0]].values()))[0].get("target_rps")
+    P(f"### 2r. The same requests at a fixed {fmt(rate, 0)} req/s (open loop)")
+    P("")
+    P("The cells above are closed loops: each of the 64 connections sends its next request when the last one is "
+      "answered, so a faster server is handed more requests at once on the same two cores, and the p99s compare "
+      "different loads. Here `lib/httpload.c -R` offers every contender the same load, spread evenly over the 64 "
+      "connections, and counts each latency from the request's scheduled time (a stall is charged to every "
+      "request it delays, as wrk2 does).")
+    P("")
+    P("| request | contender | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | server µs/req | client CPU s | other CPU s | errors |")
+    P("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for k, title in kinds:
+        d = by[k]
+        p99 = {c: med([r["lat_us"]["p99"] / 1000 for r in d[c]]) for c in d}
+        for c in present(d):
+            rs = d[c]
+            errs = sum(sum(r["errors"].values()) for r in rs)
+            P(f"| {title} | {c} | {fmt(med([r['target_rps'] for r in rs]), 0)} | {fmt(med([r['rps'] for r in rs]), 0)} | "
+              f"{fmt(med([r['lat_us']['p50'] / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['p90'] / 1000 for r in rs]), 2)} | "
+              f"{fmt(p99[c], 2)} ({spread([r['lat_us']['p99'] / 1000 for r in rs]) or '–'}) | "
+              f"{fmt(med([r['lat_us'].get('p999', 0) / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['max'] / 1000 for r in rs]), 1)} | "
+              f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
+              f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+        if "ociregistry" in p99 and "nginx" in p99:
+            o, n = p99["ociregistry"], p99["nginx"]
+            ok_rate = med([r["rps"] / r["target_rps"] for r in d["ociregistry"] if r.get("target_rps")])
+            verdicts.append((f"{title} at a fixed {fmt(rate, 0)} req/s (open loop): p99 ≤ nginx's",
+                             f"{fmt(o, 2)} vs {fmt(n, 2)} ms", o is not None and n is not None and o <= n
+                             and ok_rate is not None and ok_rate >= 0.99))
+    P("")
+
+
+def profile_tables(P, profiles, rel_fg):
+    """Scenario P: where each server's CPU goes under load (perf, flame graphs)."""
+    if not profiles:
+        return
+    P("## 6. Profiles: where the servers' CPU goes")
+    P("")
+    P("`perf record -e cpu-clock -F 499 --call-graph dwarf` on each server's processes for 4 s in the middle of an 8 s wrk run "
+      "(`large-*`: the 128 MiB blob, 16 connections; `small-*`: manifest GET by digest, 64 connections), folded "
+      "by inferno. Each sample is put in the first of these kernel paths its stack passes through from the leaf "
+      "up; the flame graphs show every stack.")
+    P("")
+    order = ["user space", "byte copy", "TCP send", "TCP receive (loopback peer's softirq)", "TCP receive (own reads)",
+             "sendfile / splice", "page cache lookup", "page faults", "io_uring", "epoll", "scheduler",
+             "other syscalls", "other kernel"]
+    seen = {k for p in profiles for k, v in p["paths_pct"].items() if v >= 1}
+    names = [k for k in order if k in seen] + sorted(seen - set(order))
+    P("| profile | CPU s sampled | kernel % | " + " | ".join(f"{n} %" for n in names) + " | top self time | flame graph |")
+    P("|---|---:|---:|" + "---:|" * len(names) + "---|---|")
+    for p in profiles:
+        top = "; ".join(f"`{f.replace('_[k]', '')}` {v:.0f}" for f, v in p["top_self"][:4])
+        P(f"| {p['label']} | {p['cpu_s']:.2f} | {p['kernel_pct']:.0f} | "
+          + " | ".join(f"{p['paths_pct'].get(n, 0):.0f}" for n in names)
+          + f" | {top} | [svg]({rel_fg}/{p['label']}.svg) |")
+    P("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -166,7 +276,7 @@ def main():
     ap.add_argument("--charts", required=True)
     ap.add_argument("--notes")
     a = ap.parse_args()
-    by, env, link, rss, startup = load(a.results)
+    by, env, link, rss, startup, profiles = load(a.results)
     made = charts(by, a.charts)
     rel = os.path.relpath(a.charts, os.path.dirname(os.path.abspath(a.out)))
     L = []
@@ -192,8 +302,8 @@ def main():
           f"shared by all connections, {link['rtt_ms']} ms RTT (the kernel has no netem: `lib/delay-relay.py` in the namespace "
           "delays each connection's handshake and each request by one RTT and splices responses back). One client alone over the link: "
           f"{link['bytes'] / MiB:.0f} MiB in {link['seconds']:.2f} s = {link['bytes'] / link['seconds'] / 1e6:.0f} MB/s.")
-    P(f"- wrk {env.get('wrk', '?')} `-t2 --timeout 10s`. oha was not used: it is not packaged and "
-      "`cargo install oha` takes ~16 min on these 2 cores.")
+    P(f"- Clients: wrk {env.get('wrk', '?')} `-t2 --timeout 10s`; oha {env.get('oha', '?')} (scenario 1b); "
+      "`lib/httpload.c` for HEADs and the fixed-rate cells (2r).")
     P("- Server CPU = utime+stime(+cutime+cstime) of the server process and every descendant, from /proc/<pid>/stat.")
     P("")
 
@@ -202,43 +312,14 @@ def main():
     P("")
     P(f"![throughput]({rel}/throughput.png)")
     P("")
-    lg = by.get("large", {})
-    if lg:
-        tp = {c: med([r["bytes_per_s"] for r in lg[c]]) for c in lg}
-        cpg = {c: med([r["server_s_per_gb"] for r in lg[c]]) for c in lg}
-        # The host's CPU per GB: server and client together (on loopback the kernel's copy into the
-        # receiving socket is charged to whichever side makes it).
-        hpg = {c: med([(r["server_cpu_s"] + r["client_cpu_s"]) / (r["bytes"] / 1e9) for r in lg[c] if r["bytes"]])
-               for c in lg}
-        best = max(v for v in tp.values() if v)
-        P("`ociregistry` runs its defaults: the client is on the same host, so bodies of 4 MiB and more go out from a "
-          "mapping of the blob file (`blobSend: auto`); `ociregistry-sendfile` is the same server with `blobSend: "
-          "sendfile`, `ociregistry-epoll` the defaults on the epoll driver. Host CPU s/GB = (server + client CPU) / GB.")
+    large_table(P, verdicts, by.get("large", {}), "")
+    if by.get("large-oha"):
+        P("### 1b. The same with oha")
         P("")
-        P("| contender | MB/s | range | vs nginx | vs best | server CPU s/GB | CPU/GB vs nginx | host CPU s/GB | host CPU/GB vs nginx | p99 ms | client CPU s | other CPU s | errors |")
-        P("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for c in present(lg):
-            rs = lg[c]
-            errs = sum(sum(r["errors"].values()) for r in rs)
-            P(f"| {c} | {fmt(tp[c] / 1e6)} | {spread([r['bytes_per_s'] / 1e6 for r in rs])} | {rfmt(ratio(tp[c], tp.get('nginx')))} | "
-              f"{rfmt(ratio(tp[c], best))} | {fmt(cpg[c], 2)} | {rfmt(ratio(cpg[c], cpg.get('nginx')))} | "
-              f"{fmt(hpg[c], 2)} | {rfmt(ratio(hpg[c], hpg.get('nginx')))} | "
-              f"{fmt(med([r['lat_us']['p99'] / 1000 for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
-              f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+        P(f"oha {env.get('oha', '?')} (`-z {env.get('dur_large', '?')}s -c 16`, keep-alive), the second client the issue names; "
+          "a Rust (tokio, hyper) client with other read sizes and scheduling than wrk's.")
         P("")
-        if "ociregistry" in tp:
-            others = {c: v for c, v in tp.items() if c in PEERS}
-            bc = max(others, key=others.get) if others else None
-            r1 = ratio(tp["ociregistry"], others.get(bc))
-            verdicts.append(("warm large blob: throughput ≥ best contender", f"{rfmt(r1)} of {bc}", r1 is not None and r1 >= 1))
-            r2 = ratio(cpg.get("ociregistry"), cpg.get("nginx"))
-            verdicts.append(("warm large blob: server CPU/GB ≤ 1.5× nginx", f"{rfmt(r2)}", r2 is not None and r2 <= 1.5))
-            r3 = ratio(hpg.get("ociregistry"), hpg.get("nginx"))
-            verdicts.append(("warm large blob: host CPU/GB (server + client) vs nginx", f"{rfmt(r3)}", r3 is not None and r3 <= 1))
-            if "ociregistry-sendfile" in cpg:
-                r4 = ratio(cpg["ociregistry-sendfile"], cpg.get("nginx"))
-                verdicts.append(("warm large blob, `blobSend: sendfile`: server CPU/GB ≤ 1.5× nginx", f"{rfmt(r4)}",
-                                 r4 is not None and r4 <= 1.5))
+        large_table(P, verdicts, by["large-oha"], " (oha)")
 
     # ---- 2
     P("## 2. Warm small requests, 64 connections")
@@ -272,6 +353,8 @@ def main():
             verdicts.append((f"{title}: p99 ≤ nginx's", f"{fmt(p99['ociregistry'], 2)} vs {fmt(p99['nginx'], 2)} ms",
                              p99["ociregistry"] is not None and p99["ociregistry"] <= p99["nginx"]))
 
+    fixed_rate_tables(P, verdicts, by)
+
     # ---- 3
     st, sg = by.get("storm", {}), by.get("single", {})
     if st:
@@ -279,7 +362,7 @@ def main():
         P(f"## 3. Cold storm: {c0['clients']} clients pull the same uncached image at once")
         P("")
         P(f"Image: config + layers of 32 MiB, 8 MiB, 512 KiB ({c0['image_bytes'] / MiB:.1f} MiB), a fresh one per "
-          "contender and run. Each client: GET manifest by tag, then every blob, largest first, on one keep-alive "
+          "contender and run. Each client (a process of its own): GET manifest by tag, then every blob, largest first, on one keep-alive "
           "connection; every body's length and sha256 checked. Upstream GETs and bytes are counted from the "
           "upstream's access log (including background fetches that finish within 1.5 s of the last client).")
         P("")
@@ -415,6 +498,9 @@ def main():
           f"({', '.join(f'{t:.3f}' for t in ts)}); RSS right after startup {fmt(med([r['rss']['rss_kb'] / 1024 for r in startup]))} MiB.")
         P("")
         verdicts.append(("startup with 100k cached blobs < 1 s", f"{fmt(s, 3)} s", s is not None and s < 1))
+
+    # ---- 6
+    profile_tables(P, profiles, os.path.join(os.path.dirname(rel), "flamegraphs"))
 
     # ---- verdicts first in the file
     head = ["## Targets (issue 3) in this run", "", "| target | measured | met |", "|---|---|---|"]
