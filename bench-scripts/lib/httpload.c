@@ -47,22 +47,29 @@ static int conns_per_thread[64], first_conn_of_thread[64];
 static uint64_t t_start;
 
 struct conn {
-    int fd;
+    int fd;              /* -1 while disconnected */
+    uint32_t events;     /* the epoll mask registered for fd */
     int busy;            /* a request is outstanding */
-    size_t sent;         /* bytes of the request written */
+    size_t sent;         /* bytes of the request written on this fd */
     char buf[16384];
     size_t got;          /* header bytes buffered */
     int64_t body_left;   /* body bytes still to read; -1 while the header is incomplete */
     int status, closing;
     uint64_t sched_ns;   /* when the outstanding request was due (open loop) or written (closed) */
     uint64_t next_ns;    /* open loop: when the next request is due */
+    uint64_t retry_ns;   /* disconnected: when to connect again */
 };
 
 struct result {
-    uint64_t requests, bytes, e_connect, e_read, e_write, e_status;
+    uint64_t requests, bytes, e_connect, e_read, e_write, e_status, e_timeout;
     uint32_t *lat; /* microseconds */
     size_t nlat, cap;
 };
+
+/* Open loop: how long after the run's end requests due in the run may still complete; those that do
+ * not are counted as timeouts, so a stall at the end is not lost from the figures. */
+#define GRACE_NS 2000000000u
+#define RETRY_NS 10000000u /* a failed connect is tried again after 10 ms */
 
 static uint64_t now_ns(void) {
     struct timespec t;
@@ -70,37 +77,54 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec;
 }
 
-static void want(int ep, struct conn *c, uint32_t events) {
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+static void set_events(int ep, struct conn *c, uint32_t events) {
+    if (c->events == events) return;
     struct epoll_event ev = {.events = events | EPOLLRDHUP, .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = events;
 }
 
 static int open_conn(int ep, struct conn *c) {
+    c->busy = 0;
+    c->sent = c->got = 0;
+    c->body_left = -1;
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (c->fd < 0) return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    if ((connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
         close(c->fd);
         c->fd = -1;
         return -1;
     }
+    c->events = EPOLLIN;
+    return 0;
+}
+
+/* Closes the connection (the scan connects it again from `retry_at` on). An outstanding request is
+ * lost: `counter` (an error kind, or NULL for a close the server announced) says why. */
+static void drop_conn(int ep, struct conn *c, uint64_t *counter, uint64_t retry_at) {
+    if (counter) (*counter)++;
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
     c->busy = 0;
-    c->sent = c->got = 0;
-    c->body_left = -1;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-    return epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    c->retry_ns = retry_at;
 }
 
 /* Writes what is left of the request; 0 on success (done or would block), -1 on error. */
 static int send_more(int ep, struct conn *c) {
     while (c->sent < request_len) {
         ssize_t w = write(c->fd, request + c->sent, request_len - c->sent);
-        if (w < 0 && errno == EAGAIN) { want(ep, c, EPOLLIN | EPOLLOUT); return 0; }
+        if (w < 0 && errno == EAGAIN) { set_events(ep, c, EPOLLIN | EPOLLOUT); return 0; }
         if (w <= 0) return -1;
         c->sent += w;
     }
-    want(ep, c, EPOLLIN);
+    set_events(ep, c, EPOLLIN);
     return 0;
 }
 
@@ -110,18 +134,6 @@ static int start_request(int ep, struct conn *c, uint64_t sched) {
     c->body_left = -1;
     c->sched_ns = sched;
     return send_more(ep, c);
-}
-
-/* The connection failed: count it, reopen it, and let the outstanding request go (a lost request
- * shows as an error, not as a latency). */
-static void reopen(int ep, struct conn *c, uint64_t *counter) {
-    (*counter)++;
-    if (c->fd >= 0) {
-        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-    }
-    c->fd = -1;
-    open_conn(ep, c);
 }
 
 static void record(struct result *r, struct conn *c, uint64_t t) {
@@ -153,11 +165,16 @@ static int read_response(struct conn *c, struct result *r) {
                 continue;
             }
             size_t head = eoh + 4 - c->buf;
+            if (head < 16 || strncmp(c->buf, "HTTP/1.", 7) != 0) return -1;
+            char keep = eoh[2];
+            eoh[2] = 0; /* header lookups below stay inside the header block */
             c->status = atoi(c->buf + 9);
             c->closing = strcasestr(c->buf, "\r\nconnection: close") != NULL;
             char *cl = strcasestr(c->buf, "\r\ncontent-length:");
-            int64_t len = (cl && cl < eoh) ? strtoll(cl + 17, NULL, 10) : 0;
-            if (!is_head && !cl && strcasestr(c->buf, "\r\ntransfer-encoding:")) return -1;
+            int chunked = strcasestr(c->buf, "\r\ntransfer-encoding:") != NULL;
+            eoh[2] = keep;
+            if (!is_head && !cl && chunked) return -1;
+            int64_t len = cl ? strtoll(cl + 17, NULL, 10) : 0;
             int64_t extra = (int64_t)(c->got - head);
             c->body_left = is_head ? 0 : len;
             if (extra > c->body_left) return -1; /* pipelined leftovers: none expected */
@@ -187,64 +204,87 @@ static void *worker(void *arg) {
     prctl(PR_SET_TIMERSLACK, 1UL); /* open loop: wake up on time, not 50 us late */
     int ep = epoll_create1(0);
     struct conn *cs = calloc(n, sizeof *cs);
-    /* open loop: connection k (of all threads) is due at t_start + k/rate, then every conns/rate */
+    /* open loop: connection k (of all threads) is first due at t_start + k/rate, then every conns/rate */
     uint64_t interval = rate > 0 ? (uint64_t)(total_conns * 1e9 / rate) : 0;
     for (int i = 0; i < n; i++) {
-        cs[i].fd = -1;
         if (open_conn(ep, &cs[i]) < 0) r->e_connect++;
         cs[i].next_ns = t_start + (uint64_t)((first_conn_of_thread[id] + i) * 1e9 / (rate > 0 ? rate : 1));
-        if (rate <= 0 && cs[i].fd >= 0 && start_request(ep, &cs[i], now_ns()) < 0) reopen(ep, &cs[i], &r->e_write);
     }
     uint64_t end = t_start + (uint64_t)(duration * 1e9);
+    uint64_t stop = rate > 0 ? end + GRACE_NS : end;
     struct epoll_event evs[256];
     for (;;) {
         uint64_t now = now_ns();
-        if (now >= end) break;
-        uint64_t wake = end;
-        if (rate > 0) {
-            for (int i = 0; i < n; i++) {
-                struct conn *c = &cs[i];
-                if (c->fd < 0 && open_conn(ep, c) < 0) { r->e_connect++; continue; }
-                if (c->busy) continue;
-                if (c->next_ns <= now) {
-                    uint64_t due = c->next_ns;
-                    c->next_ns += interval;
-                    if (start_request(ep, c, due) < 0) reopen(ep, c, &r->e_write);
-                } else if (c->next_ns < wake) {
-                    wake = c->next_ns;
+        if (now >= stop) break;
+        /* The scan: connect what is disconnected, start what is due. Closed loop: every idle
+         * connection sends at once (from t_start on); open loop: each sends when its next request
+         * is due, and only requests due before `end` are sent. */
+        uint64_t wake = rate > 0 && now < end ? end : stop; /* at `end` the open loop checks what is pending */
+        int pending = 0; /* open loop: requests due in the run not yet answered */
+        for (int i = 0; i < n; i++) {
+            struct conn *c = &cs[i];
+            int owes = rate > 0 && c->next_ns < end;
+            pending |= owes || c->busy;
+            if (c->fd < 0) {
+                if (!owes && rate > 0) continue;
+                if (now < c->retry_ns) { wake = min_u64(wake, c->retry_ns); continue; }
+                if (open_conn(ep, c) < 0) {
+                    r->e_connect++;
+                    c->retry_ns = now + RETRY_NS;
+                    wake = min_u64(wake, c->retry_ns);
+                    continue;
                 }
             }
+            if (c->busy) continue;
+            uint64_t due = rate > 0 ? c->next_ns : (now < t_start ? t_start : now);
+            if (!owes && rate > 0) continue;
+            if (due > now) { wake = min_u64(wake, due); continue; }
+            if (rate > 0) c->next_ns += interval;
+            if (start_request(ep, c, due) < 0) {
+                drop_conn(ep, c, &r->e_write, now + RETRY_NS);
+                wake = min_u64(wake, c->retry_ns);
+            }
         }
-        struct timespec to = {.tv_sec = (wake - now) / 1000000000u, .tv_nsec = (wake - now) % 1000000000u};
-        if (rate <= 0 && (wake - now) > 100000000u) to = (struct timespec){0, 100000000};
+        if (rate > 0 && now >= end && !pending) break;
+        uint64_t left = wake > now ? wake - now : 0;
+        struct timespec to = {.tv_sec = left / 1000000000u, .tv_nsec = left % 1000000000u};
         int k = epoll_pwait2(ep, evs, 256, &to, NULL);
         for (int i = 0; i < k; i++) {
             struct conn *c = evs[i].data.ptr;
-            if (c->fd < 0) continue;
+            if (c->fd < 0) continue; /* dropped by an earlier event of this batch */
             if ((evs[i].events & EPOLLOUT) && c->busy && c->sent < request_len && send_more(ep, c) < 0) {
-                reopen(ep, c, &r->e_write);
+                drop_conn(ep, c, &r->e_write, now_ns() + RETRY_NS);
                 continue;
             }
             if (!(evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) continue;
-            if (!c->busy) { reopen(ep, c, &r->e_read); continue; } /* the server closed an idle connection */
+            if (!c->busy) { /* a connect that failed, or the server closed an idle connection */
+                drop_conn(ep, c, c->sent == 0 ? &r->e_connect : &r->e_read, now_ns() + RETRY_NS);
+                continue;
+            }
             int done = read_response(c, r);
-            if (done < 0) { reopen(ep, c, &r->e_read); continue; }
+            if (done < 0) { drop_conn(ep, c, &r->e_read, now_ns() + RETRY_NS); continue; }
             if (!done) continue;
             uint64_t t = now_ns();
             record(r, c, t);
             c->busy = 0;
-            if (c->closing) { reopen(ep, c, &r->e_read); continue; }
+            if (c->closing) { drop_conn(ep, c, NULL, t); continue; } /* reconnected by the next scan */
             if (rate <= 0) {
-                if (start_request(ep, c, t) < 0) reopen(ep, c, &r->e_write);
-            } else if (c->next_ns <= t) { /* late: the next one goes now, its latency from when it was due */
+                if (t < end && start_request(ep, c, t) < 0) drop_conn(ep, c, &r->e_write, t + RETRY_NS);
+            } else if (c->next_ns <= t && c->next_ns < end) { /* late: the next one goes now, timed from when it was due */
                 uint64_t due = c->next_ns;
                 c->next_ns += interval;
-                if (start_request(ep, c, due) < 0) reopen(ep, c, &r->e_write);
+                if (start_request(ep, c, due) < 0) drop_conn(ep, c, &r->e_write, t + RETRY_NS);
             }
         }
     }
-    for (int i = 0; i < n; i++)
-        if (cs[i].fd >= 0) close(cs[i].fd);
+    for (int i = 0; i < n; i++) {
+        struct conn *c = &cs[i];
+        if (rate > 0) { /* requests due in the run and not answered within the grace period */
+            if (c->busy) r->e_timeout++;
+            if (c->next_ns < end) r->e_timeout += (end - c->next_ns + interval - 1) / interval;
+        }
+        if (c->fd >= 0) close(c->fd);
+    }
     close(ep);
     free(cs);
     return r;
@@ -265,7 +305,11 @@ int main(int argc, char **argv) {
         else if (opt == 'c') conns = atoi(optarg);
         else if (opt == 'd') duration = atof(optarg);
         else if (opt == 'R') rate = atof(optarg);
-        else if (opt == 'H') { strncat(headers, optarg, sizeof headers - strlen(headers) - 3); strcat(headers, "\r\n"); }
+        else if (opt == 'H') {
+            if (strlen(headers) + strlen(optarg) + 3 > sizeof headers) { fprintf(stderr, "headers too long\n"); return 2; }
+            strcat(headers, optarg);
+            strcat(headers, "\r\n");
+        }
         else { fprintf(stderr, "usage: httpload [-m GET|HEAD] [-t T] [-c C] [-d S] [-R RATE] [-H h]... URL\n"); return 2; }
     }
     is_head = strcmp(method, "HEAD") == 0;
@@ -281,7 +325,9 @@ int main(int argc, char **argv) {
     if (getaddrinfo(host, NULL, &hints, &ai)) { fprintf(stderr, "cannot resolve %s\n", host); return 2; }
     addr = *(struct sockaddr_in *)ai->ai_addr;
     addr.sin_port = htons(port);
-    request_len = snprintf(request, sizeof request, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", method, path, host, port, headers);
+    int len = snprintf(request, sizeof request, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", method, path, host, port, headers);
+    if (len < 0 || (size_t)len >= sizeof request) { fprintf(stderr, "request too long\n"); return 2; }
+    request_len = (size_t)len;
     total_conns = conns;
     for (int i = 0, k = 0; i < threads; i++) {
         conns_per_thread[i] = conns / threads + (i < conns % threads);
@@ -297,23 +343,24 @@ int main(int argc, char **argv) {
         struct result *r;
         pthread_join(th[i], (void **)&r);
         tot.requests += r->requests; tot.bytes += r->bytes; tot.e_connect += r->e_connect; tot.e_read += r->e_read;
-        tot.e_write += r->e_write; tot.e_status += r->e_status;
+        tot.e_write += r->e_write; tot.e_status += r->e_status; tot.e_timeout += r->e_timeout;
         tot.lat = realloc(tot.lat, (tot.nlat + r->nlat + 1) * sizeof *tot.lat);
         memcpy(tot.lat + tot.nlat, r->lat, r->nlat * sizeof *r->lat);
         tot.nlat += r->nlat;
     }
-    uint64_t dur_us = (now_ns() - t_start) / 1000;
+    /* the run's window: in open loop every request due in it was answered or counted as a timeout */
+    uint64_t dur_us = rate > 0 ? (uint64_t)(duration * 1e6) : (now_ns() - t_start) / 1000;
     qsort(tot.lat, tot.nlat, sizeof *tot.lat, cmp_u32);
     double sum = 0;
     for (size_t i = 0; i < tot.nlat; i++) sum += tot.lat[i];
 #define PCT(p) (tot.nlat ? tot.lat[(size_t)((p) / 100.0 * (tot.nlat - 1))] : 0)
     static const double pcts[] = {1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 97, 98, 99, 99.5, 99.9, 99.99, 100};
     printf("JSON {\"duration_us\": %llu, \"requests\": %llu, \"bytes\": %llu, \"target_rps\": %.0f, "
-           "\"errors\": {\"connect\": %llu, \"read\": %llu, \"write\": %llu, \"status\": %llu, \"timeout\": 0}, "
+           "\"errors\": {\"connect\": %llu, \"read\": %llu, \"write\": %llu, \"status\": %llu, \"timeout\": %llu}, "
            "\"lat_us\": {\"min\": %u, \"mean\": %.1f, \"max\": %u, \"p50\": %u, \"p90\": %u, \"p99\": %u, \"p999\": %u}, \"cdf_us\": [",
            (unsigned long long)dur_us, (unsigned long long)tot.requests, (unsigned long long)tot.bytes, rate,
            (unsigned long long)tot.e_connect, (unsigned long long)tot.e_read, (unsigned long long)tot.e_write,
-           (unsigned long long)tot.e_status, PCT(0), tot.nlat ? sum / tot.nlat : 0.0, PCT(100), PCT(50), PCT(90), PCT(99),
+           (unsigned long long)tot.e_status, (unsigned long long)tot.e_timeout, PCT(0), tot.nlat ? sum / tot.nlat : 0.0, PCT(100), PCT(50), PCT(90), PCT(99),
            PCT(99.9));
     for (size_t i = 0; i < sizeof pcts / sizeof *pcts; i++) printf("%s[%g, %u]", i ? ", " : "", pcts[i], PCT(pcts[i]));
     printf("]}\n");

@@ -20,13 +20,15 @@ PATHS = [
     ("byte copy", re.compile(r"^(copy_user\w*|rep_movs\w*|_copy_(to|from)_(iter|user)\w*|copy_page\w*|memcpy\w*|"
                              r"__memcpy\w*|skb_copy_datagram\w*|simple_copy_to_iter)_\[k\]$")),
     ("page faults", re.compile(r"^(asm_exc_page_fault|handle_mm_fault|do_user_addr_fault)_\[k\]$")),
-    ("page cache lookup", re.compile(r"^(filemap_\w+|cachestat\w*|__x64_sys_mincore|do_mincore)_\[k\]$")),
+    # filemap_map_pages / filemap_fault run inside page faults: counted there (the walk goes on up)
+    ("page cache lookup", re.compile(r"^(?!filemap_(map_pages|fault))(filemap_\w+|cachestat\w*|__x64_sys_mincore|"
+                                     r"do_mincore)_\[k\]$")),
     ("TCP receive (loopback peer's softirq)", re.compile(r"^(tcp_v4_rcv|tcp_rcv_established|__netif_receive_skb\w*|"
                                                           r"net_rx_action|process_backlog)_\[k\]$")),
     ("TCP send", re.compile(r"^(tcp_sendmsg\w*|tcp_write_xmit|__tcp_transmit_skb|tcp_push\w*)_\[k\]$")),
     ("TCP receive (own reads)", re.compile(r"^(tcp_recvmsg\w*|tcp_read_sock)_\[k\]$")),
     ("sendfile / splice", re.compile(r"^(do_splice_direct\w*|splice_direct_to_actor|do_sendfile|__x64_sys_sendfile64)_\[k\]$")),
-    ("io_uring", re.compile(r"^(io_\w+|__io_\w+|__x64_sys_io_uring_enter)_\[k\]$")),
+    ("io_uring", re.compile(r"^(?!io_schedule)(io_\w+|__io_\w+|__x64_sys_io_uring_enter)_\[k\]$")),
     ("epoll", re.compile(r"^(do_epoll_wait|ep_\w+|__x64_sys_epoll_\w+)_\[k\]$")),
     ("scheduler", re.compile(r"^(schedule|__schedule|try_to_wake_up|finish_task_switch\w*)_\[k\]$")),
     ("other syscalls", re.compile(r"^(entry_SYSCALL_64\w*|do_syscall_64)_\[k\]$")),

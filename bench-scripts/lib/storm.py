@@ -125,32 +125,38 @@ def storm(args, image):
     # server. CLOCK_MONOTONIC (time.monotonic) is the same clock in every process.
     n = args.clients
     ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(n + 1, timeout=args.deadline)
     t0 = ctx.Value("d", 0.0, lock=False)
+    # The start line is the barrier's release, when every client has connected: the last process to
+    # arrive stamps it before any is let go.
+    barrier = ctx.Barrier(n + 1, action=lambda: setattr(t0, "value", time.monotonic()), timeout=args.deadline)
     out = ctx.Queue()
     procs = [ctx.Process(target=storm_client, args=(i, args, image, barrier, t0, out), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
-    time.sleep(0.2 + 0.01 * n)  # let every client start and connect before the start line
-    t0.value = time.monotonic()
     try:
         barrier.wait()
     except threading.BrokenBarrierError:
-        pass  # a client failed to connect: its record says why
+        t0.value = time.monotonic()  # a client failed to connect: its record says why
     deadline = t0.value + args.deadline
     records = []
-    while len(records) < n:
-        try:
-            records.append(out.get(timeout=max(0.01, deadline - time.monotonic())))
-        except queue.Empty:
-            break
+
+    def collect(until):
+        while len(records) < n:
+            try:
+                records.append(out.get(timeout=max(0.01, until - time.monotonic())))
+            except queue.Empty:
+                return
+
+    collect(deadline)
     for p in procs:
-        p.join(0.1 if len(records) < n else 5.0)
+        p.join(5.0 if len(records) == n else 0.1)
+    collect(time.monotonic() + 0.5)  # records sent while the others were joined
     hung = sum(p.is_alive() for p in procs)
     for p in procs:
         if p.is_alive():
             p.kill()
-    records += [{"client": None, "ok": False, "errors": ["hung past the deadline"]}] * (n - len(records))
+            p.join(1.0)
+    records += [{"client": None, "ok": False, "errors": ["no result by the deadline"]} for _ in range(n - len(records))]
     ttfbs = sorted(r["ttfb_s"] for r in records if r.get("ttfb_s") is not None)
     ends = sorted(r["end_s"] for r in records if r.get("end_s") is not None)
     ok = sum(1 for r in records if r.get("ok"))
