@@ -244,9 +244,8 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn run_worker(id: usize, driver: Driver, listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     match driver {
         Driver::Uring => {
-            let mut rt =
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build()?;
-            tracing::debug!(worker = id, driver = "io_uring", "worker started");
+            let (mut rt, flags) = uring_runtime()?;
+            tracing::debug!(worker = id, driver = "io_uring", ring = flags, "worker started");
             rt.block_on(accept_loop(listener, shared))
         }
         Driver::Epoll => {
@@ -254,6 +253,30 @@ pub fn run_worker(id: usize, driver: Driver, listener: TcpListener, shared: Arc<
             tracing::debug!(worker = id, driver = "epoll", "worker started");
             rt.block_on(accept_loop(listener, shared))
         }
+    }
+}
+
+/// This thread's io_uring runtime. Its ring is set up for a thread that owns it
+/// alone: `SINGLE_ISSUER` (only this thread submits, kernel 6.0+) and
+/// `COOP_TASKRUN` (5.19+: the kernel does not interrupt the thread to post
+/// completions; they are posted on its next entry, which monoio makes on every
+/// turn of its loop). Without the latter, every socket wake-up on a busy worker
+/// cost an interrupt and a return to user mode (perf/RESULTS.md, section 6).
+/// A kernel that refuses them (before 6.0) gets a plain ring.
+fn uring_runtime() -> io::Result<(monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>, &'static str)> {
+    let build = |ring: io_uring::Builder| {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .uring_builder(ring)
+            .enable_timer()
+            .build()
+    };
+    let mut ring = io_uring::IoUring::builder();
+    ring.setup_single_issuer().setup_coop_taskrun();
+    match build(ring) {
+        Ok(rt) => Ok((rt, "single-issuer,coop-taskrun")),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((build(io_uring::IoUring::builder())?, "plain")),
+        Err(e) => Err(e),
     }
 }
 
