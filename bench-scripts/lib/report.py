@@ -37,9 +37,9 @@ def rfmt(x):
     return "–" if x is None else f"{x:.2f}×"
 
 
-def spread(xs):
+def spread(xs, nd=0):
     xs = [x for x in xs if x is not None]
-    return f"{min(xs):,.0f}–{max(xs):,.0f}" if len(xs) > 1 else ""
+    return f"{min(xs):,.{nd}f}–{max(xs):,.{nd}f}" if len(xs) > 1 else ""
 
 
 def load(path):
@@ -230,7 +230,7 @@ def fixed_rate_tables(P, verdicts, by):
             errs = sum(sum(r["errors"].values()) for r in rs)
             P(f"| {title} | {c} | {fmt(med([r['target_rps'] for r in rs]), 0)} | {fmt(med([r['rps'] for r in rs]), 0)} | "
               f"{fmt(med([r['lat_us']['p50'] / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['p90'] / 1000 for r in rs]), 2)} | "
-              f"{fmt(p99[c], 2)} ({spread([r['lat_us']['p99'] / 1000 for r in rs]) or '–'}) | "
+              f"{fmt(p99[c], 2)} ({spread([r['lat_us']['p99'] / 1000 for r in rs], 2) or '–'}) | "
               f"{fmt(med([r['lat_us'].get('p999', 0) / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['max'] / 1000 for r in rs]), 1)} | "
               f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
               f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
