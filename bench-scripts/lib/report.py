@@ -93,6 +93,7 @@ def charts(by, outdir):
     for i, v in enumerate(m):
         ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom")
     ax.set_title("1. warm 128 MiB blob, 16 conns (wrk)")
+    ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("MB/s (median, min–max)")
     ax = axes[1]
     kinds = [k for k in ("manifest-get-digest", "manifest-head-tag", "blob-4k") if k in by]
