@@ -7,9 +7,10 @@
 //! which reads the page cache from memory; with `send(2)` from a mapping the
 //! server makes the copy and the client then reads fresh, cache-warm socket
 //! buffers, so the work is split across two cores and costs the host less in
-//! all. On the 2-core bench machine a 128 MiB blob moved ~1.5× the bytes per
-//! second for ~2/3 of the host's CPU per byte (perf/SERVE-MODES.md,
-//! perf/RESULTS.md), at about twice the server's own CPU per byte. For a peer
+//! all. On the 2-core bench machine a 128 MiB blob moved 1.1–1.4× the bytes
+//! per second (oha to wrk) for 0.7–0.8× the host's CPU per byte
+//! (perf/SERVE-MODES.md, perf/RESULTS.md), at about twice the server's own CPU
+//! per byte, most of it the copy (RESULTS.md, section 6). For a peer
 //! on another host `sendfile` stays: there no byte has to be copied at all.
 //! `blobSend` in the config file chooses (`auto`, `sendfile`, `mmap`).
 //!
