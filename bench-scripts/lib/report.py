@@ -42,6 +42,12 @@ def spread(xs, nd=0):
     return f"{min(xs):,.{nd}f}–{max(xs):,.{nd}f}" if len(xs) > 1 else ""
 
 
+def load_cells(rs):
+    """The last cells of every load table's row: client CPU s, other CPU s, errors (over the runs `rs`)."""
+    errs = sum(sum(r["errors"].values()) for r in rs)
+    return f"{fmt(med([r['client_cpu_s'] for r in rs]))} | {fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |"
+
+
 def load(path):
     rows = [json.loads(l) for l in open(path) if l.strip()]
     by = defaultdict(lambda: defaultdict(list))
@@ -182,12 +188,10 @@ def large_table(P, verdicts, lg, client):
     P("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in present(lg):
         rs = lg[c]
-        errs = sum(sum(r["errors"].values()) for r in rs)
         P(f"| {c} | {fmt(tp[c] / 1e6)} | {spread([r['bytes_per_s'] / 1e6 for r in rs])} | {rfmt(ratio(tp[c], tp.get('nginx')))} | "
           f"{rfmt(ratio(tp[c], best))} | {fmt(cpg[c], 2)} | {rfmt(ratio(cpg[c], cpg.get('nginx')))} | "
           f"{fmt(hpg[c], 2)} | {rfmt(ratio(hpg[c], hpg.get('nginx')))} | "
-          f"{fmt(med([r['lat_us']['p99'] / 1000 for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
-          f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+          f"{fmt(med([r['lat_us']['p99'] / 1000 for r in rs]))} | {load_cells(rs)}")
     P("")
     if "ociregistry" not in tp:
         return
@@ -228,13 +232,11 @@ def fixed_rate_tables(P, verdicts, by):
         p99 = {c: med([r["lat_us"]["p99"] / 1000 for r in d[c]]) for c in d}
         for c in present(d):
             rs = d[c]
-            errs = sum(sum(r["errors"].values()) for r in rs)
             P(f"| {title} | {c} | {fmt(med([r['target_rps'] for r in rs]), 0)} | {fmt(med([r['rps'] for r in rs]), 0)} | "
               f"{fmt(med([r['lat_us']['p50'] / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['p90'] / 1000 for r in rs]), 2)} | "
               f"{fmt(p99[c], 2)} ({spread([r['lat_us']['p99'] / 1000 for r in rs], 2) or '–'}) | "
               f"{fmt(med([r['lat_us'].get('p999', 0) / 1000 for r in rs]), 2)} | {fmt(med([r['lat_us']['max'] / 1000 for r in rs]), 1)} | "
-              f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
-              f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+              f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {load_cells(rs)}")
         if "ociregistry" in p99 and "nginx" in p99:
             # comparable only where both kept up with the offered rate (in every run)
             kept = {c: all(r.get("target_rps") and r["rps"] >= 0.99 * r["target_rps"] for r in d[c])
@@ -345,11 +347,9 @@ def main():
         P("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in present(d):
             rs = d[c]
-            errs = sum(sum(r["errors"].values()) for r in rs)
             P(f"| {c} | {fmt(rps[c])} | {spread([r['rps'] for r in rs])} | {rfmt(ratio(rps[c], rps.get('nginx')))} | "
               f"{rfmt(ratio(rps[c], best))} | {fmt(med([r['lat_us']['p50'] / 1000 for r in rs]), 2)} | {fmt(p99[c], 2)} | "
-              f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {fmt(med([r['client_cpu_s'] for r in rs]))} | "
-              f"{fmt(med([r['other_cpu_s'] for r in rs]))} | {errs} |")
+              f"{fmt(med([r['server_us_per_req'] for r in rs]))} | {load_cells(rs)}")
         P("")
         if "ociregistry" in rps and "nginx" in rps:
             r = ratio(rps["ociregistry"], rps["nginx"])
@@ -504,7 +504,7 @@ def main():
         verdicts.append(("startup with 100k cached blobs < 1 s", f"{fmt(s, 3)} s", s is not None and s < 1))
 
     # ---- 6
-    profile_tables(P, profiles, os.path.join(os.path.dirname(rel), "flamegraphs"))
+    profile_tables(P, profiles, "flamegraphs")  # run-all writes them beside RESULTS.md
 
     # ---- verdicts first in the file
     head = ["## Targets (issue 3) in this run", "", "| target | measured | met |", "|---|---|---|"]
