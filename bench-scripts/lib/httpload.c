@@ -16,8 +16,10 @@
  * Prints one line "JSON {...}" in the shape of lib/wrk-json.lua, plus "target_rps" in open loop.
  * A response must have a complete header block and, for GET, exactly Content-Length body bytes
  * (chunked bodies are not expected from the servers under test: errors.read); 2xx/3xx counts as a
- * request, anything else as errors.status. A connection the server closes is reopened (errors.read).
- * Every loop is bounded by -d. Build: cc -O2 -pthread -o httpload httpload.c
+ * request, anything else as errors.status. A connection is reopened after `Connection: close` (no
+ * error), after the server closes it unannounced (errors.read) or a failed connect (errors.connect,
+ * retried every 10 ms). Open loop: a request due in the run and not answered within 2 s after it is
+ * errors.timeout. Every loop is bounded by -d (+2 s). Build: cc -O2 -pthread -o httpload httpload.c
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

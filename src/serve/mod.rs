@@ -261,7 +261,7 @@ pub fn run_worker(id: usize, driver: Driver, listener: TcpListener, shared: Arc<
 /// `COOP_TASKRUN` (5.19+: the kernel does not interrupt the thread to post
 /// completions; they are posted on its next entry, which monoio makes on every
 /// turn of its loop). Without the latter, every socket wake-up on a busy worker
-/// cost an interrupt and a return to user mode (perf/RESULTS.md, section 6).
+/// cost an interrupt and a return to user mode (perf/NOTES.md, small requests).
 /// A kernel that refuses them (before 6.0) gets a plain ring.
 fn uring_runtime() -> io::Result<(monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>, &'static str)> {
     let build = |ring: io_uring::Builder| {
