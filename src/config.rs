@@ -216,6 +216,11 @@ impl Settings {
         if serve.threads.or(file.threads) == Some(0) {
             problems.push("threads: must be at least 1".to_string());
         }
+        for (i, t) in file.artifact_types.iter().enumerate() {
+            if let Err(e) = t.parse::<crate::oci::MediaType>() {
+                problems.push(format!("artifactTypes[{i}]: {e}"));
+            }
+        }
         let registries = validate_registries(&file.registries, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -456,6 +461,7 @@ registries:
     fn every_problem_is_reported() {
         let yaml = r#"
 pullTimeout: 0
+artifactTypes: ["application/x; evil=1"]
 registries:
   - name: quay.io
     scheme: ftp
@@ -465,7 +471,9 @@ registries:
   - name: ghcr.io
 "#;
         let err = settings(yaml, &[]).unwrap_err().to_string();
-        for needle in ["pullTimeout", "scheme", "no password", "tls.cert", "cert and key", "more than once"] {
+        for needle in
+            ["pullTimeout", "artifactTypes[0]", "scheme", "no password", "tls.cert", "cert and key", "more than once"]
+        {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
     }

@@ -11,7 +11,7 @@ use reqwest::{Method, Response, StatusCode};
 
 use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
 use crate::metrics::Counter;
-use crate::oci::{media, Digest, Reference};
+use crate::oci::{media, Digest, MediaType, Reference};
 use crate::store::{tags::now_secs, StagedManifest, TagKey, TagRecord};
 
 /// The largest manifest accepted, enforced while reading.
@@ -84,18 +84,25 @@ impl Fetcher {
             media::inspect(&body).map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
         let media_type = media::effective_media_type(content_type.as_deref(), &info, &self.settings.artifact_types)
             .map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
-        if media::is_schema1(&media_type) || info.schema_version == Some(1) {
+        if media::is_schema1(media_type.as_str()) || info.schema_version == Some(1) {
             return Err(FetchError::BadContent(format!(
                 "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
         self.store_manifest(source, reference, &digest, &media_type, &body);
-        tracing::info!(%source, reference = %what, %digest, media_type, size = body.len(), "manifest cached");
+        tracing::info!(%source, reference = %what, %digest, %media_type, size = body.len(), "manifest cached");
         Ok(ManifestHit { digest, media_type, body })
     }
 
     /// Makes the manifest servable now and writes it to disk in the background.
-    fn store_manifest(&self, source: &Source, reference: &Reference, digest: &Digest, media_type: &str, body: &Bytes) {
+    fn store_manifest(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        digest: &Digest,
+        media_type: &MediaType,
+        body: &Bytes,
+    ) {
         let tag = match reference {
             Reference::Tag(t) => {
                 let key = TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: t.clone() };
@@ -103,7 +110,7 @@ impl Fetcher {
                 let fetched_at = self.store.tag(&key).filter(|r| &r.digest == digest).map_or(now, |r| r.fetched_at);
                 let record = TagRecord {
                     digest: digest.clone(),
-                    media_type: media_type.to_string(),
+                    media_type: media_type.clone(),
                     fetched_at,
                     last_checked_at: now,
                 };
@@ -113,7 +120,7 @@ impl Fetcher {
         };
         let staged = StagedManifest {
             digest: digest.clone(),
-            media_type: media_type.to_string(),
+            media_type: media_type.clone(),
             body: body.clone(),
             source: source.to_string(),
             tag,
@@ -166,7 +173,7 @@ impl Fetcher {
                 Err(FetchError::NotFound(message))
             }
             StatusCode::TOO_MANY_REQUESTS => Err(FetchError::TooManyRequests {
-                retry_after: resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string),
+                retry_after: resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after),
             }),
             _ => {
                 let snippet = resp.text().await.unwrap_or_default().chars().take(200).collect::<String>();
@@ -177,6 +184,16 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// An upstream's `Retry-After`, passed on to clients only when it has the
+/// header's syntax: delay seconds, or an HTTP date (letters, digits, spaces,
+/// commas and colons).
+fn retry_after(v: &str) -> Option<String> {
+    let v = v.trim();
+    let seconds = !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit());
+    let date = (20..=40).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b" ,:".contains(&b));
+    (seconds || date).then(|| v.to_string())
 }
 
 /// Reads a body, refusing it as soon as it grows past `limit`.
@@ -192,4 +209,18 @@ pub(super) async fn read_limited(mut resp: Response, limit: usize) -> Result<Byt
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_passed_on_only_with_its_syntax() {
+        assert_eq!(retry_after(" 120 ").as_deref(), Some("120"));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT").as_deref(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+        for bad in ["", "1.5", "soon; X-Evil: 1", "12345678901", "<script>alert(1)</script>...."] {
+            assert_eq!(retry_after(bad), None, "{bad:?}");
+        }
+    }
 }

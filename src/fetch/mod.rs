@@ -33,7 +33,7 @@ pub use tags::TagsPage;
 
 use crate::config::Settings;
 use crate::metrics::Block;
-use crate::oci::{Digest, Reference, RegistryName, RepoName};
+use crate::oci::{Digest, MediaType, Reference, RegistryName, RepoName};
 use crate::store::Store;
 
 /// An image repository in one upstream: where something is fetched from.
@@ -53,7 +53,7 @@ impl std::fmt::Display for Source {
 #[derive(Debug, Clone)]
 pub struct ManifestHit {
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub body: Bytes,
 }
 

@@ -1,10 +1,95 @@
 //! Manifest media types, the fixed `Accept` sent upstream, client `Accept`
 //! negotiation, and the little of a manifest's JSON the cache needs: its
 //! descriptors (digest and size of what it references).
+//!
+//! A media type comes from an upstream (a manifest's `mediaType`, a
+//! `Content-Type`) and goes out as a `Content-Type` header, so it is a
+//! [`MediaType`]: RFC 6838 syntax, checked when it is parsed, on the network
+//! and on disk alike. Nothing else can reach a header through it.
 
-use serde::Deserialize;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
+
+/// A media type without parameters, `type/subtype`, each an RFC 6838
+/// restricted name: a letter or digit, then up to 126 of letters, digits and
+/// `! # $ & - ^ _ . +`. No space, quote, semicolon or control character.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MediaType(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid media type {0:?}: not type/subtype of RFC 6838 restricted names")]
+pub struct MediaTypeError(String);
+
+impl MediaType {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// One of this module's constants (known valid).
+    pub fn known(s: &'static str) -> MediaType {
+        debug_assert!(is_restricted_pair(s), "{s}");
+        MediaType(s.to_string())
+    }
+}
+
+fn is_restricted_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 127
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+}
+
+fn is_restricted_pair(s: &str) -> bool {
+    matches!(s.split_once('/'), Some((t, sub)) if is_restricted_name(t) && is_restricted_name(sub))
+}
+
+impl FromStr for MediaType {
+    type Err = MediaTypeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if is_restricted_pair(s) {
+            Ok(MediaType(s.to_string()))
+        } else {
+            Err(MediaTypeError(s.chars().take(200).collect()))
+        }
+    }
+}
+
+impl TryFrom<String> for MediaType {
+    type Error = MediaTypeError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if is_restricted_pair(&s) {
+            Ok(MediaType(s))
+        } else {
+            Err(MediaTypeError(s.chars().take(200).collect()))
+        }
+    }
+}
+
+impl From<MediaType> for String {
+    fn from(m: MediaType) -> String {
+        m.0
+    }
+}
+
+impl fmt::Display for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -110,7 +195,17 @@ pub fn inspect(body: &[u8]) -> Result<ManifestInfo, String> {
 /// the body's own `mediaType` when present (a `Content-Type` naming another
 /// manifest type is refused); else the `Content-Type` when it is a manifest or
 /// configured artifact type of the body's shape; else the OCI type of that shape.
+/// A `mediaType` that is not a valid media type refuses the manifest.
 pub fn effective_media_type(
+    content_type: Option<&str>,
+    info: &ManifestInfo,
+    artifact_types: &[String],
+) -> Result<MediaType, String> {
+    let chosen = choose_media_type(content_type, info, artifact_types)?;
+    chosen.parse::<MediaType>().map_err(|e| format!("manifest refused: {e}"))
+}
+
+fn choose_media_type(
     content_type: Option<&str>,
     info: &ManifestInfo,
     artifact_types: &[String],
@@ -173,8 +268,14 @@ mod tests {
         assert_eq!(info.references.len(), 2);
         assert_eq!(info.references[1].size, 11);
         let none: Vec<String> = vec![];
-        assert_eq!(effective_media_type(Some("application/json"), &info, &none).as_deref(), Ok(OCI_MANIFEST));
-        assert_eq!(effective_media_type(Some("x/y; charset=utf-8"), &info, &none).as_deref(), Ok(OCI_MANIFEST));
+        assert_eq!(
+            effective_media_type(Some("application/json"), &info, &none).as_ref().map(MediaType::as_str),
+            Ok(OCI_MANIFEST)
+        );
+        assert_eq!(
+            effective_media_type(Some("x/y; charset=utf-8"), &info, &none).as_ref().map(MediaType::as_str),
+            Ok(OCI_MANIFEST)
+        );
         assert!(effective_media_type(Some(DOCKER_MANIFEST), &info, &none).is_err(), "contradicts the body");
     }
 
@@ -183,14 +284,68 @@ mod tests {
         let none: Vec<String> = vec![];
         let index = inspect(br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":1}]}"#).unwrap();
         assert!(index.is_index);
-        assert_eq!(effective_media_type(None, &index, &none).as_deref(), Ok(OCI_INDEX));
-        assert_eq!(effective_media_type(Some(DOCKER_LIST), &index, &none).as_deref(), Ok(DOCKER_LIST));
-        assert_eq!(effective_media_type(Some(OCI_MANIFEST), &index, &none).as_deref(), Ok(OCI_INDEX));
-        assert_eq!(effective_media_type(Some("application/x-evil"), &index, &none).as_deref(), Ok(OCI_INDEX));
+        assert_eq!(effective_media_type(None, &index, &none).as_ref().map(MediaType::as_str), Ok(OCI_INDEX));
+        assert_eq!(
+            effective_media_type(Some(DOCKER_LIST), &index, &none).as_ref().map(MediaType::as_str),
+            Ok(DOCKER_LIST)
+        );
+        assert_eq!(
+            effective_media_type(Some(OCI_MANIFEST), &index, &none).as_ref().map(MediaType::as_str),
+            Ok(OCI_INDEX)
+        );
+        assert_eq!(
+            effective_media_type(Some("application/x-evil"), &index, &none).as_ref().map(MediaType::as_str),
+            Ok(OCI_INDEX)
+        );
         let image = inspect(br#"{"schemaVersion":2,"layers":[]}"#).unwrap();
         let helm = vec!["application/vnd.cncf.helm.chart.v1+json".to_string()];
-        assert_eq!(effective_media_type(Some(&helm[0]), &image, &helm).as_deref(), Ok(helm[0].as_str()));
-        assert_eq!(effective_media_type(Some(&helm[0]), &image, &none).as_deref(), Ok(OCI_MANIFEST));
+        assert_eq!(
+            effective_media_type(Some(&helm[0]), &image, &helm).as_ref().map(MediaType::as_str),
+            Ok(helm[0].as_str())
+        );
+        assert_eq!(
+            effective_media_type(Some(&helm[0]), &image, &none).as_ref().map(MediaType::as_str),
+            Ok(OCI_MANIFEST)
+        );
         assert!(inspect(b"not json").is_err());
+    }
+
+    #[test]
+    fn media_types_follow_rfc_6838() {
+        for ok in
+            [OCI_MANIFEST, DOCKER_LIST, "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "a/b", "x-1/y!#$&^_.+-"]
+        {
+            assert_eq!(ok.parse::<MediaType>().map(|m| m.to_string()), Ok(ok.to_string()), "{ok}");
+        }
+        for bad in [
+            "",
+            "application",
+            "application/",
+            "/json",
+            "a/b/c",
+            "application/json; charset=utf-8",
+            "application/vnd.oci.image.manifest.v1+json\r\nX-Injected: yes",
+            "application/json\n",
+            "text/pl ain",
+            "text/\"x\"",
+            "-a/b",
+            "a/\u{7f}",
+            "a/b\u{e9}",
+        ] {
+            assert!(bad.parse::<MediaType>().is_err(), "{bad:?}");
+        }
+        assert!(format!("a/{}", "b".repeat(127)).parse::<MediaType>().is_ok());
+        assert!(format!("a/{}", "b".repeat(128)).parse::<MediaType>().is_err());
+        let from_json: Result<MediaType, _> = serde_json::from_str("\"a/b\\r\\nX: y\"");
+        assert!(from_json.is_err(), "deserialising checks too");
+    }
+
+    #[test]
+    fn an_injected_embedded_media_type_refuses_the_manifest() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json\r\nX-Injected: yes","layers":[]}"#;
+        let info = inspect(body).unwrap();
+        let none: Vec<String> = vec![];
+        let err = effective_media_type(Some("application/json"), &info, &none).unwrap_err();
+        assert!(err.contains("invalid media type"), "{err}");
     }
 }

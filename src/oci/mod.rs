@@ -9,4 +9,5 @@ pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorBody, OciCode};
+pub use media::MediaType;
 pub use reference::{NameError, Reference, RegistryName, RepoName, Tag};

@@ -14,13 +14,15 @@ use bytes::Bytes;
 
 use monoio::net::TcpStream;
 
-use super::http::{head, write_all, Framing};
+use super::error::ApiError;
+use super::http::{head, header_value_ok, write_all, Framing};
 use super::mapped::{self, MappedFiles};
 use super::response::{Body, CacheStatus, Response};
 use super::sendfile;
 use super::warm::{self, Warmer};
 use crate::fetch::{Reader, State};
 use crate::metrics::{Block, Counter};
+use crate::oci::OciCode;
 
 /// The sending thread's counters, and its mappings when this connection's
 /// large file bodies go out from a mapping.
@@ -34,7 +36,7 @@ pub struct SendVia<'a> {
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
 pub async fn send(stream: &mut TcpStream, resp: Response, framing: Framing, via: &SendVia<'_>) -> io::Result<u64> {
-    let (counter, sent) = send_body(stream, resp, framing, via).await;
+    let (counter, sent) = send_body(stream, writable(resp), framing, via).await;
     if let (Some(c), Ok(n)) = (counter, &sent) {
         via.counters.add(c, *n);
     }
@@ -123,6 +125,16 @@ async fn send_file(
     cut_on_error(stream, sent)
 }
 
+/// `resp`, or a 500 in its place when one of its header values could not be
+/// written safely (see [`header_value_ok`]). Values from upstreams are checked
+/// where they enter; this is the last line, so a value that slipped through
+/// can never add a header or end the head.
+fn writable(resp: Response) -> Response {
+    let Some((name, _)) = resp.headers.iter().find(|(_, v)| !header_value_ok(v)) else { return resp };
+    tracing::error!(header = name, status = resp.status, "refused to write a header value with control characters");
+    ApiError::new(500, OciCode::Unavailable, "internal error: the answer had an invalid header value").into()
+}
+
 /// The response head, with `X-Cache` when the answer has a cache status.
 fn head_of(resp: &Response, framing: Framing) -> Vec<u8> {
     let cache = (resp.cache != CacheStatus::None).then(|| ("X-Cache", resp.cache.as_str()));
@@ -135,6 +147,9 @@ fn head_of(resp: &Response, framing: Framing) -> Vec<u8> {
 /// kept answer serves both GET and HEAD.
 pub fn in_memory(resp: &Response, framing: Framing) -> Option<(Bytes, usize)> {
     let Body::Bytes(body) = &resp.body else { return None };
+    if !resp.headers.iter().all(|(_, v)| header_value_ok(v)) {
+        return None;
+    }
     let mut out = head_of(resp, Framing { head_only: false, ..framing });
     let head_len = out.len();
     out.extend_from_slice(body);

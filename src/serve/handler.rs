@@ -90,7 +90,7 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
             },
         },
     };
-    if !media::accepts(&req.accept, &hit.media_type) {
+    if !media::accepts(&req.accept, hit.media_type.as_str()) {
         return Err(ApiError::new(
             404,
             OciCode::ManifestUnknown,
@@ -107,7 +107,7 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
     Ok(Response::new(200, Body::Bytes(hit.body), cache)
         .kind(Kind::Manifest)
         .reuse(reuse)
-        .header("Content-Type", hit.media_type)
+        .header("Content-Type", hit.media_type.as_str())
         .header("Docker-Content-Digest", hit.digest.to_string())
         .header("Vary", "Accept"))
 }

@@ -216,8 +216,16 @@ pub struct Framing {
     pub http10: bool,
 }
 
+/// Whether `value` may be written as a header value: visible ASCII, spaces
+/// and tabs only. A CR or LF would end the header (and could start another,
+/// or end the head); other control bytes are refused as well.
+pub fn header_value_ok(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 /// Builds a response head. `length` is `Some(n)` for `Content-Length: n`,
-/// `None` for a chunked body.
+/// `None` for a chunked body. Callers check values with [`header_value_ok`]
+/// first (see `body`): this writes them as given.
 pub fn head<'a>(
     status: u16,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -322,6 +330,15 @@ mod tests {
             .unwrap();
         assert!(r.has_body && !r.keep_alive);
         assert_eq!(r.method, Method::Other("PUT".into()));
+    }
+
+    #[test]
+    fn header_values_with_control_characters_are_not_writable() {
+        assert!(header_value_ok("application/vnd.oci.image.manifest.v1+json"));
+        assert!(header_value_ok("bytes 0-1/2\tx"));
+        for bad in ["a\r\nX-Injected: yes", "a\nb", "a\rb", "a\0b", "a\u{7f}", "caf\u{e9}"] {
+            assert!(!header_value_ok(bad), "{bad:?}");
+        }
     }
 
     #[test]

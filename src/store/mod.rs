@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use crate::oci::{media, Digest};
+use crate::oci::{media, Digest, MediaType};
 pub use layout::Layout;
 pub use records::{Kind, Record};
 pub use tags::{TagKey, TagRecord};
@@ -32,7 +32,7 @@ pub struct Store {
     records: RwLock<HashMap<Digest, Arc<Record>>>,
     tags: RwLock<HashMap<TagKey, TagRecord>>,
     /// Manifests staged but not yet on disk: served from here until they are.
-    pending: RwLock<HashMap<Digest, (Bytes, String)>>,
+    pending: RwLock<HashMap<Digest, (Bytes, MediaType)>>,
     /// Manifest bodies and small blobs, within a byte budget.
     memory: memory::MemoryCache,
     /// Blobs up to this size are served from `memory`.
@@ -78,7 +78,7 @@ impl Default for MemoryLimits {
 /// A verified manifest on its way to disk.
 pub struct StagedManifest {
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub body: Bytes,
     /// `registry/repository` it was fetched for.
     pub source: String,
@@ -99,7 +99,7 @@ impl StagedManifest {
 
 /// Where a committed manifest's bytes are.
 pub enum InMemory {
-    Found(Bytes, String),
+    Found(Bytes, MediaType),
     /// Committed, to be read from its file.
     OnDisk,
     /// Not a committed manifest.
@@ -200,7 +200,7 @@ impl Store {
 
     /// A committed manifest's bytes and media type: from memory, else read from
     /// disk (a small file, usually in the page cache) and checked once more.
-    pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
+    pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, MediaType)> {
         match self.manifest_in_memory(digest) {
             InMemory::Found(bytes, media_type) => Some((bytes, media_type)),
             InMemory::Absent => None,
@@ -212,7 +212,7 @@ impl Store {
     /// this, and has [`Store::manifest`] run elsewhere when it is `OnDisk`.
     pub fn manifest_in_memory(&self, digest: &Digest) -> InMemory {
         let Some(record) = self.record(digest).filter(|r| r.kind == Kind::Manifest) else { return InMemory::Absent };
-        let media_type = record.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        let media_type = record.media_type.clone().unwrap_or_else(|| MediaType::known(media::OCI_MANIFEST));
         if let Some(bytes) = self.memory.get(digest) {
             return InMemory::Found(bytes, media_type);
         }
@@ -222,9 +222,9 @@ impl Store {
         InMemory::OnDisk
     }
 
-    fn manifest_from_disk(&self, digest: &Digest) -> Option<(Bytes, String)> {
+    fn manifest_from_disk(&self, digest: &Digest) -> Option<(Bytes, MediaType)> {
         let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
-        let media_type = record.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        let media_type = record.media_type.clone().unwrap_or_else(|| MediaType::known(media::OCI_MANIFEST));
         let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
         if Digest::of(digest.algorithm(), &bytes) != *digest {
             tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
@@ -450,13 +450,13 @@ mod tests {
                 TagKey { registry: "quay.io".parse().unwrap(), repo: "a".parse().unwrap(), tag: "v1".parse().unwrap() };
             let rec = TagRecord {
                 digest: d.clone(),
-                media_type: media::OCI_MANIFEST.into(),
+                media_type: MediaType::known(media::OCI_MANIFEST),
                 fetched_at: 1,
                 last_checked_at: 2,
             };
             let staged = StagedManifest {
                 digest: d.clone(),
-                media_type: media::OCI_MANIFEST.into(),
+                media_type: MediaType::known(media::OCI_MANIFEST),
                 body: body.clone(),
                 source: "quay.io/a".into(),
                 tag: Some((key, rec)),

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::oci::Digest;
+use crate::oci::{Digest, MediaType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,7 +23,7 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub kind: Kind,
-    pub media_type: Option<String>,
+    pub media_type: Option<MediaType>,
     pub size: u64,
     /// `registry/repository` pairs this digest was fetched for.
     pub sources: Vec<String>,
@@ -35,7 +35,7 @@ struct Line {
     digest: Digest,
     kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    media_type: Option<String>,
+    media_type: Option<MediaType>,
     size: u64,
     source: String,
 }
@@ -112,7 +112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let d = Digest::of(crate::oci::Algorithm::Sha256, b"x");
-        let rec = Record { kind: Kind::Manifest, media_type: Some("m/t".into()), size: 1, sources: vec![] };
+        let rec = Record { kind: Kind::Manifest, media_type: Some("m/t".parse().unwrap()), size: 1, sources: vec![] };
         let mut j = Journal::open(&path).unwrap();
         j.append(&d, &rec, "docker.io/library/a").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(skipped, 1);
         let got = &map[&d];
         assert_eq!(got.kind, Kind::Manifest);
-        assert_eq!(got.media_type.as_deref(), Some("m/t"));
+        assert_eq!(got.media_type.as_ref().map(MediaType::as_str), Some("m/t"));
         assert_eq!(got.sources, vec!["docker.io/library/a", "quay.io/b"]);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::oci::{Digest, RegistryName, RepoName, Tag};
+use crate::oci::{Digest, MediaType, RegistryName, RepoName, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TagKey {
@@ -21,7 +21,8 @@ pub struct TagKey {
 #[serde(rename_all = "camelCase")]
 pub struct TagRecord {
     pub digest: Digest,
-    pub media_type: String,
+    /// Checked when read back: a record with an invalid one is not loaded.
+    pub media_type: MediaType,
     /// Unix seconds when the tag was first resolved to this digest.
     pub fetched_at: u64,
     /// Unix seconds when the upstream last confirmed it.
