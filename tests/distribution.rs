@@ -2,10 +2,11 @@
 //! pushed by skopeo: OCI and Docker images and indexes pulled through the cache byte-exact with their
 //! media types, a warm second pull that sends nothing upstream for blobs and digests (io_uring and epoll
 //! drivers), one upstream download for 20 concurrent pulls of a blob, and the upstream security modes:
-//! HTTPS with a custom CA or `insecureSkipVerify`, Basic auth, token auth with cached tokens, and mutual
-//! TLS, each with the status a client gets when the configuration does not fit. Also: a config naming a
-//! missing TLS file stops the binary with a message naming the key. Upstream traffic is counted from the
-//! registry's access log and the token server's counter.
+//! HTTPS with a custom CA or `insecureSkipVerify`, Basic auth, token auth with cached tokens (its realm
+//! also over HTTPS on another port under the registry's CA), and mutual TLS, each with the status a
+//! client gets when the configuration does not fit. Also: a config naming a missing TLS file stops the
+//! binary with a message naming the key. Upstream traffic is counted from the registry's access log and
+//! the token server's counter.
 
 mod common;
 
@@ -302,6 +303,19 @@ fn https_with_token_auth_caches_the_token() {
     let tokens = token_requests() - before;
     assert!((1..=2).contains(&tokens), "{tokens} token requests for one manifest and three blobs of one repository");
     assert_pull_fails_with(&up, &[auth("bob", "wrong"), tls_with_ca(&up, "")], &pushed.1, 404);
+}
+
+/// A realm on another origin under the registry's private CA (GitLab's `/jwt/auth`) is reached with the
+/// registry's `tls.ca`, not with the system roots only.
+#[test]
+fn an_https_token_realm_on_another_port_is_trusted_through_the_registry_ca() {
+    let up = Distribution::start(Mode::token_with_https_realm("carol", "r3alm", 300));
+    let token_server = up.token_server.as_ref().unwrap();
+    assert!(token_server.realm.starts_with("https://") && token_server.port != up.port, "{}", token_server.realm);
+    let pushed = push_small_image(&up);
+    let before = token_server.request_count();
+    pull_small_image_with(&up, &[auth("carol", "r3alm"), tls_with_ca(&up, "")], &pushed);
+    assert!(token_server.request_count() > before, "the pull asked the token realm for nothing");
 }
 
 #[test]

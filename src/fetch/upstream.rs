@@ -4,7 +4,11 @@
 //! registry request with authentication (Basic, Bearer token flow with a cached
 //! token, static token) and follows redirects by hand: a hop to another host
 //! (a CDN or object store) goes through a separate client with system roots,
-//! no client certificate and no `Authorization`.
+//! no client certificate and no `Authorization`. A token realm on another
+//! origin is often a sibling service under the same private CA (GitLab's
+//! `/jwt/auth`), so a listed registry's realm client trusts what the registry
+//! trusts, yet presents no client certificate: that identity is for the
+//! registry alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,33 +87,29 @@ impl Upstreams {
 
     /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
     fn build(&self, registry: Registry, unlisted: bool) -> Result<Upstream, String> {
-        let mut b = base_builder(&self.settings);
-        if let Some(ca) = &registry.tls.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: tls.ca {}: {e}", registry.name, ca.display()))?;
-            for cert in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: tls.ca: {e}", registry.name))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
+        let mut b = server_trust(base_builder(&self.settings), &registry)?;
         if let (Some(cert), Some(key)) = (&registry.tls.cert, &registry.tls.key) {
             let mut pem = std::fs::read(cert).map_err(|e| format!("{}: tls.cert: {e}", registry.name))?;
             pem.extend(std::fs::read(key).map_err(|e| format!("{}: tls.key: {e}", registry.name))?);
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| format!("{}: tls.cert/key: {e}", registry.name))?;
             b = b.identity(id);
         }
-        if registry.tls.insecure_skip_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
         if unlisted {
             b = b.dns_resolver(PublicOnly::from_env());
         }
         let client = b.build().map_err(|e| format!("{}: {}", registry.name, error_chain(&e)))?;
+        let realm = if unlisted {
+            self.foreign_public.clone()
+        } else {
+            let b = server_trust(base_builder(&self.settings), &registry)?;
+            b.build().map_err(|e| format!("{}: token realm client: {}", registry.name, error_chain(&e)))?
+        };
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
         Ok(Upstream {
             registry,
             base,
             client,
+            realm,
             foreign: if unlisted { self.foreign_public.clone() } else { self.foreign.clone() },
             unlisted,
             tokens: self.tokens.clone(),
@@ -118,6 +118,25 @@ impl Upstreams {
             counters: self.counters.clone(),
         })
     }
+}
+
+/// `b` verifying servers as `registry` is configured to: its `tls.ca` roots
+/// added to the system ones, or no verification with `insecureSkipVerify`.
+/// Shared by the registry's client and its token realm client, which must
+/// trust the same servers.
+fn server_trust(mut b: reqwest::ClientBuilder, registry: &Registry) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(ca) = &registry.tls.ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: tls.ca {}: {e}", registry.name, ca.display()))?;
+        for cert in
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: tls.ca: {e}", registry.name))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if registry.tls.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok(b)
 }
 
 fn base_builder(settings: &Settings) -> reqwest::ClientBuilder {
@@ -135,6 +154,10 @@ pub struct Upstream {
     pub registry: Registry,
     base: Url,
     client: reqwest::Client,
+    /// For a token realm on another origin: the registry's server trust, no
+    /// client certificate (public addresses only for unlisted upstreams).
+    realm: reqwest::Client,
+    /// For redirect hops to other origins.
     foreign: reqwest::Client,
     /// Reached only at public addresses: every URL it is sent to is checked.
     unlisted: bool,
@@ -240,9 +263,8 @@ impl Upstream {
         if self.unlisted {
             guard::check_url(&url)?;
         }
-        let same_host =
-            url.host_str() == self.base.host_str() && url.port_or_known_default() == self.base.port_or_known_default();
-        let mut req = if same_host { self.client.get(url) } else { self.foreign.get(url) };
+        let client = if same_origin(&url, &self.base) { &self.client } else { &self.realm };
+        let mut req = client.get(url);
         if let Some(Credentials::Basic { user, password }) = &self.registry.credentials {
             req = req.header(AUTHORIZATION, basic(user, password));
         }

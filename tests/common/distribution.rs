@@ -1,6 +1,7 @@
 //! A real upstream registry for tests: `docker-registry serve` (CNCF distribution 2.8) on a free
 //! loopback port with filesystem storage in a temporary directory and deletes enabled, in one of the
-//! modes a pull-through cache meets: plain HTTP, HTTPS, HTTPS + Basic auth, HTTPS + token auth, mTLS.
+//! modes a pull-through cache meets: plain HTTP, HTTPS, HTTPS + Basic auth, HTTPS + token auth (with the
+//! token realm over HTTP or over HTTPS under the registry's CA), mTLS.
 //!
 //! It also drives skopeo against that registry with the TLS and credential flags of its mode, and counts
 //! the requests the registry logged, so tests can tell how often a cache went upstream.
@@ -31,8 +32,9 @@ pub enum Mode {
     Tls,
     /// HTTPS, htpasswd (bcrypt) Basic auth.
     TlsBasic { user: String, pass: String },
-    /// HTTPS, bearer tokens from a [`TokenServer`] that requires these Basic credentials.
-    TlsToken { user: String, pass: String, ttl_secs: u64 },
+    /// HTTPS, bearer tokens from a [`TokenServer`] that requires these Basic credentials, serving its
+    /// realm over HTTPS with a certificate of the test CA when `https_realm` is set, else over HTTP.
+    TlsToken { user: String, pass: String, ttl_secs: u64, https_realm: bool },
     /// HTTPS that requires a client certificate signed by the test CA.
     Mtls,
 }
@@ -43,7 +45,12 @@ impl Mode {
     }
 
     pub fn token(user: &str, pass: &str, ttl_secs: u64) -> Mode {
-        Mode::TlsToken { user: user.to_string(), pass: pass.to_string(), ttl_secs }
+        Mode::TlsToken { user: user.to_string(), pass: pass.to_string(), ttl_secs, https_realm: false }
+    }
+
+    /// [`Mode::token`] with the realm at `https://127.0.0.1:<its own port>/token`, certified by the test CA.
+    pub fn token_with_https_realm(user: &str, pass: &str, ttl_secs: u64) -> Mode {
+        Mode::TlsToken { user: user.to_string(), pass: pass.to_string(), ttl_secs, https_realm: true }
     }
 
     fn is_tls(&self) -> bool {
@@ -84,10 +91,14 @@ impl Distribution {
         fs::create_dir_all(&storage_dir).unwrap();
         let pki = mode.is_tls().then(|| make_pki(&dir.path().join("pki")));
         let token_server = match &mode {
-            Mode::TlsToken { user, pass, ttl_secs } => Some(TokenServer::start(
-                &dir.path().join("token"),
-                TokenServerConfig::new(Some((user, pass)), *ttl_secs),
-            )),
+            Mode::TlsToken { user, pass, ttl_secs, https_realm } => {
+                let config = TokenServerConfig::new(Some((user, pass)), *ttl_secs);
+                let config = match (https_realm, &pki) {
+                    (true, Some(pki)) => config.with_https(pki),
+                    _ => config,
+                };
+                Some(TokenServer::start(&dir.path().join("token"), config))
+            }
             _ => None,
         };
         let auth = auth_config(&mode, dir.path(), token_server.as_ref());

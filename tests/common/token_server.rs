@@ -1,6 +1,8 @@
 //! A Docker-style token server for distribution's `auth: token:` mode.
 //!
-//! It answers `GET /token?service=..&scope=..` over plain HTTP on 127.0.0.1 with RS256 JWTs whose header
+//! It answers `GET /token?service=..&scope=..` on 127.0.0.1, over plain HTTP or, given a [`TestPki`], over
+//! HTTPS with that PKI's server certificate (a realm on its own port under the registry's private CA, as
+//! GitLab's `/jwt/auth` is), with RS256 JWTs whose header
 //! `kid` is the libtrust key ID of the signing key; distribution finds that key in `rootcertbundle`
 //! (`cert_bundle` here). Every requested scope is granted in full to a client presenting the configured
 //! Basic credentials; without credentials configured, to anyone. Missing or wrong credentials get 401,
@@ -19,7 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::certs::{openssl, path_str};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use super::certs::{openssl, path_str, TestPki};
 
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +39,8 @@ pub struct TokenServerConfig {
     /// Basic credentials a client must present; `None` serves everyone.
     pub credentials: Option<(String, String)>,
     pub ttl_secs: u64,
+    /// Serve HTTPS with this PKI's server certificate instead of plain HTTP.
+    pub https: Option<TestPki>,
 }
 
 impl TokenServerConfig {
@@ -42,7 +50,13 @@ impl TokenServerConfig {
             issuer: "ociregistry-test-token-issuer".to_string(),
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
             ttl_secs,
+            https: None,
         }
+    }
+
+    /// The same, served over HTTPS with the server certificate of `pki`.
+    pub fn with_https(self, pki: &TestPki) -> Self {
+        TokenServerConfig { https: Some(pki.clone()), ..self }
     }
 }
 
@@ -56,7 +70,7 @@ struct Signer {
 
 pub struct TokenServer {
     pub port: u16,
-    /// `http://127.0.0.1:PORT/token`, for distribution's `auth.token.realm`.
+    /// `http://127.0.0.1:PORT/token` (`https://` when serving HTTPS), for distribution's `auth.token.realm`.
     pub realm: String,
     /// PEM certificate of the signing key, for distribution's `auth.token.rootcertbundle`.
     pub cert_bundle: PathBuf,
@@ -87,6 +101,8 @@ impl TokenServer {
             path_str(&cert_bundle),
         ]);
         let spki_der = openssl(&["pkey", "-in", path_str(&key), "-pubout", "-outform", "DER"]);
+        let tls = config.https.as_ref().map(server_tls);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let signer = Arc::new(Signer { config, key, key_id: libtrust_key_id(&spki_der), issued: AtomicUsize::new(0) });
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -95,11 +111,11 @@ impl TokenServer {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (signer, requests, stop) = (signer.clone(), requests.clone(), stop.clone());
-            std::thread::spawn(move || accept_loop(listener, signer, requests, stop))
+            std::thread::spawn(move || accept_loop(listener, tls, signer, requests, stop))
         };
         TokenServer {
             port,
-            realm: format!("http://127.0.0.1:{port}/token"),
+            realm: format!("{scheme}://127.0.0.1:{port}/token"),
             cert_bundle,
             signer,
             requests,
@@ -143,22 +159,61 @@ impl Drop for TokenServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, signer: Arc<Signer>, requests: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+/// A rustls server config (ring provider, no client authentication) presenting `pki`'s server certificate,
+/// which covers 127.0.0.1 and localhost.
+fn server_tls(pki: &TestPki) -> Arc<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&pki.server_cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    Arc::new(config)
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    signer: Arc<Signer>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let (signer, requests) = (signer.clone(), requests.clone());
+        let (tls, signer, requests) = (tls.clone(), signer.clone(), requests.clone());
         std::thread::spawn(move || {
-            let _ = handle(stream, &signer, &requests);
+            let _ = handle(stream, tls, &signer, &requests);
         });
     }
 }
 
-fn handle(mut stream: TcpStream, signer: &Signer, requests: &AtomicUsize) -> std::io::Result<()> {
+/// Serves one request on `stream`, inside TLS when `tls` is given.
+fn handle(
+    stream: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    signer: &Signer,
+    requests: &AtomicUsize,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let Some(tls) = tls else {
+        return exchange(stream, signer, requests);
+    };
+    let conn = ServerConnection::new(tls).map_err(std::io::Error::other)?;
+    let mut stream = StreamOwned::new(conn, stream);
+    exchange(&mut stream, signer, requests)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+/// Reads one request head from `stream` and writes the whole response.
+fn exchange(mut stream: impl Read + Write, signer: &Signer, requests: &AtomicUsize) -> std::io::Result<()> {
     let head = read_head(&mut stream)?;
     let (status, body) = respond(&head, signer, requests);
     let reason = match status {
@@ -179,7 +234,7 @@ fn handle(mut stream: TcpStream, signer: &Signer, requests: &AtomicUsize) -> std
     stream.flush()
 }
 
-fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+fn read_head(stream: &mut impl Read) -> std::io::Result<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
