@@ -122,11 +122,11 @@ pub fn resolve(name: &str, ns: Option<&str>, default_ns: Option<&RegistryName>) 
     Ok(Source { registry, repo })
 }
 
+/// A manifest reference: a tag or a digest. Anything else names no manifest
+/// that could exist, so it is unknown (404 `MANIFEST_UNKNOWN`, as the
+/// distribution spec's conformance suite expects), not a bad request.
 pub fn parse_reference(s: &str) -> Result<Reference, ApiError> {
-    s.parse::<Reference>().map_err(|e| match e {
-        NameError::Digest(d) => ApiError::new(400, OciCode::DigestInvalid, d.to_string()),
-        other => ApiError::new(400, OciCode::ManifestInvalid, other.to_string()),
-    })
+    s.parse::<Reference>().map_err(|e| ApiError::new(404, OciCode::ManifestUnknown, e.to_string()))
 }
 
 pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
@@ -204,7 +204,10 @@ mod tests {
 
     #[test]
     fn bad_references() {
-        assert_eq!(parse_reference("md5:abc").unwrap_err().code, OciCode::DigestInvalid);
+        for r in [".INVALID_MANIFEST_NAME", "sha256:totallywrong", "md5:abc", "", "a:b"] {
+            let e = parse_reference(r).unwrap_err();
+            assert_eq!((e.status, e.code), (404, OciCode::ManifestUnknown), "{r:?}");
+        }
         assert_eq!(parse_digest("sha1:abc").unwrap_err().code, OciCode::DigestInvalid);
         assert!(parse_reference("v1.0").is_ok());
     }
