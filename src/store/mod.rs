@@ -139,11 +139,17 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed temp files of an earlier process");
         }
-        let (records, skipped) = records::load(&layout.records_journal()).map_err(io_err)?;
-        let records: HashMap<_, _> = records.into_iter().map(|(d, r)| (d, Arc::new(r))).collect();
-        if skipped > 0 {
-            tracing::warn!(skipped, "skipped unreadable lines in the records journal");
+        let loaded = records::load(&layout.records_journal()).map_err(io_err)?;
+        if loaded.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = loaded.torn_bytes,
+                "the records journal ended in a torn line (a crash mid-append); cut it off"
+            );
         }
+        if loaded.skipped > 0 {
+            tracing::warn!(skipped = loaded.skipped, "skipped unreadable lines in the records journal");
+        }
+        let records: HashMap<_, _> = loaded.records.into_iter().map(|(d, r)| (d, Arc::new(r))).collect();
         let tags: HashMap<_, _> = tags::load_all(&layout.tags_dir()).map_err(io_err)?.into_iter().collect();
         let journal = records::Journal::open(&layout.records_journal()).map_err(io_err)?;
         tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");

@@ -1,8 +1,10 @@
 //! Per-digest records: what a committed digest is (manifest or blob), its media
 //! type and size, and which (registry, repository) pairs it was fetched for.
 //! Kept in memory and journaled to `index/records.jsonl`, one JSON object a line,
-//! so startup reads one file however many blobs there are. A torn last line (a
-//! crash mid-append) is skipped; a later line for the same digest adds sources.
+//! so startup reads one file however many blobs there are. Each append is
+//! synced before the commit it records is reported done. A torn last line (a
+//! crash mid-append) is cut off at load, so appends always start on a line
+//! boundary; a later line for the same digest adds sources.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -48,47 +50,82 @@ impl Record {
     }
 }
 
-/// Reads the journal into a map. Unparseable lines are counted, not fatal.
-pub fn load(path: &Path) -> io::Result<(HashMap<Digest, Record>, usize)> {
-    let mut map: HashMap<Digest, Record> = HashMap::new();
-    let mut skipped = 0;
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((map, 0)),
-        Err(e) => return Err(e),
-    };
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        let Ok(entry) = serde_json::from_str::<Line>(&line) else {
-            skipped += 1;
-            continue;
-        };
-        let line_record =
-            Record { kind: entry.kind, media_type: entry.media_type, size: entry.size, sources: Vec::new() };
-        let record = map.entry(entry.digest).or_insert_with(|| line_record.clone());
-        if record.upgraded_by(&line_record) {
-            record.kind = Kind::Manifest;
-            record.media_type = line_record.media_type;
-        }
-        if !record.sources.contains(&entry.source) {
-            record.sources.push(entry.source);
-        }
-    }
-    Ok((map, skipped))
+/// The journal as loaded: the records, the lines that did not parse, and
+/// whether a torn last line was cut off.
+pub struct Loaded {
+    pub records: HashMap<Digest, Record>,
+    pub skipped: usize,
+    pub torn_bytes: u64,
 }
 
-/// The append side of the journal.
+/// Reads the journal into a map. Unparseable lines are counted, not fatal. A
+/// last line without its newline is what a crash mid-append leaves: it is cut
+/// off the file (so the next append starts on a line boundary) and reported.
+pub fn load(path: &Path) -> io::Result<Loaded> {
+    let mut loaded = Loaded { records: HashMap::new(), skipped: 0, torn_bytes: 0 };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(loaded),
+        Err(e) => return Err(e),
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut complete: u64 = 0;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            loaded.torn_bytes = n as u64;
+            break;
+        }
+        complete += n as u64;
+        match serde_json::from_slice::<Line>(&line) {
+            Ok(entry) => merge(&mut loaded.records, entry),
+            Err(_) => loaded.skipped += 1,
+        }
+    }
+    if loaded.torn_bytes > 0 {
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(complete)?;
+        file.sync_all()?;
+    }
+    Ok(loaded)
+}
+
+fn merge(map: &mut HashMap<Digest, Record>, entry: Line) {
+    let line_record = Record { kind: entry.kind, media_type: entry.media_type, size: entry.size, sources: Vec::new() };
+    let record = map.entry(entry.digest).or_insert_with(|| line_record.clone());
+    if record.upgraded_by(&line_record) {
+        record.kind = Kind::Manifest;
+        record.media_type = line_record.media_type;
+    }
+    if !record.sources.contains(&entry.source) {
+        record.sources.push(entry.source);
+    }
+}
+
+/// The append side of the journal. Every append is one whole line, durable
+/// (fdatasync) before it returns, so a record is on disk with the commit it
+/// describes; an append that fails part-way is cut back off the file, so the
+/// next one still starts on a line boundary.
 pub struct Journal {
     file: File,
+    /// The length of the file's whole lines: where the next line goes.
+    len: u64,
 }
 
 impl Journal {
+    /// Opens the journal for appending; call after [`load`], which cuts a torn tail.
     pub fn open(path: &Path) -> io::Result<Journal> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Journal { file })
+        let len = file.metadata()?.len();
+        Ok(Journal { file, len })
     }
 
-    /// Appends one record for `source`; the line is written with one `write`.
+    /// Appends one record for `source` and syncs it.
     pub fn append(&mut self, digest: &Digest, record: &Record, source: &str) -> io::Result<()> {
         let line = Line {
             digest: digest.clone(),
@@ -99,7 +136,17 @@ impl Journal {
         };
         let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        self.file.write_all(&bytes)
+        match self.file.write_all(&bytes).and_then(|_| self.file.sync_data()) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever part of the line reached the file must not prefix the next one.
+                let _ = self.file.set_len(self.len);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -108,7 +155,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn journal_round_trip_merges_sources_and_skips_torn_lines() {
+    fn journal_round_trip_merges_sources_and_skips_unreadable_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let d = Digest::of(crate::oci::Algorithm::Sha256, b"x");
@@ -117,12 +164,30 @@ mod tests {
         j.append(&d, &rec, "docker.io/library/a").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"digest\":\"sha25").unwrap();
-        let (map, skipped) = load(&path).unwrap();
-        assert_eq!(skipped, 1);
-        let got = &map[&d];
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"not json\n").unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!((loaded.skipped, loaded.torn_bytes), (1, 0));
+        let got = &loaded.records[&d];
         assert_eq!(got.kind, Kind::Manifest);
         assert_eq!(got.media_type.as_ref().map(MediaType::as_str), Some("m/t"));
         assert_eq!(got.sources, vec!["docker.io/library/a", "quay.io/b"]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_so_the_next_append_starts_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let (a, b) = (Digest::of(crate::oci::Algorithm::Sha256, b"a"), Digest::of(crate::oci::Algorithm::Sha256, b"b"));
+        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![] };
+        Journal::open(&path).unwrap().append(&a, &blob, "quay.io/a").unwrap();
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of the next append.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"digest\":\"sha25").unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!((loaded.records.len(), loaded.skipped, loaded.torn_bytes), (1, 0, 16));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "the torn tail is gone from the file");
+        Journal::open(&path).unwrap().append(&b, &blob, "quay.io/b").unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!((loaded.records.len(), loaded.skipped, loaded.torn_bytes), (2, 0, 0), "both records survive");
     }
 }
