@@ -8,9 +8,11 @@
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
+//! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
 
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod fetch;
 pub mod logging;
 pub mod metrics;

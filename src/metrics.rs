@@ -15,7 +15,9 @@
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 /// One counter. The discriminant is its slot in a [`Block`].
@@ -87,7 +89,7 @@ impl Metrics {
     /// A new block for the calling thread (or the fetcher) to write.
     pub fn block(&self) -> Arc<Block> {
         let block = Arc::new(Block { slots: std::array::from_fn(|_| AtomicU64::new(0)) });
-        self.blocks.lock().unwrap_or_else(|e| e.into_inner()).push(block.clone());
+        self.blocks.lock().push(block.clone());
         block
     }
 
@@ -98,7 +100,7 @@ impl Metrics {
 
     /// Every counter summed over every block, under one lock.
     fn totals(&self) -> [u64; SLOTS] {
-        let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let blocks = self.blocks.lock();
         std::array::from_fn(|i| blocks.iter().map(|b| b.slots[i].load(Ordering::Relaxed)).sum())
     }
 

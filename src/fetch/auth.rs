@@ -2,8 +2,8 @@
 //! bearer-token cache keyed by (realm, service, scope), each token kept until
 //! shortly before it expires.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -103,7 +103,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn get(&self, key: &TokenKey, now: Instant) -> Option<String> {
-        let mut tokens = self.tokens.lock().unwrap();
+        let mut tokens = self.tokens.lock();
         match tokens.get(key) {
             Some((t, exp)) if *exp > now => Some(t.clone()),
             Some(_) => {
@@ -115,14 +115,14 @@ impl TokenCache {
     }
 
     pub fn put(&self, key: TokenKey, token: String, expires: Instant) {
-        let mut tokens = self.tokens.lock().unwrap();
+        let mut tokens = self.tokens.lock();
         let now = Instant::now();
         super::make_room(&mut tokens, MAX_TOKENS, |(_, exp)| *exp <= now);
         tokens.insert(key, (token, expires));
     }
 
     pub fn forget(&self, key: &TokenKey) {
-        self.tokens.lock().unwrap().remove(key);
+        self.tokens.lock().remove(key);
     }
 }
 

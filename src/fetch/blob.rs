@@ -39,6 +39,9 @@ const MAX_RESUMES: u32 = 4;
 /// Downloads allowed to go on with no reader left.
 const MAX_ORPHANS: usize = 16;
 const MISMATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Distinct blob downloads in flight at once (each holds a blocking thread
+/// for its writer); past this a request is answered 503 at once.
+pub const MAX_DOWNLOADS: usize = 1024;
 
 impl Fetcher {
     /// Finds a committed blob, joins its download in flight, or starts one.
@@ -46,11 +49,11 @@ impl Fetcher {
         if self.store.record(&digest).is_some() {
             return Ok(BlobSource::Committed);
         }
-        if let Some(d) = self.downloads.lock().unwrap().get(&digest) {
+        if let Some(d) = self.downloads.lock().get(&digest) {
             return Ok(BlobSource::Downloading(d.reader()));
         }
         self.check_online()?;
-        if let Some(until) = self.mismatch_backoff.lock().unwrap().get(&digest).map(|b| b.0) {
+        if let Some(until) = self.mismatch_backoff.lock().get(&digest).map(|b| b.0) {
             if until > Instant::now() {
                 return Err(FetchError::BadContent(format!(
                     "{digest} did not match its content at the last try; retrying later"
@@ -62,11 +65,13 @@ impl Fetcher {
         let (writer, reader) = self.blocking(move |store| BlobWriter::create(store, &d)).await?;
         let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
         let lost_race = {
-            let mut downloads = self.downloads.lock().unwrap();
+            let mut downloads = self.downloads.lock();
             if self.store.record(&digest).is_some() {
-                Some(BlobSource::Committed)
+                Some(Ok(BlobSource::Committed))
             } else if let Some(existing) = downloads.get(&digest) {
-                Some(BlobSource::Downloading(existing.reader()))
+                Some(Ok(BlobSource::Downloading(existing.reader())))
+            } else if downloads.len() >= MAX_DOWNLOADS {
+                Some(Err(FetchError::Busy(format!("{MAX_DOWNLOADS} blob downloads are in flight; try again shortly"))))
             } else {
                 downloads.insert(digest.clone(), download.clone());
                 None
@@ -74,7 +79,7 @@ impl Fetcher {
         };
         if let Some(other) = lost_race {
             discard(writer);
-            return Ok(other);
+            return other;
         }
         let reader = download.reader();
         self.prefetch_siblings(&source, &digest);
@@ -89,7 +94,7 @@ impl Fetcher {
         if let Some(r) = self.store.record(&digest) {
             return Ok(r.size);
         }
-        if let Some(total) = self.downloads.lock().unwrap().get(&digest).and_then(|d| d.current().total) {
+        if let Some(total) = self.downloads.lock().get(&digest).and_then(|d| d.current().total) {
             return Ok(total);
         }
         self.check_online()?;
@@ -131,6 +136,8 @@ impl Fetcher {
     }
 
     async fn run_download(self: Arc<Self>, source: Source, download: Arc<Download>, writer: BlobWriter) {
+        let mut end = DownloadEnd { fetcher: self.clone(), download: download.clone(), reached: false };
+        crate::faults::panic_point("download", &download.digest.to_string());
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let dl = download.clone();
@@ -167,26 +174,28 @@ impl Fetcher {
             Ok(writer) => {
                 self.counters.inc(Counter::DownloadsCommitted);
                 download.publish(|p| p.state = State::Verified);
-                self.mismatch_backoff.lock().unwrap().remove(&download.digest);
+                self.mismatch_backoff.lock().remove(&download.digest);
                 let src = source.to_string();
                 if let Err(e) = self.blocking(move |store| writer.commit(store, &src)).await {
                     tracing::error!(digest = %download.digest, error = %e, "verified blob could not be committed");
                 }
-                self.downloads.lock().unwrap().remove(&download.digest);
+                self.downloads.lock().remove(&download.digest);
+                end.reached = true;
                 let size = download.current().published;
                 tracing::info!(%source, digest = %download.digest, size, ms = started.elapsed().as_millis() as u64, "blob cached");
             }
             Err(e) => {
                 self.counters.inc(Counter::DownloadsFailed);
-                self.downloads.lock().unwrap().remove(&download.digest);
+                self.downloads.lock().remove(&download.digest);
                 tracing::warn!(%source, digest = %download.digest, error = %e, "blob download failed");
                 download.publish(|p| p.state = State::Failed(e));
+                end.reached = true;
             }
         }
     }
 
     fn note_mismatch(&self, digest: &Digest) {
-        let mut map = self.mismatch_backoff.lock().unwrap();
+        let mut map = self.mismatch_backoff.lock();
         let now = Instant::now();
         super::make_room(&mut map, 1024, |(until, _)| *until <= now);
         let streak = map.get(digest).map_or(0, |b| b.1) + 1;
@@ -317,6 +326,32 @@ impl Fetcher {
             }
         }
         Ok((resp, skip, total.or(expected)))
+    }
+}
+
+/// The end of a download task. Dropped before the task reached its end (a
+/// panic), it takes the download out of the table and fails it, so its
+/// readers stop waiting and cut their connections, and the next request
+/// starts a fresh download.
+struct DownloadEnd {
+    fetcher: Arc<Fetcher>,
+    download: Arc<Download>,
+    reached: bool,
+}
+
+impl Drop for DownloadEnd {
+    fn drop(&mut self) {
+        if self.reached {
+            return;
+        }
+        let digest = &self.download.digest;
+        tracing::error!(%digest, "blob download task ended without an outcome");
+        let mut downloads = self.fetcher.downloads.lock();
+        if downloads.get(digest).is_some_and(|d| Arc::ptr_eq(d, &self.download)) {
+            downloads.remove(digest);
+        }
+        drop(downloads);
+        self.download.publish(|p| p.state = State::Failed(FetchError::Internal("the download task failed".into())));
     }
 }
 

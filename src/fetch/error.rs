@@ -28,6 +28,9 @@ pub enum FetchError {
     AirGapped,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A bound on work in flight is reached; the client may retry shortly.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

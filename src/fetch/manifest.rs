@@ -20,28 +20,20 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
 /// "Not found" answers remembered at most; a full map drops expired ones, then starts over.
 const MAX_NOT_FOUND: usize = 10_000;
+/// Distinct manifest fetches in flight at once; past this a request is answered 503 at once.
+pub const MAX_MANIFEST_FETCHES: usize = 1024;
 
 impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
     pub(super) fn manifest(self: Arc<Self>, source: Source, reference: Reference, reply: Reply<ManifestHit>) {
-        let key = (source, reference);
-        {
-            let mut waiters = self.manifest_waiters.lock().unwrap();
-            if let Some(list) = waiters.get_mut(&key) {
-                list.push(reply);
-                return;
-            }
-            waiters.insert(key.clone(), vec![reply]);
-        }
+        let Some(flight) = self.manifest_flights.join((source, reference), reply) else { return };
         tokio::spawn(async move {
-            let result = self.fetch_manifest(&key.0, &key.1).await;
+            let (source, reference) = flight.key();
+            let result = self.fetch_manifest(source, reference).await;
             if let Err(e) = &result {
-                tracing::debug!(source = %key.0, reference = %key.1, error = %e, "manifest fetch failed");
+                tracing::debug!(%source, %reference, error = %e, "manifest fetch failed");
             }
-            let waiters = self.manifest_waiters.lock().unwrap().remove(&key).unwrap_or_default();
-            for w in waiters {
-                let _ = w.send(result.clone());
-            }
+            flight.land(result);
         });
     }
 
@@ -137,7 +129,7 @@ impl Fetcher {
     /// Fails fast when the upstream said "not found" for this recently.
     pub(super) fn check_not_found(&self, source: &Source, what: &str) -> Result<(), FetchError> {
         let key = (source.clone(), what.to_string());
-        let mut map = self.not_found.lock().unwrap();
+        let mut map = self.not_found.lock();
         match map.get(&key) {
             Some((until, message)) if *until > Instant::now() => Err(FetchError::NotFound(message.clone())),
             Some(_) => {
@@ -166,7 +158,7 @@ impl Fetcher {
                 } else {
                     format!("{what} is not available from {source} (upstream denied access: {status})")
                 };
-                let mut map = self.not_found.lock().unwrap();
+                let mut map = self.not_found.lock();
                 let now = Instant::now();
                 super::make_room(&mut map, MAX_NOT_FOUND, |(until, _)| *until <= now);
                 map.insert((source.clone(), what.to_string()), (Instant::now() + NOT_FOUND_TTL, message.clone()));

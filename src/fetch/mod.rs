@@ -13,6 +13,7 @@ mod auth;
 mod blob;
 pub mod download;
 pub mod error;
+mod flights;
 mod guard;
 mod manifest;
 mod prefetch;
@@ -21,7 +22,9 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -116,15 +119,18 @@ pub(crate) struct Fetcher {
     settings: Arc<Settings>,
     store: Arc<Store>,
     upstreams: upstream::Upstreams,
-    /// Waiters of each manifest fetch in flight.
-    manifest_waiters: Mutex<HashMap<ManifestKey, Vec<Reply<ManifestHit>>>>,
+    /// Manifest fetches in flight, with their waiters.
+    manifest_flights: Arc<flights::Flights<ManifestKey, ManifestHit>>,
+    /// Tag list fetches in flight, with their waiters.
+    tag_flights: Arc<flights::Flights<tags::TagsKey, TagsPage>>,
     /// Blob downloads in flight, by digest.
     downloads: Mutex<HashMap<Digest, Arc<Download>>>,
     /// Recent upstream 404s, so crash-looping pods do not hammer the upstream.
     not_found: Mutex<HashMap<(Source, String), (Instant, String)>>,
     /// Digests whose last download did not match, and until when not to retry.
     mismatch_backoff: Mutex<HashMap<Digest, (Instant, u32)>>,
-    tags_cache: Mutex<HashMap<(Source, String), (Instant, TagsPage)>>,
+    /// Recent tag list pages, by (source, n, last).
+    tags_cache: Mutex<HashMap<tags::TagsKey, (Instant, TagsPage)>>,
     /// Blobs waiting for or being prefetched.
     prefetch_queued: Mutex<std::collections::HashSet<Digest>>,
     prefetch_slots: tokio::sync::Semaphore,
@@ -158,7 +164,8 @@ pub fn start(
         settings,
         store,
         upstreams,
-        manifest_waiters: Mutex::default(),
+        manifest_flights: flights::Flights::new(manifest::MAX_MANIFEST_FETCHES, "manifest fetches"),
+        tag_flights: flights::Flights::new(tags::MAX_TAG_FETCHES, "tag list fetches"),
         downloads: Mutex::default(),
         not_found: Mutex::default(),
         mismatch_backoff: Mutex::default(),
@@ -185,11 +192,7 @@ pub fn start(
                         let _ = reply.send(f.blob_size(source, digest).await);
                     });
                 }
-                Job::Tags { source, query, reply } => {
-                    tokio::spawn(async move {
-                        let _ = reply.send(f.tags(source, query).await);
-                    });
-                }
+                Job::Tags { source, query, reply } => f.tags(source, &query, reply),
             }
         }
     });

@@ -15,6 +15,8 @@ pub const PREFETCH_CONCURRENCY: usize = 3;
 /// Prefetch only while this much of the file system stays free.
 const MIN_FREE_BYTES: u64 = 1 << 30;
 const MIN_FREE_FRACTION: f64 = 0.05;
+/// Blobs waiting for a prefetch slot at most; past this, siblings are not queued.
+const MAX_QUEUED: usize = 1024;
 
 impl Fetcher {
     /// Schedules the other blobs of the image that `digest` belongs to.
@@ -24,16 +26,23 @@ impl Fetcher {
         }
         let Some(blobs) = self.store.image_blobs(&source.to_string(), digest) else { return };
         for sibling in blobs.iter().filter(|d| *d != digest) {
-            if self.store.record(sibling).is_some() || self.downloads.lock().unwrap().contains_key(sibling) {
+            if self.store.record(sibling).is_some() || self.downloads.lock().contains_key(sibling) {
                 continue;
             }
-            if !self.prefetch_queued.lock().unwrap().insert(sibling.clone()) {
-                continue;
+            {
+                let mut queued = self.prefetch_queued.lock();
+                if queued.len() >= MAX_QUEUED {
+                    tracing::debug!(queued = queued.len(), "prefetch queue full; siblings not queued");
+                    return;
+                }
+                if !queued.insert(sibling.clone()) {
+                    continue;
+                }
             }
             let (f, source, sibling) = (self.clone(), source.clone(), sibling.clone());
             tokio::spawn(async move {
                 f.prefetch_one(source, &sibling).await;
-                f.prefetch_queued.lock().unwrap().remove(&sibling);
+                f.prefetch_queued.lock().remove(&sibling);
             });
         }
     }

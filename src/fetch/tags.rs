@@ -1,6 +1,7 @@
-//! Tag listing, proxied to the upstream with a short cache. The upstream's
-//! `Link` is reduced to its query (`last=…&n=…`) for the serving side to
-//! rewrite onto the client's own path.
+//! Tag listing, proxied to the upstream with a short, bounded cache keyed on
+//! the normalised page (`n`, `last`), one upstream request per page in
+//! flight. The upstream's `Link` is reduced to its query (`last=…&n=…`) for
+//! the serving side to rewrite onto the client's own path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,13 @@ use crate::metrics::Counter;
 
 const TAGS_CACHE_TTL: Duration = Duration::from_secs(15);
 const MAX_TAGS_BYTES: usize = 4 * 1024 * 1024;
+/// Pages kept at most (each up to [`MAX_TAGS_BYTES`], usually a few KiB); a
+/// full cache drops expired pages, then starts over.
+const MAX_CACHED_PAGES: usize = 256;
+/// Distinct tag list fetches in flight at once.
+pub const MAX_TAG_FETCHES: usize = 256;
+/// The longest `last` passed on: a tag is at most 128 characters.
+const MAX_LAST: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct TagsPage {
@@ -24,35 +32,73 @@ pub struct TagsPage {
     pub next: Option<String>,
 }
 
+/// What a tag list request asks the upstream: the source and the two
+/// pagination parameters, normalised, so that other query parameters (or
+/// their order) neither defeat the cache nor start another upstream request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagsKey {
+    pub source: Source,
+    pub n: Option<u32>,
+    pub last: Option<String>,
+}
+
+impl TagsKey {
+    /// The key of a client's query string: `n` when it is a number, `last`
+    /// when it is not absurdly long; everything else is ignored.
+    pub fn from_query(source: Source, query: &str) -> TagsKey {
+        let pairs = form_pairs(query);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        TagsKey {
+            source,
+            n: get("n").and_then(|n| n.parse().ok()),
+            last: get("last").filter(|l| !l.is_empty() && l.len() <= MAX_LAST).map(str::to_string),
+        }
+    }
+}
+
 impl Fetcher {
-    pub(super) async fn tags(self: Arc<Self>, source: Source, query: String) -> Result<TagsPage, FetchError> {
-        let key = (source.clone(), query.clone());
-        if let Some((at, page)) = self.tags_cache.lock().unwrap().get(&key) {
+    /// Answers a tag list request from the short cache, else joins the
+    /// upstream request in flight for the same page, or starts it.
+    pub(super) fn tags(self: Arc<Self>, source: Source, query: &str, reply: super::Reply<TagsPage>) {
+        let key = TagsKey::from_query(source, query);
+        if let Some((at, page)) = self.tags_cache.lock().get(&key) {
             if at.elapsed() < TAGS_CACHE_TTL {
-                return Ok(page.clone());
+                let _ = reply.send(Ok(page.clone()));
+                return;
             }
         }
+        let Some(flight) = self.tag_flights.join(key, reply) else { return };
+        tokio::spawn(async move {
+            let result = self.fetch_tags(flight.key()).await;
+            if let Ok(page) = &result {
+                let mut cache = self.tags_cache.lock();
+                super::make_room(&mut cache, MAX_CACHED_PAGES, |(at, _)| at.elapsed() >= TAGS_CACHE_TTL);
+                cache.insert(flight.key().clone(), (Instant::now(), page.clone()));
+            }
+            flight.land(result);
+        });
+    }
+
+    async fn fetch_tags(&self, key: &TagsKey) -> Result<TagsPage, FetchError> {
         self.check_online()?;
+        let source = &key.source;
         let up = self.upstreams.get(&source.registry).await?;
         let mut url = up.url(&source.repo, "tags/list");
         {
             let mut pairs = url.query_pairs_mut();
-            for (k, v) in form_pairs(&query) {
-                if k == "n" || k == "last" {
-                    pairs.append_pair(&k, &v);
-                }
+            if let Some(n) = key.n {
+                pairs.append_pair("n", &n.to_string());
+            }
+            if let Some(last) = &key.last {
+                pairs.append_pair("last", last);
             }
         }
         self.counters.inc(Counter::UpstreamTags);
         let resp = up.send(Method::GET, &source.repo, url, HeaderMap::new()).await?;
-        let resp = self.check_status(resp, &source, "tag list").await?;
+        let resp = self.check_status(resp, source, "tag list").await?;
         let next = resp.headers().get(LINK).and_then(|v| v.to_str().ok()).and_then(next_query);
         let body = read_limited(resp, MAX_TAGS_BYTES).await?;
-        let page = TagsPage { body, next };
-        let mut cache = self.tags_cache.lock().unwrap();
-        cache.retain(|_, (at, _)| at.elapsed() < TAGS_CACHE_TTL);
-        cache.insert(key, (Instant::now(), page.clone()));
-        Ok(page)
+        Ok(TagsPage { body, next })
     }
 }
 
@@ -85,6 +131,17 @@ pub fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_key_is_the_normalised_page() {
+        let source = Source { registry: "quay.io".parse().unwrap(), repo: "a/b".parse().unwrap() };
+        let key = |q: &str| TagsKey::from_query(source.clone(), q);
+        assert_eq!(key("n=10&last=v1&junk=123"), key("last=v1&n=10"));
+        assert_eq!(key("junk=1"), key(""));
+        assert_eq!(key("n=x&last="), TagsKey { source: source.clone(), n: None, last: None });
+        assert_eq!(key(&format!("last={}", "a".repeat(300))).last, None);
+        assert_ne!(key("n=10"), key("n=11"));
+    }
 
     #[test]
     fn link_is_reduced_to_its_query() {

@@ -11,7 +11,9 @@
 //! registry alone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
@@ -60,13 +62,13 @@ impl Upstreams {
     pub fn prepare_listed(&self) -> Result<(), String> {
         for registry in &self.settings.registries {
             let up = self.build(registry.clone(), false)?;
-            self.clients.lock().unwrap().insert(registry.name.clone(), Arc::new(up));
+            self.clients.lock().insert(registry.name.clone(), Arc::new(up));
         }
         Ok(())
     }
 
     pub async fn get(&self, name: &RegistryName) -> Result<Arc<Upstream>, FetchError> {
-        if let Some(up) = self.clients.lock().unwrap().get(name) {
+        if let Some(up) = self.clients.lock().get(name) {
             return Ok(up.clone());
         }
         if self.settings.deny_unlisted {
@@ -76,7 +78,7 @@ impl Upstreams {
         }
         let up = Arc::new(self.build(Registry::implicit(name.clone()), true).map_err(FetchError::Internal)?);
         guard::check_url(&up.base)?;
-        let mut clients = self.clients.lock().unwrap();
+        let mut clients = self.clients.lock();
         if clients.len() >= self.settings.registries.len() + MAX_UNLISTED_CLIENTS {
             let listed = &self.settings.registries;
             clients.retain(|n, _| listed.iter().any(|r| &r.name == n));
@@ -202,7 +204,7 @@ impl Upstream {
             let Some(challenge) = challenge else {
                 return Ok(resp);
             };
-            *self.challenge.lock().unwrap() = Some(challenge.clone());
+            *self.challenge.lock() = Some(challenge.clone());
             match self.authorization(&challenge, repo, true).await? {
                 Some(a) => auth = Some(a),
                 None => return Ok(resp),
@@ -214,7 +216,7 @@ impl Upstream {
         if let Some(Credentials::Token(t)) = &self.registry.credentials {
             return Ok(header(&format!("Bearer {t}")));
         }
-        let challenge = self.challenge.lock().unwrap().clone();
+        let challenge = self.challenge.lock().clone();
         match challenge {
             Some(c) => self.authorization(&c, repo, false).await,
             None => Ok(None),

@@ -15,6 +15,7 @@ use crate::oci::{media, Digest, OciCode, Reference};
 use crate::store::{InMemory, TagKey};
 
 pub async fn handle(shared: &Shared, req: &Request) -> Response {
+    crate::faults::panic_point("serve", &req.path);
     match dispatch(shared, req).await {
         Ok(r) => r,
         Err(e) => e.into(),

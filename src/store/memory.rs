@@ -4,9 +4,9 @@
 //! inserting past the budget evicts with the CLOCK (second-chance) policy:
 //! entries referenced since the last sweep survive one more round.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
 
 use bytes::Bytes;
 
@@ -34,7 +34,7 @@ impl MemoryCache {
     }
 
     pub fn get(&self, digest: &Digest) -> Option<Bytes> {
-        let state = self.state.read().unwrap();
+        let state = self.state.read();
         let entry = state.entries.get(digest)?;
         // Only write when it changes: a hot entry's line stays shared between cores.
         if !entry.referenced.load(Ordering::Relaxed) {
@@ -48,7 +48,7 @@ impl MemoryCache {
         if bytes.len() > self.budget {
             return;
         }
-        let mut state = self.state.write().unwrap();
+        let mut state = self.state.write();
         if state.entries.contains_key(&digest) {
             return;
         }
@@ -60,7 +60,7 @@ impl MemoryCache {
     }
 
     pub fn used(&self) -> usize {
-        self.state.read().unwrap().bytes
+        self.state.read().bytes
     }
 }
 

@@ -4,6 +4,7 @@
 //! commits new content atomically: verified, fsynced, renamed into `blobs/`,
 //! then journaled. Committed files are never rewritten in place.
 
+pub mod descriptors;
 pub mod layout;
 pub mod memory;
 pub mod pagecache;
@@ -17,7 +18,9 @@ use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -37,8 +40,8 @@ pub struct Store {
     memory: memory::MemoryCache,
     /// Blobs up to this size are served from `memory`.
     memory_blob_max: u64,
-    /// What stored manifests say about the blobs they reference.
-    descriptors: RwLock<Descriptors>,
+    /// What stored manifests say about the blobs they reference (bounded).
+    descriptors: RwLock<descriptors::Descriptors>,
     journal: Mutex<records::Journal>,
     temp_counter: AtomicU64,
     /// Bumped after every change that can alter what a tag or a digest
@@ -46,18 +49,6 @@ pub struct Store {
     /// answers they keep that went through a tag when it moves.
     generation: AtomicU64,
     _lock: File,
-}
-
-/// What stored manifests say about the blobs they reference, per source
-/// (`registry/repository`): one upstream's manifest must not decide how
-/// another upstream's blob of the same digest is judged or prefetched.
-#[derive(Default)]
-struct Descriptors {
-    /// Sizes promised by descriptors, to refuse a blob whose upstream
-    /// Content-Length disagrees before hashing it.
-    sizes: HashMap<(String, Digest), u64>,
-    /// Blob → all blobs of an image manifest that references it (for prefetch).
-    image_blobs: HashMap<(String, Digest), Arc<[Digest]>>,
 }
 
 /// How much the store may keep in memory.
@@ -173,11 +164,11 @@ impl Store {
     }
 
     pub fn record(&self, digest: &Digest) -> Option<Arc<Record>> {
-        self.records.read().unwrap().get(digest).cloned()
+        self.records.read().get(digest).cloned()
     }
 
     pub fn tag(&self, key: &TagKey) -> Option<TagRecord> {
-        self.tags.read().unwrap().get(key).cloned()
+        self.tags.read().get(key).cloned()
     }
 
     /// Every cached tag of one repository, sorted.
@@ -185,7 +176,6 @@ impl Store {
         let mut out: Vec<String> = self
             .tags
             .read()
-            .unwrap()
             .keys()
             .filter(|k| &k.registry == registry && &k.repo == repo)
             .map(|k| k.tag.as_str().to_string())
@@ -196,12 +186,12 @@ impl Store {
 
     /// The size a manifest fetched for `source` promises for `digest`.
     pub fn expected_size(&self, source: &str, digest: &Digest) -> Option<u64> {
-        self.descriptors.read().unwrap().sizes.get(&(source.to_string(), digest.clone())).copied()
+        self.descriptors.read().size(source, digest)
     }
 
     /// Every blob (config and layers) of an image manifest that references `digest`.
     pub fn image_blobs(&self, source: &str, digest: &Digest) -> Option<Arc<[Digest]>> {
-        self.descriptors.read().unwrap().image_blobs.get(&(source.to_string(), digest.clone())).cloned()
+        self.descriptors.read().image_blobs(source, digest)
     }
 
     /// A committed manifest's bytes and media type: from memory, else read from
@@ -222,7 +212,7 @@ impl Store {
         if let Some(bytes) = self.memory.get(digest) {
             return InMemory::Found(bytes, media_type);
         }
-        if let Some((bytes, _)) = self.pending.read().unwrap().get(digest) {
+        if let Some((bytes, _)) = self.pending.read().get(digest) {
             return InMemory::Found(bytes.clone(), media_type);
         }
         InMemory::OnDisk
@@ -282,10 +272,13 @@ impl Store {
     pub fn stage_manifest(&self, staged: &StagedManifest) {
         self.remember_descriptors(&staged.source, &staged.body);
         self.memory.insert(staged.digest.clone(), staged.body.clone());
-        self.pending.write().unwrap().insert(staged.digest.clone(), (staged.body.clone(), staged.media_type.clone()));
+        self.pending.write().insert(staged.digest.clone(), (staged.body.clone(), staged.media_type.clone()));
         self.insert_record(&staged.digest, staged.record(), &staged.source);
         if let Some((key, record)) = &staged.tag {
-            self.tags.write().unwrap().insert(key.clone(), record.clone());
+            let mut tags = self.tags.write();
+            crate::faults::panic_point("manifest", key.tag.as_str());
+            tags.insert(key.clone(), record.clone());
+            drop(tags);
             self.changed();
         }
     }
@@ -303,11 +296,11 @@ impl Store {
     /// off the reactors). On failure the manifest is forgotten, to be fetched again.
     pub fn persist_manifest(&self, staged: &StagedManifest) -> io::Result<()> {
         let written = self.write_staged(staged);
-        self.pending.write().unwrap().remove(&staged.digest);
+        self.pending.write().remove(&staged.digest);
         if written.is_err() {
-            self.records.write().unwrap().remove(&staged.digest);
+            self.records.write().remove(&staged.digest);
             if let Some((key, _)) = &staged.tag {
-                self.tags.write().unwrap().remove(key);
+                self.tags.write().remove(key);
             }
             self.changed();
         }
@@ -322,7 +315,7 @@ impl Store {
             }
             write_atomically(&path, &self.temp_path(&staged.digest), &staged.body)?;
         }
-        self.journal.lock().unwrap().append(&staged.digest, &staged.record(), &staged.source)?;
+        self.journal.lock().append(&staged.digest, &staged.record(), &staged.source)?;
         if let Some((key, record)) = &staged.tag {
             let tag_path = self.layout.tag(&key.registry, &key.repo, &key.tag);
             tags::write(&tag_path, &self.temp_path(&record.digest), record)?;
@@ -333,7 +326,7 @@ impl Store {
     /// Records a committed digest and the source it was fetched for, in memory and in the journal.
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
         if self.insert_record(digest, record.clone(), source) {
-            self.journal.lock().unwrap().append(digest, &record, source)?;
+            self.journal.lock().append(digest, &record, source)?;
         }
         Ok(())
     }
@@ -342,13 +335,13 @@ impl Store {
     /// memory; returns whether anything changed.
     fn insert_record(&self, digest: &Digest, record: Record, source: &str) -> bool {
         {
-            let records = self.records.read().unwrap();
+            let records = self.records.read();
             let known = records.get(digest);
             if known.is_some_and(|r| r.sources.iter().any(|s| s == source) && !r.upgraded_by(&record)) {
                 return false;
             }
         }
-        let mut records = self.records.write().unwrap();
+        let mut records = self.records.write();
         let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record.clone()));
         if entry.upgraded_by(&record) {
             let e = Arc::make_mut(entry);
@@ -367,17 +360,7 @@ impl Store {
     }
 
     fn remember_descriptors(&self, source: &str, body: &[u8]) {
-        let Ok(info) = media::inspect(body) else { return };
-        let mut known = self.descriptors.write().unwrap();
-        if !info.is_index {
-            let blobs: Arc<[Digest]> = info.references.iter().map(|d| d.digest.clone()).collect();
-            for d in blobs.iter() {
-                known.image_blobs.insert((source.to_string(), d.clone()), blobs.clone());
-            }
-        }
-        for d in info.references {
-            known.sizes.insert((source.to_string(), d.digest), d.size);
-        }
+        self.descriptors.write().remember(source, body);
     }
 }
 
