@@ -133,6 +133,12 @@ impl Reader {
 
 /// Parses one complete request head at the start of `buf` into `req`;
 /// returns the bytes it took, or `None` while the head is incomplete.
+///
+/// Heads whose framing two parsers could read differently are refused (see
+/// [`BodyFraming`]): a proxy in front of us that read the framing
+/// another way would take the bytes after the head for a body, or a body for
+/// a next request. `httparse` already refuses obsolete line folding in
+/// requests; bare LF line ends it accepts, so they are looked for here.
 fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -142,6 +148,9 @@ fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError>
         Err(httparse::Error::TooManyHeaders) => return Err(ReadError::Bad(431, "too many headers")),
         Err(_) => return Err(ReadError::Bad(400, "malformed request")),
     };
+    if has_bare_lf(&buf[..used]) {
+        return Err(ReadError::Bad(400, "a line of the request head ends in LF without CR"));
+    }
     req.method = match parsed.method.unwrap_or("") {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -159,6 +168,7 @@ fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError>
     req.has_body = false;
     let mut accepts = 0;
     let mut ranged = false;
+    let mut framing = BodyFraming::default();
     for h in parsed.headers.iter() {
         let name = h.name;
         // Decoded only for the headers read below (most requests carry others too).
@@ -182,16 +192,80 @@ fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError>
                 req.keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            req.has_body |= value().trim() != "0";
+            framing.content_length(h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            req.has_body = true;
+            framing.transfer_encoding(h.value)?;
         }
     }
+    req.has_body = framing.has_body()?;
     req.accept.truncate(accepts);
     if !ranged {
         req.range = None;
     }
     Ok(Some(used))
+}
+
+/// Whether a line of `head` ends in LF alone. `httparse` takes a bare LF for
+/// a line end; a proxy that does not would see other headers, or another
+/// end of the head, than we do.
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = head[from..].iter().position(|&b| b == b'\n') {
+        let at = from + at;
+        if at == 0 || head[at - 1] != b'\r' {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+/// How a request head says its body is framed, gathered header by header.
+/// Only unambiguous framing passes: one plain decimal `Content-Length`, or
+/// one `Transfer-Encoding: chunked`, or neither. RFC 9112 section 6.3 has
+/// the rest answered 400 with a close (or allows it, for a list of equal
+/// lengths), and so does `connection`.
+#[derive(Debug, Default)]
+struct BodyFraming {
+    /// `Content-Length` lines seen.
+    lengths: u32,
+    /// Whether a `Content-Length` announced a body (a value other than zero).
+    length_nonzero: bool,
+    /// `Transfer-Encoding` lines seen.
+    codings: u32,
+}
+
+impl BodyFraming {
+    fn content_length(&mut self, value: &[u8]) -> Result<(), ReadError> {
+        // `httparse` has trimmed the whitespace around the value.
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(ReadError::Bad(400, "Content-Length is not a decimal number"));
+        }
+        self.lengths += 1;
+        self.length_nonzero |= value.iter().any(|&b| b != b'0');
+        Ok(())
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) -> Result<(), ReadError> {
+        // Coding names are case-insensitive (RFC 9112 section 7); lists are not accepted.
+        if !value.eq_ignore_ascii_case(b"chunked") {
+            return Err(ReadError::Bad(400, "Transfer-Encoding other than chunked"));
+        }
+        self.codings += 1;
+        Ok(())
+    }
+
+    /// Whether the request has a body, once every header is seen.
+    fn has_body(&self) -> Result<bool, ReadError> {
+        match (self.lengths, self.codings) {
+            (0, 0) => Ok(false),
+            (1, 0) => Ok(self.length_nonzero),
+            (0, 1) => Ok(true),
+            (0, _) => Err(ReadError::Bad(400, "Transfer-Encoding given more than once")),
+            (_, 0) => Err(ReadError::Bad(400, "Content-Length given more than once")),
+            _ => Err(ReadError::Bad(400, "both Content-Length and Transfer-Encoding")),
+        }
+    }
 }
 
 /// Replaces the contents of `slot`, keeping its capacity.
@@ -330,6 +404,92 @@ mod tests {
             .unwrap();
         assert!(r.has_body && !r.keep_alive);
         assert_eq!(r.method, Method::Other("PUT".into()));
+    }
+
+    /// `GET /v2/` with `extra` header lines, ended.
+    fn with(extra: &str) -> Vec<u8> {
+        format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+    }
+
+    fn refused(raw: &[u8]) -> bool {
+        matches!(parse(raw), Err(ReadError::Bad(400, _)))
+    }
+
+    #[test]
+    fn ambiguous_body_framing_is_refused() {
+        for extra in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+            "Content-Length: 0\r\nContent-Length: 0\r\n",
+            "Content-Length: 1\r\ncontent-length: 2\r\n",
+            "Content-Length: 0, 0\r\n",
+            "Content-Length: +1\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: 1 2\r\n",
+            "Content-Length:\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked, gzip\r\n",
+            "Transfer-Encoding: identity\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: \"chunked\"\r\n",
+            "Transfer-Encoding:\r\n",
+        ] {
+            assert!(refused(&with(extra)), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn plain_body_framing_is_accepted() {
+        for (extra, body) in [
+            ("", false),
+            ("Content-Length: 0\r\n", false),
+            ("Content-Length: 000\r\n", false),
+            ("Content-Length:  12 \r\n", true),
+            ("Content-Length: 99999999999999999999999\r\n", true),
+            ("Transfer-Encoding: chunked\r\n", true),
+            ("transfer-encoding: Chunked\r\n", true),
+        ] {
+            let (r, _) = parse(&with(extra)).unwrap().unwrap();
+            assert_eq!(r.has_body, body, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn obsolete_line_folding_is_refused() {
+        // `httparse` refuses it in requests; this keeps it so.
+        for extra in ["X-A: a\r\n b\r\n", "X-A: a\r\n\tb\r\n", "Transfer-Encoding:\r\n chunked\r\n"] {
+            assert!(refused(&with(extra)), "{extra:?}");
+        }
+        assert!(refused(b"GET /v2/ HTTP/1.1\r\n Host: x\r\n\r\n"));
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_refused() {
+        for raw in [
+            &b"GET /v2/ HTTP/1.1\nHost: x\n\n"[..],
+            b"GET /v2/ HTTP/1.1\r\nHost: x\nX-A: a\r\n\r\n",
+            b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\n",
+            b"\nGET /v2/ HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(refused(raw), "{:?}", String::from_utf8_lossy(raw));
+        }
+        // A bare CR is refused by `httparse` itself.
+        assert!(refused(b"GET /v2/ HTTP/1.1\r\nX-A: a\rb\r\n\r\n"));
+        // An empty CRLF line before a request (after a pipelined one) is allowed, and
+        // a bare LF after the head belongs to the next request, not this one.
+        let (_, used) = parse(b"\r\nGET /v2/ HTTP/1.1\r\n\r\n\nGET").unwrap().unwrap();
+        assert_eq!(used, 23);
+    }
+
+    #[test]
+    fn bare_lf_scan() {
+        assert!(!has_bare_lf(b""));
+        assert!(!has_bare_lf(b"a\r\nb\r\n\r\n"));
+        assert!(has_bare_lf(b"\n"));
+        assert!(has_bare_lf(b"a\r\nb\n"));
+        assert!(has_bare_lf(b"a\r\n\r\n\n"));
+        assert!(has_bare_lf(b"a\n\r\n"));
     }
 
     #[test]

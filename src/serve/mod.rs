@@ -355,10 +355,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
     Ok(())
 }
 
-/// Closes a connection whose request body was never read without losing the
-/// response: closing with unread data queued would send RST, and the client
-/// could lose the answer. Shuts the write side, then discards what arrives
-/// for a short while.
+/// Closes a connection whose request body (or, after a refused head, whose
+/// following bytes) was never read without losing the response: closing with
+/// unread data queued would send RST, and the client could lose the answer
+/// (its writes fail, and many clients stop there). Shuts the write side, then
+/// discards what arrives for a short while.
 async fn drain_and_close(mut stream: TcpStream) {
     use monoio::io::{AsyncReadRent, AsyncWriteRent};
     let _ = stream.shutdown().await;
@@ -391,9 +392,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
             Ok(()) => {}
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(status, why)) => {
+                tracing::debug!(%peer, status, reason = why, "refused a request head");
                 let e = error::ApiError::new(status, crate::oci::OciCode::Unsupported, why);
                 let close = http::Framing { head_only: false, keep_alive: false, http10: false };
-                let _ = body::send(&mut stream, e.into(), close, &via).await;
+                if body::send(&mut stream, e.into(), close, &via).await.is_ok() {
+                    // What follows the head (a body, a smuggled request) stays unread.
+                    drain_and_close(stream).await;
+                }
                 return;
             }
         }
