@@ -109,6 +109,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS")]
     pub pull_timeout: Option<u64>,
 
+    /// Seconds a client may take to send a request head once its first byte has arrived;
+    /// a connection whose head is not complete by then is closed. A head that begins while its
+    /// serving thread holds more than 1024 connections gets at most 10 s. Default 60
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+
     /// Serving threads (one monoio runtime each). Default: the CPUs this process may use
     #[arg(long)]
     pub threads: Option<usize>,

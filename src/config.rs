@@ -16,6 +16,11 @@ pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+/// How long a request head may take once begun (nginx's `client_header_timeout`).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 60;
+/// The longest `headerTimeout` accepted: a day, far above any client's need
+/// and far from where a deadline computed from it could overflow.
+pub const MAX_HEADER_TIMEOUT_SECS: u64 = 86_400;
 /// How long shutdown lets responses (and the downloads feeding them) go on.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -46,6 +51,8 @@ pub struct FileConfig {
     pub air_gapped: Option<bool>,
     pub always_pull_latest: Option<bool>,
     pub pull_timeout: Option<u64>,
+    /// Seconds a request head may take once its first byte arrived (ours).
+    pub header_timeout: Option<u64>,
     pub threads: Option<usize>,
     pub io_driver: Option<IoDriver>,
     /// Refuse every upstream that is not listed under `registries` (ours).
@@ -179,6 +186,9 @@ pub struct Settings {
     pub air_gapped: bool,
     pub always_pull_latest: bool,
     pub pull_timeout: Duration,
+    /// How long a request head may take once its first byte arrived, when
+    /// the serving thread is not crowded (see [`crate::serve::CROWDED_CONNECTIONS`]).
+    pub header_timeout: Duration,
     pub threads: Option<usize>,
     pub io_driver: IoDriver,
     pub deny_unlisted: bool,
@@ -213,6 +223,10 @@ impl Settings {
         if pull_timeout == 0 {
             problems.push("pullTimeout: must be greater than 0 milliseconds".to_string());
         }
+        let header_timeout = serve.header_timeout.or(file.header_timeout).unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS);
+        if !(1..=MAX_HEADER_TIMEOUT_SECS).contains(&header_timeout) {
+            problems.push(format!("headerTimeout: must be between 1 and {MAX_HEADER_TIMEOUT_SECS} seconds"));
+        }
         if serve.threads.or(file.threads) == Some(0) {
             problems.push("threads: must be at least 1".to_string());
         }
@@ -235,6 +249,7 @@ impl Settings {
             air_gapped: serve.air_gapped || file.air_gapped.unwrap_or(false),
             always_pull_latest: serve.always_pull_latest || file.always_pull_latest.unwrap_or(false),
             pull_timeout: Duration::from_millis(pull_timeout),
+            header_timeout: Duration::from_secs(header_timeout),
             threads: serve.threads.or(file.threads),
             io_driver: serve.io_driver.or(file.io_driver).unwrap_or(IoDriver::Auto),
             deny_unlisted: file.deny_unlisted.unwrap_or(false),
@@ -415,15 +430,20 @@ mod tests {
         assert_eq!(s.image_path, PathBuf::from(DEFAULT_IMAGE_PATH));
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
         assert_eq!(s.pull_timeout, Duration::from_secs(60));
+        assert_eq!(s.header_timeout, Duration::from_secs(60));
         assert!(!s.air_gapped && s.default_ns.is_none());
     }
 
     #[test]
     fn flag_beats_file_beats_default() {
-        let s = settings("port: 9000\npullTimeout: 5000\nairGapped: true\n", &["--port", "9100"]).unwrap();
+        let s = settings("port: 9000\npullTimeout: 5000\nairGapped: true\nheaderTimeout: 7\n", &["--port", "9100"])
+            .unwrap();
         assert_eq!(s.port, 9100);
         assert_eq!(s.pull_timeout, Duration::from_millis(5000));
         assert!(s.air_gapped);
+        assert_eq!(s.header_timeout, Duration::from_secs(7));
+        let s = settings("headerTimeout: 7\n", &["--header-timeout", "3"]).unwrap();
+        assert_eq!(s.header_timeout, Duration::from_secs(3));
     }
 
     #[test]
@@ -461,6 +481,7 @@ registries:
     fn every_problem_is_reported() {
         let yaml = r#"
 pullTimeout: 0
+headerTimeout: 0
 artifactTypes: ["application/x; evil=1"]
 registries:
   - name: quay.io
@@ -471,11 +492,27 @@ registries:
   - name: ghcr.io
 "#;
         let err = settings(yaml, &[]).unwrap_err().to_string();
-        for needle in
-            ["pullTimeout", "artifactTypes[0]", "scheme", "no password", "tls.cert", "cert and key", "more than once"]
-        {
+        for needle in [
+            "pullTimeout",
+            "headerTimeout",
+            "artifactTypes[0]",
+            "scheme",
+            "no password",
+            "tls.cert",
+            "cert and key",
+            "more than once",
+        ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn header_timeout_is_bounded() {
+        for bad in ["0", "86401", "18446744073709551615"] {
+            let err = settings("", &["--header-timeout", bad]).unwrap_err().to_string();
+            assert!(err.contains("headerTimeout"), "{bad}: {err}");
+        }
+        assert_eq!(settings("headerTimeout: 86400\n", &[]).unwrap().header_timeout, Duration::from_secs(86_400));
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn help_documents_every_flag() {
         "--air-gapped",
         "--always-pull-latest",
         "--pull-timeout",
+        "--header-timeout",
         "--threads",
         "--io-driver",
     ] {

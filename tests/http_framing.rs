@@ -3,8 +3,10 @@
 //! non-decimal Content-Length, a Transfer-Encoding other than `chunked`,
 //! obsolete line folding, bare LF line ends) is answered with one 400 carrying
 //! the OCI error JSON, the connection is closed, and the bytes after the head
-//! are never answered as a second request; and a client still sending after
-//! its 400 receives the 400 rather than a reset.
+//! are never answered as a second request; a client still sending after its
+//! 400 receives the 400 rather than a reset; and a request head left half-sent
+//! is closed by the server after `--header-timeout` (or `headerTimeout`), on
+//! io_uring and on epoll, while other connections are served meanwhile.
 
 mod common;
 
@@ -163,5 +165,41 @@ fn a_client_still_sending_after_its_400_receives_the_400() {
         assert_eq!(answers.len(), 1, "{head:?}: {}", String::from_utf8_lossy(&got));
         assert_eq!(answers[0].status, 400, "{head:?}");
         assert!(closed, "{head:?}: the connection stayed open after the 400");
+    }
+}
+
+/// How long after sending half a head the server closed that connection,
+/// checked against a complete request served on another connection meanwhile.
+fn half_head_closed_after(server: &Server) -> Duration {
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let sent = Instant::now();
+    assert_eq!(server.get("/v2/", &[]).status, 200, "a complete request waited behind a stalled head");
+    stalled.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 1024];
+    for _ in 0..100 {
+        match stalled.read(&mut buf) {
+            Ok(0) => return sent.elapsed(),
+            Ok(n) => panic!("a half-sent head was answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return sent.elapsed(),
+        }
+        if sent.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    panic!("a half-sent head was still open {:?} after it was sent:\n{}", sent.elapsed(), server.log());
+}
+
+#[test]
+fn a_stalled_head_is_closed_after_the_header_timeout_on_both_drivers() {
+    // The flag with io_uring, the config key with epoll.
+    for (config, args) in [
+        ("", &["--io-driver", "uring", "--header-timeout", "2"][..]),
+        ("headerTimeout: 2\n", &["--io-driver", "epoll"][..]),
+    ] {
+        let server = Server::start(config, args);
+        let took = half_head_closed_after(&server);
+        assert!(took >= Duration::from_secs(1), "{args:?}: closed after {took:?}, before the 2 s header timeout");
     }
 }

@@ -13,8 +13,6 @@ use monoio::net::TcpStream;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// How long a request head may take to arrive once it has begun.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a write may make no progress (a client that stopped reading).
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 96;
@@ -90,12 +88,19 @@ impl Default for Reader {
 }
 
 impl Reader {
-    /// Reads the next request head, waiting at most `idle` for its first byte.
-    /// Reads the next request head: at most `idle` for its first byte, then
-    /// at most [`HEAD_TIMEOUT`] for the rest.
-    /// The request is parsed into `req`.
-    pub async fn next(&mut self, stream: &mut TcpStream, idle: Duration, req: &mut Request) -> Result<(), ReadError> {
-        let mut head_deadline = (!self.buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
+    /// Reads the next request head into `req`: waits at most `idle` for its
+    /// first byte, then at most `head_timeout()` (asked when that byte is
+    /// there, so it can reflect the load of that moment) for the rest.
+    /// Slow heads hold a connection for nothing (slowloris); the deadline is
+    /// for the whole head, however slowly its bytes trickle in.
+    pub async fn next(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+        head_timeout: impl Fn() -> Duration,
+        req: &mut Request,
+    ) -> Result<(), ReadError> {
+        let mut head_deadline = (!self.buf.is_empty()).then(|| Instant::now() + head_timeout());
         loop {
             if !self.buf.is_empty() {
                 if let Some(used) = parse_into(&self.buf, req)? {
@@ -124,7 +129,7 @@ impl Reader {
             match res {
                 Ok(0) | Err(_) => return Err(ReadError::Closed),
                 Ok(_) => {
-                    head_deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                    head_deadline.get_or_insert_with(|| Instant::now() + head_timeout());
                 }
             }
         }

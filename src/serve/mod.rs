@@ -9,6 +9,8 @@
 //! I/O follows monoio's ownership-passing style (a buffer goes into each
 //! operation and comes back). Timeouts and shutdown drop pending operations,
 //! which monoio allows: the driver keeps their buffers until the kernel is done.
+//! On io_uring it also asks the kernel to cancel them (its `async-cancel`
+//! feature): an operation left pending holds its socket open after we drop it.
 
 mod body;
 pub mod error;
@@ -50,6 +52,13 @@ use signal::LocalSignal;
 
 /// How long an idle keep-alive connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Open connections on one serving thread above which it counts as crowded:
+/// request heads that begin then get at most [`CROWDED_HEADER_TIMEOUT`], so
+/// a flood of slow heads is shed sooner. Far above what the clients of a
+/// registry cache (a node's runtime, a CI runner) open per core.
+pub const CROWDED_CONNECTIONS: usize = 1024;
+/// The longest a request head may take on a crowded serving thread.
+pub const CROWDED_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every serving thread shares.
 pub struct Shared {
@@ -74,6 +83,9 @@ struct Worker {
     stop: LocalSignal,
     /// Files this thread recently found wholly in the page cache.
     cached: warm::RecentlyCached,
+    /// Connections this thread holds open: shutdown waits for them, and
+    /// request heads get less time when there are many.
+    connections: Cell<usize>,
 }
 
 impl Worker {
@@ -123,6 +135,11 @@ impl Worker {
         (status, cache, body::send(stream, resp, framing, via).await)
     }
 
+    /// How long a request head beginning now may take.
+    fn head_timeout(&self) -> Duration {
+        head_timeout(self.shared.settings.header_timeout, self.connections.get())
+    }
+
     /// Counts one answered request.
     fn count(&self, path: &str, status: u16, kind: Option<Kind>, cache: CacheStatus) {
         if path.starts_with("/v2") {
@@ -137,6 +154,16 @@ impl Worker {
             Some(Kind::Blob) => self.counters.inc(if hit { Counter::BlobHit } else { Counter::BlobMiss }),
             None => {}
         }
+    }
+}
+
+/// How long a request head may take: as configured, or at most
+/// [`CROWDED_HEADER_TIMEOUT`] while more than [`CROWDED_CONNECTIONS`] are open.
+fn head_timeout(configured: Duration, open: usize) -> Duration {
+    if open > CROWDED_CONNECTIONS {
+        configured.min(CROWDED_HEADER_TIMEOUT)
+    } else {
+        configured
     }
 }
 
@@ -294,6 +321,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         hot: HotResponses::default(),
         stop: LocalSignal::default(),
         cached: warm::RecentlyCached::default(),
+        connections: Cell::new(0),
     });
     let sweeper = worker.clone();
     monoio::spawn(async move {
@@ -309,7 +337,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         }
     });
     let shared = &worker.shared;
-    let active = Rc::new(Cell::new(0usize));
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -325,14 +352,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
                 let worker = worker.clone();
-                let active = active.clone();
-                active.set(active.get() + 1);
+                worker.connections.set(worker.connections.get() + 1);
                 monoio::spawn(async move {
                     let served = std::panic::AssertUnwindSafe(connection(stream, peer, &worker)).catch_unwind().await;
                     if served.is_err() {
                         tracing::error!(%peer, "a request handler panicked; closed that connection only");
                     }
-                    active.set(active.get() - 1);
+                    worker.connections.set(worker.connections.get() - 1);
                 });
             }
             Err(e) => {
@@ -346,11 +372,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
     drop(listener);
     worker.stop.fire();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while active.get() > 0 && Instant::now() < deadline {
+    while worker.connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    if active.get() > 0 {
-        tracing::warn!(connections = active.get(), "grace period over; closing connections still busy");
+    if worker.connections.get() > 0 {
+        tracing::warn!(connections = worker.connections.get(), "grace period over; closing connections still busy");
     }
     Ok(())
 }
@@ -385,7 +411,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
     let mut req = http::Request::default();
     loop {
         let next = monoio::select! {
-            r = reader.next(&mut stream, IDLE_TIMEOUT, &mut req) => r,
+            r = reader.next(&mut stream, IDLE_TIMEOUT, || worker.head_timeout(), &mut req) => r,
             _ = worker.stop.wait() => return,
         };
         match next {
@@ -425,5 +451,20 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
         if sent.is_err() || !keep_alive {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_get_less_time_on_a_crowded_thread() {
+        let configured = Duration::from_secs(60);
+        assert_eq!(head_timeout(configured, 0), configured);
+        assert_eq!(head_timeout(configured, CROWDED_CONNECTIONS), configured);
+        assert_eq!(head_timeout(configured, CROWDED_CONNECTIONS + 1), CROWDED_HEADER_TIMEOUT);
+        // A configured time already shorter stays.
+        assert_eq!(head_timeout(Duration::from_secs(2), CROWDED_CONNECTIONS + 1), Duration::from_secs(2));
     }
 }
