@@ -371,7 +371,12 @@ fn credentials(auth: &AuthConfig, at: &str, problems: &mut Vec<String>) -> Optio
     if let Some(token) = &auth.token {
         return Some(Credentials::Token(token.clone()));
     }
-    let user = auth.user.clone()?;
+    let Some(user) = auth.user.clone() else {
+        if auth.password.is_some() || auth.password_from_env.is_some() {
+            problems.push(format!("{at}.auth: a password is given without a user"));
+        }
+        return None;
+    };
     let password = match (&auth.password, &auth.password_from_env) {
         (Some(p), None) => p.clone(),
         (None, Some(var)) => match std::env::var(var) {
@@ -490,6 +495,9 @@ registries:
     auth: {user: u}
     tls: {cert: /nonexistent/cert.pem}
   - name: ghcr.io
+  - name: docker.io
+    auth: {password: x}
+  - name: a:b:c
 "#;
         let err = settings(yaml, &[]).unwrap_err().to_string();
         for needle in [
@@ -501,6 +509,8 @@ registries:
             "tls.cert",
             "cert and key",
             "more than once",
+            "without a user",
+            "registries[4].name",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }

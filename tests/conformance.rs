@@ -46,3 +46,33 @@ fn blob_paths_tell_an_unknown_digest_from_an_invalid_one() {
     assert_eq!((r.status, error_code(&r.body).as_str()), (400, "DIGEST_INVALID"), "{}", r.text());
     assert_eq!(server.head(&invalid, &[]).status, 400);
 }
+
+#[test]
+fn a_404_for_a_manifest_digest_asked_as_a_blob_does_not_hide_the_manifest() {
+    let up = FakeUpstream::start();
+    let server = Server::start(&plain_registry(&up.host()), &[]);
+    let image = up.add_image("conformance/app", "v1", &[b"layer".to_vec()]);
+    up.set_fault(&format!("/blobs/{}", image.manifest_digest), common::fake_upstream::Fault::status(404), None);
+    let as_blob = format!("/v2/{}/conformance/app/blobs/{}", up.host(), image.manifest_digest);
+    assert_eq!(server.get(&as_blob, &[]).status, 404, "the upstream has no blob of that digest");
+    let as_manifest = format!("/v2/{}/conformance/app/manifests/{}", up.host(), image.manifest_digest);
+    let r = server.get(&as_manifest, &[]);
+    assert_eq!((r.status, &r.body), (200, &image.manifest_bytes), "{}", r.text());
+}
+
+#[test]
+fn malformed_registry_names_are_400_name_invalid() {
+    let up = FakeUpstream::start();
+    let server = Server::start(&plain_registry(&up.host()), &[]);
+    for path in [
+        "/v2/app/manifests/v1?ns=a:b:c",
+        "/v2/app/manifests/v1?ns=%5B",
+        "/v2/app/manifests/v1?ns=..",
+        "/v2/../app/manifests/v1",
+        "/v2/a..b/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let r = server.get(path, &[]);
+        assert_eq!((r.status, error_code(&r.body).as_str()), (400, "NAME_INVALID"), "{path}: {}", r.text());
+    }
+    assert!(!server.log().contains("ERROR"), "a bad name is the client's error, not ours:\n{}", server.log());
+}

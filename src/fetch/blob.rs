@@ -60,7 +60,7 @@ impl Fetcher {
                 )));
             }
         }
-        self.check_not_found(&source, &digest.to_string())?;
+        self.check_not_found(&source, &format!("blob {digest}"))?;
         let d = digest.clone();
         let (writer, reader) = self.blocking(move |store| BlobWriter::create(store, &d)).await?;
         let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
@@ -98,7 +98,7 @@ impl Fetcher {
             return Ok(total);
         }
         self.check_online()?;
-        self.check_not_found(&source, &digest.to_string())?;
+        self.check_not_found(&source, &format!("blob {digest}"))?;
         let up = self.upstreams.get(&source.registry).await?;
         let url = up.url(&source.repo, &format!("blobs/{digest}"));
         let mut headers = HeaderMap::new();
@@ -116,12 +116,12 @@ impl Fetcher {
             resp.status(),
             StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST
         ) {
-            self.check_status(resp, &source, &digest.to_string()).await?;
+            self.check_status(resp, &source, &format!("blob {digest}")).await?;
         }
         headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
         self.counters.inc(Counter::UpstreamBlobHead);
         let resp = up.send(Method::GET, &source.repo, url, headers).await?;
-        let resp = self.check_status(resp, &source, &digest.to_string()).await?;
+        let resp = self.check_status(resp, &source, &format!("blob {digest}")).await?;
         let total = match resp.status() {
             StatusCode::PARTIAL_CONTENT => resp
                 .headers()
@@ -301,7 +301,7 @@ impl Fetcher {
             }
             Err(e) => return Err(Broken::Fatal(e)),
         };
-        let resp = self.check_status(resp, source, &digest.to_string()).await.map_err(Broken::Fatal)?;
+        let resp = self.check_status(resp, source, &format!("blob {digest}")).await.map_err(Broken::Fatal)?;
         if let Some(enc) = resp.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
             if !enc.eq_ignore_ascii_case("identity") {
                 return Err(Broken::Fatal(FetchError::BadContent(format!(

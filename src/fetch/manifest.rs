@@ -39,12 +39,16 @@ impl Fetcher {
 
     async fn fetch_manifest(&self, source: &Source, reference: &Reference) -> Result<ManifestHit, FetchError> {
         if let Reference::Digest(d) = reference {
-            if let Some((body, media_type)) = self.store.manifest(d) {
-                return Ok(ManifestHit { digest: d.clone(), media_type, body });
+            // Reading a manifest from disk blocks: never on this runtime's thread.
+            let d = d.clone();
+            if let Some((body, media_type)) = self.blocking(move |store| Ok(store.manifest(&d))).await? {
+                let Reference::Digest(digest) = reference else { unreachable!() };
+                return Ok(ManifestHit { digest: digest.clone(), media_type, body });
             }
         }
         self.check_online()?;
-        let what = reference.to_string();
+        // Negative answers are remembered under this key: a manifest and a blob of one digest are not the same thing.
+        let what = format!("manifest {reference}");
         self.check_not_found(source, &what)?;
         let up = self.upstreams.get(&source.registry).await?;
         let url = up.url(&source.repo, &format!("manifests/{reference}"));
@@ -68,21 +72,18 @@ impl Fetcher {
         };
         let actual = Digest::of(digest.algorithm(), &body);
         if actual != digest {
-            return Err(FetchError::BadContent(format!(
-                "manifest {what} from {source} hashes to {actual}, not {digest}"
-            )));
+            return Err(FetchError::BadContent(format!("{what} from {source} hashes to {actual}, not {digest}")));
         }
-        let info =
-            media::inspect(&body).map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
+        let info = media::inspect(&body).map_err(|e| FetchError::BadContent(format!("{what} from {source}: {e}")))?;
         let media_type = media::effective_media_type(content_type.as_deref(), &info, &self.settings.artifact_types)
-            .map_err(|e| FetchError::BadContent(format!("manifest {what} from {source}: {e}")))?;
+            .map_err(|e| FetchError::BadContent(format!("{what} from {source}: {e}")))?;
         if media::is_schema1(media_type.as_str()) || info.schema_version == Some(1) {
             return Err(FetchError::BadContent(format!(
-                "manifest {what} from {source} is Docker schema 1, which is deprecated and not supported"
+                "{what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
         self.store_manifest(source, reference, &digest, &media_type, &body);
-        tracing::info!(%source, reference = %what, %digest, %media_type, size = body.len(), "manifest cached");
+        tracing::info!(%source, %reference, %digest, %media_type, size = body.len(), "manifest cached");
         Ok(ManifestHit { digest, media_type, body })
     }
 

@@ -195,12 +195,22 @@ impl Upstream {
         let mut refreshed = false;
         loop {
             let resp = self.follow(method.clone(), url.clone(), &headers, auth.as_ref()).await?;
-            if resp.status() != StatusCode::UNAUTHORIZED || refreshed {
+            // A 401, or a 403 to a token we fetched (revoked, or issued for less than this
+            // pull), is tried once more with a fresh token. A static token cannot be refreshed.
+            let denied_our_token = resp.status() == StatusCode::FORBIDDEN
+                && auth.is_some()
+                && !matches!(self.registry.credentials, Some(Credentials::Token(_)))
+                && matches!(*self.challenge.lock(), Some(Challenge::Bearer { .. }));
+            if refreshed || !(resp.status() == StatusCode::UNAUTHORIZED || denied_our_token) {
                 return Ok(resp);
             }
             refreshed = true;
-            let challenge =
-                resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge)
+                .or_else(|| self.challenge.lock().clone().filter(|_| denied_our_token));
             let Some(challenge) = challenge else {
                 return Ok(resp);
             };

@@ -62,13 +62,12 @@ impl RegistryName {
 impl FromStr for RegistryName {
     type Err = NameError;
 
+    /// `host[:port]`: a DNS name (labels of letters, digits and inner `-`),
+    /// an IPv4 address, or an IPv6 address in brackets; a port of 1 to 65535.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
-        let ok = !lower.is_empty()
-            && lower.len() <= 255
-            && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-        if !ok {
-            return Err(NameError::InvalidRegistry(s.to_string()));
+        if lower.len() > 255 || !is_host_port(&lower) {
+            return Err(NameError::InvalidRegistry(s.chars().take(300).collect()));
         }
         let canonical = match lower.as_str() {
             "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" | "docker.io" => {
@@ -90,6 +89,38 @@ impl fmt::Debug for RegistryName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+fn is_host_port(s: &str) -> bool {
+    let (host_ok, port) = match s.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), after),
+            None => return false,
+        },
+        None => match s.split_once(':') {
+            Some((h, _)) => (is_dns_name(h), &s[h.len()..]),
+            None => (is_dns_name(s), ""),
+        },
+    };
+    host_ok && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+}
+
+/// Dot-separated labels of letters and digits with inner hyphens (an IPv4
+/// address is such a name too).
+fn is_dns_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+        })
 }
 
 /// A repository name inside a registry, e.g. `library/alpine`.
@@ -245,6 +276,29 @@ mod tests {
         let r: RegistryName = "[::1]:5001".parse().unwrap();
         assert_eq!(r.host(), "::1");
         assert!("bad/host".parse::<RegistryName>().is_err());
+    }
+
+    #[test]
+    fn registry_names_are_host_and_port() {
+        for ok in [
+            "quay.io",
+            "registry.k8s.io",
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5001",
+            "[::1]",
+            "[::1]:5000",
+            "my-registry.corp:443",
+            "REGISTRY.CORP",
+        ] {
+            assert!(ok.parse::<RegistryName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "..", ".", "[", "[::1", "[zz]", "a:b:c", "a:", "a:0", "a:65536", "a:1x", "-a.io", "a-.io", "a..io",
+            "a_b.io", "a.io/x", "a b", "a\r\nb", ":5000",
+        ] {
+            assert!(bad.parse::<RegistryName>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

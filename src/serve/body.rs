@@ -89,17 +89,20 @@ async fn send_file(
     len: u64,
     warmer: &Warmer<'_>,
 ) -> io::Result<u64> {
-    let mapped = maps.map(|m| m.get(path, size)).transpose()?;
+    let now = std::time::Instant::now();
+    let trusted = warmer.recent.trusted(path, now);
+    let mapped = match maps {
+        Some(m) => Some(m.get(path, size, warmer).await?),
+        None => None,
+    };
     let opened;
     let file = match &mapped {
         Some(m) => &m.file,
         None => {
-            opened = std::fs::File::open(path)?;
+            opened = warmer.open(path, trusted).await?;
             &opened
         }
     };
-    let now = std::time::Instant::now();
-    let trusted = warmer.recent.trusted(path, now);
     let step = if trusted { len.max(1) } else { warm::CHUNK };
     write_all(stream, head).await?;
     let sent = async {

@@ -128,7 +128,7 @@ async fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit
 }
 
 async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) -> Result<Response, ApiError> {
-    if let Some(response) = committed_blob(shared, req, &digest)? {
+    if let Some(response) = committed_blob(shared, req, &digest).await? {
         return Ok(response);
     }
     if req.method == Method::Head {
@@ -138,7 +138,7 @@ async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) ->
     loop {
         let mut reader = match shared.fetch.blob(source.clone(), digest.clone()).await {
             Ok(BlobSource::Committed) => {
-                return committed_blob(shared, req, &digest)?.ok_or_else(|| blob_unknown(&digest));
+                return committed_blob(shared, req, &digest).await?.ok_or_else(|| blob_unknown(&digest));
             }
             Ok(BlobSource::Downloading(d)) => d,
             Err(e) => return Err(ApiError::from_fetch(e, Wanted::Blob)),
@@ -180,9 +180,17 @@ fn blob_unknown(digest: &Digest) -> ApiError {
 }
 
 /// A committed blob as a response (from memory when small, else its file),
-/// or `None` when it is not committed.
-fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Option<Response>, ApiError> {
-    let Some(blob) = shared.store.blob(digest) else { return Ok(None) };
+/// or `None` when it is not committed. A small blob not in memory yet is read
+/// in on a blocking thread, never on this serving thread.
+async fn committed_blob(shared: &Shared, req: &Request, digest: &Digest) -> Result<Option<Response>, ApiError> {
+    let Some(mut blob) = shared.store.blob(digest) else { return Ok(None) };
+    if blob.small {
+        let (store, d) = (shared.store.clone(), digest.clone());
+        blob.bytes = shared.blocking.spawn_blocking(move || store.read_small_blob(&d)).await.ok().flatten();
+        if blob.bytes.is_none() {
+            return Ok(None);
+        }
+    }
     let size = blob.size;
     let body = |start: u64, end: u64| match &blob.bytes {
         Some(b) => Body::Bytes(b.slice(start as usize..end as usize)),

@@ -30,6 +30,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::http::WRITE_STALL_TIMEOUT;
+use super::warm::Warmer;
 
 /// Bodies from this size up are sent from a mapping (to same-host peers).
 /// Smaller ones stay with `sendfile`: their pages are found in the CPU caches
@@ -48,6 +49,21 @@ pub struct MappedFile {
     pub map: memmap2::Mmap,
 }
 
+impl MappedFile {
+    /// Opens and maps a committed file (blocking).
+    fn open(path: &Path, size: u64) -> io::Result<MappedFile> {
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() != size {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "blob file does not have its recorded size"));
+        }
+        // SAFETY: committed blob files are never written, truncated or replaced
+        // in place (they are only unlinked), so the mapping stays valid and its
+        // bytes do not change while it exists.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(MappedFile { file, map })
+    }
+}
+
 struct Entry {
     path: PathBuf,
     mapped: Rc<MappedFile>,
@@ -61,23 +77,23 @@ pub struct MappedFiles {
 }
 
 impl MappedFiles {
-    /// The mapping of the committed file at `path`, whose recorded size is `size`.
-    pub fn get(&self, path: &Path, size: u64) -> io::Result<Rc<MappedFile>> {
+    /// The mapping of the committed file at `path`, whose recorded size is
+    /// `size`. A file not mapped yet is opened and mapped on a blocking thread
+    /// (`warmer`): opening a cold file can wait on the disk.
+    pub async fn get(&self, path: &Path, size: u64, warmer: &Warmer<'_>) -> io::Result<Rc<MappedFile>> {
+        if let Some(e) = self.entries.borrow_mut().iter_mut().find(|e| e.path == path) {
+            e.used = Instant::now();
+            return Ok(e.mapped.clone());
+        }
+        let owned = path.to_path_buf();
+        let mapped = Rc::new(warmer.off_thread(move || MappedFile::open(&owned, size)).await?);
         let now = Instant::now();
         let mut entries = self.entries.borrow_mut();
         if let Some(e) = entries.iter_mut().find(|e| e.path == path) {
+            // Another request of this thread mapped it meanwhile.
             e.used = now;
             return Ok(e.mapped.clone());
         }
-        let file = std::fs::File::open(path)?;
-        if file.metadata()?.len() != size {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "blob file does not have its recorded size"));
-        }
-        // SAFETY: committed blob files are never written, truncated or replaced
-        // in place (they are only unlinked), so the mapping stays valid and its
-        // bytes do not change while it exists.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        let mapped = Rc::new(MappedFile { file, map });
         if entries.len() >= MAX_ENTRIES {
             if let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i) {
                 entries.swap_remove(oldest);
@@ -150,14 +166,21 @@ mod tests {
             std::fs::write(&p, vec![i as u8; 100]).unwrap();
             paths.push(p);
         }
-        let a = maps.get(&paths[0], 100).unwrap();
-        let b = maps.get(&paths[0], 100).unwrap();
-        assert!(Rc::ptr_eq(&a, &b), "a second request reuses the mapping");
-        assert_eq!(&a.map[..], &[0u8; 100][..]);
-        assert!(maps.get(&paths[1], 99).is_err(), "a size other than the recorded one is refused");
-        for p in &paths {
-            maps.get(p, 100).unwrap();
-        }
+        let blocking = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        let metrics = crate::metrics::Metrics::default();
+        let (counters, recent) = (metrics.block(), super::super::warm::RecentlyCached::default());
+        let warmer = Warmer { runtime: blocking.handle(), counters: &counters, recent: &recent };
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            let a = maps.get(&paths[0], 100, &warmer).await.unwrap();
+            let b = maps.get(&paths[0], 100, &warmer).await.unwrap();
+            assert!(Rc::ptr_eq(&a, &b), "a second request reuses the mapping");
+            assert_eq!(&a.map[..], &[0u8; 100][..]);
+            assert!(maps.get(&paths[1], 99, &warmer).await.is_err(), "a size other than the recorded one is refused");
+            for p in &paths {
+                maps.get(p, 100, &warmer).await.unwrap();
+            }
+        });
         assert_eq!(maps.entries.borrow().len(), MAX_ENTRIES);
     }
 }

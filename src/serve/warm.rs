@@ -81,6 +81,29 @@ impl Warmer<'_> {
             .map_err(|e| io::Error::other(format!("cold read: {e}")))?
     }
 
+    /// Opens a committed file. Opening can wait on the disk (directory and
+    /// inode reads of a cold file), so it happens on a blocking thread unless
+    /// this thread served the whole file moments ago (`trusted`: its inode is
+    /// surely cached).
+    pub async fn open(&self, path: &Path, trusted: bool) -> io::Result<File> {
+        if trusted {
+            return File::open(path);
+        }
+        let path = path.to_path_buf();
+        self.runtime
+            .spawn_blocking(move || File::open(path))
+            .await
+            .map_err(|e| io::Error::other(format!("open: {e}")))?
+    }
+
+    /// Runs `f` (blocking file work) on a blocking thread.
+    pub async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        self.runtime.spawn_blocking(f).await.map_err(|e| io::Error::other(format!("blocking file work: {e}")))?
+    }
+
     /// Starts reading `[offset, offset + len)` ahead, asynchronously in the kernel.
     pub fn hint(fd: RawFd, offset: u64, len: u64) {
         // SAFETY: advisory call on a valid fd.

@@ -100,8 +100,10 @@ pub enum InMemory {
 /// A committed blob, ready to serve.
 pub struct CommittedBlob {
     pub size: u64,
-    /// The whole blob, when it is small enough to be kept in memory.
+    /// The whole blob, when it is small enough to be kept in memory and is.
     pub bytes: Option<Bytes>,
+    /// Small enough to be kept in memory, but not there yet.
+    pub small: bool,
     pub path: PathBuf,
 }
 
@@ -233,36 +235,32 @@ impl Store {
         Some((bytes, media_type))
     }
 
-    /// A committed digest as a blob: its size, and either its bytes (small
-    /// blobs, from memory) or the path of its file.
+    /// A committed digest as a blob, without touching the disk: its size, and
+    /// either its bytes (small blobs in memory) or the path of its file. A
+    /// small blob not in memory yet has `small: true`; the caller reads it in
+    /// with [`Store::read_small_blob`] off its serving thread.
     pub fn blob(&self, digest: &Digest) -> Option<CommittedBlob> {
         let record = self.record(digest)?;
         let path = self.layout.blob(digest);
-        if record.size > self.memory_blob_max {
-            return Some(CommittedBlob { size: record.size, bytes: None, path });
+        let small = record.size <= self.memory_blob_max;
+        let bytes = if small { self.memory.get(digest) } else { None };
+        Some(CommittedBlob { size: record.size, small: small && bytes.is_none(), bytes, path })
+    }
+
+    /// Reads a small committed blob into memory (blocking: call off the
+    /// serving threads) and returns it; `None` when it is not committed or its
+    /// file does not have the recorded size.
+    pub fn read_small_blob(&self, digest: &Digest) -> Option<Bytes> {
+        let record = self.record(digest)?;
+        let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
+        if bytes.len() as u64 != record.size {
+            tracing::error!(%digest, "stored blob has the wrong size; treating as uncached");
+            return None;
         }
-        let bytes = match self.memory.get(digest) {
-            Some(b) => b,
-            None => {
-                // A cold file is not read here, on the caller's (serving) thread: it is
-                // served from its file, whose sender reads it in elsewhere; a later
-                // request finds it cached and keeps it in memory.
-                let file = File::open(&path).ok()?;
-                if !pagecache::resident(file.as_raw_fd(), 0, record.size) {
-                    return Some(CommittedBlob { size: record.size, bytes: None, path });
-                }
-                let mut b = Vec::with_capacity(record.size as usize);
-                io::Read::read_to_end(&mut &file, &mut b).ok()?;
-                let b = Bytes::from(b);
-                if b.len() as u64 != record.size {
-                    tracing::error!(%digest, "stored blob has the wrong size; treating as uncached");
-                    return None;
-                }
-                self.memory.insert(digest.clone(), b.clone());
-                b
-            }
-        };
-        Some(CommittedBlob { size: record.size, bytes: Some(bytes), path })
+        if record.size <= self.memory_blob_max {
+            self.memory.insert(digest.clone(), bytes.clone());
+        }
+        Some(bytes)
     }
 
     /// Makes a verified manifest (and the tag that named it) servable at once,
