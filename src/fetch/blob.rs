@@ -49,8 +49,10 @@ impl Fetcher {
         if self.store.record(&digest).is_some() {
             return Ok(BlobSource::Committed);
         }
-        if let Some(d) = self.downloads.lock().get(&digest) {
-            return Ok(BlobSource::Downloading(d.reader()));
+        let joined = self.downloads.lock().get(&digest).map(|d| d.reader());
+        if let Some(reader) = joined {
+            tracing::debug!(%source, %digest, from = %reader.download.source, "joined the download in flight");
+            return Ok(BlobSource::Downloading(reader));
         }
         self.check_online()?;
         if let Some(until) = self.mismatch_backoff.lock().get(&digest).map(|b| b.0) {

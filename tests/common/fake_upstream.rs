@@ -4,7 +4,8 @@
 //! ranges, tag lists, Basic or Bearer-token auth, and CDN redirects. Each listener runs on its own
 //! thread with its own current-thread tokio runtime, so plain synchronous `#[test]`s can use it.
 //! HTTP/1.1 is written by hand rather than with hyper so faults can be injected at the byte level
-//! (truncated or corrupted bodies, throttling, hangs); every request is logged for assertions.
+//! (truncated or corrupted bodies, throttling, hangs, responses held at a gate the test opens); every
+//! request is logged for assertions, and so is every response the client stopped reading.
 //! A tiny blocking client (`http_request`, `http_get`) is included for tests that talk to it directly.
 
 use std::collections::hash_map::RandomState;
@@ -13,7 +14,7 @@ use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -123,6 +124,11 @@ pub enum Fault {
     Redirect(String),
     /// Read the request and never answer, until the client closes (at most 120 s).
     Hang,
+    /// Hold the response until the gate opens (at most 120 s, then close), then answer normally.
+    Gate(Gate),
+    /// Send the headers (full `Content-Length`) and this many body bytes, hold the rest until the
+    /// gate opens (at most 120 s, then close), then send it.
+    GateAfter(usize, Gate),
 }
 
 impl Fault {
@@ -133,7 +139,52 @@ impl Fault {
 
     /// Body faults skip HEAD requests, so a HEAD probe does not use up a fault meant for the GET.
     fn shapes_body(&self) -> bool {
-        matches!(self, Fault::CorruptBody | Fault::DropAfter(_) | Fault::Slow { .. } | Fault::Chunked)
+        matches!(
+            self,
+            Fault::CorruptBody | Fault::DropAfter(_) | Fault::Slow { .. } | Fault::Chunked | Fault::GateAfter(..)
+        )
+    }
+}
+
+/// Orders a test's steps against the upstream's answers: responses given `Fault::Gate` or
+/// `Fault::GateAfter` wait until the test calls `open`. Clones share one gate.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    open: watch::Sender<bool>,
+    held: AtomicUsize,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(GateState { open: watch::Sender::new(false), held: AtomicUsize::new(0) }))
+    }
+
+    /// Releases every response held now and lets later ones through.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    /// Responses waiting at the gate right now.
+    pub fn held(&self) -> usize {
+        self.0.held.load(Ordering::SeqCst)
+    }
+
+    /// Returns whether the gate opened (false: it stayed shut for `HANG_LIMIT`).
+    async fn pass(&self) -> bool {
+        let mut open = self.0.open.subscribe();
+        self.0.held.fetch_add(1, Ordering::SeqCst);
+        let opened = tokio::time::timeout(HANG_LIMIT, open.wait_for(|open| *open)).await.is_ok_and(|r| r.is_ok());
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+        opened
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
     }
 }
 
@@ -161,6 +212,8 @@ pub struct Endpoint {
 #[derive(Default)]
 struct Shared {
     log: Mutex<Vec<Request>>,
+    /// Requests whose response the client stopped reading (see `Endpoint::cut_short`).
+    cut: Mutex<Vec<Request>>,
     faults: Mutex<Vec<FaultRule>>,
     next_conn: AtomicU64,
 }
@@ -230,8 +283,16 @@ impl Endpoint {
         lock(&self.shared.log).iter().filter(|r| r.method == method && r.path.contains(path_contains)).count()
     }
 
+    /// Requests whose path contains `path_contains` and whose response could not be written whole
+    /// because the client had closed the connection (a body cut short by the fake's own
+    /// `DropAfter` does not count).
+    pub fn cut_short(&self, path_contains: &str) -> usize {
+        lock(&self.shared.cut).iter().filter(|r| r.path.contains(path_contains)).count()
+    }
+
     pub fn clear_log(&self) {
         lock(&self.shared.log).clear();
+        lock(&self.shared.cut).clear();
     }
 
     /// Inject `fault` into requests whose path contains `path_contains` (a digest works too):
@@ -828,7 +889,13 @@ async fn serve_connection(mut stream: TcpStream, role: Arc<Role>, shared: Arc<Sh
         };
         lock(&shared.log).push(req.clone());
         let fault = shared.take_fault(&req);
-        let reusable = answer(&mut stream, &role, &req, fault).await;
+        let reusable = match answer(&mut stream, &role, &req, fault).await {
+            Ok(reusable) => reusable,
+            Err(_) => {
+                lock(&shared.cut).push(req);
+                false
+            }
+        };
         if !(reusable && keep_alive) {
             let _ = stream.shutdown().await;
             return;
@@ -836,14 +903,16 @@ async fn serve_connection(mut stream: TcpStream, role: Arc<Role>, shared: Arc<Sh
     }
 }
 
-/// Returns whether the connection may serve another request.
-async fn answer(stream: &mut TcpStream, role: &Role, req: &Request, fault: Option<Fault>) -> bool {
+/// Returns whether the connection may serve another request; an error means the client went
+/// away before the whole response was written.
+async fn answer(stream: &mut TcpStream, role: &Role, req: &Request, fault: Option<Fault>) -> io::Result<bool> {
     match &fault {
         Some(Fault::Hang) => {
             hang(stream).await;
-            return false;
+            return Ok(false);
         }
         Some(Fault::Delay(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::Gate(gate)) if !gate.pass().await => return Ok(false),
         _ => {}
     }
     let response = match &fault {
@@ -851,7 +920,7 @@ async fn answer(stream: &mut TcpStream, role: &Role, req: &Request, fault: Optio
         Some(Fault::Redirect(base)) => redirect(base, req),
         _ => role.handle(req),
     };
-    write_response(stream, response, req.method == "HEAD", fault.as_ref()).await.unwrap_or(false)
+    write_response(stream, response, req.method == "HEAD", fault.as_ref()).await
 }
 
 /// Holds the connection without answering; reading is how we notice the client giving up.
@@ -961,6 +1030,15 @@ async fn write_response(
             stream.write_all(&body[..(*sent).min(body.len())]).await?;
             stream.flush().await?;
             return Ok(false);
+        }
+        Some(Fault::GateAfter(before, gate)) => {
+            let before = (*before).min(body.len());
+            stream.write_all(&body[..before]).await?;
+            stream.flush().await?;
+            if !gate.pass().await {
+                return Ok(false);
+            }
+            stream.write_all(&body[before..]).await?;
         }
         _ => stream.write_all(&body).await?,
     }

@@ -115,9 +115,24 @@ impl Server {
 
     /// Sends SIGTERM and waits (at most 20 s) for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.terminate();
+        self.wait_stopped()
+    }
+
+    /// Sends SIGTERM and returns at once, so a test can watch the shutdown; see [`Server::wait_stopped`].
+    pub fn terminate(&self) {
         // SAFETY: signalling the child we started.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// Whether the process is still running (false once it has exited, or after `stop`).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
+    /// Waits (at most 20 s) for the exit that [`Server::terminate`] started.
+    pub fn wait_stopped(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -129,6 +144,12 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The names of the files in the image path's `tmp/` (downloads in progress) right now.
+    pub fn temp_files(&self) -> Vec<String> {
+        let entries = std::fs::read_dir(self.image_path.join("tmp")).unwrap();
+        entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     }
 }
 
@@ -181,6 +202,30 @@ pub fn concurrently<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send +
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` has passed; returns whether it held.
+/// Bounded in rounds as well as in time, whatever the clock does.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    for _ in 0..=limit.as_millis() / 10 {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+/// Tells whoever reads the test output that `test` checked nothing here, and why; the test then
+/// returns and passes. Written to the process's standard error itself rather than with
+/// `eprintln!`, which the test harness captures and shows only for failing tests.
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
 }
 
 /// A loopback port that was free a moment ago (for a second listener of the server).
