@@ -119,6 +119,13 @@ impl Server {
         self.wait_stopped()
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing runs at exit) and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and returns at once, so a test can watch the shutdown; see [`Server::wait_stopped`].
     pub fn terminate(&self) {
         // SAFETY: signalling the child we started.
