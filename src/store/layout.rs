@@ -8,6 +8,7 @@
 //!   blobs/<algorithm>/<2 hex>/<hex>    committed blobs and manifests, immutable
 //!   index/records.jsonl                per-digest records (kind, media type, size, sources),
 //!                                      one JSON object a line, appended after each commit
+//!                                      (and after each removal by `verify --repair`)
 //!   tags/<registry>/<repo>/_tags/<tag> tag records (digest, media type, times), JSON,
 //!                                      replaced atomically; `_` cannot start a repo component
 //!   tmp/                               downloads in progress; emptied at startup
@@ -42,6 +43,16 @@ impl Layout {
     pub fn blob(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.blobs_dir().join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+    }
+
+    /// The digest whose committed file `path` is ([`Layout::blob`] inverted),
+    /// or `None` for any other path.
+    pub fn digest_of_blob(&self, path: &Path) -> Option<Digest> {
+        let relative = path.strip_prefix(self.blobs_dir()).ok()?;
+        let parts: Vec<&str> = relative.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+        let [algorithm, _, hex] = parts.as_slice() else { return None };
+        let digest: Digest = format!("{algorithm}:{hex}").parse().ok()?;
+        (self.blob(&digest) == path).then_some(digest)
     }
 
     pub fn index_dir(&self) -> PathBuf {
@@ -91,5 +102,14 @@ mod tests {
         let tag = l.tag(&"127.0.0.1:5001".parse().unwrap(), &"a/x.json".parse().unwrap(), &"x".parse().unwrap());
         assert_eq!(tag, Path::new("/data/tags/127.0.0.1:5001/a/x.json/_tags/x"));
         assert!(l.temp(&d, 7).starts_with("/data/tmp"));
+        assert_eq!(l.digest_of_blob(&l.blob(&d)), Some(d.clone()));
+        for other in [
+            "/data/blobs/sha256/ff/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "/data/blobs/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "/data/blobs/sha256/e3/junk",
+            "/elsewhere/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert_eq!(l.digest_of_blob(Path::new(other)), None, "{other}");
+        }
     }
 }

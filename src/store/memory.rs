@@ -59,6 +59,14 @@ impl MemoryCache {
         }
     }
 
+    /// Forgets `digest` (its content left the store).
+    pub fn remove(&self, digest: &Digest) {
+        let mut state = self.state.write();
+        if let Some(entry) = state.entries.remove(digest) {
+            state.bytes -= entry.bytes.len();
+        }
+    }
+
     pub fn used(&self) -> usize {
         self.state.read().bytes
     }

@@ -2,13 +2,15 @@
 //! indexes what is committed (digest records and tags, in memory, shared by
 //! every thread behind read-mostly locks), keeps manifest bytes in memory, and
 //! commits new content atomically: verified, fsynced, renamed into `blobs/`,
-//! then journaled. Committed files are never rewritten in place.
+//! then journaled. Committed files are never rewritten in place; content found
+//! damaged is removed (see `removal`).
 
 pub mod descriptors;
 pub mod layout;
 pub mod memory;
 pub mod pagecache;
 pub mod records;
+pub mod removal;
 pub mod tags;
 pub mod writer;
 
@@ -27,6 +29,7 @@ use bytes::Bytes;
 use crate::oci::{media, Digest, MediaType};
 pub use layout::Layout;
 pub use records::{Kind, Record};
+pub use removal::{Orphan, Removal};
 pub use tags::{TagKey, TagRecord};
 pub use writer::BlobWriter;
 
@@ -167,6 +170,11 @@ impl Store {
 
     pub fn record(&self, digest: &Digest) -> Option<Arc<Record>> {
         self.records.read().get(digest).cloned()
+    }
+
+    /// Every record, as of now, in no particular order.
+    pub fn records(&self) -> Vec<(Digest, Arc<Record>)> {
+        self.records.read().iter().map(|(d, r)| (d.clone(), r.clone())).collect()
     }
 
     pub fn tag(&self, key: &TagKey) -> Option<TagRecord> {

@@ -4,7 +4,9 @@
 //! so startup reads one file however many blobs there are. Each append is
 //! synced before the commit it records is reported done. A torn last line (a
 //! crash mid-append) is cut off at load, so appends always start on a line
-//! boundary; a later line for the same digest adds sources.
+//! boundary; a later line for the same digest adds sources. A removal line
+//! (`"removed": true`, written when `verify --repair` takes a damaged digest
+//! out) makes `load` forget the digest; a later line adds it again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -39,7 +41,26 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     media_type: Option<MediaType>,
     size: u64,
+    /// The source the digest was fetched for; absent on a removal.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     source: String,
+    /// The digest was removed: its file is being unlinked. `kind`, `mediaType`
+    /// and `size` say what was removed.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    removed: bool,
+}
+
+impl Line {
+    fn new(digest: &Digest, record: &Record, source: String, removed: bool) -> Line {
+        Line {
+            digest: digest.clone(),
+            kind: record.kind,
+            media_type: record.media_type.clone(),
+            size: record.size,
+            source,
+            removed,
+        }
+    }
 }
 
 impl Record {
@@ -96,13 +117,17 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
 }
 
 fn merge(map: &mut HashMap<Digest, Record>, entry: Line) {
+    if entry.removed {
+        map.remove(&entry.digest);
+        return;
+    }
     let line_record = Record { kind: entry.kind, media_type: entry.media_type, size: entry.size, sources: Vec::new() };
     let record = map.entry(entry.digest).or_insert_with(|| line_record.clone());
     if record.upgraded_by(&line_record) {
         record.kind = Kind::Manifest;
         record.media_type = line_record.media_type;
     }
-    if !record.sources.contains(&entry.source) {
+    if !entry.source.is_empty() && !record.sources.contains(&entry.source) {
         record.sources.push(entry.source);
     }
 }
@@ -127,14 +152,16 @@ impl Journal {
 
     /// Appends one record for `source` and syncs it.
     pub fn append(&mut self, digest: &Digest, record: &Record, source: &str) -> io::Result<()> {
-        let line = Line {
-            digest: digest.clone(),
-            kind: record.kind,
-            media_type: record.media_type.clone(),
-            size: record.size,
-            source: source.to_string(),
-        };
-        let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        self.write(&Line::new(digest, record, source.to_string(), false))
+    }
+
+    /// Appends the removal of `digest` (whose record was `record`) and syncs it.
+    pub fn append_removal(&mut self, digest: &Digest, record: &Record) -> io::Result<()> {
+        self.write(&Line::new(digest, record, String::new(), true))
+    }
+
+    fn write(&mut self, line: &Line) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(line).map_err(io::Error::other)?;
         bytes.push(b'\n');
         match self.file.write_all(&bytes).and_then(|_| self.file.sync_data()) {
             Ok(()) => {
@@ -171,6 +198,28 @@ mod tests {
         assert_eq!(got.kind, Kind::Manifest);
         assert_eq!(got.media_type.as_ref().map(MediaType::as_str), Some("m/t"));
         assert_eq!(got.sources, vec!["docker.io/library/a", "quay.io/b"]);
+    }
+
+    #[test]
+    fn a_removal_line_forgets_the_digest_until_a_later_line_adds_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let (a, b) = (Digest::of(crate::oci::Algorithm::Sha256, b"a"), Digest::of(crate::oci::Algorithm::Sha256, b"b"));
+        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![] };
+        let mut j = Journal::open(&path).unwrap();
+        j.append(&a, &blob, "quay.io/a").unwrap();
+        j.append(&b, &blob, "quay.io/b").unwrap();
+        j.append_removal(&a, &blob).unwrap();
+        let last = std::fs::read_to_string(&path).unwrap().lines().last().unwrap().to_string();
+        assert_eq!(last, format!(r#"{{"digest":"{a}","kind":"blob","size":1,"removed":true}}"#));
+        let loaded = load(&path).unwrap();
+        assert_eq!((loaded.skipped, loaded.torn_bytes), (0, 0));
+        assert!(!loaded.records.contains_key(&a), "the removal applies");
+        assert_eq!(loaded.records[&b].sources, vec!["quay.io/b"], "other digests are untouched");
+
+        j.append(&a, &blob, "ghcr.io/c").unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.records[&a].sources, vec!["ghcr.io/c"], "re-added with only the sources after the removal");
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Taking content out of the image path (for `verify --repair`). A removed
+//! digest leaves memory first, then its removal is journaled (synced), then
+//! its file is unlinked: the journal never names a file that is gone, and a
+//! crash in between leaves only an orphan, a file no record names, which the
+//! next `verify` finds. Tags that named a removed manifest go with it, so no
+//! tag points at content the store does not hold (a tag left behind by a
+//! crash is harmless: a tag whose digest has no record is a miss, fetched
+//! upstream). Committed files are unlinked, never rewritten.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{sync_parent, Record, Store, TagKey};
+use crate::oci::Digest;
+
+/// What [`Store::remove`] took away.
+#[derive(Debug)]
+pub struct Removal {
+    /// The digest's record, if it had one.
+    pub record: Option<Arc<Record>>,
+    /// The tags that named it, removed with it.
+    pub tags: Vec<TagKey>,
+    /// Whether its file was there to unlink.
+    pub file_unlinked: bool,
+}
+
+/// A file under `blobs/` that no record names: left by a crash between a
+/// removal's journal line and its unlink, or put there by hand. Nothing
+/// serves it.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// Directory levels under `blobs/` searched for orphans (the layout uses 2).
+const MAX_DEPTH: usize = 8;
+
+impl Store {
+    /// Removes `digest`: its record (journaled), the tags naming it and its
+    /// file. The next request for it is a miss. Blocking: call off the reactors.
+    /// On an error it is already gone from memory, so this process fetches it
+    /// again rather than serve it.
+    pub fn remove(&self, digest: &Digest) -> io::Result<Removal> {
+        let record = self.records.write().remove(digest);
+        self.pending.write().remove(digest);
+        self.memory.remove(digest);
+        let tags: Vec<TagKey> = {
+            let mut tags = self.tags.write();
+            let keys: Vec<TagKey> = tags.iter().filter(|(_, t)| &t.digest == digest).map(|(k, _)| k.clone()).collect();
+            for key in &keys {
+                tags.remove(key);
+            }
+            keys
+        };
+        self.changed();
+        if let Some(record) = &record {
+            self.journal.lock().append_removal(digest, record)?;
+        }
+        for key in &tags {
+            unlink(&self.layout.tag(&key.registry, &key.repo, &key.tag))?;
+        }
+        let file_unlinked = unlink(&self.layout.blob(digest))?;
+        Ok(Removal { record, tags, file_unlinked })
+    }
+
+    /// Every file under `blobs/` that no record names, sorted by path.
+    pub fn orphans(&self) -> io::Result<Vec<Orphan>> {
+        let mut out = Vec::new();
+        self.find_orphans(&self.layout.blobs_dir(), 0, &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn find_orphans(&self, dir: &Path, depth: usize, out: &mut Vec<Orphan>) -> io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                if depth < MAX_DEPTH {
+                    self.find_orphans(&path, depth + 1, out)?;
+                }
+            } else if !self.is_recorded_file(&path) {
+                out.push(Orphan { size: entry.metadata()?.len(), path });
+            }
+        }
+        Ok(())
+    }
+
+    fn is_recorded_file(&self, path: &Path) -> bool {
+        self.layout.digest_of_blob(path).is_some_and(|d| self.records.read().contains_key(&d))
+    }
+
+    /// Unlinks an orphan, unless a record names its file by now.
+    pub fn remove_orphan(&self, orphan: &Orphan) -> io::Result<()> {
+        if !orphan.path.starts_with(self.layout.blobs_dir()) || self.is_recorded_file(&orphan.path) {
+            return Err(io::Error::other(format!("{} is not an orphan", orphan.path.display())));
+        }
+        unlink(&orphan.path).map(drop)
+    }
+}
+
+/// Unlinks `path` and syncs its directory; `false` when it was already gone.
+fn unlink(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_parent(path).map(|_| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::{MemoryLimits, StagedManifest, TagRecord};
+    use super::*;
+    use crate::oci::{media, Algorithm, MediaType};
+
+    #[test]
+    fn a_removed_manifest_takes_its_tags_and_stays_gone_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let key =
+            TagKey { registry: "quay.io".parse().unwrap(), repo: "a".parse().unwrap(), tag: "v1".parse().unwrap() };
+        {
+            let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
+            let tag = TagRecord {
+                digest: d.clone(),
+                media_type: MediaType::known(media::OCI_MANIFEST),
+                fetched_at: 1,
+                last_checked_at: 1,
+            };
+            let staged = StagedManifest {
+                digest: d.clone(),
+                media_type: MediaType::known(media::OCI_MANIFEST),
+                body,
+                source: "quay.io/a".into(),
+                tag: Some((key.clone(), tag)),
+            };
+            store.stage_manifest(&staged);
+            store.persist_manifest(&staged).unwrap();
+            let stray = store.layout().blobs_dir().join("sha256/00/stray");
+            std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+            std::fs::write(&stray, b"xyz").unwrap();
+            let orphans = store.orphans().unwrap();
+            assert_eq!(orphans.iter().map(|o| (o.path.clone(), o.size)).collect::<Vec<_>>(), vec![(stray.clone(), 3)]);
+
+            let removal = store.remove(&d).unwrap();
+            assert!(removal.record.is_some() && removal.file_unlinked);
+            assert_eq!(removal.tags, vec![key.clone()]);
+            assert!(store.manifest(&d).is_none() && store.tag(&key).is_none());
+            assert!(!store.layout().blob(&d).exists());
+            store.remove_orphan(&orphans[0]).unwrap();
+            assert!(store.orphans().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
+        assert!(store.record(&d).is_none(), "the removal was journaled");
+        assert!(store.tag(&key).is_none(), "the tag file is gone");
+        let again = store.remove(&d).unwrap();
+        assert!(again.record.is_none() && !again.file_unlinked && again.tags.is_empty());
+    }
+}
