@@ -1,7 +1,9 @@
 //! The command line, compatible with the Go ociregistry: global flags, then a
-//! subcommand. Every flag here is also a config-file key (see `config`); the
-//! command line beats the file, which beats the built-in default.
+//! subcommand. Every global and `serve` flag is also a config-file key (see
+//! `config`); the command line beats the file, which beats the built-in
+//! default. `verify`'s flags are for one run only.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -27,7 +29,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 
-    /// Log verbosity. Default info
+    /// Log verbosity. Default info (warn for verify, whose output is its report)
     #[arg(long, global = true, value_enum)]
     pub log_level: Option<LogLevel>,
 
@@ -43,6 +45,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry server
     Serve(ServeArgs),
+    /// Check every cached object against its digest; with --repair, remove what is damaged
+    ///
+    /// Every committed blob and manifest is checked: its file exists, has the recorded size and
+    /// hashes to its digest; manifests must also parse. Files under blobs/ that no record names
+    /// (orphans) are counted. With --repair, what is damaged or missing is removed from the
+    /// cache (a manifest with the tags that name it) and orphans are deleted, so the next pull
+    /// fetches it again. Needs the image path's lock: stop the server first.
+    ///
+    /// Exit status: 0 when everything is intact (or everything damaged was removed), 1 when
+    /// damage was found and not removed, 2 when verify could not run (usage, config, lock).
+    Verify(VerifyArgs),
     /// Print the version and exit
     Version,
 }
@@ -126,4 +139,15 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://<host>:PORT/metrics. Default 0: off
     #[arg(long, value_name = "PORT")]
     pub metrics: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Remove what is damaged or missing (and orphan files), so the next pull fetches it again
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Files hashed in parallel. Default: the CPUs this process may use
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
 }

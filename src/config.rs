@@ -203,13 +203,37 @@ pub struct Settings {
     pub ignored_keys: Vec<&'static str>,
 }
 
+/// What every command needs, from the global flags over the file over the
+/// defaults, without any of `serve`'s options: where the image path is and
+/// how to log.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub image_path: PathBuf,
+    /// The flag's or the file's level; each command has its own default.
+    pub log_level: Option<LogLevel>,
+    pub log_file: Option<PathBuf>,
+}
+
+impl CommonSettings {
+    /// Reads `--config-file` (if given) for the keys every command shares.
+    pub fn resolve(cli: &Cli) -> Result<CommonSettings, ConfigError> {
+        Ok(CommonSettings::merge(cli, &FileConfig::of(cli)?))
+    }
+
+    fn merge(cli: &Cli, file: &FileConfig) -> CommonSettings {
+        CommonSettings {
+            image_path: cli.image_path.clone().or(file.image_path.clone()).unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
+            log_level: cli.log_level.or(file.log_level),
+            log_file: cli.log_file.clone().or(file.log_file.clone()),
+        }
+    }
+}
+
 impl Settings {
     /// Settings for `serve`: defaults, overlaid by the file, overlaid by flags.
     pub fn resolve(cli: &Cli, serve: &ServeArgs) -> Result<Settings, ConfigError> {
-        let file = match &cli.config_file {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
-        };
+        let file = FileConfig::of(cli)?;
+        let common = CommonSettings::merge(cli, &file);
         let mut problems = Vec::new();
         let default_ns = serve.default_ns.clone().or(file.default_ns.clone());
         let default_ns = default_ns.and_then(|ns| match ns.parse::<RegistryName>() {
@@ -240,9 +264,9 @@ impl Settings {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(Settings {
-            image_path: cli.image_path.clone().or(file.image_path.clone()).unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
-            log_level: cli.log_level.or(file.log_level).unwrap_or(LogLevel::Info),
-            log_file: cli.log_file.clone().or(file.log_file.clone()),
+            image_path: common.image_path,
+            log_level: common.log_level.unwrap_or(LogLevel::Info),
+            log_file: common.log_file,
             host: serve.host.clone().or(file.host.clone()).unwrap_or_else(|| DEFAULT_HOST.into()),
             port: serve.port.or(file.port).unwrap_or(DEFAULT_PORT),
             default_ns,
@@ -286,6 +310,14 @@ pub enum ConfigError {
 }
 
 impl FileConfig {
+    /// The file named by `--config-file`, or an empty one.
+    pub fn of(cli: &Cli) -> Result<FileConfig, ConfigError> {
+        match &cli.config_file {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         FileConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
@@ -449,6 +481,23 @@ mod tests {
         assert_eq!(s.header_timeout, Duration::from_secs(7));
         let s = settings("headerTimeout: 7\n", &["--header-timeout", "3"]).unwrap();
         assert_eq!(s.header_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn other_commands_find_the_image_path_like_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "imagePath: /from/file\nlogLevel: debug\nport: 9000\n").unwrap();
+        let common = |args: &[&str]| {
+            let mut argv = vec!["ociregistry", "--config-file", path.to_str().unwrap()];
+            argv.extend_from_slice(args);
+            CommonSettings::resolve(&Cli::try_parse_from(argv).unwrap()).unwrap()
+        };
+        let c = common(&["verify"]);
+        assert_eq!((c.image_path, c.log_level), (PathBuf::from("/from/file"), Some(LogLevel::Debug)));
+        assert_eq!(common(&["--image-path", "/flag", "verify"]).image_path, PathBuf::from("/flag"));
+        let c = CommonSettings::resolve(&Cli::try_parse_from(["ociregistry", "verify"]).unwrap()).unwrap();
+        assert_eq!((c.image_path, c.log_level), (PathBuf::from(DEFAULT_IMAGE_PATH), None));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
+//! - [`ops`]: the operator's commands over the store (`verify`).
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod fetch;
 pub mod logging;
 pub mod metrics;
 pub mod oci;
+pub mod ops;
 pub mod serve;
 pub mod server;
 pub mod store;

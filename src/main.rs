@@ -9,6 +9,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve(args) => ociregistry::server::run(&cli, args),
+        Command::Verify(args) => std::process::exit(ociregistry::ops::verify::run(&cli, args).exit_code()),
         Command::Version => {
             println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
             Ok(())
