@@ -128,6 +128,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub header_timeout: Option<u64>,
 
+    /// Client connections open at once, all serving threads together (each thread takes an equal
+    /// share). A connection past the cap is answered 503 with Retry-After and closed at once,
+    /// so clients retry instead of waiting. Default 16384
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Serving threads (one monoio runtime each). Default: the CPUs this process may use
     #[arg(long)]
     pub threads: Option<usize>,

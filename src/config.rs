@@ -16,6 +16,12 @@ pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+/// Free space a download may not take the image path below by default: room
+/// for manifests, records and tags when blobs have filled the disk.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// Client connections open at once by default: well under the file descriptor
+/// limit the server raises itself to, with room for files and upstream sockets.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// How long a request head may take once begun (nginx's `client_header_timeout`).
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 60;
 /// The longest `headerTimeout` accepted: a day, far above any client's need
@@ -53,6 +59,10 @@ pub struct FileConfig {
     pub pull_timeout: Option<u64>,
     /// Seconds a request head may take once its first byte arrived (ours).
     pub header_timeout: Option<u64>,
+    /// Client connections open at once; past this a new one is answered 503 and closed (ours).
+    pub max_connections: Option<usize>,
+    /// Free bytes a download may not take the image path's file system below (ours).
+    pub min_free_bytes: Option<u64>,
     pub threads: Option<usize>,
     pub io_driver: Option<IoDriver>,
     /// Refuse every upstream that is not listed under `registries` (ours).
@@ -189,6 +199,10 @@ pub struct Settings {
     /// How long a request head may take once its first byte arrived, when
     /// the serving thread is not crowded (see [`crate::serve::CROWDED_CONNECTIONS`]).
     pub header_timeout: Duration,
+    /// Client connections open at once (all serving threads together).
+    pub max_connections: usize,
+    /// Free bytes a download may not take the image path's file system below.
+    pub min_free_bytes: u64,
     pub threads: Option<usize>,
     pub io_driver: IoDriver,
     pub deny_unlisted: bool,
@@ -251,6 +265,10 @@ impl Settings {
         if !(1..=MAX_HEADER_TIMEOUT_SECS).contains(&header_timeout) {
             problems.push(format!("headerTimeout: must be between 1 and {MAX_HEADER_TIMEOUT_SECS} seconds"));
         }
+        let max_connections = serve.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            problems.push("maxConnections: must be at least 1".to_string());
+        }
         if serve.threads.or(file.threads) == Some(0) {
             problems.push("threads: must be at least 1".to_string());
         }
@@ -274,6 +292,8 @@ impl Settings {
             always_pull_latest: serve.always_pull_latest || file.always_pull_latest.unwrap_or(false),
             pull_timeout: Duration::from_millis(pull_timeout),
             header_timeout: Duration::from_secs(header_timeout),
+            max_connections,
+            min_free_bytes: file.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES),
             threads: serve.threads.or(file.threads),
             io_driver: serve.io_driver.or(file.io_driver).unwrap_or(IoDriver::Auto),
             deny_unlisted: file.deny_unlisted.unwrap_or(false),

@@ -52,9 +52,11 @@ pub enum Counter {
     /// Blob downloads that ended verified and committed, or failed.
     DownloadsCommitted,
     DownloadsFailed,
+    /// Connections answered 503 and closed at once because the cap was reached.
+    ConnectionsRefused,
 }
 
-const SLOTS: usize = Counter::DownloadsFailed as usize + 1;
+const SLOTS: usize = Counter::ConnectionsRefused as usize + 1;
 
 /// The counters one thread writes.
 #[repr(align(128))]
@@ -125,6 +127,11 @@ impl Metrics {
                     ("kind=\"blob\",cache=\"hit\"", BlobHit),
                     ("kind=\"blob\",cache=\"miss\"", BlobMiss),
                 ],
+            ),
+            (
+                "connections_refused_total",
+                "Connections answered 503 and closed at once because maxConnections were open.",
+                &[("", ConnectionsRefused)],
             ),
             (
                 "kept_answers_total",

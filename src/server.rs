@@ -59,6 +59,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         blocking: runtime.handle().clone(),
         stopping: std::sync::atomic::AtomicBool::new(false),
         metrics,
+        connections_per_thread: settings.max_connections.div_ceil(threads),
     });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {

@@ -63,6 +63,8 @@ impl Fetcher {
             }
         }
         self.check_not_found(&source, &format!("blob {digest}"))?;
+        let expected = self.store.expected_size(&source.to_string(), &digest).unwrap_or(0);
+        self.check_space(expected)?;
         let d = digest.clone();
         let (writer, reader) = self.blocking(move |store| BlobWriter::create(store, &d)).await?;
         let download = Arc::new(Download::new(digest.clone(), source.to_string(), reader));
@@ -145,10 +147,12 @@ impl Fetcher {
         let dl = download.clone();
         let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx, &dl));
         let transfer = self.transfer(&source, &download, tx).await;
-        let written = writing
-            .await
-            .map_err(|e| FetchError::Internal(e.to_string()))
-            .and_then(|r| r.map_err(|e| FetchError::Internal(format!("cache write failed: {e}"))));
+        let written = writing.await.map_err(|e| FetchError::Internal(e.to_string())).and_then(|r| {
+            r.map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => FetchError::NoSpace(e.to_string()),
+                _ => FetchError::Internal(format!("cache write failed: {e}")),
+            })
+        });
         let result = match (transfer, written) {
             (Ok(()), Ok(mut w)) => match w.verify() {
                 Ok(()) => Ok(w),
@@ -196,6 +200,17 @@ impl Fetcher {
         }
     }
 
+    /// Refuses a download of `size` bytes that would take the image path below its floor.
+    fn check_space(&self, size: u64) -> Result<(), FetchError> {
+        let floor = self.settings.min_free_bytes;
+        if crate::store::space::fits(self.store.layout().root(), size, floor) {
+            return Ok(());
+        }
+        Err(FetchError::NoSpace(format!(
+            "{size} more bytes would leave less than the {floor} bytes minFreeBytes keeps free"
+        )))
+    }
+
     fn note_mismatch(&self, digest: &Digest) {
         let mut map = self.mismatch_backoff.lock();
         let now = Instant::now();
@@ -218,6 +233,9 @@ impl Fetcher {
             let attempt = async {
                 let (mut resp, skip, total) = self.open_blob(&up, source, digest, received, expected).await?;
                 if received == 0 {
+                    if let Some(t) = total {
+                        self.check_space(t).map_err(Broken::Fatal)?;
+                    }
                     download.publish(|p| {
                         p.total = total;
                         p.state = State::Streaming;

@@ -28,6 +28,9 @@ pub enum FetchError {
     AirGapped,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The image path's file system is (or would be) below its free-space floor.
+    #[error("the cache is short of disk space: {0}")]
+    NoSpace(String),
     /// A bound on work in flight is reached; the client may retry shortly.
     #[error("busy: {0}")]
     Busy(String),

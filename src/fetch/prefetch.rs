@@ -62,13 +62,6 @@ impl Fetcher {
 }
 
 fn has_room(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: statvfs fills a caller-owned struct from a NUL-terminated path.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return false;
-    }
-    let free = s.f_bavail as u64 * s.f_frsize as u64;
-    let total = s.f_blocks as u64 * s.f_frsize as u64;
-    free >= MIN_FREE_BYTES && (free as f64) >= total as f64 * MIN_FREE_FRACTION
+    crate::store::space::free_and_total(path)
+        .is_some_and(|(free, total)| free >= MIN_FREE_BYTES && (free as f64) >= total as f64 * MIN_FREE_FRACTION)
 }

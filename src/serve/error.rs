@@ -77,6 +77,10 @@ impl ApiError {
                 ApiError::new(504, OciCode::Unavailable, "the upstream registry timed out").detail(message)
             }
             FetchError::ShuttingDown => ApiError::new(503, OciCode::Unavailable, message),
+            FetchError::NoSpace(_) => {
+                tracing::warn!(error = %message, "download refused");
+                ApiError::new(503, OciCode::Unavailable, message).header("Retry-After", "60")
+            }
             FetchError::Busy(_) => {
                 tracing::warn!(error = %message, "refused: too much in flight");
                 ApiError::new(503, OciCode::Unavailable, message).header("Retry-After", "1")

@@ -71,6 +71,8 @@ pub struct Shared {
     /// Set at shutdown (before `shutdown` changes): read per request without a lock.
     pub stopping: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// This thread's share of `maxConnections`.
+    pub connections_per_thread: usize,
 }
 
 /// What one serving thread owns besides the shared state.
@@ -350,6 +352,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                if worker.connections.get() >= shared.connections_per_thread {
+                    worker.counters.inc(Counter::ConnectionsRefused);
+                    monoio::spawn(refuse(stream));
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let worker = worker.clone();
                 worker.connections.set(worker.connections.get() + 1);
@@ -379,6 +386,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         tracing::warn!(connections = worker.connections.get(), "grace period over; closing connections still busy");
     }
     Ok(())
+}
+
+/// How long a refused connection is given to take its 503.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Answers a connection past the cap with a canned 503 (`Retry-After: 1`) and
+/// closes it: the client learns at once to retry, and the server holds nothing
+/// for it beyond this short write.
+async fn refuse(mut stream: TcpStream) {
+    use monoio::io::AsyncWriteRentExt;
+    const BODY: &str = r#"{"errors":[{"code":"UNAVAILABLE","message":"too many connections; retry shortly"}]}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\
+         Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    if let Ok((Ok(_), _)) = monoio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(answer.into_bytes())).await {
+        // The client's request may be unread: drain it, or closing would reset the answer away.
+        drain_and_close(stream).await;
+    }
 }
 
 /// Closes a connection whose request body (or, after a refused head, whose

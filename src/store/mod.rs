@@ -11,6 +11,7 @@ pub mod memory;
 pub mod pagecache;
 pub mod records;
 pub mod removal;
+pub mod space;
 pub mod tags;
 pub mod writer;
 
