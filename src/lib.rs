@@ -10,11 +10,14 @@
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`ops`]: the operator's commands over the store (`verify`).
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
+//! - `fuzzing`: one entry point per fuzz target (`fuzz/`), replayed by `tests/fuzz_corpus.rs`.
 
 pub mod cli;
 pub mod config;
 pub mod faults;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod oci;

@@ -30,6 +30,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// `WWW-Authenticate` parsing, public for the fuzz target (`crate::fuzzing`).
+pub use auth::{parse_challenge, Challenge};
 pub use download::{Download, Progress, Reader, State};
 pub use error::FetchError;
 pub use tags::TagsPage;

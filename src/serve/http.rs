@@ -144,7 +144,9 @@ impl Reader {
 /// another way would take the bytes after the head for a body, or a body for
 /// a next request. `httparse` already refuses obsolete line folding in
 /// requests; bare LF line ends it accepts, so they are looked for here.
-fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError> {
+///
+/// Crate-visible for the request head fuzz target (`crate::fuzzing`).
+pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let used = match parsed.parse(buf) {

@@ -36,9 +36,14 @@ pub fn parse(path: &str) -> Route {
     let Some(rest) = path.strip_prefix("/v2") else {
         return Route::NotFound;
     };
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let rest = match rest.strip_prefix('/') {
+        Some(rest) => rest,
+        None if rest.is_empty() => return Route::Base,
+        // `/v2x/...`: not under `/v2/`.
+        None => return Route::NotFound,
+    };
     if rest.is_empty() {
-        return if path.len() <= 4 { Route::Base } else { Route::NotFound };
+        return Route::Base;
     }
     if rest == "_catalog" {
         return Route::Unsupported;
@@ -164,6 +169,16 @@ mod tests {
         assert_eq!(parse("/v3/"), Route::NotFound);
         assert_eq!(parse("/v2x"), Route::NotFound);
         assert_eq!(parse("/"), Route::NotFound);
+    }
+
+    /// Found by the `route` fuzz target: `/v2a/manifests/latest` was routed as `a`'s manifest.
+    #[test]
+    fn only_paths_under_v2_slash_are_routed() {
+        assert_eq!(parse("/v2a/manifests/latest"), Route::NotFound);
+        assert_eq!(parse("/v2library/alpine/blobs/sha256:x"), Route::NotFound);
+        assert_eq!(parse("/v2_catalog"), Route::NotFound);
+        assert_eq!(parse("/v2//"), Route::NotFound);
+        assert_eq!(parse("/v2/a/manifests/latest"), m("a", "latest"));
     }
 
     #[test]
