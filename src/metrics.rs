@@ -8,13 +8,17 @@
 //! `blob_pulls_total`, `v2_api_endpoint_hits_total`, `api_errors_total`) keep
 //! its names and meaning.
 //!
+//! Per-upstream circuit breaker series ([`Circuits`]) are written by the
+//! fetcher alone, so the serving threads' hit path never sees their lock.
+//!
 //! The exposition is served by [`serve_exposition`] on its own port
 //! (`--metrics PORT`, as the Go ociregistry does), away from the serving
 //! threads.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -85,6 +89,74 @@ type Family = (&'static str, &'static str, &'static [(&'static str, Counter)]);
 pub struct Metrics {
     /// Locked only to add a block (thread start) and to scrape.
     blocks: Mutex<Vec<Arc<Block>>>,
+    /// Per-upstream circuit breaker series.
+    pub circuits: Arc<Circuits>,
+}
+
+/// One upstream's circuit breaker, as its breaker publishes it.
+#[derive(Default)]
+pub struct CircuitSeries {
+    /// 0 closed, 1 open, 2 half-open.
+    pub state: AtomicU8,
+    /// Times the breaker opened.
+    pub opened: AtomicU64,
+    /// Requests answered at once, without an upstream request, while it was open.
+    pub fast_failures: AtomicU64,
+}
+
+/// The circuit series by registry name. Locked only when an upstream's
+/// client is built (on the fetcher) and to scrape.
+#[derive(Default)]
+pub struct Circuits {
+    by_registry: Mutex<BTreeMap<String, Arc<CircuitSeries>>>,
+}
+
+impl Circuits {
+    /// The series of `registry`, kept across rebuilds of its client. Once
+    /// `max` are held, the series no breaker holds any more are dropped, so
+    /// this map has the bound of the clients' map.
+    pub fn series(&self, registry: &str, max: usize) -> Arc<CircuitSeries> {
+        let mut map = self.by_registry.lock();
+        if let Some(s) = map.get(registry) {
+            return s.clone();
+        }
+        if map.len() >= max {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(registry.to_string()).or_default().clone()
+    }
+
+    fn render(&self, out: &mut String) {
+        let map = self.by_registry.lock();
+        let families: [(&str, &str, &str, fn(&CircuitSeries) -> u64); 3] = [
+            (
+                "upstream_circuit_state",
+                "gauge",
+                "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
+                |s| s.state.load(Ordering::Relaxed) as u64,
+            ),
+            ("upstream_circuit_opened_total", "counter", "Times an upstream's circuit breaker opened.", |s| {
+                s.opened.load(Ordering::Relaxed)
+            }),
+            (
+                "upstream_fast_failures_total",
+                "counter",
+                "Requests answered at once, without contacting the upstream, while its circuit was open.",
+                |s| s.fast_failures.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            out.push_str(&format!("# HELP ociregistry_{name} {help}\n# TYPE ociregistry_{name} {kind}\n"));
+            for (registry, s) in map.iter() {
+                out.push_str(&format!("ociregistry_{name}{{registry=\"{}\"}} {}\n", escape_label(registry), value(s)));
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -188,6 +260,7 @@ impl Metrics {
                 }
             }
         }
+        self.circuits.render(&mut out);
         out
     }
 }
@@ -251,5 +324,23 @@ mod tests {
         assert!(text.contains("ociregistry_manifest_pulls_total 2\n"), "{text}");
         assert!(text.contains("ociregistry_responses_total{kind=\"manifest\",cache=\"hit\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE ociregistry_blob_pulls_total counter\n"), "{text}");
+    }
+
+    #[test]
+    fn circuits_are_rendered_per_registry_and_bounded() {
+        let m = Metrics::default();
+        let quay = m.circuits.series("quay.io", 2);
+        quay.state.store(1, Ordering::Relaxed);
+        quay.opened.fetch_add(3, Ordering::Relaxed);
+        assert!(Arc::ptr_eq(&quay, &m.circuits.series("quay.io", 2)));
+        drop(m.circuits.series("a\"b\\c", 2));
+        let text = m.render();
+        assert!(text.contains("ociregistry_upstream_circuit_state{registry=\"quay.io\"} 1\n"), "{text}");
+        assert!(text.contains("ociregistry_upstream_circuit_opened_total{registry=\"quay.io\"} 3\n"), "{text}");
+        assert!(text.contains("ociregistry_upstream_fast_failures_total{registry=\"a\\\"b\\\\c\"} 0\n"), "{text}");
+        assert!(text.contains("# TYPE ociregistry_upstream_circuit_state gauge\n"), "{text}");
+        // Full: the series nobody holds go, the held ones stay.
+        let _ghcr = m.circuits.series("ghcr.io", 2);
+        assert_eq!(m.circuits.by_registry.lock().keys().collect::<Vec<_>>(), ["ghcr.io", "quay.io"]);
     }
 }

@@ -48,9 +48,15 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!(port, "Prometheus metrics at /metrics");
     }
     let (stop, shutdown) = watch::channel(false);
-    let fetch =
-        crate::fetch::start(runtime.handle(), settings.clone(), store.clone(), shutdown.clone(), metrics.block())
-            .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+    let fetch = crate::fetch::start(
+        runtime.handle(),
+        settings.clone(),
+        store.clone(),
+        shutdown.clone(),
+        metrics.block(),
+        metrics.circuits.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),

@@ -18,6 +18,12 @@ pub enum FetchError {
     /// The upstream answered with an unexpected status.
     #[error("upstream answered {status}: {message}")]
     Upstream { status: u16, message: String },
+    /// The upstream's circuit breaker is open (it kept failing): not contacted;
+    /// try again in `retry_after_secs`.
+    #[error(
+        "upstream {registry} kept failing and is left alone for now (circuit open); retry in {retry_after_secs} s"
+    )]
+    CircuitOpen { registry: String, retry_after_secs: u64 },
     /// The upstream's content is unusable (digest mismatch, schema 1, too large, …).
     #[error("{0}")]
     BadContent(String),

@@ -11,6 +11,7 @@
 
 mod auth;
 mod blob;
+pub mod breaker;
 pub mod download;
 pub mod error;
 mod flights;
@@ -37,7 +38,7 @@ pub use error::FetchError;
 pub use tags::TagsPage;
 
 use crate::config::Settings;
-use crate::metrics::Block;
+use crate::metrics::{Block, Circuits};
 use crate::oci::{Digest, MediaType, Reference, RegistryName, RepoName};
 use crate::store::Store;
 
@@ -159,8 +160,9 @@ pub fn start(
     store: Arc<Store>,
     shutdown: watch::Receiver<bool>,
     counters: Arc<Block>,
+    circuits: Arc<Circuits>,
 ) -> Result<FetchHandle, String> {
-    let upstreams = upstream::Upstreams::new(settings.clone(), counters.clone())?;
+    let upstreams = upstream::Upstreams::new(settings.clone(), counters.clone(), circuits)?;
     upstreams.prepare_listed()?;
     let fetcher = Arc::new(Fetcher {
         settings,

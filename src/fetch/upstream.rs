@@ -8,7 +8,9 @@
 //! origin is often a sibling service under the same private CA (GitLab's
 //! `/jwt/auth`), so a listed registry's realm client trusts what the registry
 //! trusts, yet presents no client certificate: that identity is for the
-//! registry alone.
+//! registry alone. Every request passes its upstream's circuit breaker
+//! (`breaker`) in `send`, the one funnel for manifests, blobs, HEADs, tags
+//! and the token requests made on their behalf.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,10 +22,11 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, WWW_AUTHE
 use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{parse_challenge, Challenge, TokenCache, TokenKey, TokenResponse};
+use super::breaker::{Admit, Breaker, Outcome};
 use super::error::{error_chain, FetchError};
 use super::guard::{self, PublicOnly};
 use crate::config::{Credentials, Registry, Settings};
-use crate::metrics::{Block, Counter};
+use crate::metrics::{Block, Circuits, Counter};
 use crate::oci::{RegistryName, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
@@ -41,10 +44,11 @@ pub struct Upstreams {
     foreign_public: reqwest::Client,
     tokens: Arc<TokenCache>,
     counters: Arc<Block>,
+    circuits: Arc<Circuits>,
 }
 
 impl Upstreams {
-    pub fn new(settings: Arc<Settings>, counters: Arc<Block>) -> Result<Upstreams, String> {
+    pub fn new(settings: Arc<Settings>, counters: Arc<Block>, circuits: Arc<Circuits>) -> Result<Upstreams, String> {
         let foreign = base_builder(&settings).build().map_err(|e| error_chain(&e))?;
         let foreign_public =
             base_builder(&settings).dns_resolver(PublicOnly::from_env()).build().map_err(|e| error_chain(&e))?;
@@ -55,6 +59,7 @@ impl Upstreams {
             foreign_public,
             tokens: Arc::default(),
             counters,
+            circuits,
         })
     }
 
@@ -107,6 +112,10 @@ impl Upstreams {
             b.build().map_err(|e| format!("{}: token realm client: {}", registry.name, error_chain(&e)))?
         };
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
+        // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
+        let series =
+            self.circuits.series(registry.name.as_str(), self.settings.registries.len() + MAX_UNLISTED_CLIENTS);
+        let breaker = Breaker::new(registry.name.clone(), series);
         Ok(Upstream {
             registry,
             base,
@@ -118,6 +127,7 @@ impl Upstreams {
             challenge: Mutex::new(None),
             timeout: self.settings.pull_timeout,
             counters: self.counters.clone(),
+            breaker,
         })
     }
 }
@@ -168,6 +178,8 @@ pub struct Upstream {
     challenge: Mutex<Option<Challenge>>,
     timeout: Duration,
     counters: Arc<Block>,
+    /// Opens when this upstream keeps failing; see `breaker`.
+    breaker: Breaker,
 }
 
 impl Upstream {
@@ -183,8 +195,35 @@ impl Upstream {
     }
 
     /// Sends one request for `repo`, authenticating as the upstream asks and
-    /// following redirects. The caller interprets the final status.
+    /// following redirects. The caller interprets the final status. While the
+    /// circuit breaker is open this fails at once with
+    /// [`FetchError::CircuitOpen`], without any network request; the outcome
+    /// of a request that was sent (its final status, or its error) is
+    /// recorded once, here. A blob body that breaks later is not recorded: the
+    /// upstream answered, and its resumption is a request of its own.
     pub async fn send(
+        &self,
+        method: Method,
+        repo: &RepoName,
+        url: Url,
+        headers: HeaderMap,
+    ) -> Result<Response, FetchError> {
+        let admitted = match self.breaker.allow(Instant::now()) {
+            Admit::Reject(wait) => {
+                return Err(FetchError::CircuitOpen {
+                    registry: self.registry.name.to_string(),
+                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                })
+            }
+            admitted => admitted,
+        };
+        let mut ticket = Ticket { breaker: &self.breaker, admitted, outcome: Outcome::Unknown };
+        let result = self.send_admitted(method, repo, url, headers).await;
+        ticket.outcome = outcome(&result);
+        result
+    }
+
+    async fn send_admitted(
         &self,
         method: Method,
         repo: &RepoName,
@@ -352,6 +391,41 @@ impl Upstream {
     }
 }
 
+/// A request let through the breaker; its outcome is recorded when it is
+/// dropped, so a cancelled request (an `Unknown` outcome) still frees the trial.
+struct Ticket<'a> {
+    breaker: &'a Breaker,
+    admitted: Admit,
+    outcome: Outcome,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.breaker.record(self.admitted, self.outcome, Instant::now());
+    }
+}
+
+/// What a request's result says about the upstream's health.
+fn outcome(result: &Result<Response, FetchError>) -> Outcome {
+    match result {
+        Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+            let seconds =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+            match seconds {
+                Some(s) if s > 0 => Outcome::RateLimited(Duration::from_secs(s)),
+                _ => Outcome::Unwell,
+            }
+        }
+        Ok(resp) if resp.status().is_server_error() => Outcome::Unwell,
+        Ok(_) => Outcome::Healthy,
+        Err(FetchError::Unreachable(_) | FetchError::Timeout(_)) => Outcome::Unwell,
+        Err(FetchError::Upstream { status, .. }) if *status >= 500 => Outcome::Unwell,
+        Err(FetchError::TooManyRequests { .. }) => Outcome::Unwell,
+        Err(FetchError::NotFound(_) | FetchError::BadContent(_) | FetchError::Upstream { .. }) => Outcome::Healthy,
+        Err(_) => Outcome::Unknown,
+    }
+}
+
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
@@ -405,7 +479,8 @@ mod tests {
     #[test]
     fn urls_carry_ns_only_through_endpoints() {
         let settings = Arc::new(test_settings());
-        let ups = Upstreams::new(settings, crate::metrics::Metrics::default().block()).unwrap();
+        let metrics = crate::metrics::Metrics::default();
+        let ups = Upstreams::new(settings, metrics.block(), metrics.circuits.clone()).unwrap();
         let mut reg = Registry::implicit("docker.io".parse().unwrap());
         reg.base_url = "https://mirror.corp:5000/dockerhub".into();
         reg.send_ns = true;
@@ -414,6 +489,18 @@ mod tests {
         assert_eq!(url.as_str(), "https://mirror.corp:5000/dockerhub/v2/library/alpine/manifests/3.20?ns=docker.io");
         let up = ups.build(Registry::implicit("quay.io".parse().unwrap()), true).unwrap();
         assert_eq!(up.url(&"a/b".parse().unwrap(), "blobs/x").as_str(), "https://quay.io/v2/a/b/blobs/x");
+    }
+
+    #[test]
+    fn failures_that_say_the_upstream_is_unwell_count_and_answers_do_not() {
+        let err = |e: FetchError| outcome(&Err(e));
+        assert_eq!(err(FetchError::Unreachable("refused".into())), Outcome::Unwell);
+        assert_eq!(err(FetchError::Timeout("t".into())), Outcome::Unwell);
+        assert_eq!(err(FetchError::Upstream { status: 503, message: "token".into() }), Outcome::Unwell);
+        assert_eq!(err(FetchError::Upstream { status: 310, message: "redirects".into() }), Outcome::Healthy);
+        assert_eq!(err(FetchError::NotFound("401 at the token endpoint".into())), Outcome::Healthy);
+        assert_eq!(err(FetchError::BadContent("json".into())), Outcome::Healthy);
+        assert_eq!(err(FetchError::Refused("private address".into())), Outcome::Unknown);
     }
 
     fn test_settings() -> Settings {

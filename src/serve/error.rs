@@ -76,6 +76,11 @@ impl ApiError {
             FetchError::Timeout(_) => {
                 ApiError::new(504, OciCode::Unavailable, "the upstream registry timed out").detail(message)
             }
+            FetchError::CircuitOpen { retry_after_secs, .. } => {
+                ApiError::new(503, OciCode::Unavailable, "the upstream registry keeps failing and nothing is cached")
+                    .detail(message)
+                    .header("Retry-After", retry_after_secs.max(1).to_string())
+            }
             FetchError::ShuttingDown => ApiError::new(503, OciCode::Unavailable, message),
             FetchError::NoSpace(_) => {
                 tracing::warn!(error = %message, "download refused");
@@ -107,6 +112,12 @@ mod tests {
         assert_eq!(ApiError::from_fetch(FetchError::Unreachable("x".into()), Wanted::Manifest).status, 502);
         assert_eq!(ApiError::from_fetch(FetchError::Timeout("x".into()), Wanted::Manifest).status, 504);
         assert_eq!(ApiError::from_fetch(FetchError::AirGapped, Wanted::Manifest).status, 404);
+        let e = ApiError::from_fetch(
+            FetchError::CircuitOpen { registry: "quay.io".into(), retry_after_secs: 0 },
+            Wanted::Blob,
+        );
+        assert_eq!((e.status, e.code), (503, OciCode::Unavailable));
+        assert_eq!(e.headers, vec![("Retry-After", "1".to_string())]);
         let e = ApiError::unsupported();
         assert_eq!((e.status, e.headers[0].1.as_str()), (405, "GET, HEAD"));
     }
