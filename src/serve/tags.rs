@@ -1,7 +1,8 @@
 //! `GET /v2/<name>/tags/list`: proxied upstream (the fetcher keeps a short
 //! cache), with the upstream's `Link` rewritten onto the client's own path; in
-//! air-gapped mode answered from the tags this cache holds, with the same
-//! `n`/`last` pagination.
+//! air-gapped mode, and when the upstream fails (unreachable, 5xx, rate
+//! limited, circuit open: anything but "no such repository"), answered from
+//! the tags this cache holds, with the same `n`/`last` pagination.
 
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ use super::http::Request;
 use super::response::Response;
 use super::Shared;
 use crate::fetch::tags::{encode, form_pairs};
-use crate::fetch::Source;
+use crate::fetch::{FetchError, Source};
 
 pub async fn list(
     shared: &Shared,
@@ -23,8 +24,19 @@ pub async fn list(
     let (body, next) = if shared.settings.air_gapped {
         from_cache(shared, &source, &query)?
     } else {
-        let page = shared.fetch.tags(source, query).await.map_err(|e| ApiError::from_fetch(e, Wanted::Tags))?;
-        (page.body.to_vec(), page.next)
+        match shared.fetch.tags(source.clone(), query.clone()).await {
+            Ok(page) => (page.body.to_vec(), page.next),
+            Err(e @ (FetchError::NotFound(_) | FetchError::Refused(_))) => {
+                return Err(ApiError::from_fetch(e, Wanted::Tags))
+            }
+            Err(e) => match from_cache(shared, &source, &query) {
+                Ok(cached) => {
+                    tracing::warn!(%source, error = %e, "upstream failed; serving the cached tags");
+                    cached
+                }
+                Err(_) => return Err(ApiError::from_fetch(e, Wanted::Tags)),
+            },
+        }
     };
     let mut r = Response::json(200, body);
     if let Some(next) = next {
