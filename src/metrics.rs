@@ -93,6 +93,9 @@ pub struct Metrics {
     pub circuits: Arc<Circuits>,
 }
 
+/// A per-registry metric: name, type, help, and how to read its value.
+type CircuitFamily = (&'static str, &'static str, &'static str, fn(&CircuitSeries) -> u64);
+
 /// One upstream's circuit breaker, as its breaker publishes it.
 #[derive(Default)]
 pub struct CircuitSeries {
@@ -128,7 +131,7 @@ impl Circuits {
 
     fn render(&self, out: &mut String) {
         let map = self.by_registry.lock();
-        let families: [(&str, &str, &str, fn(&CircuitSeries) -> u64); 3] = [
+        let families: [CircuitFamily; 3] = [
             (
                 "upstream_circuit_state",
                 "gauge",

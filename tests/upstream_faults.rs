@@ -163,6 +163,24 @@ fn five_5xx_open_the_breaker_which_answers_without_upstream_requests_until_a_tri
 }
 
 #[test]
+fn not_found_and_denied_answers_never_open_the_breaker() {
+    let up = FakeUpstream::start();
+    let layers = vec![random_bytes(14, 5_000)];
+    up.add_image("app", "v1", &layers);
+    let (server, port) = start(&[listed(&up.host())], &[]);
+    up.set_fault("/manifests/denied", Fault::status(403), None);
+    for i in 0..6 {
+        let r = server.get(&manifest_path(&up.host(), "app", &format!("missing{i}")), &[]);
+        assert_error(&r, 404, "MANIFEST_UNKNOWN", &server);
+        let r = server.get(&manifest_path(&up.host(), "app", &format!("denied{i}")), &[]);
+        assert_eq!(r.status, 404);
+    }
+    assert_eq!(circuit(port, "upstream_circuit_state", &up.host()), 0);
+    assert_eq!(circuit(port, "upstream_circuit_opened_total", &up.host()), 0);
+    pulls(&server, &up, "app", "v1", &layers);
+}
+
+#[test]
 fn a_429_passes_its_retry_after_on_and_the_upstream_is_left_alone_that_long() {
     let up = FakeUpstream::start();
     let img = up.add_image("app", "v1", &[random_bytes(3, 1000)]);
