@@ -341,6 +341,50 @@ mod tests {
         }
     }
 
+    /// Every name becomes a path component (or, for repositories, `/`-joined
+    /// components) under the image path: none may climb out of it.
+    #[test]
+    fn no_name_can_traverse_a_path() {
+        let hostile = [
+            "..", ".", "../x", "x/..", "x/../y", "%2e%2e", "%2E%2e", "..%2fx", "x%2F..", "..\\x", "x\\..", "/x", "x/",
+            "\0", "x\0", "x\0/..", "~", "~root", "x//y", "x/./y", "_tags", "x/_tags", "x y", "x\ty", "x\ny",
+        ];
+        for s in hostile {
+            assert!(s.parse::<RepoName>().is_err(), "repo {s:?}");
+            assert!(s.parse::<Tag>().is_err() || !s.contains(['.', '/', '\\', '%', '\0', '~', ' ']), "tag {s:?}");
+            assert!(s.parse::<RegistryName>().is_err() || s == "~", "registry {s:?}");
+            assert!(s.parse::<Digest>().is_err(), "digest {s:?}");
+        }
+        for t in ["..", ".", "../x", "..%2f", "a/b", "a\\b", "/a", "\0", "a\0", "%2e%2e", ".hidden", "-x", "a b", "a:b"]
+        {
+            assert!(t.parse::<Tag>().is_err(), "tag {t:?}");
+        }
+        // A tag may contain dots, but never start with one: `a..` is a plain file name.
+        assert!("a..".parse::<Tag>().is_ok());
+        for r in ["..", ".", "a..b", "..:5000", "a/..", "a\\b", "a%2fb", "a\0b", "\0", "[::1]/..", "[::1]%2f", " .. "] {
+            assert!(r.parse::<RegistryName>().is_err(), "registry {r:?}");
+        }
+        for r in hostile.iter().chain(&["a".repeat(256).as_str()]) {
+            assert!(!r
+                .parse::<RegistryName>()
+                .is_ok_and(|n| n.as_str().contains(['/', '\\', '\0']) || n.as_str().starts_with('.')));
+        }
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for d in [
+            format!("sha256:../{}", &hex[3..]),
+            format!("sha256:{}/..", &hex[..61]),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{hex}\0"),
+            format!("../sha256:{hex}"),
+            format!("..:{hex}"),
+            format!("sha256/..:{hex}"),
+        ] {
+            assert!(d.parse::<Digest>().is_err(), "digest {d:?}");
+        }
+        assert_eq!("a".repeat(256).parse::<RepoName>(), Err(NameError::RepoTooLong));
+        assert!("a".repeat(129).parse::<Tag>().is_err());
+    }
+
     #[test]
     fn references() {
         assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));

@@ -52,6 +52,10 @@ pub fn load_all(tags_dir: &Path) -> io::Result<Vec<(TagKey, TagRecord)>> {
     };
     for reg in registries {
         let reg = reg?;
+        // A stray file here (a note, an editor's backup) is not a registry.
+        if !reg.file_type()?.is_dir() {
+            continue;
+        }
         let Ok(registry) = reg.file_name().to_string_lossy().parse::<RegistryName>() else {
             continue;
         };
@@ -104,4 +108,28 @@ fn read_tags(dir: &Path, registry: &RegistryName, repo: &str, out: &mut Vec<(Tag
         out.push((TagKey { registry: registry.clone(), repo: repo.clone(), tag }, record));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_files_among_the_registries_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = TagRecord {
+            digest: "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".parse().unwrap(),
+            fetched_at: 1,
+            last_checked_at: 1,
+        };
+        let path = dir.path().join("quay.io/a/_tags/v1");
+        write(&path, &dir.path().join("tmp-v1"), &record).unwrap();
+        // Names that parse as registries, but are files, not directories.
+        std::fs::write(dir.path().join("readme"), "notes").unwrap();
+        std::fs::write(dir.path().join("quay.io/notes"), "notes").unwrap();
+        let loaded = load_all(dir.path()).unwrap();
+        assert_eq!(loaded.len(), 1, "{loaded:?}");
+        assert_eq!(loaded[0].1, record);
+    }
 }

@@ -476,6 +476,11 @@ impl FakeUpstream {
         self.requests().iter().filter(|r| r.path == "/token").count()
     }
 
+    /// Every token issued so far (expired or not), for tests that look for leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.registry.tokens).keys().cloned().collect()
+    }
+
     /// Makes every token issued so far expired, so tests need not sleep through a TTL.
     pub fn expire_tokens(&self) {
         let now = Instant::now();

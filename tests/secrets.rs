@@ -1,0 +1,148 @@
+//! Upstream credentials never leave the server except towards their upstream:
+//! with Basic auth (the password given in the file, and through
+//! `passwordFromEnv`), a Bearer-token upstream whose token endpoint wants a
+//! password, and a static token, the real binary serves pulls that succeed and
+//! pulls that fail (wrong password, upstream 500, upstream unreachable) at
+//! `--log-level debug` with `--metrics` on; no password, no base64 of
+//! `user:password`, and no token issued by the upstream appears in the server
+//! log, in any response head or body, or on the metrics page.
+
+mod common;
+
+use common::fake_upstream::{basic_auth, Auth, FakeUpstream, Fault, Options};
+use common::{free_port, http_get, HttpResponse, Server};
+
+const PW_FILE: &str = "S3cret-in-the-file-7f3a";
+const PW_ENV: &str = "S3cret-from-the-env-91bd";
+const PW_TOKEN: &str = "S3cret-for-the-token-c04e";
+const PW_WRONG: &str = "S3cret-but-wrong-5d21";
+const PW_UNREACHABLE: &str = "S3cret-never-sent-e8aa";
+const STATIC_TOKEN: &str = "S3cret-static-token-2b6f";
+const ENV_VAR: &str = "OCIREG_SECRETS_TEST_PASSWORD";
+
+fn basic(user: &str, pass: &str) -> Auth {
+    Auth::Basic { user: user.into(), pass: pass.into() }
+}
+
+/// Everything a client or scraper could see of one answer.
+fn seen(r: &HttpResponse) -> String {
+    let headers: String = r.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
+    format!("{}\n{headers}\n{}\n", r.status, r.text())
+}
+
+#[test]
+fn credentials_appear_in_no_log_line_answer_or_metric() {
+    let basic_file = FakeUpstream::start_with(Options { auth: basic("alice", PW_FILE), ..Options::default() });
+    let basic_env = FakeUpstream::start_with(Options { auth: basic("bob", PW_ENV), ..Options::default() });
+    let bearer = FakeUpstream::start_with(Options {
+        auth: Auth::Bearer { token_ttl_secs: 300, user_pass: Some(("carol".into(), PW_TOKEN.into())) },
+        ..Options::default()
+    });
+    // The cache is configured with a different password than this upstream wants.
+    let wrong = FakeUpstream::start_with(Options { auth: basic("dave", "the-right-one"), ..Options::default() });
+    // A static token this upstream does not accept.
+    let static_token = FakeUpstream::start_with(Options { auth: basic("frank", "x"), ..Options::default() });
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let ups = [&basic_file, &basic_env, &bearer, &wrong, &static_token];
+    // Distinct layers for each upstream: a blob cached from one is served for any name.
+    let images: Vec<_> =
+        ups.iter().map(|up| up.add_image("team/app", "v1", &[format!("one {}", up.host()).into_bytes()])).collect();
+    for up in ups {
+        up.add_image("team/app", "v2", &[format!("two {}", up.host()).into_bytes()]);
+    }
+
+    let config = format!(
+        "prefetch: false\nregistries:\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{user: alice, password: \"{PW_FILE}\"}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{user: bob, passwordFromEnv: {ENV_VAR}}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{user: carol, password: \"{PW_TOKEN}\"}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{user: dave, password: \"{PW_WRONG}\"}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{token: \"{STATIC_TOKEN}\"}}\n\
+         - name: \"{unreachable}\"\n  scheme: http\n  auth: {{user: erin, password: \"{PW_UNREACHABLE}\"}}\n",
+        basic_file.host(),
+        basic_env.host(),
+        bearer.host(),
+        wrong.host(),
+        static_token.host(),
+    );
+    let metrics_port = free_port().to_string();
+    let server = Server::start_with_env(&config, &["--metrics", &metrics_port], &[(ENV_VAR, PW_ENV)]);
+
+    let mut answers = String::new();
+    let mut get = |path: String, want: u16| {
+        let r = server.get(&path, &[]);
+        assert_eq!(r.status, want, "GET {path}: {}", r.text());
+        answers += &seen(&r);
+        let r = server.head(&path, &[]);
+        answers += &seen(&r);
+    };
+    // Pulls that succeed, through each kind of credential that works.
+    for (up, image) in [&basic_file, &basic_env, &bearer].into_iter().zip(&images) {
+        let host = up.host();
+        get(format!("/v2/{host}/team/app/manifests/v1"), 200);
+        get(format!("/v2/{host}/team/app/blobs/{}", image.layer_digests[0]), 200);
+        get(format!("/v2/{host}/team/app/tags/list?n=1"), 200);
+        get(format!("/v2/{host}/team/app/manifests/nope"), 404);
+        get(format!("/v2/{host}/other/manifests/v1"), 404);
+    }
+    // Pulls that fail upstream after authenticating: a 500 on a manifest and on a blob.
+    for up in [&basic_file, &basic_env, &bearer] {
+        let host = up.host();
+        up.set_fault("/manifests/v2", Fault::status(500), None);
+        get(format!("/v2/{host}/team/app/manifests/v2"), 502);
+        up.clear_faults();
+        up.set_fault("/blobs/", Fault::status(500), None);
+        let layer = common::fake_upstream::sha256_digest(format!("two {host}").as_bytes());
+        get(format!("/v2/{host}/team/app/blobs/{layer}"), 502);
+        up.clear_faults();
+    }
+    // An expired token is replaced by a new one: the second token must not leak either.
+    bearer.expire_tokens();
+    get(format!("/v2/{}/team/app/manifests/v2", bearer.host()), 200);
+    // Credentials the upstream refuses: not found, as the distribution spec has it.
+    get(format!("/v2/{}/team/app/manifests/v1", wrong.host()), 404);
+    get(format!("/v2/{}/team/app/blobs/{}", wrong.host(), images[3].layer_digests[0]), 404);
+    get(format!("/v2/{}/team/app/manifests/v1", static_token.host()), 404);
+    // An upstream nobody answers at.
+    get(format!("/v2/{unreachable}/team/app/manifests/v1"), 502);
+    get(format!("/v2/{unreachable}/team/app/tags/list"), 502);
+
+    let metrics = http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("ociregistry_"), "{}", metrics.text());
+
+    // The credentials were really used, so their absence below means something.
+    let sent = |up: &FakeUpstream, value: &str| up.requests().iter().any(|r| r.header("authorization") == Some(value));
+    assert!(sent(&basic_file, &basic_auth("alice", PW_FILE)), "the file password was sent upstream");
+    assert!(sent(&basic_env, &basic_auth("bob", PW_ENV)), "the env password was sent upstream");
+    assert!(sent(&bearer, &basic_auth("carol", PW_TOKEN)), "the token password was sent to the token endpoint");
+    assert!(sent(&wrong, &basic_auth("dave", PW_WRONG)), "the wrong password was tried");
+    assert!(sent(&static_token, &format!("Bearer {STATIC_TOKEN}")), "the static token was tried");
+    let tokens = bearer.issued_tokens();
+    assert!(tokens.len() >= 2, "a token, and a fresh one after expiry: {tokens:?}");
+    for token in &tokens {
+        assert!(sent(&bearer, &format!("Bearer {token}")), "issued token {token} was used");
+    }
+
+    let mut secrets: Vec<(String, &str)> = Vec::new();
+    for (user, pass) in
+        [("alice", PW_FILE), ("bob", PW_ENV), ("carol", PW_TOKEN), ("dave", PW_WRONG), ("erin", PW_UNREACHABLE)]
+    {
+        secrets.push((pass.to_string(), "a password"));
+        let b64 = basic_auth(user, pass).strip_prefix("Basic ").unwrap().to_string();
+        secrets.push((b64, "a base64 user:password"));
+    }
+    secrets.push((STATIC_TOKEN.to_string(), "the static token"));
+    secrets.extend(tokens.into_iter().map(|t| (t, "an issued bearer token")));
+
+    let log = server.log();
+    assert!(log.contains("manifest cached") && log.contains("upstream"), "debug logging is on:\n{log}");
+    for (what, text) in [("the server log", &log), ("an answer", &answers), ("the metrics page", &metrics.text())] {
+        for (secret, kind) in &secrets {
+            if let Some(at) = text.find(secret.as_str()) {
+                let line = text[..at].rsplit('\n').next().unwrap_or("").to_string() + &text[at..];
+                panic!("{kind} appears in {what}: {}", line.lines().next().unwrap_or(""));
+            }
+        }
+    }
+}
