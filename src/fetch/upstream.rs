@@ -405,6 +405,14 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// Statuses that say the upstream as a whole is unwell (a gateway or the
+/// service itself unavailable). A 500 or another 5xx answers one request: one
+/// broken object, asked for by many clients, must not close the upstream to
+/// every other pull.
+fn upstream_wide(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
 /// What a request's result says about the upstream's health.
 fn outcome(result: &Result<Response, FetchError>) -> Outcome {
     match result {
@@ -416,10 +424,10 @@ fn outcome(result: &Result<Response, FetchError>) -> Outcome {
                 _ => Outcome::Unwell,
             }
         }
-        Ok(resp) if resp.status().is_server_error() => Outcome::Unwell,
+        Ok(resp) if upstream_wide(resp.status().as_u16()) => Outcome::Unwell,
         Ok(_) => Outcome::Healthy,
         Err(FetchError::Unreachable(_) | FetchError::Timeout(_)) => Outcome::Unwell,
-        Err(FetchError::Upstream { status, .. }) if *status >= 500 => Outcome::Unwell,
+        Err(FetchError::Upstream { status, .. }) if upstream_wide(*status) => Outcome::Unwell,
         Err(FetchError::TooManyRequests { .. }) => Outcome::Unwell,
         Err(FetchError::NotFound(_) | FetchError::BadContent(_) | FetchError::Upstream { .. }) => Outcome::Healthy,
         Err(_) => Outcome::Unknown,
@@ -498,6 +506,8 @@ mod tests {
         assert_eq!(err(FetchError::Timeout("t".into())), Outcome::Unwell);
         assert_eq!(err(FetchError::Upstream { status: 503, message: "token".into() }), Outcome::Unwell);
         assert_eq!(err(FetchError::Upstream { status: 310, message: "redirects".into() }), Outcome::Healthy);
+        assert_eq!(err(FetchError::Upstream { status: 500, message: "one broken object".into() }), Outcome::Healthy);
+        assert_eq!(err(FetchError::Upstream { status: 504, message: "gateway".into() }), Outcome::Unwell);
         assert_eq!(err(FetchError::NotFound("401 at the token endpoint".into())), Outcome::Healthy);
         assert_eq!(err(FetchError::BadContent("json".into())), Outcome::Healthy);
         assert_eq!(err(FetchError::Refused("private address".into())), Outcome::Unknown);
