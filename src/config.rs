@@ -16,6 +16,9 @@ pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+/// Seconds an idle keep-alive connection is kept, and a write may make no
+/// progress, by default (`idleTimeout`, `writeTimeout`): nginx's keepalive and send timeouts.
+pub const DEFAULT_CONNECTION_TIMEOUT_SECS: u64 = 60;
 /// Free space a download may not take the image path below by default: room
 /// for manifests, records and tags when blobs have filled the disk.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
@@ -63,6 +66,10 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Free bytes a download may not take the image path's file system below (ours).
     pub min_free_bytes: Option<u64>,
+    /// Seconds an idle keep-alive connection is kept (ours).
+    pub idle_timeout: Option<u64>,
+    /// Seconds a write may make no progress before the connection is cut (ours).
+    pub write_timeout: Option<u64>,
     pub threads: Option<usize>,
     pub io_driver: Option<IoDriver>,
     /// Refuse every upstream that is not listed under `registries` (ours).
@@ -203,6 +210,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// Free bytes a download may not take the image path's file system below.
     pub min_free_bytes: u64,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// How long a write may make no progress (a client that stopped reading).
+    pub write_timeout: Duration,
     pub threads: Option<usize>,
     pub io_driver: IoDriver,
     pub deny_unlisted: bool,
@@ -265,6 +276,13 @@ impl Settings {
         if !(1..=MAX_HEADER_TIMEOUT_SECS).contains(&header_timeout) {
             problems.push(format!("headerTimeout: must be between 1 and {MAX_HEADER_TIMEOUT_SECS} seconds"));
         }
+        let idle_timeout = file.idle_timeout.unwrap_or(DEFAULT_CONNECTION_TIMEOUT_SECS);
+        let write_timeout = file.write_timeout.unwrap_or(DEFAULT_CONNECTION_TIMEOUT_SECS);
+        for (key, secs) in [("idleTimeout", idle_timeout), ("writeTimeout", write_timeout)] {
+            if !(1..=MAX_HEADER_TIMEOUT_SECS).contains(&secs) {
+                problems.push(format!("{key}: must be between 1 and {MAX_HEADER_TIMEOUT_SECS} seconds"));
+            }
+        }
         let max_connections = serve.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             problems.push("maxConnections: must be at least 1".to_string());
@@ -294,6 +312,8 @@ impl Settings {
             header_timeout: Duration::from_secs(header_timeout),
             max_connections,
             min_free_bytes: file.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES),
+            idle_timeout: Duration::from_secs(idle_timeout),
+            write_timeout: Duration::from_secs(write_timeout),
             threads: serve.threads.or(file.threads),
             io_driver: serve.io_driver.or(file.io_driver).unwrap_or(IoDriver::Auto),
             deny_unlisted: file.deny_unlisted.unwrap_or(false),
@@ -556,6 +576,7 @@ registries:
         let yaml = r#"
 pullTimeout: 0
 headerTimeout: 0
+idleTimeout: 0
 artifactTypes: ["application/x; evil=1"]
 registries:
   - name: quay.io
@@ -572,6 +593,7 @@ registries:
         for needle in [
             "pullTimeout",
             "headerTimeout",
+            "idleTimeout",
             "artifactTypes[0]",
             "scheme",
             "no password",

@@ -26,6 +26,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&settings.image_path, settings.memory)?);
     let threads = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let driver = choose_driver(settings.io_driver)?;
+    serve::http::set_write_stall_timeout(settings.write_timeout);
     let (listeners, addr) = serve::bind(&settings.host, settings.port, threads)
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

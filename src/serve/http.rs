@@ -5,6 +5,7 @@
 //! each operation and comes back with its result.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -13,8 +14,19 @@ use monoio::net::TcpStream;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// How long a write may make no progress (a client that stopped reading).
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write may make no progress (a client that stopped reading), in
+/// seconds: `writeTimeout`, set once at startup (see [`set_write_stall_timeout`]).
+static WRITE_STALL_SECS: AtomicU64 = AtomicU64::new(60);
+
+/// Sets how long a write may make no progress before the connection is cut.
+pub fn set_write_stall_timeout(timeout: Duration) {
+    WRITE_STALL_SECS.store(timeout.as_secs().max(1), Ordering::Relaxed);
+}
+
+/// How long a write may make no progress before the connection is cut.
+pub fn write_stall_timeout() -> Duration {
+    Duration::from_secs(WRITE_STALL_SECS.load(Ordering::Relaxed))
+}
 const MAX_HEADERS: usize = 96;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,9 +347,9 @@ pub fn head<'a>(
     h
 }
 
-/// Writes all of `buf`, failing when the client stops reading for [`WRITE_STALL_TIMEOUT`].
+/// Writes all of `buf`, failing when the client stops reading for [`write_stall_timeout`].
 pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) -> io::Result<()> {
-    match monoio::time::timeout(WRITE_STALL_TIMEOUT, stream.write_all(buf)).await {
+    match monoio::time::timeout(write_stall_timeout(), stream.write_all(buf)).await {
         Ok((res, _)) => res.map(|_| ()),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
     }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
-use super::http::WRITE_STALL_TIMEOUT;
+use super::http::write_stall_timeout;
 use super::warm::Warmer;
 
 /// Bodies from this size up are sent from a mapping (to same-host peers).
@@ -141,7 +141,7 @@ pub async fn send_range(stream: &mut TcpStream, map: Rc<MappedFile>, offset: u64
     let mut pos = offset as usize;
     while pos < end {
         let buf = Slice { map: map.clone(), start: pos, end };
-        let (r, _) = monoio::time::timeout(WRITE_STALL_TIMEOUT, stream.write(buf))
+        let (r, _) = monoio::time::timeout(write_stall_timeout(), stream.write(buf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?;
         match r? {

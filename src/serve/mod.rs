@@ -50,8 +50,6 @@ use mapped::MappedFiles;
 use response::{CacheStatus, Kind, Response, Reuse};
 use signal::LocalSignal;
 
-/// How long an idle keep-alive connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Open connections on one serving thread above which it counts as crowded:
 /// request heads that begin then get at most [`CROWDED_HEADER_TIMEOUT`], so
 /// a flood of slow heads is shed sooner. Far above what the clients of a
@@ -438,7 +436,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
     let mut req = http::Request::default();
     loop {
         let next = monoio::select! {
-            r = reader.next(&mut stream, IDLE_TIMEOUT, || worker.head_timeout(), &mut req) => r,
+            r = reader.next(&mut stream, shared.settings.idle_timeout, || worker.head_timeout(), &mut req) => r,
             _ = worker.stop.wait() => return,
         };
         match next {

@@ -44,7 +44,7 @@ pub async fn send_range(stream: &TcpStream, file: RawFd, mut offset: u64, len: u
             Ok(total)
         })?;
         if offset < end && sent == 0 {
-            monoio::time::timeout(super::http::WRITE_STALL_TIMEOUT, stream.writable(false))
+            monoio::time::timeout(super::http::write_stall_timeout(), stream.writable(false))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
         }
