@@ -74,7 +74,8 @@ fn records_on_disk_with_an_invalid_media_type_are_dropped_at_load() {
             assert_eq!(server.get(&manifest_path(&up, "app", tag), &[]).status, 200, "{tag}");
         }
         let journaled = || std::fs::read_to_string(image_path.join("index/records.jsonl")).unwrap_or_default();
-        wait_for(|| journaled().lines().count() >= 2 && tag_file.exists());
+        let done = || journaled().lines().count() >= 2 && tag_file.exists();
+        assert!(common::wait_until(Duration::from_secs(10), done), "records and tag written within 10 s");
         server.stop();
     }
     // What an older release (or a hand edit) could have left on disk: the same
@@ -106,12 +107,4 @@ fn records_on_disk_with_an_invalid_media_type_are_dropped_at_load() {
     let r = server.get(&manifest_path(&up, "app", "good"), &[]);
     assert_eq!((r.status, r.header("docker-content-digest")), (200, Some(good.as_str())), "{}", r.text());
     assert!(server.log().contains("skipped unreadable lines in the records journal"), "{}", server.log());
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "condition not met within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
