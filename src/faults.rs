@@ -5,14 +5,20 @@
 //! Without the feature every hook compiles to nothing, so release builds carry
 //! no trace of them.
 //!
-//! Points: `serve` (a request path, on a serving thread), `manifest` (a tag or
-//! digest being stored, inside the store's tag lock), `download` (a blob
-//! digest, in its download task).
+//! Points that panic: `serve` (a request path, on a serving thread),
+//! `manifest` (a tag or digest being stored, inside the store's tag lock),
+//! `download` (a blob digest, in its download task).
+//!
+//! Points that slow down: `cold-read` (a committed file's path): the serving
+//! threads treat every chunk of that file as not in the page cache, and
+//! reading a chunk in takes [`SLOW_READ`] longer, as on a failing SD card.
+//! Nothing else makes a cold read observable here, where the page cache
+//! keeps whatever was just written and a throttled block device cannot be made.
 
 /// Panics when the fault `point` is armed for a subject contained in `subject`.
 #[cfg(feature = "fault-injection")]
 pub fn panic_point(point: &str, subject: &str) {
-    if armed().iter().any(|(p, s)| p == point && subject.contains(s.as_str())) {
+    if armed_for(point, subject) {
         panic!("injected fault at {point} for {subject}");
     }
 }
@@ -20,6 +26,21 @@ pub fn panic_point(point: &str, subject: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn panic_point(_point: &str, _subject: &str) {}
+
+/// What a slowed-down read (the `cold-read` point) costs.
+pub const SLOW_READ: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the fault `point` is armed for a subject contained in `subject`.
+#[cfg(feature = "fault-injection")]
+pub fn armed_for(point: &str, subject: &str) -> bool {
+    armed().iter().any(|(p, s)| p == point && subject.contains(s.as_str()))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn armed_for(_point: &str, _subject: &str) -> bool {
+    false
+}
 
 #[cfg(feature = "fault-injection")]
 fn armed() -> &'static [(String, String)] {

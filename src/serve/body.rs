@@ -110,7 +110,7 @@ async fn send_file(
         while pos < end {
             let n = (end - pos).min(step);
             if !trusted {
-                warmer.ensure(file, pos, n).await?;
+                warmer.ensure(file, path, pos, n).await?;
                 Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(step));
             }
             match &mapped {

@@ -69,14 +69,21 @@ pub struct Warmer<'a> {
 impl Warmer<'_> {
     /// Returns once `[offset, offset + len)` of `file` is in the page cache:
     /// at once when it already is, else after a blocking thread read it in.
-    pub async fn ensure(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        if resident(file.as_raw_fd(), offset, len) {
+    /// `path` is the file's, for the test-only `cold-read` fault hook.
+    pub async fn ensure(&self, file: &File, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+        let slowed = crate::faults::armed_for("cold-read", &path.to_string_lossy());
+        if !slowed && resident(file.as_raw_fd(), offset, len) {
             return Ok(());
         }
         self.counters.inc(Counter::ColdReads);
         let file = file.try_clone()?;
         self.runtime
-            .spawn_blocking(move || populate(&file, offset, len))
+            .spawn_blocking(move || {
+                if slowed {
+                    std::thread::sleep(crate::faults::SLOW_READ);
+                }
+                populate(&file, offset, len)
+            })
             .await
             .map_err(|e| io::Error::other(format!("cold read: {e}")))?
     }
