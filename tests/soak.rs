@@ -25,6 +25,10 @@ use common::fake_upstream::{sha256_digest, FakeUpstream, Fault, OCI_MANIFEST};
 use common::{random_bytes, Server};
 
 const CLIENT_THREADS: usize = 20;
+/// Client threads that pull the newest (cold) images; the rest pull settled ones.
+const COLD_PULLERS: usize = 2;
+/// The newest images the other client threads leave alone (ten seconds' worth).
+const SETTLE_IMAGES: usize = 10 * NEW_IMAGES_PER_SEC as usize;
 const CONNS_PER_THREAD: usize = 25;
 const DRIPPERS: usize = 150;
 const SLOW_READERS: usize = 50;
@@ -238,11 +242,15 @@ fn client_thread(id: usize, addr: String, host: String, catalog: Arc<Catalog>, t
         }
         let image = {
             let images = catalog.images.read().unwrap();
-            // Mostly any image; one in ten of the newest few (likely cold).
-            let k = if rng.below(10) == 0 {
+            // Cold pullers ask for the newest few images (cold, or still
+            // downloading); the others for any image old enough to be settled,
+            // so that one slow cold download (a resumed faulty layer takes
+            // ~3 s) holds only the connections that asked for it, as with
+            // real nodes, not every closed-loop client in turn.
+            let k = if id < COLD_PULLERS {
                 images.len() - 1 - rng.below(3.min(images.len()))
             } else {
-                rng.below(images.len())
+                rng.below(images.len().saturating_sub(SETTLE_IMAGES).max(WARM_IMAGES).min(images.len()))
             };
             images[k].clone()
         };
@@ -456,7 +464,12 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
     for n in 0..WARM_IMAGES {
         catalog.images.write().unwrap().push(Arc::new(add_image(&up, n)));
     }
-    let config = format!("registries:\n  - name: \"{host}\"\n    scheme: http\n");
+    let mut config = format!("registries:\n  - name: \"{host}\"\n    scheme: http\n");
+    // A smaller memory cache fills within the first minute, so the RSS curve shows whether memory levels off.
+    let memory_cache = std::env::var("OCIREGISTRY_SOAK_MEMORY_CACHE").ok().and_then(|s| s.parse::<usize>().ok());
+    if let Some(bytes) = memory_cache {
+        config += &format!("memoryCacheBytes: {bytes}\n");
+    }
     let header_timeout = HEADER_TIMEOUT_SECS.to_string();
     let server = Server::start(&config, &["--io-driver", "auto", "--header-timeout", &header_timeout]);
     let pid = server.pid();
@@ -569,15 +582,17 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
 
     let summary = format!(
         "# Soak summary\n\n\
-         - duration: {secs} s requested, {:.1} s measured; {} client connections, {DRIPPERS} drip-feeding and {SLOW_READERS} slow-reading connections; `--header-timeout {HEADER_TIMEOUT_SECS}`\n\
+         - duration: {secs} s requested, {:.1} s measured; {} client connections ({} on {COLD_PULLERS} threads pulling the newest images), {DRIPPERS} drip-feeding and {SLOW_READERS} slow-reading connections; `--header-timeout {HEADER_TIMEOUT_SECS}`\n\
          - images: {WARM_IMAGES} warm at start, {added} added during the run; a fifth with a faulty {} KiB layer\n\
          - requests: {requests} ({:.0}/s), {hits} cache hits, {misses} misses or streamed downloads; {injected} failed on injected faults, {} unexpected failures\n\
          - latency of successful requests: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms\n\
          - slow connections: {} drippers closed by the server (longest open {:.1} s after its first byte), {} left hanging; {} slow answers completed, {} slow-reader errors\n\
          - RSS peak KiB: second third {rss_mid}, last third {rss_last} (flat: {rss_ok}); open fds peak: second third {fds_mid}, last third {fds_last} (flat: {fds_ok})\n\
+         - memoryCacheBytes: {}\n\
          - ERROR lines in the server log: {}\n",
         elapsed.as_secs_f64(),
         CLIENT_THREADS * CONNS_PER_THREAD,
+        COLD_PULLERS * CONNS_PER_THREAD,
         LARGE_LAYER / 1024,
         requests as f64 / elapsed.as_secs_f64(),
         unexpected.len(),
@@ -586,6 +601,7 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
         slow.hanging,
         slow.slow_answers,
         slow.slow_reader_errors.len(),
+        memory_cache.map_or("default (32 MiB)".to_string(), |b| b.to_string()),
         error_lines.len(),
     );
     if let Ok(dir) = std::env::var("OCIREGISTRY_SOAK_OUT") {
