@@ -10,7 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{Cli, IoDriver, LogLevel, ServeArgs};
+use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
+
+mod policies;
+pub use policies::{parse_duration, BreakerConfig};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -86,6 +90,8 @@ pub struct FileConfig {
     pub blob_send: Option<BlobSend>,
     /// Port of the Prometheus exposition at `/metrics`; 0 or absent: none.
     pub metrics: Option<u16>,
+    /// Every upstream's circuit breaker, unless its entry says otherwise (ours).
+    pub circuit_breaker: Option<BreakerConfig>,
     pub registries: Vec<RegistryConfig>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
@@ -118,6 +124,9 @@ pub struct RegistryConfig {
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// This upstream's circuit breaker; absent fields come from the global key (ours).
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +183,8 @@ pub struct Registry {
     pub send_ns: bool,
     pub credentials: Option<Credentials>,
     pub tls: TlsConfig,
+    /// Its circuit breaker's thresholds.
+    pub breaker: BreakerPolicy,
 }
 
 impl Registry {
@@ -187,6 +198,7 @@ impl Registry {
             send_ns: false,
             credentials: None,
             tls: TlsConfig::default(),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -223,6 +235,8 @@ pub struct Settings {
     pub blob_send: BlobSend,
     /// Port of the Prometheus exposition, if any.
     pub metrics_port: Option<u16>,
+    /// The circuit breaker of upstreams that are not listed (listed ones carry their own).
+    pub circuit_breaker: BreakerPolicy,
     pub registries: Vec<Registry>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
@@ -295,7 +309,11 @@ impl Settings {
                 problems.push(format!("artifactTypes[{i}]: {e}"));
             }
         }
-        let registries = validate_registries(&file.registries, &mut problems);
+        let circuit_breaker = match &file.circuit_breaker {
+            Some(c) => c.resolve(BreakerPolicy::default(), "circuitBreaker", &mut problems),
+            None => BreakerPolicy::default(),
+        };
+        let registries = validate_registries(&file.registries, circuit_breaker, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -328,6 +346,7 @@ impl Settings {
             prefetch: file.prefetch.unwrap_or(true),
             blob_send: file.blob_send.unwrap_or(BlobSend::Auto),
             metrics_port: serve.metrics.or(file.metrics).filter(|&p| p != 0),
+            circuit_breaker,
             registries,
             ignored_keys: file.later_release_keys(),
         })
@@ -385,7 +404,11 @@ impl FileConfig {
     }
 }
 
-fn validate_registries(entries: &[RegistryConfig], problems: &mut Vec<String>) -> Vec<Registry> {
+fn validate_registries(
+    entries: &[RegistryConfig],
+    breaker: BreakerPolicy,
+    problems: &mut Vec<String>,
+) -> Vec<Registry> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -411,7 +434,11 @@ fn validate_registries(entries: &[RegistryConfig], problems: &mut Vec<String>) -
         let credentials = entry.auth.as_ref().and_then(|a| credentials(a, &at, problems));
         let tls = entry.tls.clone().unwrap_or_default();
         check_tls(&tls, &at, problems);
-        out.push(Registry { name, base_url, send_ns: entry.endpoint.is_some(), credentials, tls });
+        let breaker = match &entry.circuit_breaker {
+            Some(c) => c.resolve(breaker, &format!("registries[{i}].circuitBreaker"), problems),
+            None => breaker,
+        };
+        out.push(Registry { name, base_url, send_ns: entry.endpoint.is_some(), credentials, tls, breaker });
     }
     out
 }
@@ -614,6 +641,46 @@ registries:
             assert!(err.contains("headerTimeout"), "{bad}: {err}");
         }
         assert_eq!(settings("headerTimeout: 86400\n", &[]).unwrap().header_timeout, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn circuit_breakers_are_set_globally_and_per_registry() {
+        let yaml = r#"
+circuitBreaker: {failures: 3, coolDown: 2s}
+registries:
+  - name: quay.io
+    circuitBreaker: {failures: 2, maxCoolDown: 10s}
+  - name: ghcr.io
+  - name: docker.io
+    circuitBreaker: {failures: 0}
+"#;
+        let s = settings(yaml, &[]).unwrap();
+        let secs = Duration::from_secs;
+        let p = s.circuit_breaker;
+        assert_eq!((p.failures, p.cool_down, p.max_cool_down), (3, secs(2), secs(60)));
+        let p = s.registries[0].breaker;
+        assert_eq!((p.failures, p.cool_down, p.max_cool_down), (2, secs(2), secs(10)));
+        assert_eq!(s.registries[1].breaker, s.circuit_breaker);
+        assert_eq!(s.registries[2].breaker.failures, 0);
+        assert_eq!(settings("", &[]).unwrap().circuit_breaker, BreakerPolicy::default());
+        let yaml = r#"
+circuitBreaker: {coolDown: 5}
+registries:
+  - name: quay.io
+    circuitBreaker: {failures: 2, maxCoolDown: 1y}
+  - name: ghcr.io
+    circuitBreaker: {coolDown: 2m, maxCoolDown: 1m}
+"#;
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        for needle in [
+            "circuitBreaker.coolDown",
+            "registries[0].circuitBreaker.maxCoolDown",
+            "registries[1].circuitBreaker.maxCoolDown",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        let err = settings("circuitBreaker: {failure: 2}\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("failure"), "{err}");
     }
 
     #[test]

@@ -118,6 +118,31 @@ fn connection_refused_is_502_until_the_breaker_opens_then_503_at_once_while_othe
 }
 
 #[test]
+fn a_per_registry_breaker_with_failures_2_opens_after_two_refusals() {
+    let (dead, also_dead) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let strict = format!("{}    circuitBreaker: {{failures: 2, coolDown: 30s}}\n", listed(&dead));
+    let (server, port) = start(&[strict, listed(&also_dead)], &[]);
+    for i in 0..2 {
+        assert_eq!(circuit(port, "upstream_circuit_state", &dead), 0, "closed before refusal {}", i + 1);
+        assert_error(&server.get(&manifest_path(&dead, "app", &format!("v{i}")), &[]), 502, "UNAVAILABLE", &server);
+    }
+    assert_eq!(circuit(port, "upstream_circuit_state", &dead), 1, "open after 2 refusals");
+    let r = server.get(&manifest_path(&dead, "app", "v9"), &[]);
+    assert_error(&r, 503, "UNAVAILABLE", &server);
+    assert_eq!(r.header("retry-after"), Some("30"), "the configured cool-down");
+    // The other upstream keeps the default threshold (5).
+    for i in 0..4 {
+        assert_error(
+            &server.get(&manifest_path(&also_dead, "app", &format!("v{i}")), &[]),
+            502,
+            "UNAVAILABLE",
+            &server,
+        );
+    }
+    assert_eq!(circuit(port, "upstream_circuit_state", &also_dead), 0);
+}
+
+#[test]
 fn five_5xx_open_the_breaker_which_answers_without_upstream_requests_until_a_trial_closes_it() {
     let up = FakeUpstream::start();
     let other = FakeUpstream::start();

@@ -2,18 +2,22 @@
 //! alone for a while instead of being hammered, and its requests are answered
 //! at once (503 with `Retry-After`) without touching the network.
 //!
-//! - **Closed**: requests go through; [`FAILURE_THRESHOLD`] consecutive
+//! - **Closed**: requests go through; [`Policy::failures`] consecutive
 //!   failures that say the upstream is unwell (connection refused or reset,
-//!   timeout, DNS or TLS handshake failure, 5xx, 429) open it. Any other answer
-//!   (404, 401, 403, a bad manifest: the upstream is up) resets the count.
+//!   timeout, DNS or TLS handshake failure, 502-504, 429) open it. Any other
+//!   answer (404, 401, 403, a bad manifest: the upstream is up) resets the count.
 //! - **Open**: requests fail fast until the cool-down is over. The cool-down is
-//!   [`BASE_COOL_DOWN`], doubled after every failed trial, at most
-//!   [`MAX_COOL_DOWN`]; a 429 with `Retry-After` opens it at once for that
-//!   long (capped the same way).
+//!   [`Policy::cool_down`], doubled after every failed trial, at most
+//!   [`Policy::max_cool_down`]; a 429 with `Retry-After` opens it at once for
+//!   that long (capped the same way).
 //! - **Half-open**: exactly one trial request goes through; others still fail
 //!   fast. The trial's success closes the breaker, its failure re-opens it with
 //!   a longer cool-down, and a trial that ends without an outcome (cancelled,
 //!   refused by policy) lets the next request be the trial.
+//!
+//! The thresholds are configuration (`circuitBreaker`, globally and per
+//! registry; defaults [`FAILURE_THRESHOLD`], [`BASE_COOL_DOWN`],
+//! [`MAX_COOL_DOWN`]); `failures: 0` disables the breaker: it never opens.
 //!
 //! [`Circuit`] is the pure state machine, with time passed in; [`Breaker`]
 //! wraps it in a lock and makes its changes visible in logs and metrics.
@@ -35,6 +39,23 @@ pub const FAILURE_THRESHOLD: u32 = 5;
 pub const BASE_COOL_DOWN: Duration = Duration::from_secs(1);
 /// The longest cool-down, also the cap on a 429's `Retry-After`.
 pub const MAX_COOL_DOWN: Duration = Duration::from_secs(60);
+
+/// A breaker's thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive failures that open a closed breaker; 0: never open.
+    pub failures: u32,
+    /// The first cool-down; each failed trial doubles it.
+    pub cool_down: Duration,
+    /// The longest cool-down, also the cap on a 429's `Retry-After`.
+    pub max_cool_down: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy { failures: FAILURE_THRESHOLD, cool_down: BASE_COOL_DOWN, max_cool_down: MAX_COOL_DOWN }
+    }
+}
 
 /// What one upstream request said about the upstream's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,15 +120,20 @@ pub struct Circuit {
     state: State,
     /// The cool-down the next failed trial starts from (doubled then).
     cool_down: Duration,
+    policy: Policy,
 }
 
 impl Default for Circuit {
     fn default() -> Circuit {
-        Circuit { state: State::Closed { failures: 0 }, cool_down: BASE_COOL_DOWN }
+        Circuit::new(Policy::default())
     }
 }
 
 impl Circuit {
+    pub fn new(policy: Policy) -> Circuit {
+        Circuit { state: State::Closed { failures: 0 }, cool_down: policy.cool_down, policy }
+    }
+
     pub fn phase(&self) -> Phase {
         match self.state {
             State::Closed { .. } => Phase::Closed,
@@ -125,7 +151,7 @@ impl Circuit {
                 self.state = State::HalfOpen { trial: true };
                 (Admit::Trial, Some(Change::HalfOpen))
             }
-            State::HalfOpen { trial: true } => (Admit::Reject(BASE_COOL_DOWN), None),
+            State::HalfOpen { trial: true } => (Admit::Reject(self.policy.cool_down), None),
             State::HalfOpen { trial: false } => {
                 self.state = State::HalfOpen { trial: true };
                 (Admit::Trial, None)
@@ -135,6 +161,10 @@ impl Circuit {
 
     /// Takes the outcome of a request admitted as `admitted` (`Go` or `Trial`).
     pub fn record(&mut self, admitted: Admit, outcome: Outcome, now: Instant) -> Option<Change> {
+        let (threshold, max) = (self.policy.failures, self.policy.max_cool_down);
+        if threshold == 0 {
+            return None;
+        }
         match (self.state, admitted == Admit::Trial) {
             (State::Closed { failures }, false) => match outcome {
                 Outcome::Healthy => {
@@ -142,10 +172,10 @@ impl Circuit {
                     None
                 }
                 Outcome::Unknown => None,
-                Outcome::RateLimited(wait) => Some(self.open(failures + 1, wait.min(MAX_COOL_DOWN), now)),
-                Outcome::Unwell if failures + 1 >= FAILURE_THRESHOLD => {
-                    self.cool_down = BASE_COOL_DOWN;
-                    Some(self.open(failures + 1, BASE_COOL_DOWN, now))
+                Outcome::RateLimited(wait) => Some(self.open(failures + 1, wait.min(max), now)),
+                Outcome::Unwell if failures + 1 >= threshold => {
+                    self.cool_down = self.policy.cool_down;
+                    Some(self.open(failures + 1, self.cool_down, now))
                 }
                 Outcome::Unwell => {
                     self.state = State::Closed { failures: failures + 1 };
@@ -154,7 +184,7 @@ impl Circuit {
             },
             (State::HalfOpen { trial: true }, true) => match outcome {
                 Outcome::Healthy => {
-                    *self = Circuit::default();
+                    *self = Circuit::new(self.policy);
                     Some(Change::Closed)
                 }
                 Outcome::Unknown => {
@@ -162,12 +192,12 @@ impl Circuit {
                     None
                 }
                 Outcome::Unwell => {
-                    self.cool_down = (self.cool_down * 2).min(MAX_COOL_DOWN);
+                    self.cool_down = (self.cool_down * 2).min(max);
                     Some(self.open(1, self.cool_down, now))
                 }
                 Outcome::RateLimited(wait) => {
-                    self.cool_down = (self.cool_down * 2).min(MAX_COOL_DOWN);
-                    Some(self.open(1, wait.max(self.cool_down).min(MAX_COOL_DOWN), now))
+                    self.cool_down = (self.cool_down * 2).min(max);
+                    Some(self.open(1, wait.max(self.cool_down).min(max), now))
                 }
             },
             // Answers to requests admitted in another state than the current one decide nothing.
@@ -190,9 +220,9 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(registry: RegistryName, series: Arc<CircuitSeries>) -> Breaker {
+    pub fn new(registry: RegistryName, policy: Policy, series: Arc<CircuitSeries>) -> Breaker {
         series.state.store(Phase::Closed as u8, Ordering::Relaxed);
-        Breaker { registry, circuit: Mutex::new(Circuit::default()), series }
+        Breaker { registry, circuit: Mutex::new(Circuit::new(policy)), series }
     }
 
     pub fn phase(&self) -> Phase {
@@ -357,7 +387,7 @@ mod tests {
     #[test]
     fn one_trial_under_concurrency() {
         let series = Arc::new(CircuitSeries::default());
-        let breaker = Arc::new(Breaker::new("quay.io".parse().unwrap(), series.clone()));
+        let breaker = Arc::new(Breaker::new("quay.io".parse().unwrap(), Policy::default(), series.clone()));
         let t0 = Instant::now();
         for _ in 0..FAILURE_THRESHOLD {
             let admit = breaker.allow(t0);
@@ -382,5 +412,33 @@ mod tests {
         assert_eq!(series.fast_failures.load(Ordering::Relaxed), 16 * 50 - 1);
         breaker.record(Admit::Trial, Outcome::Healthy, later);
         assert_eq!((breaker.phase(), series.state.load(Ordering::Relaxed)), (Phase::Closed, 0));
+    }
+
+    #[test]
+    fn the_policy_sets_threshold_and_cool_downs_and_zero_failures_disables() {
+        let policy =
+            Policy { failures: 2, cool_down: Duration::from_millis(300), max_cool_down: Duration::from_millis(1000) };
+        let mut now = Instant::now();
+        let mut c = Circuit::new(policy);
+        assert_eq!(fail(&mut c, now), None);
+        assert_eq!(fail(&mut c, now), Some(Change::Opened { failures: 2, cool_down: policy.cool_down }));
+        for expected in [600, 1000, 1000] {
+            now += Duration::from_millis(1000);
+            assert_eq!(c.allow(now).0, Admit::Trial);
+            let cool_down = Duration::from_millis(expected);
+            assert_eq!(c.record(Admit::Trial, Outcome::Unwell, now), Some(Change::Opened { failures: 1, cool_down }));
+        }
+        let mut c = Circuit::new(policy);
+        let long = Outcome::RateLimited(Duration::from_secs(30));
+        assert_eq!(
+            c.record(Admit::Go, long, now),
+            Some(Change::Opened { failures: 1, cool_down: policy.max_cool_down })
+        );
+        let mut c = Circuit::new(Policy { failures: 0, ..policy });
+        for _ in 0..100 {
+            assert_eq!(fail(&mut c, now), None);
+        }
+        assert_eq!(c.record(Admit::Go, long, now), None);
+        assert_eq!(c.allow(now).0, Admit::Go);
     }
 }

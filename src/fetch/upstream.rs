@@ -81,7 +81,9 @@ impl Upstreams {
                 "upstream {name} is not listed in the configuration (denyUnlisted is set)"
             )));
         }
-        let up = Arc::new(self.build(Registry::implicit(name.clone()), true).map_err(FetchError::Internal)?);
+        let mut registry = Registry::implicit(name.clone());
+        registry.breaker = self.settings.circuit_breaker;
+        let up = Arc::new(self.build(registry, true).map_err(FetchError::Internal)?);
         guard::check_url(&up.base)?;
         let mut clients = self.clients.lock();
         if clients.len() >= self.settings.registries.len() + MAX_UNLISTED_CLIENTS {
@@ -115,7 +117,7 @@ impl Upstreams {
         // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
         let series =
             self.circuits.series(registry.name.as_str(), self.settings.registries.len() + MAX_UNLISTED_CLIENTS);
-        let breaker = Breaker::new(registry.name.clone(), series);
+        let breaker = Breaker::new(registry.name.clone(), registry.breaker, series);
         Ok(Upstream {
             registry,
             base,

@@ -1,0 +1,168 @@
+//! Per-upstream policies of the configuration file, each settable globally and
+//! per registry: the circuit breaker's thresholds (`circuitBreaker`). Values
+//! are parsed into types when the file is loaded; every problem names its key.
+//! Durations are written as an integer and a unit: `500ms`, `30s`, `5m`,
+//! `12h`, `7d`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::fetch::breaker::Policy as BreakerPolicy;
+
+/// The shortest circuit breaker cool-down accepted.
+const MIN_COOL_DOWN: Duration = Duration::from_millis(10);
+/// The longest circuit breaker cool-down accepted.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(3600);
+/// Consecutive failures accepted at most before a breaker opens.
+const MAX_FAILURES: u32 = 10_000;
+
+/// `circuitBreaker:` as written; absent fields inherit (per registry: from
+/// the global key; globally: from the defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BreakerConfig {
+    /// Consecutive upstream-wide failures that open the breaker; 0 disables it.
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// The first cool-down, doubled after every failed trial.
+    #[serde(default)]
+    pub cool_down: Option<DurationValue>,
+    /// The longest cool-down, also the cap on a 429's `Retry-After`.
+    #[serde(default)]
+    pub max_cool_down: Option<DurationValue>,
+}
+
+/// A duration as written: text such as `30s`, or a bare number, which is
+/// refused with a message asking for a unit (rather than failing the parse).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Text(String),
+    Number(u64),
+}
+
+impl DurationValue {
+    pub fn parse(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Text(t) => parse_duration(t),
+            DurationValue::Number(n) => Err(format!("{n} has no unit: write {n}s, {n}ms, {n}m, {n}h or {n}d")),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// `base` with the fields given here, validated; problems are pushed naming `at` (the key).
+    pub fn resolve(&self, base: BreakerPolicy, at: &str, problems: &mut Vec<String>) -> BreakerPolicy {
+        let mut policy = base;
+        if let Some(n) = self.failures {
+            if n > MAX_FAILURES {
+                problems.push(format!("{at}.failures: {n} is more than {MAX_FAILURES} (0 disables the breaker)"));
+            } else {
+                policy.failures = n;
+            }
+        }
+        let bounded = |key: &str, value: &Option<DurationValue>, problems: &mut Vec<String>| -> Option<Duration> {
+            let d = match value.as_ref()?.parse() {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("{at}.{key}: {e}"));
+                    return None;
+                }
+            };
+            if !(MIN_COOL_DOWN..=MAX_COOL_DOWN).contains(&d) {
+                problems.push(format!("{at}.{key}: must be between 10ms and 1h"));
+                return None;
+            }
+            Some(d)
+        };
+        if let Some(d) = bounded("coolDown", &self.cool_down, problems) {
+            policy.cool_down = d;
+        }
+        if let Some(d) = bounded("maxCoolDown", &self.max_cool_down, problems) {
+            policy.max_cool_down = d;
+        }
+        if policy.max_cool_down < policy.cool_down {
+            problems.push(format!(
+                "{at}.maxCoolDown: {:?} is shorter than coolDown ({:?})",
+                policy.max_cool_down, policy.cool_down
+            ));
+        }
+        policy
+    }
+}
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shape = || format!("{text:?} is not a duration such as 500ms, 30s, 5m, 12h or 7d");
+    if digits.is_empty() || digits.len() > 9 {
+        return Err(shape());
+    }
+    let n: u64 = digits.parse().map_err(|_| shape())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(shape()),
+    };
+    Ok(Duration::from_millis(n * unit_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_number_and_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration(" 5m "), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1w", "9999999999d", "1s2"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn breaker_fields_inherit_and_are_checked() {
+        let mut problems = Vec::new();
+        let base = BreakerPolicy::default();
+        let c = BreakerConfig { failures: Some(2), ..Default::default() };
+        let p = c.resolve(base, "circuitBreaker", &mut problems);
+        assert_eq!((p.failures, p.cool_down, p.max_cool_down), (2, base.cool_down, base.max_cool_down));
+        let c = BreakerConfig {
+            failures: Some(0),
+            cool_down: Some(DurationValue::Text("250ms".into())),
+            max_cool_down: Some(DurationValue::Text("10s".into())),
+        };
+        let p = c.resolve(base, "x", &mut problems);
+        assert_eq!(
+            (p.failures, p.cool_down, p.max_cool_down),
+            (0, Duration::from_millis(250), Duration::from_secs(10))
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        for (c, needle) in [
+            (BreakerConfig { failures: Some(10_001), ..Default::default() }, "at.failures"),
+            (BreakerConfig { cool_down: Some(DurationValue::Number(1)), ..Default::default() }, "at.coolDown"),
+            (BreakerConfig { cool_down: Some(DurationValue::Text("1ms".into())), ..Default::default() }, "at.coolDown"),
+            (
+                BreakerConfig { max_cool_down: Some(DurationValue::Text("2h".into())), ..Default::default() },
+                "at.maxCoolDown",
+            ),
+            (
+                BreakerConfig { max_cool_down: Some(DurationValue::Text("500ms".into())), ..Default::default() },
+                "at.maxCoolDown",
+            ),
+        ] {
+            let mut problems = Vec::new();
+            c.resolve(base, "at", &mut problems);
+            assert!(problems.len() == 1 && problems[0].starts_with(needle), "{needle}: {problems:?}");
+        }
+    }
+}
