@@ -348,9 +348,10 @@ fn a_tls_handshake_failure_and_a_dns_failure_are_defined_errors() {
     let r = server.get(&manifest_path("tls.test", "app", "v1"), &[]);
     assert!(r.status == 502 || r.status == 504, "{}\n{}", r.text(), server.log());
     assert_eq!(code(&r), "UNAVAILABLE");
-    // RFC 6761: `.invalid` never resolves.
+    // RFC 6761: `.invalid` never resolves, so it is refused in-process, as a failed lookup.
     let r = server.get(&manifest_path("registry.invalid", "app", "v1"), &[]);
     assert_error(&r, 502, "UNAVAILABLE", &server);
+    assert!(r.text().contains("RFC 6761"), "refused without asking the resolver: {}", r.text());
     pulls(&server, &ok, "app", "v1", &layers);
 }
 

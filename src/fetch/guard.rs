@@ -5,6 +5,11 @@
 //! load-balancer addresses keep working), and IP literals are checked by
 //! [`check_url`]. Listed upstreams are trusted, and so are the configured
 //! proxies (`HTTP_PROXY`/`HTTPS_PROXY`), which then resolve the target.
+//!
+//! Names that RFC 6761 reserves as never resolving (`.invalid`) are refused
+//! for every upstream, listed or not, by [`check_resolvable`] before any
+//! lookup: the system resolver is never asked, and the answer is the one a
+//! failed lookup gives (upstream unreachable).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +50,9 @@ impl Resolve for PublicOnly {
         let host = name.as_str().to_ascii_lowercase();
         let trusted = self.trusted.contains(&host);
         Box::pin(async move {
+            if is_reserved_invalid(&host) {
+                return Err(format!("{host}: RFC 6761 reserves the .invalid domain, which never resolves").into());
+            }
             let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
                 .await
                 .map_err(|_| format!("resolving {host} timed out"))??;
@@ -66,6 +74,23 @@ pub fn check_url(url: &Url) -> Result<(), FetchError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Fails as a DNS failure would, without asking any resolver, for a host in
+/// RFC 6761's `invalid.` domain (`registry.invalid`, `registry.invalid.`).
+pub fn check_resolvable(url: &Url) -> Result<(), FetchError> {
+    match url.host_str() {
+        Some(host) if is_reserved_invalid(host) => Err(FetchError::Unreachable(format!(
+            "{host} cannot be resolved: RFC 6761 reserves the .invalid domain, which never resolves"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `host` is `invalid` or a name under it, with or without the root dot.
+pub fn is_reserved_invalid(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host == "invalid" || host.ends_with(".invalid")
 }
 
 /// Whether a request error came from [`PublicOnly`] refusing every address.
@@ -163,6 +188,18 @@ mod tests {
         }
         for ok in ["https://registry-1.docker.io/v2/", "https://8.8.8.8/", "https://localhost/"] {
             assert!(check_url(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn the_invalid_domain_is_refused_without_a_lookup() {
+        for host in ["registry.invalid", "registry.invalid.", "REGISTRY.INVALID", "invalid", "a.b.invalid:5000"] {
+            let url = Url::parse(&format!("https://{host}/v2/")).unwrap();
+            let err = check_resolvable(&url).unwrap_err();
+            assert!(matches!(&err, FetchError::Unreachable(m) if m.contains("RFC 6761")), "{host}: {err:?}");
+        }
+        for host in ["registry.example", "invalid.example.com", "notinvalid", "quay.io", "10.0.0.1", "[::1]"] {
+            assert!(check_resolvable(&Url::parse(&format!("https://{host}/")).unwrap()).is_ok(), "{host}");
         }
     }
 

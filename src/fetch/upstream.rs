@@ -313,6 +313,7 @@ impl Upstream {
             }
             q.append_pair("scope", &key.scope);
         }
+        guard::check_resolvable(&url)?;
         if self.unlisted {
             guard::check_url(&url)?;
         }
@@ -359,6 +360,7 @@ impl Upstream {
         auth: Option<&HeaderValue>,
     ) -> Result<Response, FetchError> {
         for _ in 0..=MAX_REDIRECTS {
+            guard::check_resolvable(&url)?;
             if self.unlisted {
                 guard::check_url(&url)?;
             }
