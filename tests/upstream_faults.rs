@@ -188,6 +188,50 @@ fn five_5xx_open_the_breaker_which_answers_without_upstream_requests_until_a_tri
 }
 
 #[test]
+fn an_object_answering_500_is_left_alone_for_a_while_and_fetched_again_once_the_upstream_recovers() {
+    let up = FakeUpstream::start();
+    let layers = vec![random_bytes(15, 20_000)];
+    let img = up.add_image("app", "v1", &layers);
+    let broken_blob = up.add_blob("app", random_bytes(16, 10_000));
+    let (server, port) = start(&[listed(&up.host())], &[]);
+    let host = up.host();
+    let tag = manifest_path(&host, "app", "v1");
+    up.set_fault("/manifests/v1", Fault::status(500), None);
+    up.set_fault(&broken_blob, Fault::status(500), None);
+    let first = server.get(&tag, &[]);
+    assert_error(&first, 502, "UNAVAILABLE", &server);
+    for _ in 0..20 {
+        let r = server.get(&tag, &[]);
+        assert_error(&r, 502, "UNAVAILABLE", &server);
+        let wait: u64 = r.header("retry-after").expect("Retry-After while left alone").parse().unwrap();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert_error(&server.get(&blob_path(&host, "app", &broken_blob), &[]), 502, "UNAVAILABLE", &server);
+    }
+    // 21 pulls of each: a few upstream requests at most (one per wait: 2 s, then 4 s, ...).
+    let asked = up.count("GET", "/manifests/v1");
+    assert!((1..=3).contains(&asked), "the failing manifest was asked {asked} times");
+    let asked = up.count("GET", &broken_blob);
+    assert!((1..=3).contains(&asked), "the failing blob was asked {asked} times");
+    // Other objects of the same upstream go on, and the breaker stays closed.
+    let by_digest = server.get(&manifest_path(&host, "app", &img.manifest_digest), &[]);
+    assert_eq!((by_digest.status, &by_digest.body), (200, &img.manifest_bytes), "{}", server.log());
+    let r = server.get(&blob_path(&host, "app", &img.layer_digests[0]), &[]);
+    assert_eq!((r.status, &r.body), (200, &layers[0]));
+    assert_eq!(circuit(port, "upstream_circuit_state", &host), 0);
+    // Recovered: fetched again once the wait is over, and served from the cache after that.
+    up.clear_faults();
+    let ok = wait_until(Duration::from_secs(40), || server.get(&tag, &[]).status == 200);
+    assert!(ok, "{}", server.log());
+    assert_eq!(server.get(&tag, &[]).body, img.manifest_bytes);
+    assert!(
+        wait_until(Duration::from_secs(40), || server.get(&blob_path(&host, "app", &broken_blob), &[]).status == 200)
+    );
+    let asked = up.count("GET", "/manifests/v1");
+    assert!(asked <= 4, "{asked}");
+    assert_store_sound(&server);
+}
+
+#[test]
 fn not_found_and_denied_answers_never_open_the_breaker() {
     let up = FakeUpstream::start();
     let layers = vec![random_bytes(14, 5_000)];

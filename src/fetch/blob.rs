@@ -62,7 +62,7 @@ impl Fetcher {
                 )));
             }
         }
-        self.check_not_found(&source, &format!("blob {digest}"))?;
+        self.check_remembered(&source, &format!("blob {digest}"))?;
         let expected = self.store.expected_size(&source.to_string(), &digest).unwrap_or(0);
         self.check_space(expected)?;
         let d = digest.clone();
@@ -102,7 +102,7 @@ impl Fetcher {
             return Ok(total);
         }
         self.check_online()?;
-        self.check_not_found(&source, &format!("blob {digest}"))?;
+        self.check_remembered(&source, &format!("blob {digest}"))?;
         let up = self.upstreams.get(&source.registry).await?;
         let url = up.url(&source.repo, &format!("blobs/{digest}"));
         let mut headers = HeaderMap::new();

@@ -18,6 +18,10 @@ pub enum FetchError {
     /// The upstream answered with an unexpected status.
     #[error("upstream answered {status}: {message}")]
     Upstream { status: u16, message: String },
+    /// The upstream recently answered a 5xx about this object (not about
+    /// itself): not asked again yet; try again in `retry_after_secs`.
+    #[error("upstream answered {status} for this recently and is not asked again for {retry_after_secs} s: {message}")]
+    Failing { status: u16, message: String, retry_after_secs: u64 },
     /// The upstream's circuit breaker is open (it kept failing): not contacted;
     /// try again in `retry_after_secs`.
     #[error(

@@ -49,7 +49,7 @@ impl Fetcher {
         self.check_online()?;
         // Negative answers are remembered under this key: a manifest and a blob of one digest are not the same thing.
         let what = format!("manifest {reference}");
-        self.check_not_found(source, &what)?;
+        self.check_remembered(source, &what)?;
         let up = self.upstreams.get(&source.registry).await?;
         let url = up.url(&source.repo, &format!("manifests/{reference}"));
         let mut headers = HeaderMap::new();
@@ -127,9 +127,11 @@ impl Fetcher {
         });
     }
 
-    /// Fails fast when the upstream said "not found" for this recently.
-    pub(super) fn check_not_found(&self, source: &Source, what: &str) -> Result<(), FetchError> {
+    /// Fails fast when the upstream said "not found" for this recently, or
+    /// answered a 5xx about it (see `failing`).
+    pub(super) fn check_remembered(&self, source: &Source, what: &str) -> Result<(), FetchError> {
         let key = (source.clone(), what.to_string());
+        self.failing.lock().check(&key, Instant::now())?;
         let mut map = self.not_found.lock();
         match map.get(&key) {
             Some((until, message)) if *until > Instant::now() => Err(FetchError::NotFound(message.clone())),
@@ -141,7 +143,8 @@ impl Fetcher {
         }
     }
 
-    /// Maps a non-success upstream status to a [`FetchError`], remembering "not found".
+    /// Maps a non-success upstream status to a [`FetchError`], remembering
+    /// "not found" and 5xx answers about one object; a success forgets the latter.
     pub(super) async fn check_status(
         &self,
         resp: Response,
@@ -150,6 +153,7 @@ impl Fetcher {
     ) -> Result<Response, FetchError> {
         let status = resp.status();
         if status.is_success() {
+            self.failing.lock().forget(&(source.clone(), what.to_string()));
             return Ok(resp);
         }
         match status {
@@ -170,10 +174,14 @@ impl Fetcher {
             }),
             _ => {
                 let snippet = resp.text().await.unwrap_or_default().chars().take(200).collect::<String>();
-                Err(FetchError::Upstream {
-                    status: status.as_u16(),
-                    message: format!("{what} from {source}: {snippet}"),
-                })
+                let message = format!("{what} from {source}: {snippet}");
+                if status.is_server_error() && !super::upstream::upstream_wide(status.as_u16()) {
+                    let key = (source.clone(), what.to_string());
+                    let wait = self.failing.lock().note(key, status.as_u16(), message.clone(), Instant::now());
+                    tracing::warn!(%source, what, status = status.as_u16(), wait_ms = wait.as_millis() as u64,
+                        "upstream failed for one object; not asking again for a while");
+                }
+                Err(FetchError::Upstream { status: status.as_u16(), message })
             }
         }
     }

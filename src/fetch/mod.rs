@@ -14,6 +14,7 @@ mod blob;
 pub mod breaker;
 pub mod download;
 pub mod error;
+mod failing;
 mod flights;
 mod guard;
 mod manifest;
@@ -130,6 +131,8 @@ pub(crate) struct Fetcher {
     downloads: Mutex<HashMap<Digest, Arc<Download>>>,
     /// Recent upstream 404s, so crash-looping pods do not hammer the upstream.
     not_found: Mutex<HashMap<(Source, String), (Instant, String)>>,
+    /// Objects the upstream recently answered a 5xx about, not asked again for a while.
+    failing: Mutex<failing::Failing>,
     /// Digests whose last download did not match, and until when not to retry.
     mismatch_backoff: Mutex<HashMap<Digest, (Instant, u32)>>,
     /// Recent tag list pages, by (source, n, last).
@@ -172,6 +175,7 @@ pub fn start(
         tag_flights: flights::Flights::new(tags::MAX_TAG_FETCHES, "tag list fetches"),
         downloads: Mutex::default(),
         not_found: Mutex::default(),
+        failing: Mutex::default(),
         mismatch_backoff: Mutex::default(),
         tags_cache: Mutex::default(),
         prefetch_queued: Mutex::default(),

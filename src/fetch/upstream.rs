@@ -413,7 +413,7 @@ impl Drop for Ticket<'_> {
 /// service itself unavailable). A 500 or another 5xx answers one request: one
 /// broken object, asked for by many clients, must not close the upstream to
 /// every other pull.
-fn upstream_wide(status: u16) -> bool {
+pub(super) fn upstream_wide(status: u16) -> bool {
     matches!(status, 502..=504)
 }
 

@@ -73,6 +73,11 @@ impl ApiError {
                 ApiError::new(502, OciCode::Unavailable, "the upstream registry failed and nothing is cached")
                     .detail(message)
             }
+            FetchError::Failing { retry_after_secs, .. } => {
+                ApiError::new(502, OciCode::Unavailable, "the upstream registry keeps failing for this object")
+                    .detail(message)
+                    .header("Retry-After", retry_after_secs.max(1).to_string())
+            }
             FetchError::Timeout(_) => {
                 ApiError::new(504, OciCode::Unavailable, "the upstream registry timed out").detail(message)
             }
