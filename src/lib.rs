@@ -10,6 +10,7 @@
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`ops`]: the operator's commands over the store (`verify`).
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
+//! - [`heap`]: live heap bytes counted in test builds, for soak runs.
 //! - `fuzzing`: one entry point per fuzz target (`fuzz/`), replayed by `tests/fuzz_corpus.rs`.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod faults;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 pub mod logging;
 pub mod metrics;
 pub mod oci;

@@ -2,8 +2,14 @@ use clap::Parser;
 
 use ociregistry::cli::{Cli, Command};
 
+#[cfg(not(feature = "fault-injection"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Test builds count live heap bytes for the soak (see `ociregistry::heap`).
+#[cfg(feature = "fault-injection")]
+#[global_allocator]
+static GLOBAL: ociregistry::heap::Counting<mimalloc::MiMalloc> = ociregistry::heap::Counting(mimalloc::MiMalloc);
 
 fn main() {
     let cli = Cli::parse();

@@ -264,6 +264,10 @@ impl Metrics {
             }
         }
         self.circuits.render(&mut out);
+        if let Some(live) = crate::heap::live_bytes() {
+            out.push_str("# HELP ociregistry_heap_live_bytes Heap bytes allocated and not freed (test builds only).\n");
+            out.push_str(&format!("# TYPE ociregistry_heap_live_bytes gauge\nociregistry_heap_live_bytes {live}\n"));
+        }
         out
     }
 }

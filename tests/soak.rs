@@ -424,6 +424,20 @@ struct Sample {
     t: Duration,
     rss_kib: u64,
     fds: u64,
+    /// Heap bytes the server holds (`ociregistry_heap_live_bytes`), in KiB.
+    heap_kib: u64,
+}
+
+/// The server's live heap, from its metrics page (test builds count it).
+fn heap_kib(metrics_url: &str) -> u64 {
+    common::http_request("GET", metrics_url, &[])
+        .ok()
+        .and_then(|r| {
+            r.text()
+                .lines()
+                .find_map(|l| l.strip_prefix("ociregistry_heap_live_bytes ").and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |b| b / 1024)
 }
 
 fn sample(pid: u32) -> Option<(u64, u64)> {
@@ -471,7 +485,12 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
         config += &format!("memoryCacheBytes: {bytes}\n");
     }
     let header_timeout = HEADER_TIMEOUT_SECS.to_string();
-    let server = Server::start(&config, &["--io-driver", "auto", "--header-timeout", &header_timeout]);
+    let metrics_port = common::free_port().to_string();
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let server = Server::start(
+        &config,
+        &["--io-driver", "auto", "--header-timeout", &header_timeout, "--metrics", &metrics_port],
+    );
     let pid = server.pid();
 
     // Warm-up: every initial image pulled once.
@@ -521,7 +540,7 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
         let mut samples = Vec::new();
         for _ in 0..(secs / SAMPLE_EVERY.as_secs() + 2) {
             if let Some((rss_kib, fds)) = sample(pid) {
-                samples.push(Sample { t: t0.elapsed(), rss_kib, fds });
+                samples.push(Sample { t: t0.elapsed(), rss_kib, fds, heap_kib: heap_kib(&metrics_url) });
             }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -555,14 +574,15 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
         let w = samples.iter().position(|s| s.t.as_millis() as u32 >= t).unwrap_or(samples.len().saturating_sub(1));
         windows.entry(w).or_default().push(l);
     }
-    let mut csv = String::from("t_s,rss_kib,fds,requests,p50_ms,p99_ms\n");
+    let mut csv = String::from("t_s,rss_kib,heap_kib,fds,requests,p50_ms,p99_ms\n");
     for (i, s) in samples.iter().enumerate() {
         let mut w = windows.remove(&i).unwrap_or_default();
         w.sort_unstable();
         csv += &format!(
-            "{:.1},{},{},{},{:.3},{:.3}\n",
+            "{:.1},{},{},{},{},{:.3},{:.3}\n",
             s.t.as_secs_f64(),
             s.rss_kib,
+            s.heap_kib,
             s.fds,
             w.len(),
             percentile(&w, 0.5),
@@ -575,6 +595,8 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
     let (mid, last) = (&samples[third..2 * third], &samples[2 * third..]);
     let (rss_mid, rss_last) = (peak(mid, |s| s.rss_kib), peak(last, |s| s.rss_kib));
     let (fds_mid, fds_last) = (peak(mid, |s| s.fds), peak(last, |s| s.fds));
+    let (heap_mid, heap_last) = (peak(mid, |s| s.heap_kib), peak(last, |s| s.heap_kib));
+    let heap_ok = heap_last as f64 <= heap_mid as f64 * FLAT_FACTOR + RSS_SLACK_KIB as f64;
     let rss_ok = rss_last as f64 <= rss_mid as f64 * FLAT_FACTOR + RSS_SLACK_KIB as f64;
     let fds_ok = fds_last as f64 <= fds_mid as f64 * FLAT_FACTOR + FD_SLACK as f64;
     let log = server.log();
@@ -587,7 +609,7 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
          - requests: {requests} ({:.0}/s), {hits} cache hits, {misses} misses or streamed downloads; {injected} failed on injected faults, {} unexpected failures\n\
          - latency of successful requests: p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms\n\
          - slow connections: {} drippers closed by the server (longest open {:.1} s after its first byte), {} left hanging; {} slow answers completed, {} slow-reader errors\n\
-         - RSS peak KiB: second third {rss_mid}, last third {rss_last} (flat: {rss_ok}); open fds peak: second third {fds_mid}, last third {fds_last} (flat: {fds_ok})\n\
+         - RSS peak KiB: second third {rss_mid}, last third {rss_last} (flat: {rss_ok}); live heap peak KiB: second third {heap_mid}, last third {heap_last} (flat: {heap_ok}); open fds peak: second third {fds_mid}, last third {fds_last} (flat: {fds_ok})\n\
          - memoryCacheBytes: {}\n\
          - ERROR lines in the server log: {}\n",
         elapsed.as_secs_f64(),
@@ -622,6 +644,8 @@ fn soak_mixed_pulls_with_slow_clients_and_upstream_faults() {
     assert!(slow.longest_open <= limit, "a dripper lived too long:\n{summary}");
     assert!(slow.slow_reader_errors.is_empty(), "slow readers: {:?}\n{summary}", slow.slow_reader_errors);
     assert!(rss_ok, "RSS grew:\n{csv}\n{summary}");
+    assert!(heap_mid > 0, "the test build reports its live heap:\n{summary}");
+    assert!(heap_ok, "the live heap grew:\n{csv}\n{summary}");
     assert!(fds_ok, "open fds grew:\n{csv}\n{summary}");
     assert!(error_lines.is_empty(), "ERROR lines:\n{}\n{summary}", error_lines.join("\n"));
     let r = server.get(&format!("/v2/{host}/soak/img-0/manifests/v1"), &[]);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Chart of a soak run (tests/soak.rs): the server's RSS, open fds and the
+"""Chart of a soak run (tests/soak.rs): the server's RSS and live heap, open fds and the
 p50/p99 latency of each sample window over time, from <dir>/samples.csv,
 written to <dir>/soak.png. Usage: soak-chart.py DIR"""
 import csv
@@ -18,8 +18,11 @@ def main():
         rows = list(csv.DictReader(f))
     t = [float(r["t_s"]) for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    axes[0].plot(t, [int(r["rss_kib"]) / 1024 for r in rows], color="tab:blue")
-    axes[0].set_ylabel("RSS (MiB)")
+    axes[0].plot(t, [int(r["rss_kib"]) / 1024 for r in rows], color="tab:blue", label="RSS")
+    if rows and "heap_kib" in rows[0]:
+        axes[0].plot(t, [int(r["heap_kib"]) / 1024 for r in rows], color="tab:purple", label="live heap")
+        axes[0].legend()
+    axes[0].set_ylabel("memory (MiB)")
     axes[0].set_ylim(bottom=0)
     axes[1].plot(t, [int(r["fds"]) for r in rows], color="tab:green")
     axes[1].set_ylabel("open fds")
