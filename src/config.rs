@@ -14,7 +14,7 @@ use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
 
 mod policies;
-pub use policies::{parse_duration, BreakerConfig};
+pub use policies::{parse_duration, BreakerConfig, DurationValue, TagPolicy};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -92,6 +92,8 @@ pub struct FileConfig {
     pub metrics: Option<u16>,
     /// Every upstream's circuit breaker, unless its entry says otherwise (ours).
     pub circuit_breaker: Option<BreakerConfig>,
+    /// How often cached tags are re-checked upstream, unless an entry says otherwise (ours).
+    pub tag_policy: Option<DurationValue>,
     pub registries: Vec<RegistryConfig>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
@@ -127,6 +129,9 @@ pub struct RegistryConfig {
     /// This upstream's circuit breaker; absent fields come from the global key (ours).
     #[serde(default)]
     pub circuit_breaker: Option<BreakerConfig>,
+    /// How often this upstream's cached tags are re-checked (ours).
+    #[serde(default)]
+    pub tag_policy: Option<DurationValue>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -185,6 +190,8 @@ pub struct Registry {
     pub tls: TlsConfig,
     /// Its circuit breaker's thresholds.
     pub breaker: BreakerPolicy,
+    /// How often its cached tags are re-checked.
+    pub tag_policy: TagPolicy,
 }
 
 impl Registry {
@@ -199,6 +206,7 @@ impl Registry {
             credentials: None,
             tls: TlsConfig::default(),
             breaker: BreakerPolicy::default(),
+            tag_policy: TagPolicy::Never,
         }
     }
 }
@@ -237,6 +245,8 @@ pub struct Settings {
     pub metrics_port: Option<u16>,
     /// The circuit breaker of upstreams that are not listed (listed ones carry their own).
     pub circuit_breaker: BreakerPolicy,
+    /// The tag policy of upstreams that are not listed (listed ones carry their own).
+    pub tag_policy: TagPolicy,
     pub registries: Vec<Registry>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
@@ -313,7 +323,14 @@ impl Settings {
             Some(c) => c.resolve(BreakerPolicy::default(), "circuitBreaker", &mut problems),
             None => BreakerPolicy::default(),
         };
-        let registries = validate_registries(&file.registries, circuit_breaker, &mut problems);
+        let tag_policy = match &file.tag_policy {
+            Some(v) => TagPolicy::parse(v, "tagPolicy").unwrap_or_else(|e| {
+                problems.push(e);
+                TagPolicy::Never
+            }),
+            None => TagPolicy::Never,
+        };
+        let registries = validate_registries(&file.registries, (circuit_breaker, tag_policy), &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -347,9 +364,19 @@ impl Settings {
             blob_send: file.blob_send.unwrap_or(BlobSend::Auto),
             metrics_port: serve.metrics.or(file.metrics).filter(|&p| p != 0),
             circuit_breaker,
+            tag_policy,
             registries,
             ignored_keys: file.later_release_keys(),
         })
+    }
+
+    /// How often `registry:tag` is re-checked upstream: its entry's
+    /// `tagPolicy` (or the global one), and always for `latest` with `alwaysPullLatest`.
+    pub fn tag_policy(&self, registry: &RegistryName, tag: &str) -> TagPolicy {
+        if self.always_pull_latest && tag == "latest" {
+            return TagPolicy::Always;
+        }
+        self.registry(registry).map_or(self.tag_policy, |r| r.tag_policy)
     }
 
     /// The configured entry for `name`, if any.
@@ -406,7 +433,7 @@ impl FileConfig {
 
 fn validate_registries(
     entries: &[RegistryConfig],
-    breaker: BreakerPolicy,
+    (breaker, tag_policy): (BreakerPolicy, TagPolicy),
     problems: &mut Vec<String>,
 ) -> Vec<Registry> {
     let mut seen = HashSet::new();
@@ -438,7 +465,15 @@ fn validate_registries(
             Some(c) => c.resolve(breaker, &format!("registries[{i}].circuitBreaker"), problems),
             None => breaker,
         };
-        out.push(Registry { name, base_url, send_ns: entry.endpoint.is_some(), credentials, tls, breaker });
+        let tag_policy = match &entry.tag_policy {
+            Some(v) => TagPolicy::parse(v, &format!("registries[{i}].tagPolicy")).unwrap_or_else(|e| {
+                problems.push(e);
+                tag_policy
+            }),
+            None => tag_policy,
+        };
+        let send_ns = entry.endpoint.is_some();
+        out.push(Registry { name, base_url, send_ns, credentials, tls, breaker, tag_policy });
     }
     out
 }
@@ -681,6 +716,34 @@ registries:
         }
         let err = settings("circuitBreaker: {failure: 2}\n", &[]).unwrap_err().to_string();
         assert!(err.contains("failure"), "{err}");
+    }
+
+    #[test]
+    fn tag_policies_are_set_globally_and_per_registry() {
+        let yaml = r#"
+tagPolicy: 12h
+registries:
+  - name: quay.io
+    tagPolicy: always
+  - name: ghcr.io
+  - name: docker.io
+    tagPolicy: never
+"#;
+        let s = settings(yaml, &["--always-pull-latest"]).unwrap();
+        let every_12h = TagPolicy::Every(Duration::from_secs(43_200));
+        let policy = |r: &str, tag: &str| s.tag_policy(&r.parse().unwrap(), tag);
+        assert_eq!(policy("quay.io", "v1"), TagPolicy::Always);
+        assert_eq!(policy("ghcr.io", "v1"), every_12h);
+        assert_eq!(policy("docker.io", "v1"), TagPolicy::Never);
+        assert_eq!(policy("docker.io", "latest"), TagPolicy::Always, "--always-pull-latest");
+        assert_eq!(policy("unlisted.example", "v1"), every_12h);
+        let s = settings("", &[]).unwrap();
+        assert_eq!(s.tag_policy(&"docker.io".parse().unwrap(), "latest"), TagPolicy::Never, "the Go default");
+        let yaml = "tagPolicy: 30\nregistries:\n  - name: quay.io\n    tagPolicy: hourly\n";
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        for needle in ["tagPolicy: ", "registries[0].tagPolicy: "] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum Counter {
     SentStreamed,
     /// Requests sent to upstream registries, by what they asked for.
     UpstreamManifest,
+    /// Tag re-checks (`HEAD` of a manifest by tag).
+    UpstreamManifestHead,
     UpstreamBlob,
     UpstreamBlobHead,
     UpstreamTags,
@@ -105,6 +107,8 @@ pub struct CircuitSeries {
     pub opened: AtomicU64,
     /// Requests answered at once, without an upstream request, while it was open.
     pub fast_failures: AtomicU64,
+    /// Cached tags served although their due re-check failed (see `fetch::freshness`).
+    pub stale_serves: AtomicU64,
 }
 
 /// The circuit series by registry name. Locked only when an upstream's
@@ -131,7 +135,7 @@ impl Circuits {
 
     fn render(&self, out: &mut String) {
         let map = self.by_registry.lock();
-        let families: [CircuitFamily; 3] = [
+        let families: [CircuitFamily; 4] = [
             (
                 "upstream_circuit_state",
                 "gauge",
@@ -146,6 +150,12 @@ impl Circuits {
                 "counter",
                 "Requests answered at once, without contacting the upstream, while its circuit was open.",
                 |s| s.fast_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "stale_serves_total",
+                "counter",
+                "Cached tags served unconfirmed because their due re-check upstream failed.",
+                |s| s.stale_serves.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in families {
@@ -233,6 +243,7 @@ impl Metrics {
                 "HTTP requests sent to upstream registries, by what they asked for.",
                 &[
                     ("kind=\"manifest\"", UpstreamManifest),
+                    ("kind=\"manifest_head\"", UpstreamManifestHead),
                     ("kind=\"blob\"", UpstreamBlob),
                     ("kind=\"blob_head\"", UpstreamBlobHead),
                     ("kind=\"tags\"", UpstreamTags),

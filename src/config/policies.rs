@@ -1,5 +1,6 @@
 //! Per-upstream policies of the configuration file, each settable globally and
-//! per registry: the circuit breaker's thresholds (`circuitBreaker`). Values
+//! per registry: the circuit breaker's thresholds (`circuitBreaker`) and how
+//! often a cached tag is re-checked upstream (`tagPolicy`). Values
 //! are parsed into types when the file is loaded; every problem names its key.
 //! Durations are written as an integer and a unit: `500ms`, `30s`, `5m`,
 //! `12h`, `7d`.
@@ -92,6 +93,44 @@ impl BreakerConfig {
     }
 }
 
+/// How often a cached tag is re-checked upstream (`tagPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagPolicy {
+    /// Never: a cached tag is served as it is (the Go ociregistry's behaviour).
+    #[default]
+    Never,
+    /// On every pull.
+    Always,
+    /// At most this often: a pull after this long since the last check re-checks.
+    Every(Duration),
+}
+
+impl TagPolicy {
+    /// Parses `never`, `always` or a duration; `at` names the key in the error.
+    pub fn parse(value: &DurationValue, at: &str) -> Result<TagPolicy, String> {
+        let shape = |v: &dyn std::fmt::Display| format!("{at}: `{v}` is not never, always or a duration such as 5m");
+        match value {
+            DurationValue::Text(t) if t.trim() == "never" => Ok(TagPolicy::Never),
+            DurationValue::Text(t) if t.trim() == "always" => Ok(TagPolicy::Always),
+            DurationValue::Text(t) => match parse_duration(t) {
+                Ok(d) if d.is_zero() => Err(format!("{at}: a zero duration; write always to re-check on every pull")),
+                Ok(d) => Ok(TagPolicy::Every(d)),
+                Err(_) => Err(shape(&t)),
+            },
+            DurationValue::Number(n) => Err(shape(n)),
+        }
+    }
+
+    /// Whether a tag last confirmed at `last_checked` (Unix seconds) is due a re-check at `now`.
+    pub fn due(self, last_checked: u64, now: u64) -> bool {
+        match self {
+            TagPolicy::Never => false,
+            TagPolicy::Always => true,
+            TagPolicy::Every(d) => now.saturating_sub(last_checked) >= d.as_secs().max(1),
+        }
+    }
+}
+
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -127,6 +166,28 @@ mod tests {
         for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1w", "9999999999d", "1s2"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tag_policies_parse_and_fall_due() {
+        let text = |t: &str| TagPolicy::parse(&DurationValue::Text(t.into()), "tagPolicy");
+        assert_eq!(text("never"), Ok(TagPolicy::Never));
+        assert_eq!(text("always"), Ok(TagPolicy::Always));
+        assert_eq!(text("30s"), Ok(TagPolicy::Every(Duration::from_secs(30))));
+        assert_eq!(text("7d"), Ok(TagPolicy::Every(Duration::from_secs(604_800))));
+        for bad in ["sometimes", "0s", "5", "Never", ""] {
+            assert!(text(bad).unwrap_err().starts_with("tagPolicy:"), "{bad:?}");
+        }
+        assert!(TagPolicy::parse(&DurationValue::Number(30), "x").is_err());
+        assert!(!TagPolicy::Never.due(0, u64::MAX));
+        assert!(TagPolicy::Always.due(100, 100));
+        let five_min = TagPolicy::Every(Duration::from_secs(300));
+        assert!(!five_min.due(1000, 1299));
+        assert!(five_min.due(1000, 1300));
+        assert!(!five_min.due(2000, 1000), "a clock that went back is not due");
+        // Sub-second durations count as one second (times are kept in seconds).
+        let short = TagPolicy::Every(Duration::from_millis(10));
+        assert!(!short.due(1000, 1000) && short.due(1000, 1001));
     }
 
     #[test]

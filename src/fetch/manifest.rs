@@ -50,15 +50,35 @@ impl Fetcher {
         // Negative answers are remembered under this key: a manifest and a blob of one digest are not the same thing.
         let what = format!("manifest {reference}");
         self.check_remembered(source, &what)?;
-        let up = self.upstreams.get(&source.registry).await?;
-        let url = up.url(&source.repo, &format!("manifests/{reference}"));
+        let hit = self.get_manifest(source, reference, &what).await?;
+        let ManifestHit { digest, media_type, body } = &hit;
+        self.store_manifest(source, reference, digest, media_type, body);
+        tracing::info!(%source, %reference, %digest, %media_type, size = body.len(), "manifest cached");
+        Ok(hit)
+    }
+
+    /// The request headers of every manifest request: the fixed `Accept`, never the client's.
+    pub(super) fn manifest_headers(&self) -> Result<HeaderMap, FetchError> {
         let mut headers = HeaderMap::new();
         let accept = media::upstream_accept(&self.settings.artifact_types);
         headers.insert(ACCEPT, HeaderValue::from_str(&accept).map_err(|e| FetchError::Internal(e.to_string()))?);
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        Ok(headers)
+    }
+
+    /// GETs a manifest upstream and checks it (digest, media type, schema), storing nothing.
+    pub(super) async fn get_manifest(
+        &self,
+        source: &Source,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<ManifestHit, FetchError> {
+        let up = self.upstreams.get(&source.registry).await?;
+        let url = up.url(&source.repo, &format!("manifests/{reference}"));
+        let headers = self.manifest_headers()?;
         self.counters.inc(Counter::UpstreamManifest);
         let resp = up.send(Method::GET, &source.repo, url, headers).await?;
-        let resp = self.check_status(resp, source, &what).await?;
+        let resp = self.check_status(resp, source, what).await?;
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let header_digest =
             resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -82,13 +102,11 @@ impl Fetcher {
                 "{what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
-        self.store_manifest(source, reference, &digest, &media_type, &body);
-        tracing::info!(%source, %reference, %digest, %media_type, size = body.len(), "manifest cached");
         Ok(ManifestHit { digest, media_type, body })
     }
 
     /// Makes the manifest servable now and writes it to disk in the background.
-    fn store_manifest(
+    pub(super) fn store_manifest(
         &self,
         source: &Source,
         reference: &Reference,

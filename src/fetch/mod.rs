@@ -5,6 +5,8 @@
 //!
 //! - Manifests are fetched whole, checked against their digest, stored, then
 //!   answered: one upstream request per (registry, repository, reference) at a time.
+//! - Cached tags due a re-check (`tagPolicy`) are re-checked with a `HEAD`,
+//!   one at a time per tag (see `freshness`).
 //! - Blobs are fetched once per digest whatever the fan-out; every requester
 //!   gets the same [`Download`] and streams it while it fills.
 //! - Disk writes, fsync and rename run on blocking threads, never on the runtime.
@@ -16,6 +18,7 @@ pub mod download;
 pub mod error;
 mod failing;
 mod flights;
+pub mod freshness;
 mod guard;
 mod manifest;
 mod prefetch;
@@ -36,11 +39,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use auth::{parse_challenge, Challenge};
 pub use download::{Download, Progress, Reader, State};
 pub use error::FetchError;
+pub use freshness::Checked;
 pub use tags::TagsPage;
 
 use crate::config::Settings;
 use crate::metrics::{Block, Circuits};
-use crate::oci::{Digest, MediaType, Reference, RegistryName, RepoName};
+use crate::oci::{Digest, MediaType, Reference, RegistryName, RepoName, Tag};
 use crate::store::Store;
 
 /// An image repository in one upstream: where something is fetched from.
@@ -82,6 +86,7 @@ enum Job {
     Blob { source: Source, digest: Digest, reply: Reply<BlobSource> },
     BlobSize { source: Source, digest: Digest, reply: Reply<u64> },
     Tags { source: Source, query: String, reply: Reply<TagsPage> },
+    CheckTag { source: Source, tag: Tag, cached: Digest, reply: Reply<Checked> },
 }
 
 /// The serving side's handle on the fetcher.
@@ -106,6 +111,11 @@ impl FetchHandle {
         self.ask(|reply| Job::BlobSize { source, digest, reply }).await
     }
 
+    /// Re-checks upstream a cached tag that names `cached`; see `freshness`.
+    pub async fn check_tag(&self, source: Source, tag: Tag, cached: Digest) -> Result<Checked, FetchError> {
+        self.ask(|reply| Job::CheckTag { source, tag, cached, reply }).await
+    }
+
     /// Lists tags upstream; `query` is the client's `n`/`last` query string.
     pub async fn tags(&self, source: Source, query: String) -> Result<TagsPage, FetchError> {
         self.ask(|reply| Job::Tags { source, query, reply }).await
@@ -125,6 +135,10 @@ pub(crate) struct Fetcher {
     upstreams: upstream::Upstreams,
     /// Manifest fetches in flight, with their waiters.
     manifest_flights: Arc<flights::Flights<ManifestKey, ManifestHit>>,
+    /// Tag re-checks in flight, with their waiters.
+    tag_checks: Arc<flights::Flights<freshness::CheckKey, Checked>>,
+    /// Tag check times confirmed but not yet written.
+    check_writes: freshness::CheckWrites,
     /// Tag list fetches in flight, with their waiters.
     tag_flights: Arc<flights::Flights<tags::TagsKey, TagsPage>>,
     /// Blob downloads in flight, by digest.
@@ -172,6 +186,8 @@ pub fn start(
         store,
         upstreams,
         manifest_flights: flights::Flights::new(manifest::MAX_MANIFEST_FETCHES, "manifest fetches"),
+        tag_checks: flights::Flights::new(freshness::MAX_CHECKS, "tag re-checks"),
+        check_writes: freshness::CheckWrites::default(),
         tag_flights: flights::Flights::new(tags::MAX_TAG_FETCHES, "tag list fetches"),
         downloads: Mutex::default(),
         not_found: Mutex::default(),
@@ -184,6 +200,7 @@ pub fn start(
         shutdown,
         counters,
     });
+    runtime.spawn(fetcher.clone().flush_check_times());
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     runtime.spawn(async move {
         while let Some(job) = rx.recv().await {
@@ -201,6 +218,7 @@ pub fn start(
                     });
                 }
                 Job::Tags { source, query, reply } => f.tags(source, &query, reply),
+                Job::CheckTag { source, tag, cached, reply } => f.check_tag(source, tag, cached, reply),
             }
         }
     });

@@ -94,6 +94,11 @@ impl Upstreams {
         Ok(up)
     }
 
+    /// The per-registry metric series of `name` (kept with its breaker's).
+    pub fn series(&self, name: &RegistryName) -> Arc<crate::metrics::CircuitSeries> {
+        self.circuits.series(name.as_str(), self.settings.registries.len() + MAX_UNLISTED_CLIENTS)
+    }
+
     /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
     fn build(&self, registry: Registry, unlisted: bool) -> Result<Upstream, String> {
         let mut b = server_trust(base_builder(&self.settings), &registry)?;

@@ -1,6 +1,8 @@
 //! Per-route logic. A hit is answered from the store without touching the
 //! fetcher; a miss asks the fetcher and, for blobs, streams the shared
-//! download while it fills.
+//! download while it fills. A cached tag whose `tagPolicy` says it is due is
+//! re-checked by the fetcher first (see `fetch::freshness`); whatever that
+//! re-check meets, the cached manifest is served unless the tag moved.
 
 use bytes::Bytes;
 
@@ -10,9 +12,10 @@ use super::range::{self, RangeSpec};
 use super::response::{Body, CacheStatus, Kind, Response, Reuse};
 use super::route::{self, Route};
 use super::Shared;
-use crate::fetch::{BlobSource, ManifestHit, Reader, Source, State};
+use crate::config::TagPolicy;
+use crate::fetch::{BlobSource, Checked, ManifestHit, Reader, Source, State};
 use crate::oci::{media, Digest, OciCode, Reference};
-use crate::store::{InMemory, TagKey};
+use crate::store::{tags::now_secs, InMemory, TagKey};
 
 pub async fn handle(shared: &Shared, req: &Request) -> Response {
     crate::faults::panic_point("serve", &req.path);
@@ -65,22 +68,29 @@ fn not_found() -> ApiError {
 
 async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Reference) -> Result<Response, ApiError> {
     let store = &shared.store;
-    let cached = match &reference {
+    let policy = match &reference {
+        Reference::Tag(t) if !shared.settings.air_gapped => shared.settings.tag_policy(&source.registry, t.as_str()),
+        _ => TagPolicy::Never,
+    };
+    let (cached, due) = match &reference {
         Reference::Tag(tag) => {
             let key = TagKey { registry: source.registry.clone(), repo: source.repo.clone(), tag: tag.clone() };
             match store.tag(&key) {
-                Some(t) => cached_manifest(shared, &t.digest).await,
-                None => None,
+                Some(t) => (cached_manifest(shared, &t.digest).await, policy.due(t.last_checked_at, now_secs())),
+                None => (None, false),
             }
         }
-        Reference::Digest(d) => cached_manifest(shared, d).await,
+        Reference::Digest(d) => (cached_manifest(shared, d).await, false),
     };
-    let refresh = shared.settings.always_pull_latest
-        && !shared.settings.air_gapped
-        && matches!(&reference, Reference::Tag(t) if t.as_str() == "latest");
-    let (hit, cache) = match cached {
-        Some(hit) if !refresh => (hit, CacheStatus::Hit),
-        cached => match shared.fetch.manifest(source.clone(), reference.clone()).await {
+    let (hit, cache) = match (cached, &reference) {
+        (Some(hit), Reference::Tag(tag)) if due => {
+            match shared.fetch.check_tag(source.clone(), tag.clone(), hit.digest.clone()).await {
+                Ok(Checked::Moved(new)) => (new, CacheStatus::Miss),
+                Ok(Checked::Same | Checked::Stale) | Err(_) => (hit, CacheStatus::Hit),
+            }
+        }
+        (Some(hit), _) => (hit, CacheStatus::Hit),
+        (cached, _) => match shared.fetch.manifest(source.clone(), reference.clone()).await {
             Ok(hit) => (hit, CacheStatus::Miss),
             Err(e) => match cached {
                 Some(hit) => {
@@ -102,7 +112,8 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
     let reuse = match (&reference, cache) {
         (_, CacheStatus::Miss) => Reuse::No,
         (Reference::Digest(_), _) => Reuse::Immutable,
-        (Reference::Tag(_), _) if refresh => Reuse::No,
+        // A kept answer would skip the tag's re-checks.
+        (Reference::Tag(_), _) if policy != TagPolicy::Never => Reuse::No,
         (Reference::Tag(_), _) => Reuse::WhileGeneration,
     };
     Ok(Response::new(200, Body::Bytes(hit.body), cache)

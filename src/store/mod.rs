@@ -330,6 +330,26 @@ impl Store {
         Ok(())
     }
 
+    /// Notes, in memory, that the upstream confirmed at `at` (Unix seconds)
+    /// that `key` still names `digest`; false when the tag names something
+    /// else by now. [`Store::write_tag`] makes it durable.
+    pub fn tag_checked(&self, key: &TagKey, digest: &Digest, at: u64) -> bool {
+        match self.tags.write().get_mut(key) {
+            Some(r) if &r.digest == digest => {
+                r.last_checked_at = r.last_checked_at.max(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes the tag's record as it is in memory now to its file (blocking).
+    pub fn write_tag(&self, key: &TagKey) -> io::Result<()> {
+        let Some(record) = self.tag(key) else { return Ok(()) };
+        let path = self.layout.tag(&key.registry, &key.repo, &key.tag);
+        tags::write(&path, &self.temp_path(&record.digest), &record)
+    }
+
     /// Records a committed digest and the source it was fetched for, in memory and in the journal.
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
         if self.insert_record(digest, record.clone(), source) {
