@@ -113,7 +113,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub air_gapped: bool,
 
-    /// Re-resolve `:latest` tags upstream on every pull instead of serving the cached digest
+    /// Re-check `:latest` tags upstream (a HEAD) on every pull, whatever `tagPolicy` says; the cached
+    /// manifest is served if the upstream fails
     #[arg(long)]
     pub always_pull_latest: bool,
 
