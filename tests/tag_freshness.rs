@@ -1,6 +1,7 @@
 //! Tag freshness (`tagPolicy`): a cached tag is re-checked upstream with a `HEAD` no more often than its
 //! policy says (`never`, the default, not at all; a duration at most that often; `always` on every
-//! pull), a tag moved upstream is picked up once due and not before, a re-check that fails (upstream
+//! pull; concurrent due pulls share one), a tag moved upstream is picked up once due and not before, a
+//! re-check that fails (upstream
 //! stopped, hanging, 429) serves the cached manifest and counts it, and the time of the last check
 //! survives a restart. Against Debian's docker-registry where a real upstream is needed (tags moved by
 //! pushing another image to them with skopeo), and the in-process fake upstream where faults are.
@@ -12,9 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::distribution::{Distribution, Mode};
-use common::fake_upstream::{FakeUpstream, Fault};
+use common::fake_upstream::{FakeUpstream, Fault, Gate};
 use common::images::{write_image, ImageInfo, LayerSpec};
-use common::{free_port, metric, random_bytes, wait_until, Server};
+use common::{concurrently, free_port, metric, random_bytes, wait_until, Server};
 use tempfile::TempDir;
 
 /// A config listing `host` over plain HTTP with `tagPolicy: policy`.
@@ -185,4 +186,21 @@ fn the_time_of_the_last_check_survives_a_restart() {
         assert_eq!(pull(&server, &host, "v1"), img.manifest_bytes);
     }
     assert_eq!(up.count("HEAD", "/manifests/v1"), 1, "{:?}", up.requests());
+}
+
+#[test]
+fn concurrent_due_pulls_share_one_re_check() {
+    let up = FakeUpstream::start();
+    let img = up.add_image("team/app", "v1", &[random_bytes(6, 3000)]);
+    let host = up.host();
+    let server = std::sync::Arc::new(Server::start(&config(&host, "always"), &[]));
+    assert_eq!(pull(&server, &host, "v1"), img.manifest_bytes);
+    // Every re-check is held upstream until it times out: the pulls that arrive meanwhile join it.
+    let gate = Gate::new();
+    up.set_fault("/manifests/v1", Fault::Gate(gate.clone()), None);
+    let (s, h) = (server.clone(), host.clone());
+    let bodies = concurrently(8, move |_| pull(&s, &h, "v1"));
+    assert!(bodies.iter().all(|b| b == &img.manifest_bytes), "each served the cached manifest");
+    assert_eq!(up.count("HEAD", "/manifests/v1"), 1, "one re-check for 8 pulls");
+    gate.open();
 }
