@@ -1,9 +1,8 @@
 //! Tag freshness (`tagPolicy`): a cached tag is re-checked upstream with a `HEAD` no more often than its
 //! policy says (`never`, the default, not at all; a duration at most that often; `always` on every
-//! pull; concurrent due pulls share one), a tag moved upstream is picked up once due and not before, a
-//! re-check that fails (upstream
-//! stopped, hanging, 429) serves the cached manifest and counts it, and the time of the last check
-//! survives a restart. Against Debian's docker-registry where a real upstream is needed (tags moved by
+//! pull; concurrent due pulls share one), a tag moved upstream is picked up once due and not before,
+//! a re-check that fails (upstream stopped, hanging, 429) serves the cached manifest and counts it,
+//! and the time of the last check survives a restart. Against Debian's docker-registry where a real upstream is needed (tags moved by
 //! pushing another image to them with skopeo), and the in-process fake upstream where faults are.
 //! Upstream traffic is counted in the upstream's own request log; nothing waits on a clock.
 
