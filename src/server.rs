@@ -58,6 +58,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         metrics.circuits.clone(),
     )
     .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
+    runtime.spawn(flush_pulled_times(store.clone(), shutdown.clone()));
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),
@@ -99,6 +100,9 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     drop(shared);
     runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Err(e) = store.flush_pulled() {
+        tracing::warn!(error = %e, "cannot write the last-pulled times");
+    }
     let tmp = store.layout().tmp_dir();
     if let Ok(entries) = std::fs::read_dir(&tmp) {
         for e in entries.flatten() {
@@ -107,6 +111,21 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the manifests' last-pulled times out every `FLUSH_EVERY` until shutdown
+/// (which writes them once more, after the serving threads handed theirs over).
+async fn flush_pulled_times(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::store::access::FLUSH_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let store = store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_pulled()).await {
+            tracing::warn!(error = %e, "cannot write the last-pulled times");
+        }
+    }
 }
 
 fn choose_driver(wanted: IoDriver) -> anyhow::Result<Driver> {

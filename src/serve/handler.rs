@@ -121,7 +121,8 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
         .reuse(reuse)
         .header("Content-Type", hit.media_type.as_str())
         .header("Docker-Content-Digest", hit.digest.to_string())
-        .header("Vary", "Accept"))
+        .header("Vary", "Accept")
+        .pulled(hit.digest))
 }
 
 /// A committed manifest; one that is not in memory is read (and checked) on

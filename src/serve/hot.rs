@@ -7,7 +7,9 @@
 //! Answers by digest never change (content addressing). Answers that went
 //! through a tag are kept only while the store's generation is the one they
 //! were built in: any tag change or removal in the store bumps it, and the
-//! thread drops every such answer at its next lookup. Only HTTP/1.1
+//! thread drops every such answer at its next lookup; a removal from the
+//! store (prune, repair) drops every kept answer. A kept manifest answer
+//! notes its pull (see `pulls`) at most once per second. Only HTTP/1.1
 //! keep-alive answers without a `Range` are kept, so the framing is fixed.
 
 use std::cell::{Cell, RefCell};
@@ -17,7 +19,10 @@ use std::hash::{BuildHasher, Hasher};
 use bytes::Bytes;
 
 use super::http::{Method, Request};
+use super::pulls::Pulls;
 use super::response::Kind;
+use crate::oci::Digest;
+use crate::store::REMOVED;
 
 /// Entries kept per thread; past this (or [`MAX_BYTES`]) the cache starts over.
 const MAX_ENTRIES: usize = 4096;
@@ -46,6 +51,8 @@ struct Hot {
     accept: Box<[Box<str>]>,
     /// Store generation it depends on, if it went through a tag.
     generation: Option<u64>,
+    /// The manifest it pulls, and the second its pull was last noted.
+    pulled: Option<(Digest, Cell<u64>)>,
 }
 
 impl Hot {
@@ -78,20 +85,41 @@ impl HotResponses {
     }
 
     /// The kept answer to `req`, if any; `generation` is the store's now.
-    pub fn get(&self, req: &Request, generation: u64) -> Option<(Bytes, usize, Kind)> {
+    /// A manifest answer is noted in `pulls`.
+    pub fn get(&self, req: &Request, generation: u64, pulls: &Pulls) -> Option<(Bytes, usize, Kind)> {
         if self.generation.get() != generation {
             let mut map = self.map.borrow_mut();
+            if self.generation.get() / REMOVED != generation / REMOVED {
+                map.clear();
+            }
             map.retain(|_, h| h.generation.is_none());
             self.bytes.set(map.values().map(|h| h.response.len()).sum());
             self.generation.set(generation);
         }
         let map = self.map.borrow();
-        let hot = map.get(&self.key(req))?;
-        hot.matches(req).then(|| (hot.response.clone(), hot.head_len, hot.kind))
+        let hot = map.get(&self.key(req)).filter(|h| h.matches(req))?;
+        if let Some((digest, noted)) = &hot.pulled {
+            if noted.get() != pulls.now() {
+                noted.set(pulls.now());
+                pulls.note(digest);
+            }
+        }
+        Some((hot.response.clone(), hot.head_len, hot.kind))
     }
 
-    /// Keeps `response` (`head_len` bytes of head, then the body) as the answer to `req`.
-    pub fn insert(&self, req: &Request, response: Bytes, head_len: usize, kind: Kind, reuse: Reuse, generation: u64) {
+    /// Keeps `response` (`head_len` bytes of head, then the body) as the
+    /// answer to `req`; `pulled` is the manifest it pulls, noted already.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &self,
+        req: &Request,
+        response: Bytes,
+        head_len: usize,
+        kind: Kind,
+        reuse: Reuse,
+        generation: u64,
+        pulled: Option<(Digest, u64)>,
+    ) {
         let generation = match reuse {
             Reuse::No => return,
             Reuse::Immutable => None,
@@ -109,7 +137,8 @@ impl HotResponses {
         let accept = req.accept.iter().map(|a| a.as_str().into()).collect();
         self.bytes.set(self.bytes.get() + response.len());
         let (path, query) = (req.path.as_str().into(), req.query.as_deref().map(Into::into));
-        let hot = Hot { response, head_len, kind, path, query, accept, generation };
+        let pulled = pulled.map(|(d, noted)| (d, Cell::new(noted)));
+        let hot = Hot { response, head_len, kind, path, query, accept, generation, pulled };
         if let Some(old) = map.insert(self.key(req), hot) {
             self.bytes.set(self.bytes.get() - old.response.len());
         }
@@ -177,22 +206,23 @@ mod tests {
     #[test]
     fn answers_are_kept_per_target_and_accept_and_tag_answers_follow_the_generation() {
         let hot = HotResponses::default();
+        let pulls = Pulls::default();
         let a = req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/y"]);
         let resp = Bytes::from_static(b"HEAD\r\n\r\nbody");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0);
-        assert_eq!(hot.get(&a, 0).map(|(b, n, _)| (b, n)), Some((resp.clone(), 8)));
-        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/z"]), 0).is_none());
-        assert!(hot.get(&req("/v2/r/manifests/v1", None, &["x/y"]), 0).is_none());
-        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=quay.io"), &["x/y"]), 0).is_none());
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0, None);
+        assert_eq!(hot.get(&a, 0, &pulls).map(|(b, n, _)| (b, n)), Some((resp.clone(), 8)));
+        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/z"]), 0, &pulls).is_none());
+        assert!(hot.get(&req("/v2/r/manifests/v1", None, &["x/y"]), 0, &pulls).is_none());
+        assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=quay.io"), &["x/y"]), 0, &pulls).is_none());
 
         let d = req("/v2/r/blobs/sha256:ab", None, &[]);
-        hot.insert(&d, resp.clone(), 8, Kind::Blob, Reuse::Immutable, 0);
-        assert!(hot.get(&a, 1).is_none(), "a tag answer is dropped when the store changes");
-        assert!(hot.get(&d, 1).is_some(), "a digest answer stays");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0);
-        assert!(hot.get(&a, 1).is_none(), "an answer built in an older generation is not kept");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::No, 1);
-        assert!(hot.get(&a, 1).is_none());
+        hot.insert(&d, resp.clone(), 8, Kind::Blob, Reuse::Immutable, 0, None);
+        assert!(hot.get(&a, 1, &pulls).is_none(), "a tag answer is dropped when the store changes");
+        assert!(hot.get(&d, 1, &pulls).is_some(), "a digest answer stays");
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0, None);
+        assert!(hot.get(&a, 1, &pulls).is_none(), "an answer built in an older generation is not kept");
+        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::No, 1, None);
+        assert!(hot.get(&a, 1, &pulls).is_none());
 
         let mut ranged = d;
         ranged.range = Some("bytes=0-1".into());
@@ -202,11 +232,36 @@ mod tests {
     #[test]
     fn stays_within_its_byte_budget() {
         let hot = HotResponses::default();
+        let pulls = Pulls::default();
         let big = Bytes::from(vec![0u8; MAX_BYTES / 3]);
         for i in 0..10 {
-            hot.insert(&req(&format!("/v2/r/blobs/{i}"), None, &[]), big.clone(), 0, Kind::Blob, Reuse::Immutable, 0);
+            hot.insert(
+                &req(&format!("/v2/r/blobs/{i}"), None, &[]),
+                big.clone(),
+                0,
+                Kind::Blob,
+                Reuse::Immutable,
+                0,
+                None,
+            );
             assert!(hot.bytes.get() <= MAX_BYTES);
         }
-        assert!(hot.get(&req("/v2/r/blobs/9", None, &[]), 0).is_some());
+        assert!(hot.get(&req("/v2/r/blobs/9", None, &[]), 0, &pulls).is_some());
+    }
+
+    #[test]
+    fn a_removal_drops_every_kept_answer_and_kept_manifests_note_their_pulls() {
+        let hot = HotResponses::default();
+        let pulls = Pulls::default();
+        let m = req("/v2/r/manifests/sha256:ab", None, &[]);
+        let d = Digest::of(crate::oci::Algorithm::Sha256, b"m");
+        let resp = Bytes::from_static(b"HEAD\r\n\r\nbody");
+        hot.insert(&m, resp.clone(), 8, Kind::Manifest, Reuse::Immutable, 0, Some((d.clone(), pulls.now())));
+        assert!(hot.get(&m, 0, &pulls).is_some());
+        assert!(pulls.noted().is_empty(), "already noted when it was answered this second");
+        hot.map.borrow().values().for_each(|h| h.pulled.as_ref().unwrap().1.set(0));
+        assert!(hot.get(&m, 3, &pulls).is_some(), "a tag change keeps digest answers");
+        assert_eq!(pulls.noted(), vec![(d, pulls.now())], "noted again in a later second");
+        assert!(hot.get(&m, 3 + REMOVED, &pulls).is_none(), "a removal drops it");
     }
 }

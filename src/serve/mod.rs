@@ -18,6 +18,7 @@ mod handler;
 mod hot;
 pub mod http;
 pub mod mapped;
+mod pulls;
 pub mod range;
 pub mod response;
 pub mod route;
@@ -79,6 +80,8 @@ struct Worker {
     counters: Arc<Block>,
     mapped: MappedFiles,
     hot: HotResponses,
+    /// Manifests this thread answered since its last tick, for their last-pulled times.
+    pulls: pulls::Pulls,
     /// Fired by the accept loop at shutdown: wakes this thread's idle connections.
     stop: LocalSignal,
     /// Files this thread recently found wholly in the page cache.
@@ -117,7 +120,8 @@ impl Worker {
         let reusable = framing.keep_alive && HotResponses::eligible(req);
         // Read before any lookup, so an answer built from an older tag is never kept as current.
         let generation = self.shared.store.generation();
-        if let Some((response, head_len, kind)) = reusable.then(|| self.hot.get(req, generation)).flatten() {
+        if let Some((response, head_len, kind)) = reusable.then(|| self.hot.get(req, generation, &self.pulls)).flatten()
+        {
             self.count(&req.path, 200, Some(kind), CacheStatus::Hit);
             self.counters.inc(Counter::KeptAnswers);
             return (200, CacheStatus::Hit, body::send_kept(stream, response, head_len, framing, via).await);
@@ -125,10 +129,14 @@ impl Worker {
         let resp: Response = handler::handle(&self.shared, req).await;
         let (status, cache, reuse) = (resp.status, resp.cache, resp.reuse);
         self.count(&req.path, status, resp.kind, cache);
+        if let Some(digest) = &resp.pulled {
+            self.pulls.note(digest);
+        }
         if reusable && reuse != Reuse::No {
             if let Some((response, head_len)) = body::in_memory(&resp, framing) {
                 let kind = resp.kind.unwrap_or(Kind::Blob);
-                self.hot.insert(req, response.clone(), head_len, kind, reuse, generation);
+                let pulled = resp.pulled.clone().map(|d| (d, self.pulls.now()));
+                self.hot.insert(req, response.clone(), head_len, kind, reuse, generation, pulled);
                 return (status, cache, body::send_kept(stream, response, head_len, framing, via).await);
             }
         }
@@ -319,20 +327,26 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         shared,
         mapped: MappedFiles::default(),
         hot: HotResponses::default(),
+        pulls: pulls::Pulls::default(),
         stop: LocalSignal::default(),
         cached: warm::RecentlyCached::default(),
         connections: Cell::new(0),
     });
     let sweeper = worker.clone();
     monoio::spawn(async move {
+        let mut swept = Instant::now();
         loop {
             monoio::select! {
-                _ = monoio::time::sleep(mapped::SWEEP_EVERY) => {
+                _ = monoio::time::sleep(pulls::TICK) => {
+                    sweeper.pulls.tick(&sweeper.shared.store);
                     let now = Instant::now();
-                    sweeper.mapped.sweep(now);
-                    sweeper.cached.sweep(now);
+                    if now.duration_since(swept) >= mapped::SWEEP_EVERY {
+                        swept = now;
+                        sweeper.mapped.sweep(now);
+                        sweeper.cached.sweep(now);
+                    }
                 }
-                _ = sweeper.stop.wait() => return,
+                _ = sweeper.stop.wait() => break,
             }
         }
     });
@@ -383,6 +397,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
     if worker.connections.get() > 0 {
         tracing::warn!(connections = worker.connections.get(), "grace period over; closing connections still busy");
     }
+    worker.pulls.tick(&worker.shared.store);
     Ok(())
 }
 

@@ -82,15 +82,22 @@ pub struct Response {
     pub kind: Option<Kind>,
     /// Whether the serving thread may keep this answer for the same request.
     pub reuse: Reuse,
+    /// The manifest this answer pulls, noted as its last-pulled time.
+    pub pulled: Option<crate::oci::Digest>,
 }
 
 impl Response {
     pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
-        Response { status, headers: Vec::new(), body, cache, kind: None, reuse: Reuse::No }
+        Response { status, headers: Vec::new(), body, cache, kind: None, reuse: Reuse::No, pulled: None }
     }
 
     pub fn reuse(mut self, reuse: Reuse) -> Response {
         self.reuse = reuse;
+        self
+    }
+
+    pub fn pulled(mut self, digest: crate::oci::Digest) -> Response {
+        self.pulled = Some(digest);
         self
     }
 

@@ -8,7 +8,12 @@
 //!   blobs/<algorithm>/<2 hex>/<hex>    committed blobs and manifests, immutable
 //!   index/records.jsonl                per-digest records (kind, media type, size, sources),
 //!                                      one JSON object a line, appended after each commit
-//!                                      (and after each removal by `verify --repair`)
+//!                                      (and after each removal by `verify --repair` or `prune`);
+//!                                      each line carries `at`, the commit's unix seconds
+//!                                      (lines of older releases lack it)
+//!   index/pulled                       when each manifest was last pulled: `<digest> <unix secs>`
+//!                                      lines, rewritten atomically every 30 s and at shutdown
+//!   index/pins                         pinned references (`load --pin`), one a line, never pruned
 //!   tags/<registry>/<repo>/_tags/<tag> tag records (digest, media type, times), JSON,
 //!                                      replaced atomically; `_` cannot start a repo component
 //!   tmp/                               downloads in progress; emptied at startup
@@ -63,6 +68,14 @@ impl Layout {
         self.index_dir().join("records.jsonl")
     }
 
+    pub fn pulled_file(&self) -> PathBuf {
+        self.index_dir().join("pulled")
+    }
+
+    pub fn pins_file(&self) -> PathBuf {
+        self.index_dir().join("pins")
+    }
+
     pub fn tags_dir(&self) -> PathBuf {
         self.root.join("tags")
     }
@@ -73,6 +86,11 @@ impl Layout {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// A temp file for rewriting the index file `name`, unique to this process.
+    pub fn temp_index(&self, name: &str, unique: u64) -> PathBuf {
+        self.tmp_dir().join(format!("{name}.{}.{unique}", std::process::id()))
     }
 
     /// A temp file name unique to this process and download.

@@ -5,6 +5,8 @@
 //! then journaled. Committed files are never rewritten in place; content found
 //! damaged is removed (see `removal`).
 
+pub mod access;
+pub mod catalog;
 pub mod descriptors;
 pub mod layout;
 pub mod memory;
@@ -50,8 +52,15 @@ pub struct Store {
     temp_counter: AtomicU64,
     /// Bumped after every change that can alter what a tag or a digest
     /// answers (a tag written, anything removed); serving threads drop the
-    /// answers they keep that went through a tag when it moves.
+    /// answers they keep that went through a tag when it moves. A removal
+    /// adds [`REMOVED`], so they drop every kept answer then.
     generation: AtomicU64,
+    /// When each manifest was last pulled.
+    pulled: access::AccessTimes,
+    /// Held while a digest's file is placed (commit) or taken away (removal),
+    /// by stripes of digests: a removal never unlinks a file committed again
+    /// meanwhile, whose record would then name a file that is gone.
+    placing: [Mutex<()>; 64],
     _lock: File,
 }
 
@@ -88,6 +97,7 @@ impl StagedManifest {
             media_type: Some(self.media_type.clone()),
             size: self.body.len() as u64,
             sources: vec![],
+            created: Some(tags::now_secs()),
         }
     }
 }
@@ -149,6 +159,8 @@ impl Store {
         let records: HashMap<_, _> = loaded.records.into_iter().map(|(d, r)| (d, Arc::new(r))).collect();
         let tags: HashMap<_, _> = tags::load_all(&layout.tags_dir()).map_err(io_err)?.into_iter().collect();
         let journal = records::Journal::open(&layout.records_journal()).map_err(io_err)?;
+        let mut pulled = access::load(&layout.pulled_file()).map_err(io_err)?;
+        pulled.retain(|d, _| records.get(d).is_some_and(|r| r.kind == Kind::Manifest));
         tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");
         Ok(Store {
             layout,
@@ -161,6 +173,8 @@ impl Store {
             journal: Mutex::new(journal),
             temp_counter: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            pulled: access::AccessTimes::new(pulled),
+            placing: std::array::from_fn(|_| Mutex::new(())),
             _lock: lock,
         })
     }
@@ -299,9 +313,48 @@ impl Store {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Taken around placing or removing `digest`'s file (see the field).
+    pub fn placing(&self, digest: &Digest) -> parking_lot::MutexGuard<'_, ()> {
+        let stripe = u8::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) as usize;
+        self.placing[stripe % self.placing.len()].lock()
+    }
+
+    /// Something was removed: serving threads drop every kept answer.
+    fn removed(&self) {
+        self.generation.fetch_add(REMOVED, Ordering::Release);
+    }
+
+    /// Merges a serving thread's batch of manifest pulls (digest, unix seconds).
+    pub fn note_pulled(&self, batch: impl IntoIterator<Item = (Digest, u64)>) {
+        let records = self.records.read();
+        self.pulled.note(batch, |d| records.get(d).is_some_and(|r| r.kind == Kind::Manifest));
+    }
+
+    /// Writes the last-pulled times to `index/pulled` if they changed (blocking).
+    pub fn flush_pulled(&self) -> io::Result<()> {
+        let path = self.layout.pulled_file();
+        let tmp = self.layout.temp_index("pulled", self.temp_counter.fetch_add(1, Ordering::Relaxed));
+        self.pulled.flush(&path, &tmp)
+    }
+
+    /// What the catalog is built from, as of now.
+    pub fn view(&self) -> catalog::View {
+        catalog::View {
+            records: self.records.read().clone(),
+            tags: self.tags.read().iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+            pulled: self.pulled.snapshot(),
+        }
+    }
+
+    /// The images the cache holds (reads manifests not in memory from disk: blocking).
+    pub fn catalog(&self) -> Vec<catalog::Image> {
+        catalog::build(&self.view(), |d| self.manifest(d).map(|(b, _)| b), |d| modified(&self.layout.blob(d)))
+    }
+
     /// Writes a staged manifest, its record and its tag to disk (blocking: call
     /// off the reactors). On failure the manifest is forgotten, to be fetched again.
     pub fn persist_manifest(&self, staged: &StagedManifest) -> io::Result<()> {
+        let _placing = self.placing(&staged.digest);
         let written = self.write_staged(staged);
         self.pending.write().remove(&staged.digest);
         if written.is_err() {
@@ -389,6 +442,16 @@ impl Store {
     fn remember_descriptors(&self, source: &str, body: &[u8]) {
         self.descriptors.write().remember(source, body);
     }
+}
+
+/// What a removal adds to the store's generation: a serving thread that sees
+/// the upper half change drops every kept answer, not only those through tags.
+pub const REMOVED: u64 = 1 << 32;
+
+/// A file's modification time in unix seconds.
+pub fn modified(path: &Path) -> Option<u64> {
+    let mtime = std::fs::metadata(path).ok()?.modified().ok()?;
+    mtime.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 /// Writes `bytes` to `tmp`, fsyncs, renames to `path` and fsyncs the directory.

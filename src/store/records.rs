@@ -31,6 +31,9 @@ pub struct Record {
     pub size: u64,
     /// `registry/repository` pairs this digest was fetched for.
     pub sources: Vec<String>,
+    /// Unix seconds when it was first committed; `None` for records journaled
+    /// before lines carried the time.
+    pub created: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -48,6 +51,9 @@ struct Line {
     /// and `size` say what was removed.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     removed: bool,
+    /// Unix seconds of the commit (absent on lines written by older releases).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    at: Option<u64>,
 }
 
 impl Line {
@@ -59,6 +65,7 @@ impl Line {
             size: record.size,
             source,
             removed,
+            at: (!removed).then(|| record.created.unwrap_or_else(super::tags::now_secs)),
         }
     }
 }
@@ -83,6 +90,17 @@ pub struct Loaded {
 /// last line without its newline is what a crash mid-append leaves: it is cut
 /// off the file (so the next append starts on a line boundary) and reported.
 pub fn load(path: &Path) -> io::Result<Loaded> {
+    scan(path, true)
+}
+
+/// Reads the journal like [`load`] without changing the file: for readers
+/// beside the owning process (`list`), for whom a torn last line is an
+/// append in progress, skipped.
+pub fn read(path: &Path) -> io::Result<Loaded> {
+    scan(path, false)
+}
+
+fn scan(path: &Path, cut_torn_tail: bool) -> io::Result<Loaded> {
     let mut loaded = Loaded { records: HashMap::new(), skipped: 0, torn_bytes: 0 };
     let file = match File::open(path) {
         Ok(f) => f,
@@ -108,7 +126,7 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
             Err(_) => loaded.skipped += 1,
         }
     }
-    if loaded.torn_bytes > 0 {
+    if loaded.torn_bytes > 0 && cut_torn_tail {
         let file = OpenOptions::new().write(true).open(path)?;
         file.set_len(complete)?;
         file.sync_all()?;
@@ -121,11 +139,20 @@ fn merge(map: &mut HashMap<Digest, Record>, entry: Line) {
         map.remove(&entry.digest);
         return;
     }
-    let line_record = Record { kind: entry.kind, media_type: entry.media_type, size: entry.size, sources: Vec::new() };
+    let line_record = Record {
+        kind: entry.kind,
+        media_type: entry.media_type,
+        size: entry.size,
+        sources: Vec::new(),
+        created: entry.at,
+    };
     let record = map.entry(entry.digest).or_insert_with(|| line_record.clone());
     if record.upgraded_by(&line_record) {
         record.kind = Kind::Manifest;
         record.media_type = line_record.media_type;
+    }
+    if record.created.is_none() {
+        record.created = line_record.created;
     }
     if !entry.source.is_empty() && !record.sources.contains(&entry.source) {
         record.sources.push(entry.source);
@@ -186,7 +213,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let d = Digest::of(crate::oci::Algorithm::Sha256, b"x");
-        let rec = Record { kind: Kind::Manifest, media_type: Some("m/t".parse().unwrap()), size: 1, sources: vec![] };
+        let rec = Record {
+            kind: Kind::Manifest,
+            media_type: Some("m/t".parse().unwrap()),
+            size: 1,
+            sources: vec![],
+            created: None,
+        };
         let mut j = Journal::open(&path).unwrap();
         j.append(&d, &rec, "docker.io/library/a").unwrap();
         j.append(&d, &rec, "quay.io/b").unwrap();
@@ -205,7 +238,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let (a, b) = (Digest::of(crate::oci::Algorithm::Sha256, b"a"), Digest::of(crate::oci::Algorithm::Sha256, b"b"));
-        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![] };
+        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![], created: None };
         let mut j = Journal::open(&path).unwrap();
         j.append(&a, &blob, "quay.io/a").unwrap();
         j.append(&b, &blob, "quay.io/b").unwrap();
@@ -227,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
         let (a, b) = (Digest::of(crate::oci::Algorithm::Sha256, b"a"), Digest::of(crate::oci::Algorithm::Sha256, b"b"));
-        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![] };
+        let blob = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![], created: None };
         Journal::open(&path).unwrap().append(&a, &blob, "quay.io/a").unwrap();
         let whole = std::fs::metadata(&path).unwrap().len();
         // A crash in the middle of the next append.

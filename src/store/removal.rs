@@ -1,4 +1,4 @@
-//! Taking content out of the image path (for `verify --repair`). A removed
+//! Taking content out of the image path (for `verify --repair` and `prune`). A removed
 //! digest leaves memory first, then its removal is journaled (synced), then
 //! its file is unlinked: the journal never names a file that is gone, and a
 //! crash in between leaves only an orphan, a file no record names, which the
@@ -43,9 +43,11 @@ impl Store {
     /// On an error it is already gone from memory, so this process fetches it
     /// again rather than serve it.
     pub fn remove(&self, digest: &Digest) -> io::Result<Removal> {
+        let _placing = self.placing(digest);
         let record = self.records.write().remove(digest);
         self.pending.write().remove(digest);
         self.memory.remove(digest);
+        self.pulled.forget(digest);
         let tags: Vec<TagKey> = {
             let mut tags = self.tags.write();
             let keys: Vec<TagKey> = tags.iter().filter(|(_, t)| &t.digest == digest).map(|(k, _)| k.clone()).collect();
@@ -54,7 +56,7 @@ impl Store {
             }
             keys
         };
-        self.changed();
+        self.removed();
         if let Some(record) = &record {
             self.journal.lock().append_removal(digest, record)?;
         }
@@ -63,6 +65,15 @@ impl Store {
         }
         let file_unlinked = unlink(&self.layout.blob(digest))?;
         Ok(Removal { record, tags, file_unlinked })
+    }
+
+    /// Removes one tag (its record and file); the manifest it named stays.
+    /// Returns whether it was there.
+    pub fn remove_tag(&self, key: &TagKey) -> io::Result<bool> {
+        let known = self.tags.write().remove(key).is_some();
+        self.removed();
+        unlink(&self.layout.tag(&key.registry, &key.repo, &key.tag))?;
+        Ok(known)
     }
 
     /// Every file under `blobs/` that no record names, sorted by path.

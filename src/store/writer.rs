@@ -81,10 +81,17 @@ impl BlobWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let _placing = store.placing(&self.expected);
         std::fs::rename(&self.temp, &path)?;
         self.done = true;
         sync_parent(&path)?;
-        let record = Record { kind: Kind::Blob, media_type: None, size: self.written, sources: vec![] };
+        let record = Record {
+            kind: Kind::Blob,
+            media_type: None,
+            size: self.written,
+            sources: vec![],
+            created: Some(super::tags::now_secs()),
+        };
         store.add_record(&self.expected, record, source)
     }
 }

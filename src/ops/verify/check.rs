@@ -137,7 +137,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, bytes).unwrap();
-        let record = Record { kind, media_type: None, size, sources: vec![] };
+        let record = Record { kind, media_type: None, size, sources: vec![], created: None };
         let mut buffer = vec![0; 4];
         let c = check(&path, digest, &record, &mut buffer, |_| {});
         (c.hashed, c.problem)
@@ -159,7 +159,7 @@ mod tests {
         assert!(p.to_string().starts_with(&format!("unparseable {d} (manifest is not valid JSON")), "{p}");
         let m = br#"{"schemaVersion":2,"layers":[]}"#;
         assert_eq!(checked(m, &Digest::of(Algorithm::Sha256, m), Kind::Manifest, m.len() as u64).1, None);
-        let record = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![] };
+        let record = Record { kind: Kind::Blob, media_type: None, size: 1, sources: vec![], created: None };
         let missing = check(Path::new("/nonexistent/f"), &d, &record, &mut [0; 4], |_| {});
         assert_eq!(missing.problem.map(|p| p.to_string()), Some(format!("missing {d}")));
     }
