@@ -56,6 +56,26 @@ pub enum Command {
     /// Exit status: 0 when everything is intact (or everything damaged was removed), 1 when
     /// damage was found and not removed, 2 when verify could not run (usage, config, lock).
     Verify(VerifyArgs),
+    /// List the cached images, with their times, sizes and completeness
+    ///
+    /// One line per image: a tag, or a manifest pulled by digest that no tag names (an index's
+    /// cached platform manifests count as part of its image). Columns: image, tag or digest, type
+    /// (list or image), created (first fetched), last pulled, size in MB (manifests and cached
+    /// blobs, each counted once) and completeness (every cached platform manifest has all its
+    /// blobs). Times are local, in the format --date of prune reads.
+    ///
+    /// Works while a server runs on the image path: it reads the files without taking the lock.
+    /// The server writes last-pulled times out every 30 s (and at shutdown), so they may lag by
+    /// that much.
+    List(ListArgs),
+    /// Remove images from the cache (by pattern, date, last pull or to fit a size)
+    ///
+    /// Every filter given must match. An index takes its cached platform manifests with it, and
+    /// a manifest or blob goes only when no image that stays uses it (a layer shared by two
+    /// images stays with the other). The tags of removed images go; the next pull fetches the
+    /// image again. Pinned images (the pins file, the pinned: config list) are never removed.
+    /// Without --dry-run it needs the image path's lock: it refuses while a server runs.
+    Prune(PruneArgs),
     /// Print the version and exit
     Version,
 }
@@ -157,4 +177,58 @@ pub struct VerifyArgs {
     /// Files hashed in parallel. Default: the CPUs this process may use
     #[arg(long, value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListOutput {
+    /// Aligned columns
+    Table,
+    /// One JSON array of objects
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// List only images matching any of these comma-separated regular expressions (unanchored),
+    /// matched against registry/repo:tag and registry/repo@digest, e.g. --pattern cilium,coredns
+    #[arg(long, value_name = "REGEX,...")]
+    pub pattern: Option<String>,
+
+    /// Print a header line (table output)
+    #[arg(long)]
+    pub header: bool,
+
+    /// Show digests by their first 10 hex characters
+    #[arg(long)]
+    pub short_digest: bool,
+
+    /// Output format. Default table
+    #[arg(long, value_enum, default_value_t = ListOutput::Table)]
+    pub output: ListOutput,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Prune images matching any of these comma-separated regular expressions (unanchored),
+    /// matched against registry/repo:tag and registry/repo@digest, e.g. --pattern cilium,coredns
+    #[arg(long, value_name = "REGEX,...")]
+    pub pattern: Option<String>,
+
+    /// Prune images created (first fetched) before this local time, e.g. 2025-02-28T12:59:59
+    /// (a trailing Z means UTC)
+    #[arg(long, value_name = "YYYY-MM-DDTHH:MM:SS")]
+    pub date: Option<String>,
+
+    /// Prune images not pulled for this long (never pulled: created that long ago): 30m, 12h, 7d
+    #[arg(long, value_name = "DURATION")]
+    pub accessed_before: Option<String>,
+
+    /// Remove the least recently pulled images (of those the other filters select) until the
+    /// cache holds at most this much: bytes, or 500MiB, 20GB
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -3,6 +3,8 @@
 //! beats file beats default. Every problem in a file is reported at once, each
 //! naming its key, and the server does not start with any of them.
 
+pub mod prune;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +97,8 @@ pub struct FileConfig {
     /// How often cached tags are re-checked upstream, unless an entry says otherwise (ours).
     pub tag_policy: Option<DurationValue>,
     pub registries: Vec<RegistryConfig>,
+    /// Images prune never removes: regular expressions matched like `--pattern` (ours).
+    pub pinned: Vec<String>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
     pub os: Option<serde_yaml_ng::Value>,
@@ -103,7 +107,8 @@ pub struct FileConfig {
     pub image_file: Option<serde_yaml_ng::Value>,
     pub hello_world: Option<serde_yaml_ng::Value>,
     pub health: Option<serde_yaml_ng::Value>,
-    pub prune_config: Option<serde_yaml_ng::Value>,
+    /// Background pruning (see `prune`).
+    pub prune_config: Option<prune::PruneConfig>,
     pub server_tls_config: Option<serde_yaml_ng::Value>,
 }
 
@@ -248,6 +253,10 @@ pub struct Settings {
     /// The tag policy of upstreams that are not listed (listed ones carry their own).
     pub tag_policy: TagPolicy,
     pub registries: Vec<Registry>,
+    /// Background pruning, if `pruneConfig` enables it.
+    pub prune: Option<prune::BackgroundPrune>,
+    /// `pinned`: patterns of images no prune removes.
+    pub pinned: Vec<String>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
 }
@@ -331,6 +340,10 @@ impl Settings {
             None => TagPolicy::Never,
         };
         let registries = validate_registries(&file.registries, (circuit_breaker, tag_policy), &mut problems);
+        let prune = prune::validate(file.prune_config.as_ref(), &mut problems);
+        if let Err(e) = crate::ops::criteria::Patterns::from_entries(file.pinned.iter().map(String::as_str)) {
+            problems.push(format!("pinned: {e}"));
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -366,6 +379,8 @@ impl Settings {
             circuit_breaker,
             tag_policy,
             registries,
+            prune,
+            pinned: file.pinned.clone(),
             ignored_keys: file.later_release_keys(),
         })
     }
@@ -424,7 +439,6 @@ impl FileConfig {
             ("imageFile", &self.image_file),
             ("helloWorld", &self.hello_world),
             ("health", &self.health),
-            ("pruneConfig", &self.prune_config),
             ("serverTlsConfig", &self.server_tls_config),
         ];
         keys.into_iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())).map(|(k, _)| k).collect()
@@ -748,7 +762,23 @@ registries:
 
     #[test]
     fn go_keys_of_later_releases_are_accepted_and_reported() {
-        let s = settings("pruneConfig:\n  enabled: true\nos: linux\n", &[]).unwrap();
-        assert_eq!(s.ignored_keys, vec!["os", "pruneConfig"]);
+        let s = settings("health: 8081\nos: linux\n", &[]).unwrap();
+        assert_eq!(s.ignored_keys, vec!["os", "health"]);
+    }
+
+    #[test]
+    fn prune_config_is_read_with_the_go_keys_and_checked() {
+        let s = settings("pruneConfig:\n  enabled: true\n  type: accessed\n  duration: 15d\n  dryrun: true\n", &[])
+            .unwrap();
+        let p = s.prune.unwrap();
+        assert!(matches!(p.select, prune::Select::Accessed(1_296_000)) && p.dry_run && p.count.is_none());
+        assert_eq!(p.every, prune::DEFAULT_FREQUENCY);
+        let s = settings("pruneConfig:\n  enabled: false\n  type: nonsense\n", &[]).unwrap();
+        assert!(s.prune.is_none(), "a disabled pruneConfig is not checked");
+        let yaml = "pinned: ['(']\npruneConfig:\n  enabled: true\n  type: pattern\n  frequency: 0\n  count: -3\n";
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        for needle in ["pinned", "pruneConfig.expr", "pruneConfig.frequency", "pruneConfig.count"] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
     }
 }

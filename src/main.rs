@@ -16,6 +16,8 @@ fn main() {
     let result = match &cli.command {
         Command::Serve(args) => ociregistry::server::run(&cli, args),
         Command::Verify(args) => std::process::exit(ociregistry::ops::verify::run(&cli, args).exit_code()),
+        Command::List(args) => std::process::exit(ociregistry::ops::list::run(&cli, args)),
+        Command::Prune(args) => std::process::exit(ociregistry::ops::prune::cli::run(&cli, args)),
         Command::Version => {
             println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
             Ok(())

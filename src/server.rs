@@ -59,6 +59,10 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
     runtime.spawn(flush_pulled_times(store.clone(), shutdown.clone()));
+    if let Some(prune) = settings.prune.clone() {
+        let run = crate::ops::prune::background::run(store.clone(), prune, settings.pinned.clone(), shutdown.clone());
+        runtime.spawn(run);
+    }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),

@@ -11,6 +11,8 @@ pub mod descriptors;
 pub mod layout;
 pub mod memory;
 pub mod pagecache;
+pub mod peek;
+pub mod pins;
 pub mod records;
 pub mod removal;
 pub mod space;

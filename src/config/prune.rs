@@ -1,0 +1,110 @@
+//! `pruneConfig`: the Go ociregistry's background pruning, validated into
+//! [`BackgroundPrune`]. `type` is `accessed` (not pulled for `duration`),
+//! `created` (created `duration` ago) or `pattern` (`expr`, comma-separated
+//! regular expressions); it runs every `frequency` (default 5h), removes at
+//! most `count` images a run (absent or 0: no limit), and with `dryRun`
+//! (Go spells it `dryrun`; both are read) only logs what it would remove.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ops::criteria::{parse_duration, Patterns};
+
+/// How often by default (Go's `5h`).
+pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(5 * 3600);
+
+/// `pruneConfig` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PruneConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub expr: Option<String>,
+    #[serde(default)]
+    pub frequency: Option<String>,
+    #[serde(default)]
+    pub count: Option<i64>,
+    #[serde(default, alias = "dryrun")]
+    pub dry_run: Option<bool>,
+}
+
+/// What selects images for a background prune.
+#[derive(Debug, Clone)]
+pub enum Select {
+    /// Not pulled for this many seconds (never pulled: created that long ago).
+    Accessed(u64),
+    /// Created this many seconds ago or more.
+    Created(u64),
+    Pattern(Patterns),
+}
+
+#[derive(Debug, Clone)]
+pub struct BackgroundPrune {
+    pub select: Select,
+    pub every: Duration,
+    pub count: Option<usize>,
+    pub dry_run: bool,
+}
+
+/// The background prune `pruneConfig` asks for, if enabled; problems are
+/// added to `problems`, each naming its key.
+pub fn validate(config: Option<&PruneConfig>, problems: &mut Vec<String>) -> Option<BackgroundPrune> {
+    let c = config.filter(|c| c.enabled)?;
+    let duration = |problems: &mut Vec<String>| match c.duration.as_deref().map(parse_duration) {
+        Some(Ok(secs)) => Some(secs),
+        Some(Err(e)) => {
+            problems.push(format!("pruneConfig.duration: {e}"));
+            None
+        }
+        None => {
+            problems.push("pruneConfig.duration: required for this type (e.g. 15d)".into());
+            None
+        }
+    };
+    let select = match c.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("accessed") => duration(problems).map(Select::Accessed),
+        Some("created") => duration(problems).map(Select::Created),
+        Some("pattern") => match c.expr.as_deref().map(Patterns::parse) {
+            Some(Ok(p)) if !p.is_empty() => Some(Select::Pattern(p)),
+            Some(Err(e)) => {
+                problems.push(format!("pruneConfig.expr: {e}"));
+                None
+            }
+            _ => {
+                problems.push("pruneConfig.expr: required for type pattern".into());
+                None
+            }
+        },
+        other => {
+            problems.push(format!("pruneConfig.type: {other:?} is not one of accessed, created or pattern"));
+            None
+        }
+    };
+    let every = match c.frequency.as_deref().map(parse_duration) {
+        None => Some(DEFAULT_FREQUENCY),
+        Some(Ok(secs)) if secs > 0 => Some(Duration::from_secs(secs)),
+        Some(Ok(_)) => {
+            problems.push("pruneConfig.frequency: must be more than 0".into());
+            None
+        }
+        Some(Err(e)) => {
+            problems.push(format!("pruneConfig.frequency: {e}"));
+            None
+        }
+    };
+    let count = match c.count {
+        None | Some(0) | Some(-1) => None,
+        Some(n) if n > 0 => Some(n as usize),
+        Some(n) => {
+            problems.push(format!("pruneConfig.count: {n} is negative"));
+            None
+        }
+    };
+    Some(BackgroundPrune { select: select?, every: every?, count, dry_run: c.dry_run.unwrap_or(false) })
+}

@@ -1,0 +1,88 @@
+//! The `prune` command: parses its flags into [`Criteria`], reads the pins
+//! (the pins file and the config's `pinned:` patterns), takes the image
+//! path's lock and prunes. While a server owns the image path it refuses,
+//! naming the server's pid; a `--dry-run` then plans from the files beside
+//! the server instead (see `store::peek`).
+
+use std::io::{self, Write};
+
+use super::{plan, prune, Criteria, Pins, Report};
+use crate::cli::{Cli, PruneArgs};
+use crate::config::{CommonSettings, FileConfig};
+use crate::ops::criteria::{parse_date, parse_duration, parse_size, Patterns};
+use crate::store::{peek, Layout, MemoryLimits, OpenError, Store};
+
+/// Runs the command; returns the exit status: 0 pruned (or nothing to
+/// prune), 1 some removals failed, 2 could not run.
+pub fn run(cli: &Cli, args: &PruneArgs) -> i32 {
+    match run_checked(cli, args) {
+        Ok(report) => {
+            let mut out = io::stdout().lock();
+            for line in report.lines(false) {
+                let _ = writeln!(out, "{line}");
+            }
+            i32::from(!report.errors.is_empty())
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            2
+        }
+    }
+}
+
+/// The criteria the flags give; an error names the flag.
+pub fn criteria(args: &PruneArgs, now: u64) -> Result<Criteria, String> {
+    let c = Criteria {
+        patterns: args.pattern.as_deref().map(Patterns::parse).transpose().map_err(|e| format!("--pattern: {e}"))?,
+        created_before: args.date.as_deref().map(parse_date).transpose().map_err(|e| format!("--date: {e}"))?,
+        accessed_before: args
+            .accessed_before
+            .as_deref()
+            .map(|d| parse_duration(d).map(|secs| now.saturating_sub(secs)))
+            .transpose()
+            .map_err(|e| format!("--accessed-before: {e}"))?,
+        max_size: args.max_size.as_deref().map(parse_size).transpose().map_err(|e| format!("--max-size: {e}"))?,
+        count: None,
+    };
+    if !c.selects() {
+        return Err("say what to prune: --pattern, --date, --accessed-before or --max-size".into());
+    }
+    Ok(c)
+}
+
+fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
+    let criteria = criteria(args, crate::store::tags::now_secs())?;
+    let file = FileConfig::of(cli).map_err(|e| e.to_string())?;
+    let patterns =
+        Patterns::from_entries(file.pinned.iter().map(String::as_str)).map_err(|e| format!("pinned: {e}"))?;
+    let settings = CommonSettings::resolve(cli).map_err(|e| e.to_string())?;
+    let _log =
+        crate::logging::init(settings.log_level.unwrap_or(crate::cli::LogLevel::Warn), settings.log_file.as_deref())
+            .map_err(|e| format!("{e:#}"))?;
+    let root = &settings.image_path;
+    let layout = Layout::new(root);
+    if !layout.blobs_dir().is_dir() {
+        return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
+    }
+    let read_pins = |exact| Pins { exact, patterns: (!patterns.is_empty()).then(|| patterns.clone()) };
+    match Store::open(root, MemoryLimits::default()) {
+        Ok(store) => {
+            let pins = read_pins(store.pins().map_err(|e| format!("cannot read the pins: {e}"))?.into_iter().collect());
+            Ok(prune(&store, &criteria, &pins, args.dry_run))
+        }
+        Err(OpenError::Locked { path, pid }) if args.dry_run => {
+            let _ = pid;
+            let exact = crate::store::pins::read(&layout.pins_file()).map_err(|e| format!("cannot read the pins: {e}"))?;
+            let peeked = peek::catalog(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let plan = plan::plan(&peeked.images, &peeked.sizes, &criteria, &read_pins(exact.into_iter().collect()));
+            Ok(Report { plan, dry_run: true, ..Report::default() })
+        }
+        Err(OpenError::Locked { path, pid }) => Err(format!(
+            "a server owns the image path {}: {} holds its lock {}; stop it and prune again (or use --dry-run to see what would go)",
+            path.display(),
+            pid.map_or_else(|| "a process".to_string(), |p| format!("pid {p}")),
+            layout.lock_file().display()
+        )),
+        Err(other) => Err(other.to_string()),
+    }
+}

@@ -1,0 +1,286 @@
+//! `ociregistry prune` against the real binary and an image path filled by
+//! the real server from the fake upstream: by pattern, date, last pull and
+//! size; a layer shared by two images survives its first owner's pruning;
+//! pinned images (pins file and `pinned:` config) stay; the command refuses
+//! while a server owns the path (a dry run reads beside it); a pruned image
+//! pulls again; and `pruneConfig` prunes inside a server while pulls go on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_upstream::{FakeImage, FakeUpstream};
+use common::{plain_registry, random_bytes, wait_until, Server};
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(images: &Path, config: Option<&Path>, command: &str, args: &[&str]) -> Ran {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ociregistry"));
+    c.args(["--image-path", images.to_str().unwrap()]);
+    if let Some(config) = config {
+        c.arg("--config-file").arg(config);
+    }
+    let o = c.arg(command).args(args).env_remove("RUST_LOG").output().expect("run ociregistry");
+    Ran {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn prune(images: &Path, config: Option<&Path>, args: &[&str]) -> Ran {
+    let r = run(images, config, "prune", args);
+    assert!(r.code.is_some(), "prune was killed: {}", r.stderr);
+    r
+}
+
+fn blob_file(images: &Path, digest: &str) -> PathBuf {
+    images.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..])
+}
+
+/// Pulls an image whole (manifest by tag, config, layers), checking every byte.
+fn pull(server: &Server, up: &FakeUpstream, repo: &str, img: &FakeImage, layers: &[Vec<u8>]) -> Result<(), String> {
+    let host = up.host();
+    let r = server.get(&format!("/v2/{host}/{repo}/manifests/v1"), &[]);
+    if (r.status, &r.body) != (200, &img.manifest_bytes) {
+        return Err(format!("{repo} manifest: {} {}", r.status, r.text()));
+    }
+    let r = server.get(&format!("/v2/{host}/{repo}/blobs/{}", img.config_digest), &[]);
+    if r.status != 200 {
+        return Err(format!("{repo} config: {}", r.status));
+    }
+    for (digest, layer) in img.layer_digests.iter().zip(layers) {
+        let r = server.get(&format!("/v2/{host}/{repo}/blobs/{digest}"), &[]);
+        if r.status != 200 || r.body != *layer {
+            return Err(format!("{repo} layer {digest}: {}", r.status));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until every object of `img` is journaled: commits are answered before.
+fn wait_recorded(images: &Path, img: &FakeImage) {
+    let journal = images.join("index/records.jsonl");
+    let all: Vec<&String> = img.layer_digests.iter().chain([&img.config_digest, &img.manifest_digest]).collect();
+    let done = wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        all.iter().all(|d| text.contains(&format!("\"digest\":\"{d}\"")))
+    });
+    assert!(done, "not journaled within 10 s");
+}
+
+struct Setup {
+    up: FakeUpstream,
+    _dir: tempfile::TempDir,
+    images: PathBuf,
+    config_file: PathBuf,
+    config: String,
+}
+
+fn setup(extra_config: &str) -> Setup {
+    let up = FakeUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let config = format!("{}{extra_config}", plain_registry(&up.host()));
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(&config_file, &config).unwrap();
+    Setup { up, _dir: dir, images, config_file, config }
+}
+
+#[test]
+fn prune_by_pattern_keeps_shared_layers_and_pinned_images_and_a_pruned_image_pulls_again() {
+    let s = setup("pinned: ['team/p:']\n");
+    let (up, images, host) = (&s.up, &s.images, s.up.host());
+    let shared = random_bytes(1, 40_000);
+    let la = vec![shared.clone(), random_bytes(2, 30_000)];
+    let lb = vec![shared.clone(), random_bytes(3, 20_000)];
+    let lp = vec![random_bytes(4, 10_000)];
+    let lq = vec![random_bytes(5, 10_000)];
+    let a = up.add_image("team/a", "v1", &la);
+    let b = up.add_image("team/b", "v1", &lb);
+    let p = up.add_image("team/p", "v1", &lp);
+    let q = up.add_image("team/q", "v1", &lq);
+    let mut server = Server::start_in(images, &s.config, &[]);
+    for (repo, img, layers) in [("team/a", &a, &la), ("team/b", &b, &lb), ("team/p", &p, &lp), ("team/q", &q, &lq)] {
+        pull(&server, up, repo, img, layers).unwrap();
+        wait_recorded(images, img);
+    }
+    std::fs::write(images.join("index/pins"), format!("{host}/team/q:v1\n")).unwrap();
+
+    let refused = prune(images, Some(&s.config_file), &["--pattern", "team/a"]);
+    assert_eq!(refused.code, Some(2), "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains(&format!("pid {}", server.pid())), "{}", refused.stderr);
+    let dry = prune(images, Some(&s.config_file), &["--pattern", "team/a", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "a dry run reads beside the server: {}", dry.stderr);
+    assert!(
+        dry.stdout.contains(&format!("would remove image {host}/team/a:v1 (image {})", a.manifest_digest)),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains(&format!("would remove blob {} (30000 bytes)", a.layer_digests[1])), "{}", dry.stdout);
+    assert!(!dry.stdout.contains(&a.layer_digests[0]), "b still uses the shared layer: {}", dry.stdout);
+    assert!(blob_file(images, &a.manifest_digest).exists(), "a dry run removes nothing");
+    assert!(server.stop().success());
+
+    let done = prune(images, Some(&s.config_file), &["--pattern", "team/a"]);
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.lines().last().unwrap().starts_with("pruned 1 images, 1 manifests, 2 blobs; freed "),
+        "{}",
+        done.stdout
+    );
+    for gone in [&a.manifest_digest, &a.config_digest, &a.layer_digests[1]] {
+        assert!(!blob_file(images, gone).exists(), "{gone} is still there");
+    }
+    assert!(!images.join(format!("tags/{host}/team/a/_tags/v1")).exists(), "its tag went with it");
+    assert!(blob_file(images, &a.layer_digests[0]).exists(), "the shared layer stays with b");
+
+    let pinned = prune(images, Some(&s.config_file), &["--pattern", "team/(p|q)"]);
+    assert_eq!(pinned.code, Some(0), "{}", pinned.stderr);
+    assert!(
+        pinned.stdout.contains("pruned 0 images") && pinned.stdout.contains("2 pinned images kept"),
+        "{}",
+        pinned.stdout
+    );
+    assert!(blob_file(images, &p.layer_digests[0]).exists() && blob_file(images, &q.layer_digests[0]).exists());
+
+    let server = Server::start_in(images, &s.config, &[]);
+    up.clear_log();
+    pull(&server, up, "team/b", &b, &lb).unwrap();
+    assert!(up.requests().is_empty(), "b is whole in the cache: {:?}", up.requests().len());
+    pull(&server, up, "team/a", &a, &la).unwrap();
+    assert!(up.count("GET", "team/a/manifests/v1") >= 1, "a was fetched again");
+    assert_eq!(up.count("GET", &a.layer_digests[0]), 0, "the shared layer was still cached");
+}
+
+#[test]
+fn prune_by_date_by_last_pull_and_to_fit_a_size() {
+    let s = setup("");
+    let (up, images) = (&s.up, &s.images);
+    let layers: Vec<Vec<Vec<u8>>> = (0..3).map(|i| vec![random_bytes(10 + i, 50_000 + 1000 * i as usize)]).collect();
+    let imgs: Vec<FakeImage> =
+        ["team/a", "team/b", "team/c"].iter().zip(&layers).map(|(r, l)| up.add_image(r, "v1", l)).collect();
+    let mut server = Server::start_in(images, &s.config, &[]);
+    for ((repo, img), l) in ["team/a", "team/b", "team/c"].iter().zip(&imgs).zip(&layers) {
+        pull(&server, up, repo, img, l).unwrap();
+        wait_recorded(images, img);
+    }
+    assert!(server.stop().success());
+    let pulled = std::fs::read_to_string(images.join("index/pulled")).unwrap();
+    assert_eq!(pulled.lines().count(), 3, "written at shutdown: {pulled}");
+
+    let none = prune(images, None, &["--date", "2000-01-01T00:00:00"]);
+    assert!(none.stdout.contains("pruned 0 images"), "{}{}", none.stdout, none.stderr);
+    let bad = prune(images, None, &["--date", "yesterday"]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--date"), "{}", bad.stderr);
+    assert_eq!(prune(images, None, &[]).code, Some(2), "no criteria: refused");
+
+    // a was pulled 10 days ago, b 2 days ago, c now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let times = [now - 10 * 86_400, now - 2 * 86_400, now];
+    let text: String = imgs.iter().zip(times).map(|(i, t)| format!("{} {t}\n", i.manifest_digest)).collect();
+    std::fs::write(images.join("index/pulled"), format!("{text}not a line\n")).unwrap();
+    let week = prune(images, None, &["--accessed-before", "7d", "--dry-run"]);
+    assert!(
+        week.stdout.contains("/team/a:v1") && !week.stdout.contains("/team/b:v1"),
+        "{}{}",
+        week.stdout,
+        week.stderr
+    );
+
+    // Everything cached is the three images; fitting b and c leaves exactly them.
+    let sizes: Vec<u64> = (0..3)
+        .map(|i| (imgs[i].manifest_bytes.len() + layers[i][0].len()) as u64 + config_size(images, &imgs[i]))
+        .collect();
+    let size = |i: usize| sizes[i];
+    let fit = (size(1) + size(2)).to_string();
+    let done = prune(images, None, &["--max-size", &fit]);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stdout.contains(&format!("; freed {} bytes", size(0))), "{}", done.stdout);
+    assert!(!blob_file(images, &imgs[0].layer_digests[0]).exists(), "the least recently pulled went");
+    assert!(
+        blob_file(images, &imgs[1].layer_digests[0]).exists() && blob_file(images, &imgs[2].layer_digests[0]).exists()
+    );
+
+    let later = format_local(now + 3600);
+    let all = prune(images, None, &["--date", &later]);
+    assert!(all.stdout.contains("pruned 2 images"), "{}{}", all.stdout, all.stderr);
+    let left: Vec<_> = walk(&images.join("blobs"));
+    assert!(left.is_empty(), "everything created before an hour from now is gone: {left:?}");
+    assert_eq!(run(images, None, "list", &[]).stdout, "", "nothing listed");
+}
+
+#[test]
+fn prune_config_prunes_inside_the_server_while_pulls_go_on() {
+    let s = setup("pruneConfig:\n  enabled: true\n  type: pattern\n  expr: team/a\n  frequency: 1s\n");
+    let up = Arc::new(s.up);
+    let la = vec![random_bytes(20, 200_000), random_bytes(21, 1000)];
+    let lb = vec![la[0].clone(), random_bytes(22, 150_000)];
+    let a = up.add_image("team/a", "v1", &la);
+    let b = up.add_image("team/b", "v1", &lb);
+    let server = Arc::new(Server::start_in(&s.images, &s.config, &[]));
+    // b is cached before the first run (1 s in), so the layer it shares with a is always in use.
+    pull(&server, &up, "team/b", &b, &lb).unwrap();
+    wait_recorded(&s.images, &b);
+    let (stop, pulls, failures) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (server, up, stop, pulls, failures) =
+                (server.clone(), up.clone(), stop.clone(), pulls.clone(), failures.clone());
+            let (img, layers, repo) =
+                if i % 2 == 0 { (a.clone(), la.clone(), "team/a") } else { (b.clone(), lb.clone(), "team/b") };
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match pull(&server, &up, repo, &img, &layers) {
+                        Ok(()) => pulls.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("pull failed during prune: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let pruned_twice = wait_until(Duration::from_secs(30), || server.log().matches("removed image").count() >= 2);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(pruned_twice, "the background prune did not run twice:\n{}", server.log());
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "every pull succeeded ({} did)", pulls.load(Ordering::Relaxed));
+    assert!(up.count("GET", "team/a/manifests/v1") >= 2, "a was pruned and pulled again");
+    assert!(!server.log().contains(&format!("removed blob {}", a.layer_digests[0])), "never the layer b shares");
+}
+
+fn config_size(images: &Path, img: &FakeImage) -> u64 {
+    std::fs::metadata(blob_file(images, &img.config_digest)).unwrap().len()
+}
+
+/// Unix seconds as the local `YYYY-MM-DDTHH:MM:SS` prune's --date reads.
+fn format_local(secs: u64) -> String {
+    let o = Command::new("date").args(["-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"]).output().unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
