@@ -76,6 +76,18 @@ pub enum Command {
     /// image again. Pinned images (the pins file, the pinned: config list) are never removed.
     /// Without --dry-run it needs the image path's lock: it refuses while a server runs.
     Prune(PruneArgs),
+    /// Load images into the cache from image lists (pulled from their upstreams) or tarballs
+    ///
+    /// --image-file takes an image list (one fully qualified reference per line, by tag or digest,
+    /// e.g. quay.io/prometheus/busybox:latest or docker.io/library/alpine@sha256:…; `#` starts a
+    /// comment), a `docker save` or OCI layout tarball (gzipped or not), a glob, or a comma list of
+    /// them: 'lists/*.txt,images.tar.gz'. Each file's kind is told by its content. What is already
+    /// cached is not fetched again. Needs the image path's lock: a running server must be stopped
+    /// (or given the list with serve --preload-images).
+    ///
+    /// Exit status: 0 when every image loaded, 1 when some image failed (each is named; the
+    /// others are loaded), 2 when load could not run (usage, config, lock, unreadable files).
+    Load(LoadArgs),
     /// Print the version and exit
     Version,
 }
@@ -114,7 +126,7 @@ pub enum IoDriver {
     Epoll,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on; `::` listens on IPv6 and IPv4. Default 0.0.0.0
     #[arg(long)]
@@ -231,4 +243,35 @@ pub struct PruneArgs {
     /// Show what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Image list files and tarballs to load: a file, a glob, or a comma list of them
+    /// (config key imageFile)
+    #[arg(long, value_name = "SPEC")]
+    pub image_file: Option<String>,
+
+    /// Operating system of the image to take from a multi-platform index (config key os).
+    /// Default: this host's (linux)
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+
+    /// Architecture of the image to take from a multi-platform index, with an optional variant:
+    /// amd64, arm64, arm64/v8, arm/v7 (config key arch). Default: this host's, in Go's names
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub arch: Option<String>,
+
+    /// Load every platform of a multi-platform index, not just --os/--arch
+    #[arg(long)]
+    pub all_platforms: bool,
+
+    /// Images loaded at once, and blob downloads at once. Default 4
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+
+    /// Milliseconds to wait for an upstream's response headers, and for progress while a
+    /// body streams (never a limit on the whole transfer). Default 60000
+    #[arg(long, value_name = "MS")]
+    pub pull_timeout: Option<u64>,
 }

@@ -101,10 +101,13 @@ pub struct FileConfig {
     pub pinned: Vec<String>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
     // accepted so its files load unchanged, and reported at startup as not acted on.
-    pub os: Option<serde_yaml_ng::Value>,
-    pub arch: Option<serde_yaml_ng::Value>,
+    /// Platform taken from multi-platform indexes by `load` (and preloading), as `--os`.
+    pub os: Option<String>,
+    /// As `--arch`: `amd64`, `arm64/v8`.
+    pub arch: Option<String>,
     pub preload_images: Option<serde_yaml_ng::Value>,
-    pub image_file: Option<serde_yaml_ng::Value>,
+    /// What `load` loads when `--image-file` is not given.
+    pub image_file: Option<String>,
     pub hello_world: Option<serde_yaml_ng::Value>,
     pub health: Option<serde_yaml_ng::Value>,
     /// Background pruning (see `prune`).
@@ -433,10 +436,7 @@ impl FileConfig {
 
     fn later_release_keys(&self) -> Vec<&'static str> {
         let keys = [
-            ("os", &self.os),
-            ("arch", &self.arch),
             ("preloadImages", &self.preload_images),
-            ("imageFile", &self.image_file),
             ("helloWorld", &self.hello_world),
             ("health", &self.health),
             ("serverTlsConfig", &self.server_tls_config),
@@ -763,7 +763,7 @@ registries:
     #[test]
     fn go_keys_of_later_releases_are_accepted_and_reported() {
         let s = settings("health: 8081\nos: linux\n", &[]).unwrap();
-        assert_eq!(s.ignored_keys, vec!["os", "health"]);
+        assert_eq!(s.ignored_keys, vec!["health"]);
     }
 
     #[test]

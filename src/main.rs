@@ -18,6 +18,7 @@ fn main() {
         Command::Verify(args) => std::process::exit(ociregistry::ops::verify::run(&cli, args).exit_code()),
         Command::List(args) => std::process::exit(ociregistry::ops::list::run(&cli, args)),
         Command::Prune(args) => std::process::exit(ociregistry::ops::prune::cli::run(&cli, args)),
+        Command::Load(args) => std::process::exit(ociregistry::ops::load::run(&cli, args).exit_code()),
         Command::Version => {
             println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -306,6 +306,12 @@ impl Store {
         }
     }
 
+    /// Whether a staged manifest is still on its way to disk (see
+    /// [`Store::persist_manifest`]); once not, it is committed if it has a record.
+    pub fn is_pending(&self, digest: &Digest) -> bool {
+        self.pending.read().contains_key(digest)
+    }
+
     /// The current generation (see the field); read before looking anything up.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -1,0 +1,322 @@
+//! `ociregistry load --image-file SPEC`: fills the cache ahead of time, for a
+//! cluster that must boot without its upstreams or a site that is air-gapped.
+//! SPEC names image lists and tarballs (see `spec`). Images of lists are
+//! pulled from their upstreams through the fetch plane (`pull`), as a
+//! pull-through would; tarballs are read and committed locally (`tarball`).
+//! Everything is digest-checked before it is committed, and what is already
+//! cached is not fetched again.
+//!
+//! [`load`] is a function over a store and a fetch handle, so a running
+//! server can run it too (`serve --preload-images`). The `load` command owns
+//! the image path (its lock) while it runs; the exit status is an [`Outcome`].
+
+pub mod image_ref;
+pub mod platform;
+mod progress;
+mod pull;
+pub mod spec;
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{watch, Semaphore};
+
+pub use image_ref::ImageRef;
+pub use platform::{Platform, Platforms};
+pub use progress::Progress;
+pub use spec::Input;
+
+use crate::cli::{Cli, LoadArgs, LogLevel, ServeArgs};
+use crate::config::{FileConfig, Settings};
+use crate::fetch::FetchHandle;
+use crate::store::{Layout, OpenError, Store};
+
+/// Images loaded at once (and blob downloads at once) by default.
+pub const DEFAULT_JOBS: usize = 4;
+
+/// How a run ended; its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every image is loaded.
+    Loaded,
+    /// Some image could not be loaded (each is named); the others are.
+    SomeFailed,
+    /// Load could not run: usage, configuration, unreadable input, or the lock is held.
+    NotRun,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Loaded => 0,
+            Outcome::SomeFailed => 1,
+            Outcome::NotRun => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub platforms: Platforms,
+    /// Images at once, and blob downloads at once.
+    pub jobs: NonZeroUsize,
+}
+
+/// What loading one image fetched and found already cached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub manifests_fetched: u64,
+    pub manifests_present: u64,
+    pub blobs_fetched: u64,
+    pub blobs_present: u64,
+    /// Bytes of the blobs fetched.
+    pub bytes_fetched: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.manifests_fetched += other.manifests_fetched;
+        self.manifests_present += other.manifests_present;
+        self.blobs_fetched += other.blobs_fetched;
+        self.blobs_present += other.blobs_present;
+        self.bytes_fetched += other.bytes_fetched;
+    }
+}
+
+/// The result of a run, printed as its last line.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub loaded: u64,
+    /// Each image (or list line, or tarball) that failed, with why.
+    pub failed: Vec<(String, String)>,
+    pub counts: Counts,
+}
+
+impl Summary {
+    pub fn outcome(&self) -> Outcome {
+        if self.failed.is_empty() {
+            Outcome::Loaded
+        } else {
+            Outcome::SomeFailed
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "loaded {} images, {} failed: fetched {} manifests and {} blobs ({} bytes); {} manifests and {} blobs were already cached",
+            self.loaded,
+            self.failed.len(),
+            c.manifests_fetched,
+            c.blobs_fetched,
+            c.bytes_fetched,
+            c.manifests_present,
+            c.blobs_present
+        )
+    }
+}
+
+/// Loads every input into `store`: list images through `fetch`, `jobs` at a
+/// time; tarballs one after the other. Failures are counted and named in the
+/// summary, never stop the others.
+pub async fn load(
+    store: Arc<Store>,
+    fetch: FetchHandle,
+    inputs: Vec<Input>,
+    options: &Options,
+    progress: &Progress,
+) -> Summary {
+    let mut summary = Summary::default();
+    let mut images: Vec<ImageRef> = Vec::new();
+    let mut tarballs = Vec::new();
+    for input in inputs {
+        match input {
+            Input::List { lines, .. } => {
+                for line in lines {
+                    match line.image {
+                        Ok(image) if !images.contains(&image) => images.push(image),
+                        Ok(_) => {}
+                        Err(e) => {
+                            progress.failure(format_args!("failed {}: {e}", line.origin));
+                            progress.image_done();
+                            summary.failed.push((format!("{} ({})", line.text, line.origin), e));
+                        }
+                    }
+                }
+            }
+            Input::Tarball { path, gzipped } => tarballs.push((path, gzipped)),
+        }
+    }
+    let jobs = options.jobs.get();
+    let puller = pull::Puller {
+        store: store.clone(),
+        fetch,
+        platforms: options.platforms.clone(),
+        slots: Arc::new(Semaphore::new(jobs)),
+        jobs,
+    };
+    let results: Vec<(ImageRef, Result<Counts, String>)> = stream::iter(images)
+        .map(|image| {
+            let puller = &puller;
+            async move {
+                let bar = progress.image(&image.to_string());
+                let result = puller.pull(&image, &bar).await;
+                drop(bar);
+                match &result {
+                    Ok(c) => progress.line(format_args!(
+                        "loaded {image}: {} blobs fetched ({} bytes), {} already cached",
+                        c.blobs_fetched, c.bytes_fetched, c.blobs_present
+                    )),
+                    Err(e) => progress.failure(format_args!("failed {image}: {e}")),
+                }
+                progress.image_done();
+                (image, result)
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    for (image, result) in results {
+        match result {
+            Ok(counts) => {
+                summary.loaded += 1;
+                summary.counts.add(&counts);
+            }
+            Err(e) => summary.failed.push((image.to_string(), e)),
+        }
+    }
+    for (path, _gzipped) in tarballs {
+        let e = "tarballs are not supported yet".to_string();
+        progress.failure(format_args!("failed {}: {e}", path.display()));
+        progress.image_done();
+        summary.failed.push((path.display().to_string(), e));
+    }
+    summary
+}
+
+/// The `load` command: resolves its options (flags over the config file's
+/// `imageFile`, `os`, `arch`), takes the image path's lock, starts the fetch
+/// plane as `serve` does (the file's registries, auth and TLS), loads.
+pub fn run(cli: &Cli, args: &LoadArgs) -> Outcome {
+    match prepare(cli, args) {
+        Ok(prepared) => execute(prepared),
+        Err(message) => {
+            eprintln!("error: {message}");
+            Outcome::NotRun
+        }
+    }
+}
+
+struct Prepared {
+    settings: Arc<Settings>,
+    inputs: Vec<Input>,
+    options: Options,
+    store: Arc<Store>,
+    _log: tracing_appender::non_blocking::WorkerGuard,
+}
+
+fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
+    let file = FileConfig::of(cli).map_err(|e| e.to_string())?;
+    let serve = ServeArgs { pull_timeout: args.pull_timeout, ..ServeArgs::default() };
+    let mut settings = Settings::resolve(cli, &serve).map_err(|e| e.to_string())?;
+    // Loading is fetching: an air-gapped server's config still lets load reach upstreams,
+    // and only what the list names is fetched (no prefetch of siblings).
+    settings.air_gapped = false;
+    settings.prefetch = false;
+    let spec = args
+        .image_file
+        .clone()
+        .or(file.image_file.clone())
+        .ok_or("--image-file is required (or imageFile in the config file)")?;
+    let platforms = if args.all_platforms {
+        Platforms::All
+    } else {
+        Platforms::One(Platform::parse(
+            args.os.as_deref().or(file.os.as_deref()),
+            args.arch.as_deref().or(file.arch.as_deref()),
+        )?)
+    };
+    let inputs = spec::resolve(&spec)?;
+    let level = cli.log_level.or(file.log_level).unwrap_or(LogLevel::Warn);
+    let log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+    let store = open_store(&settings)?;
+    let jobs = args.jobs.unwrap_or(NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero"));
+    Ok(Prepared { settings: Arc::new(settings), inputs, options: Options { platforms, jobs }, store, _log: log })
+}
+
+fn open_store(settings: &Settings) -> Result<Arc<Store>, String> {
+    let store = Store::open(&settings.image_path, settings.memory).map_err(|e| match e {
+        OpenError::Locked { path, pid } => format!(
+            "a server (or another load or verify) owns the image path {}: {} holds its lock {}. Loading into a \
+             running server is not supported yet: stop it and load, or give the server the list with \
+             serve --preload-images",
+            path.display(),
+            pid.map_or_else(|| "a process".to_string(), |p| format!("pid {p}")),
+            Layout::new(&path).lock_file().display()
+        ),
+        other => other.to_string(),
+    })?;
+    Ok(Arc::new(store))
+}
+
+fn execute(p: Prepared) -> Outcome {
+    crate::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(256)
+        .thread_name("load")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the fetch runtime: {e}");
+            return Outcome::NotRun;
+        }
+    };
+    let metrics = crate::metrics::Metrics::default();
+    let (_stop, shutdown) = watch::channel(false);
+    let fetch = match crate::fetch::start(
+        runtime.handle(),
+        p.settings.clone(),
+        p.store.clone(),
+        shutdown,
+        metrics.block(),
+        metrics.circuits.clone(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: upstream configuration: {e}");
+            return Outcome::NotRun;
+        }
+    };
+    let items = p.inputs.iter().map(|i| match i {
+        Input::List { lines, .. } => lines.len() as u64,
+        Input::Tarball { .. } => 1,
+    });
+    let progress = Progress::for_cli(items.sum());
+    let summary = runtime.block_on(load(p.store.clone(), fetch, p.inputs, &p.options, &progress));
+    progress.finish();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    println!("{summary}");
+    if !summary.failed.is_empty() {
+        eprintln!("error: {} could not be loaded:", plural(summary.failed.len(), "image"));
+        for (what, why) in &summary.failed {
+            eprintln!("  {what}: {why}");
+        }
+    }
+    summary.outcome()
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}

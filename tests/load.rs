@@ -1,0 +1,271 @@
+//! `ociregistry load`: images named in lists are pulled from a real upstream (CNCF distribution,
+//! `docker-registry`) into an image path, which a server started `--air-gapped` on it then serves to
+//! containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream nothing; a
+//! bad line or an unreachable image fails the run (exit 1, each named) while the others load; a
+//! running server's lock makes load refuse (exit 2) naming its pid.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::containerd::{skopeo_copy_through, write_hosts_dir, Containerd, PullOpts};
+use common::distribution::{Distribution, Mode};
+use common::images::{sha256_digest, write_image, write_image_as, write_index, Format, ImageInfo, LayerSpec};
+use common::Server;
+
+/// The portless name the upstream is listed under: skopeo cannot parse `MIRROR/HOST:PORT/repo`.
+const UPSTREAM: &str = "upstream.test";
+
+struct Loaded {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Loaded {
+    fn summary(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default()
+    }
+
+    fn show(&self) -> String {
+        format!("exit {:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A working directory with the config listing the upstream as [`UPSTREAM`] and an image path.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    images: PathBuf,
+}
+
+impl Site {
+    fn new(upstream: &Distribution) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, config_yaml(upstream)).unwrap();
+        let images = dir.path().join("images");
+        Site { dir, config, images }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `ociregistry --image-path … --config-file … load <args>`.
+    fn load(&self, args: &[&str]) -> Loaded {
+        let o = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--image-path")
+            .arg(&self.images)
+            .arg("--config-file")
+            .arg(&self.config)
+            .arg("load")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_PROXY", "*")
+            .output()
+            .expect("run ociregistry load");
+        Loaded {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn write_list(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+fn config_yaml(upstream: &Distribution) -> String {
+    format!("registries:\n  - name: {UPSTREAM}\n    endpoint: {}\n", upstream.base_url)
+}
+
+/// This machine's architecture as OCI names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn other_arch() -> &'static str {
+    if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+fn layers(seed: u64) -> Vec<LayerSpec> {
+    vec![
+        LayerSpec::text(&format!("etc/seed-{seed}"), &format!("seed {seed}\n")),
+        LayerSpec::random(seed, 300 * 1024 + seed as usize),
+    ]
+}
+
+/// The config and layer digests of `image`.
+fn blobs_of(image: &ImageInfo) -> Vec<String> {
+    std::iter::once(image.config_digest.clone()).chain(image.layers.iter().map(|(d, _)| d.clone())).collect()
+}
+
+fn blob_file(images: &Path, digest: &str) -> PathBuf {
+    images.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..])
+}
+
+/// Pushes an image, an index (host and other architecture) and a Docker-typed image to the upstream.
+struct Pushed {
+    one: ImageInfo,
+    multi_host: ImageInfo,
+    multi_other: ImageInfo,
+    docker: ImageInfo,
+    _layout: tempfile::TempDir,
+}
+
+fn push_images(up: &Distribution) -> Pushed {
+    let layout = tempfile::tempdir().unwrap();
+    let one = write_image(layout.path(), "one", ("linux", host_arch()), &layers(1));
+    up.push(layout.path(), "one", "load/one:v1", &[]);
+    let index = write_index(
+        layout.path(),
+        "multi",
+        &[("linux", host_arch()), ("linux", other_arch())],
+        &[layers(2), layers(3)],
+    );
+    up.push(layout.path(), "multi", "load/multi:v2", &[]);
+    let docker = write_image_as(Format::Docker, layout.path(), "docker", ("linux", host_arch()), &layers(4));
+    up.push(layout.path(), "docker", "load/docker:v3", &[]);
+    let mut manifests = index.manifests.into_iter();
+    Pushed {
+        one,
+        multi_host: manifests.next().unwrap(),
+        multi_other: manifests.next().unwrap(),
+        docker,
+        _layout: layout,
+    }
+}
+
+fn ctr_pull(ctrd: &Containerd, mirror: &Server, namespace: &str, reference: &str, hosts: &Path) {
+    ctrd.pull(namespace, reference, hosts, &PullOpts::default()).unwrap_or_else(|e| {
+        panic!("ctr pull {reference}: {e}\n--- containerd:\n{}\n--- ociregistry:\n{}", ctrd.log(), mirror.log())
+    });
+    let content = ctrd.list_content(namespace).unwrap();
+    assert!(content.len() >= 3, "{namespace} holds {content:?}");
+}
+
+#[test]
+fn a_list_loads_from_the_upstream_and_an_air_gapped_server_serves_it_to_containerd_and_skopeo() {
+    let mut up = Distribution::start(Mode::Plain);
+    let pushed = push_images(&up);
+    let site = Site::new(&up);
+    let list = site.write_list(
+        "images.txt",
+        &format!(
+            "# images for the edge site\n\n{UPSTREAM}/load/one:v1\n  {UPSTREAM}/load/multi:v2   # index: host platform\n\
+             {UPSTREAM}/load/docker@{}\n",
+            pushed.docker.manifest_digest
+        ),
+    );
+
+    let first = site.load(&["--image-file", &list]);
+    assert_eq!(first.code, Some(0), "{}", first.show());
+    assert!(first.summary().starts_with("loaded 3 images, 0 failed"), "{}", first.show());
+    for image in [&pushed.one, &pushed.multi_host, &pushed.docker] {
+        for digest in blobs_of(image).iter().chain([&image.manifest_digest]) {
+            assert!(blob_file(&site.images, digest).is_file(), "{digest} not loaded\n{}", first.show());
+        }
+    }
+    for digest in blobs_of(&pushed.multi_other) {
+        assert!(!blob_file(&site.images, &digest).exists(), "the other platform's {digest} was loaded");
+    }
+    let tag = site.images.join("tags").join(UPSTREAM).join("load/one/_tags/v1");
+    assert!(std::fs::read_to_string(&tag).unwrap().contains(&pushed.one.manifest_digest));
+
+    let before = up.requests().len();
+    let second = site.load(&["--image-file", &list]);
+    assert_eq!(second.code, Some(0), "{}", second.show());
+    assert!(second.summary().contains("fetched 0 manifests and 0 blobs (0 bytes)"), "{}", second.show());
+    assert_eq!(up.requests().len(), before, "the second load asked the upstream: {:?}", &up.requests()[before..]);
+
+    up.stop();
+    let mirror = Server::start_in(&site.images, &config_yaml(&up), &["--air-gapped"]);
+    let ctrd = Containerd::start();
+    let hosts = write_hosts_dir(&site.path("hosts"), UPSTREAM, &format!("http://{}", mirror.addr));
+    for (ns, reference, image) in [
+        ("one", format!("{UPSTREAM}/load/one:v1"), &pushed.one),
+        ("multi", format!("{UPSTREAM}/load/multi:v2"), &pushed.multi_host),
+        ("docker", format!("{UPSTREAM}/load/docker@{}", pushed.docker.manifest_digest), &pushed.docker),
+    ] {
+        ctr_pull(&ctrd, &mirror, ns, &reference, &hosts);
+        let content = ctrd.list_content(ns).unwrap();
+        for digest in blobs_of(image) {
+            assert!(content.contains(&digest), "containerd lacks {digest} of {reference}: {content:?}");
+        }
+    }
+    let copy = site.path("skopeo-copy");
+    skopeo_copy_through(&mirror.addr, &format!("{UPSTREAM}/load/one:v1"), &copy)
+        .unwrap_or_else(|e| panic!("skopeo: {e}\n{}", mirror.log()));
+    let manifest = std::fs::read(copy.join("manifest.json")).unwrap();
+    assert_eq!(sha256_digest(&manifest), pushed.one.manifest_digest);
+}
+
+#[test]
+fn every_platform_loads_with_all_platforms_and_one_named_with_os_and_arch() {
+    let up = Distribution::start(Mode::Plain);
+    let pushed = push_images(&up);
+    let site = Site::new(&up);
+    let list = site.write_list("multi.txt", &format!("{UPSTREAM}/load/multi:v2\n"));
+    let other = site.load(&["--image-file", &list, "--os", "linux", "--arch", other_arch()]);
+    assert_eq!(other.code, Some(0), "{}", other.show());
+    assert!(blob_file(&site.images, &pushed.multi_other.config_digest).is_file());
+    assert!(!blob_file(&site.images, &pushed.multi_host.config_digest).exists());
+    let missing = site.load(&["--image-file", &list, "--arch", "s390x"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.show());
+    assert!(missing.stderr.contains("no linux/s390x image"), "{}", missing.show());
+    let all = site.load(&["--image-file", &list, "--all-platforms"]);
+    assert_eq!(all.code, Some(0), "{}", all.show());
+    assert!(blob_file(&site.images, &pushed.multi_host.config_digest).is_file());
+}
+
+#[test]
+fn bad_lines_and_unreachable_images_fail_the_run_by_name_while_the_others_load() {
+    let up = Distribution::start(Mode::Plain);
+    let pushed = push_images(&up);
+    let site = Site::new(&up);
+    let list = site.write_list(
+        "mixed.txt",
+        &format!(
+            "{UPSTREAM}/load/one:v1\nnot-a-full-reference:1\n{UPSTREAM}/load/absent:v9\n127.0.0.1:9/dead/repo:v1\n"
+        ),
+    );
+    let run = site.load(&["--image-file", &list, "--pull-timeout", "5000"]);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert!(run.summary().starts_with("loaded 1 images, 3 failed"), "{}", run.show());
+    for named in ["not-a-full-reference:1 (", "mixed.txt:2", "upstream.test/load/absent:v9", "127.0.0.1:9/dead/repo:v1"]
+    {
+        assert!(run.stderr.contains(named), "{named} is not named\n{}", run.show());
+    }
+    assert!(blob_file(&site.images, &pushed.one.config_digest).is_file(), "{}", run.show());
+}
+
+#[test]
+fn load_refuses_an_image_path_a_server_owns_and_bad_specs_are_named() {
+    let up = Distribution::start(Mode::Plain);
+    let site = Site::new(&up);
+    let list = site.write_list("l.txt", &format!("{UPSTREAM}/load/one:v1\n"));
+    let server = Server::start_in(&site.images, &config_yaml(&up), &[]);
+    let refused = site.load(&["--image-file", &list]);
+    assert_eq!(refused.code, Some(2), "{}", refused.show());
+    assert!(refused.stderr.contains(&format!("pid {}", server.pid())), "{}", refused.show());
+    drop(server);
+    let nothing = site.load(&["--image-file", &format!("{}/*.none", site.dir.path().display())]);
+    assert_eq!(nothing.code, Some(2), "{}", nothing.show());
+    assert!(nothing.stderr.contains("no file matches"), "{}", nothing.show());
+    let no_spec = site.load(&[]);
+    assert_eq!(no_spec.code, Some(2), "{}", no_spec.show());
+    assert!(no_spec.stderr.contains("--image-file"), "{}", no_spec.show());
+}
