@@ -1,8 +1,10 @@
 //! `ociregistry load`: images named in lists are pulled from a real upstream (CNCF distribution,
-//! `docker-registry`) into an image path, which a server started `--air-gapped` on it then serves to
-//! containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream nothing; a
-//! bad line or an unreachable image fails the run (exit 1, each named) while the others load; a
-//! running server's lock makes load refuse (exit 2) naming its pid.
+//! `docker-registry`), and images in tarballs skopeo made from it (a docker save archive, a gzipped
+//! OCI layout archive) are read, into an image path, which a server started `--air-gapped` on it then
+//! serves to containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream
+//! nothing; a bad line or an unreachable image fails the run (exit 1, each named) while the others
+//! load; a tarball with a wrong digest commits nothing, and its images without a usable name are
+//! refused alone; a running server's lock makes load refuse (exit 2) naming its pid.
 
 mod common;
 
@@ -149,6 +151,32 @@ fn push_images(up: &Distribution) -> Pushed {
     }
 }
 
+/// `skopeo copy docker://UPSTREAM/REPO_TAG DEST` (a `docker-archive:` or `oci-archive:` destination).
+fn skopeo_save(up: &Distribution, repo_tag: &str, dest: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", up.reference(repo_tag)))
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy to {dest}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Writes `path` gzipped next to it, as `path.gz`.
+fn gzip_file(path: &Path) -> PathBuf {
+    let gz = PathBuf::from(format!("{}.gz", path.display()));
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    gz
+}
+
+/// Packs a directory into a tarball with the system `tar` (entries named `./…`).
+fn tar_dir(dir: &Path, out: &Path) {
+    let st = Command::new("tar").arg("-cf").arg(out).arg("-C").arg(dir).arg(".").status().unwrap();
+    assert!(st.success());
+}
+
 fn ctr_pull(ctrd: &Containerd, mirror: &Server, namespace: &str, reference: &str, hosts: &Path) {
     ctrd.pull(namespace, reference, hosts, &PullOpts::default()).unwrap_or_else(|e| {
         panic!("ctr pull {reference}: {e}\n--- containerd:\n{}\n--- ociregistry:\n{}", ctrd.log(), mirror.log())
@@ -171,9 +199,18 @@ fn a_list_loads_from_the_upstream_and_an_air_gapped_server_serves_it_to_containe
         ),
     );
 
-    let first = site.load(&["--image-file", &list]);
+    // Tarballs of two more images, made by skopeo from the upstream: a docker save archive and a
+    // gzipped OCI layout archive (of the host platform's image of the index).
+    let docker_tar = site.path("dtar.tar");
+    skopeo_save(&up, "load/one:v1", &format!("docker-archive:{}:{UPSTREAM}/load/dtar:v1", docker_tar.display()));
+    let oci_tar = site.path("otar.tar");
+    skopeo_save(&up, "load/multi:v2", &format!("oci-archive:{}:{UPSTREAM}/load/otar:v1", oci_tar.display()));
+    let oci_gz = gzip_file(&oci_tar);
+    let spec = format!("{list},{},{}", docker_tar.display(), oci_gz.display());
+
+    let first = site.load(&["--image-file", &spec]);
     assert_eq!(first.code, Some(0), "{}", first.show());
-    assert!(first.summary().starts_with("loaded 3 images, 0 failed"), "{}", first.show());
+    assert!(first.summary().starts_with("loaded 5 images, 0 failed"), "{}", first.show());
     for image in [&pushed.one, &pushed.multi_host, &pushed.docker] {
         for digest in blobs_of(image).iter().chain([&image.manifest_digest]) {
             assert!(blob_file(&site.images, digest).is_file(), "{digest} not loaded\n{}", first.show());
@@ -186,7 +223,7 @@ fn a_list_loads_from_the_upstream_and_an_air_gapped_server_serves_it_to_containe
     assert!(std::fs::read_to_string(&tag).unwrap().contains(&pushed.one.manifest_digest));
 
     let before = up.requests().len();
-    let second = site.load(&["--image-file", &list]);
+    let second = site.load(&["--image-file", &spec]);
     assert_eq!(second.code, Some(0), "{}", second.show());
     assert!(second.summary().contains("fetched 0 manifests and 0 blobs (0 bytes)"), "{}", second.show());
     assert_eq!(up.requests().len(), before, "the second load asked the upstream: {:?}", &up.requests()[before..]);
@@ -199,8 +236,20 @@ fn a_list_loads_from_the_upstream_and_an_air_gapped_server_serves_it_to_containe
         ("one", format!("{UPSTREAM}/load/one:v1"), &pushed.one),
         ("multi", format!("{UPSTREAM}/load/multi:v2"), &pushed.multi_host),
         ("docker", format!("{UPSTREAM}/load/docker@{}", pushed.docker.manifest_digest), &pushed.docker),
+        ("dtar", format!("{UPSTREAM}/load/dtar:v1"), &pushed.one),
+        ("otar", format!("{UPSTREAM}/load/otar:v1"), &pushed.multi_host),
     ] {
         ctr_pull(&ctrd, &mirror, ns, &reference, &hosts);
+        if ns == "dtar" {
+            // A docker save archive holds uncompressed layers: containerd has the config, and the
+            // manifest built for them, not the pushed gzipped layers.
+            let content = ctrd.list_content(ns).unwrap();
+            assert!(content.contains(&image.config_digest), "{content:?}");
+            continue;
+        }
+        if ns == "otar" {
+            assert_eq!(ctrd.image_digest(ns, &reference).unwrap(), image.manifest_digest);
+        }
         let content = ctrd.list_content(ns).unwrap();
         for digest in blobs_of(image) {
             assert!(content.contains(&digest), "containerd lacks {digest} of {reference}: {content:?}");
@@ -268,4 +317,46 @@ fn load_refuses_an_image_path_a_server_owns_and_bad_specs_are_named() {
     let no_spec = site.load(&[]);
     assert_eq!(no_spec.code, Some(2), "{}", no_spec.show());
     assert!(no_spec.stderr.contains("--image-file"), "{}", no_spec.show());
+}
+
+#[test]
+fn an_oci_tarball_with_a_wrong_digest_commits_nothing_and_unnamed_images_are_refused_alone() {
+    let up = Distribution::start(Mode::Plain);
+    let site = Site::new(&up);
+
+    // A layout with a named image and one whose only name is a bare tag.
+    let good = site.path("good");
+    let named = write_image(&good, &format!("{UPSTREAM}/load/named:v1"), ("linux", host_arch()), &layers(7));
+    let unnamed = write_image(&good, "v1", ("linux", host_arch()), &layers(8));
+    let good_tar = site.path("good.tar");
+    tar_dir(&good, &good_tar);
+    let run = site.load(&["--image-file", &good_tar.display().to_string()]);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert!(run.summary().starts_with("loaded 1 images, 1 failed"), "{}", run.show());
+    assert!(run.stderr.contains(&unnamed.manifest_digest) && run.stderr.contains("no usable name"), "{}", run.show());
+    assert!(blob_file(&site.images, &named.manifest_digest).is_file());
+    assert!(!blob_file(&site.images, &unnamed.config_digest).exists());
+
+    // A layout whose second layer's bytes do not match the digest that names them.
+    let bad = site.path("bad");
+    let image = write_image(&bad, &format!("{UPSTREAM}/load/bad:v1"), ("linux", host_arch()), &layers(9));
+    let layer = bad.join("blobs/sha256").join(&image.layers[1].0[7..]);
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&layer, bytes).unwrap();
+    let bad_tar = site.path("bad.tar");
+    tar_dir(&bad, &bad_tar);
+    let run = site.load(&["--image-file", &bad_tar.display().to_string()]);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert!(
+        run.stderr.contains("nothing of it was loaded") && run.stderr.contains("digest mismatch"),
+        "{}",
+        run.show()
+    );
+    for digest in blobs_of(&image).iter().chain([&image.manifest_digest]) {
+        assert!(!blob_file(&site.images, digest).exists(), "{digest} was committed\n{}", run.show());
+    }
+    assert!(!site.images.join("tags").join(UPSTREAM).join("load/bad").exists());
+    assert_eq!(std::fs::read_dir(site.images.join("tmp")).unwrap().count(), 0, "temp files left behind");
 }

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::oci::Digest;
+
 /// An OS, architecture and optional variant, checked to be short lower-case words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -78,6 +80,41 @@ impl fmt::Display for Platform {
         }
         Ok(())
     }
+}
+
+#[derive(Deserialize)]
+struct IndexShape {
+    #[serde(default)]
+    manifests: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    digest: Digest,
+    #[serde(default)]
+    platform: Option<EntryPlatform>,
+}
+
+/// The manifests of an index to load: every one, or the first for the platform.
+pub fn choose(index: &[u8], platforms: &Platforms) -> Result<Vec<Digest>, String> {
+    let index: IndexShape = serde_json::from_slice(index).map_err(|e| format!("index is not valid: {e}"))?;
+    let p = match platforms {
+        Platforms::All => return Ok(index.manifests.into_iter().map(|e| e.digest).collect()),
+        Platforms::One(p) => p,
+    };
+    if let Some(e) = index.manifests.iter().find(|e| e.platform.as_ref().is_some_and(|ep| p.matches(ep))) {
+        return Ok(vec![e.digest.clone()]);
+    }
+    let have: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|e| e.platform.as_ref())
+        .map(|ep| match &ep.variant {
+            Some(v) => format!("{}/{}/{v}", ep.os, ep.architecture),
+            None => format!("{}/{}", ep.os, ep.architecture),
+        })
+        .collect();
+    Err(format!("the index has no {p} image (it has: {}); see --os, --arch, --all-platforms", have.join(", ")))
 }
 
 /// Rust's name for a CPU architecture in Go's (`GOARCH`) terms.

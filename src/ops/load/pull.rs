@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::image_ref::ImageRef;
-use super::platform::{EntryPlatform, Platforms};
+use super::platform::Platforms;
 use super::progress::ImageBar;
 use super::Counts;
 use crate::fetch::{BlobSource, FetchHandle, Source, State};
@@ -38,19 +37,6 @@ pub struct Puller {
     pub jobs: usize,
 }
 
-#[derive(Deserialize)]
-struct IndexShape {
-    #[serde(default)]
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Deserialize)]
-struct IndexEntry {
-    digest: Digest,
-    #[serde(default)]
-    platform: Option<EntryPlatform>,
-}
-
 impl Puller {
     /// Loads `image` and returns what it fetched and found; an error names what failed.
     pub async fn pull(&self, image: &ImageRef, bar: &ImageBar) -> Result<Counts, String> {
@@ -72,7 +58,7 @@ impl Puller {
             if depth >= MAX_INDEX_DEPTH {
                 return Err(format!("indexes nested more than {MAX_INDEX_DEPTH} deep"));
             }
-            for child in self.choose(&body)? {
+            for child in super::platform::choose(&body, &self.platforms)? {
                 let body = self.manifest_by_digest(&source, &child, &mut counts).await?;
                 stack.push((body, depth + 1));
             }
@@ -151,35 +137,6 @@ impl Puller {
             (false, Some(_)) => Ok(()),
             (true, _) => Err(format!("manifest {digest} was not written to the cache within {PERSIST_WAIT:?}")),
             (false, None) => Err(format!("manifest {digest} could not be written to the cache (see the log)")),
-        }
-    }
-
-    /// The index entries to load: every one, or the first for the platform.
-    fn choose(&self, body: &[u8]) -> Result<Vec<Digest>, String> {
-        let index: IndexShape = serde_json::from_slice(body).map_err(|e| format!("index is not valid: {e}"))?;
-        match &self.platforms {
-            Platforms::All => Ok(index.manifests.into_iter().map(|e| e.digest).collect()),
-            Platforms::One(p) => {
-                let found = index.manifests.iter().find(|e| e.platform.as_ref().is_some_and(|ep| p.matches(ep)));
-                match found {
-                    Some(e) => Ok(vec![e.digest.clone()]),
-                    None => {
-                        let have: Vec<String> = index
-                            .manifests
-                            .iter()
-                            .filter_map(|e| e.platform.as_ref())
-                            .map(|ep| match &ep.variant {
-                                Some(v) => format!("{}/{}/{v}", ep.os, ep.architecture),
-                                None => format!("{}/{}", ep.os, ep.architecture),
-                            })
-                            .collect();
-                        Err(format!(
-                            "the index has no {p} image (it has: {}); see --os, --arch, --all-platforms",
-                            have.join(", ")
-                        ))
-                    }
-                }
-            }
         }
     }
 
