@@ -178,6 +178,20 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://<host>:PORT/metrics. Default 0: off
     #[arg(long, value_name = "PORT")]
     pub metrics: Option<u16>,
+
+    /// Before serving, load these image lists and tarballs (as `load --image-file`: a file, a glob
+    /// or a comma list). Failures are logged and counted; the server starts anyway
+    #[arg(long, value_name = "SPEC")]
+    pub preload_images: Option<String>,
+
+    /// Operating system of the images --preload-images takes from an index. Default: this host's
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+
+    /// Architecture (and variant: arm64/v8) of the images --preload-images takes from an index.
+    /// Default: this host's
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub arch: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

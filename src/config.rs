@@ -105,7 +105,8 @@ pub struct FileConfig {
     pub os: Option<String>,
     /// As `--arch`: `amd64`, `arm64/v8`.
     pub arch: Option<String>,
-    pub preload_images: Option<serde_yaml_ng::Value>,
+    /// What `serve` loads before it serves (as `--preload-images`).
+    pub preload_images: Option<String>,
     /// What `load` loads when `--image-file` is not given.
     pub image_file: Option<String>,
     pub hello_world: Option<serde_yaml_ng::Value>,
@@ -262,6 +263,10 @@ pub struct Settings {
     pub pinned: Vec<String>,
     /// Go ociregistry keys present in the file that this release does not act on.
     pub ignored_keys: Vec<&'static str>,
+    /// Image lists and tarballs to load before serving (`--preload-images`).
+    pub preload_images: Option<String>,
+    /// The platform preloading takes from an index (`--os`, `--arch`).
+    pub platform: crate::ops::load::Platform,
 }
 
 /// What every command needs, from the global flags over the file over the
@@ -347,6 +352,12 @@ impl Settings {
         if let Err(e) = crate::ops::criteria::Patterns::from_entries(file.pinned.iter().map(String::as_str)) {
             problems.push(format!("pinned: {e}"));
         }
+        let os = serve.os.as_deref().or(file.os.as_deref());
+        let platform = crate::ops::load::Platform::parse(os, serve.arch.as_deref().or(file.arch.as_deref()))
+            .unwrap_or_else(|e| {
+                problems.push(format!("os/arch: {e}"));
+                crate::ops::load::Platform::parse(None, None).expect("this host's platform")
+            });
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -385,6 +396,8 @@ impl Settings {
             prune,
             pinned: file.pinned.clone(),
             ignored_keys: file.later_release_keys(),
+            preload_images: serve.preload_images.clone().or(file.preload_images.clone()),
+            platform,
         })
     }
 
@@ -436,7 +449,6 @@ impl FileConfig {
 
     fn later_release_keys(&self) -> Vec<&'static str> {
         let keys = [
-            ("preloadImages", &self.preload_images),
             ("helloWorld", &self.hello_world),
             ("health", &self.health),
             ("serverTlsConfig", &self.server_tls_config),

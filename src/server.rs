@@ -63,6 +63,10 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let run = crate::ops::prune::background::run(store.clone(), prune, settings.pinned.clone(), shutdown.clone());
         runtime.spawn(run);
     }
+    if let Some(spec) = &settings.preload_images {
+        let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
+        crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
+    }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),

@@ -360,3 +360,36 @@ fn an_oci_tarball_with_a_wrong_digest_commits_nothing_and_unnamed_images_are_ref
     assert!(!site.images.join("tags").join(UPSTREAM).join("load/bad").exists());
     assert_eq!(std::fs::read_dir(site.images.join("tmp")).unwrap().count(), 0, "temp files left behind");
 }
+
+#[test]
+fn a_server_preloads_its_list_before_it_listens_and_starts_despite_failures() {
+    let mut up = Distribution::start(Mode::Plain);
+    let pushed = push_images(&up);
+    let site = Site::new(&up);
+    let list = site.write_list("preload.txt", &format!("{UPSTREAM}/load/one:v1\n{UPSTREAM}/load/absent:v9\n"));
+
+    // By flag; a second server on a fresh image path by the config key (with --os/--arch as keys too).
+    let by_flag = Server::start_in(&site.images, &config_yaml(&up), &["--preload-images", &list]);
+    let yaml = format!("{}preloadImages: {list}\nos: linux\narch: {}\n", config_yaml(&up), other_arch());
+    let multi_list = site.write_list("multi.txt", &format!("{UPSTREAM}/load/multi:v2\n"));
+    let yaml = yaml.replace(&list, &format!("{list},{multi_list}"));
+    let by_key = Server::start_in(&site.path("images-by-key"), &yaml, &[]);
+    up.stop();
+
+    for server in [&by_flag, &by_key] {
+        let log = server.log();
+        let done = log.find("preloading done").unwrap_or_else(|| panic!("no preload summary:\n{log}"));
+        assert!(done < log.find(" listening ").unwrap(), "listened before preloading was done:\n{log}");
+        assert!(log.contains("load/absent:v9"), "the failed image is not named:\n{log}");
+        let manifest = server.get(
+            &format!("/v2/{UPSTREAM}/load/one/manifests/v1"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        );
+        assert_eq!(manifest.status, 200, "{}", server.log());
+        assert_eq!(manifest.header("x-cache"), Some("HIT"));
+        let layer = &pushed.one.layers[1].0;
+        assert_eq!(server.get(&format!("/v2/{UPSTREAM}/load/one/blobs/{layer}"), &[]).status, 200);
+    }
+    let other = &pushed.multi_other.config_digest;
+    assert_eq!(by_key.get(&format!("/v2/{UPSTREAM}/load/multi/blobs/{other}"), &[]).status, 200, "{}", by_key.log());
+}

@@ -12,6 +12,7 @@
 
 pub mod image_ref;
 pub mod platform;
+mod preload;
 mod progress;
 mod pull;
 pub mod spec;
@@ -26,6 +27,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use image_ref::ImageRef;
 pub use platform::{Platform, Platforms};
+pub use preload::preload;
 pub use progress::Progress;
 pub use spec::Input;
 
