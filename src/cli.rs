@@ -192,6 +192,11 @@ pub struct ServeArgs {
     /// Default: this host's
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub arch: Option<String>,
+
+    /// Serve a built-in docker.io/library/hello-world:latest (linux/amd64, printing a greeting),
+    /// committed into the image path at startup, so a cluster's wiring can be tried with no upstream
+    #[arg(long)]
+    pub hello_world: bool,
 }
 
 #[derive(Debug, Clone, Args)]

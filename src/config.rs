@@ -109,7 +109,8 @@ pub struct FileConfig {
     pub preload_images: Option<String>,
     /// What `load` loads when `--image-file` is not given.
     pub image_file: Option<String>,
-    pub hello_world: Option<serde_yaml_ng::Value>,
+    /// Serve the built-in hello-world image (as `--hello-world`).
+    pub hello_world: Option<bool>,
     pub health: Option<serde_yaml_ng::Value>,
     /// Background pruning (see `prune`).
     pub prune_config: Option<prune::PruneConfig>,
@@ -267,6 +268,8 @@ pub struct Settings {
     pub preload_images: Option<String>,
     /// The platform preloading takes from an index (`--os`, `--arch`).
     pub platform: crate::ops::load::Platform,
+    /// Serve the built-in hello-world image (`--hello-world`).
+    pub hello_world: bool,
 }
 
 /// What every command needs, from the global flags over the file over the
@@ -398,6 +401,7 @@ impl Settings {
             ignored_keys: file.later_release_keys(),
             preload_images: serve.preload_images.clone().or(file.preload_images.clone()),
             platform,
+            hello_world: serve.hello_world || file.hello_world.unwrap_or(false),
         })
     }
 
@@ -449,7 +453,6 @@ impl FileConfig {
 
     fn later_release_keys(&self) -> Vec<&'static str> {
         let keys = [
-            ("helloWorld", &self.hello_world),
             ("health", &self.health),
             ("serverTlsConfig", &self.server_tls_config),
         ];

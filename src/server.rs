@@ -63,6 +63,15 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let run = crate::ops::prune::background::run(store.clone(), prune, settings.pinned.clone(), shutdown.clone());
         runtime.spawn(run);
     }
+    if settings.hello_world {
+        let name = crate::ops::load::hello_world::NAME;
+        match crate::ops::load::hello_world::install(&store) {
+            Ok(digest) => tracing::info!(image = name, %digest, "serving the built-in hello-world image"),
+            Err(e) => {
+                tracing::error!(image = name, error = %e, "the built-in hello-world image could not be installed")
+            }
+        }
+    }
     if let Some(spec) = &settings.preload_images {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);

@@ -4,7 +4,8 @@
 //! serves to containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream
 //! nothing; a bad line or an unreachable image fails the run (exit 1, each named) while the others
 //! load; a tarball with a wrong digest commits nothing, and its images without a usable name are
-//! refused alone; a running server's lock makes load refuse (exit 2) naming its pid.
+//! refused alone; a running server's lock makes load refuse (exit 2) naming its pid. A server preloads
+//! its list before it listens; the built-in hello-world image is pulled and run by containerd.
 
 mod common;
 
@@ -392,4 +393,29 @@ fn a_server_preloads_its_list_before_it_listens_and_starts_despite_failures() {
     }
     let other = &pushed.multi_other.config_digest;
     assert_eq!(by_key.get(&format!("/v2/{UPSTREAM}/load/multi/blobs/{other}"), &[]).status, 200, "{}", by_key.log());
+}
+
+#[test]
+fn the_built_in_hello_world_is_served_air_gapped_and_containerd_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let server = Server::start_in(&images, "", &["--hello-world", "--air-gapped"]);
+    let ctrd = Containerd::start();
+    let hosts = write_hosts_dir(&dir.path().join("hosts"), "docker.io", &format!("http://{}", server.addr));
+    let reference = "docker.io/library/hello-world:latest";
+    let pulled = ctrd.pull("hello", reference, &hosts, &PullOpts::default());
+    pulled.unwrap_or_else(|e| {
+        panic!("ctr pull: {e}\n--- containerd:\n{}\n--- ociregistry:\n{}", ctrd.log(), server.log())
+    });
+    if host_arch() == "amd64" {
+        let out = ctrd.run("hello", reference, "hello-run", &["/hello"]).unwrap_or_else(|e| panic!("ctr run: {e}"));
+        assert!(out.contains("Hello from ociregistry!"), "ctr run printed {out:?}");
+    } else {
+        common::skipped("hello-world run", "the built-in image is linux/amd64 only");
+    }
+    // Installing again at the next start changes nothing.
+    let journal = std::fs::read_to_string(images.join("index/records.jsonl")).unwrap();
+    drop(server);
+    let again = Server::start_in(&images, "", &["--hello-world"]);
+    assert_eq!(std::fs::read_to_string(images.join("index/records.jsonl")).unwrap(), journal, "{}", again.log());
 }

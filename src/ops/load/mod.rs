@@ -10,6 +10,7 @@
 //! server can run it too (`serve --preload-images`). The `load` command owns
 //! the image path (its lock) while it runs; the exit status is an [`Outcome`].
 
+pub mod hello_world;
 pub mod image_ref;
 pub mod platform;
 mod preload;
