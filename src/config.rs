@@ -99,8 +99,6 @@ pub struct FileConfig {
     pub registries: Vec<RegistryConfig>,
     /// Images prune never removes: regular expressions matched like `--pattern` (ours).
     pub pinned: Vec<String>,
-    // Keys of the Go ociregistry that belong to features of later releases. They are
-    // accepted so its files load unchanged, and reported at startup as not acted on.
     /// Platform taken from multi-platform indexes by `load` (and preloading), as `--os`.
     pub os: Option<String>,
     /// As `--arch`: `amd64`, `arm64/v8`.
@@ -111,6 +109,8 @@ pub struct FileConfig {
     pub image_file: Option<String>,
     /// Serve the built-in hello-world image (as `--hello-world`).
     pub hello_world: Option<bool>,
+    // Keys of the Go ociregistry that belong to features of later releases. They are
+    // accepted so its files load unchanged, and reported at startup as not acted on.
     pub health: Option<serde_yaml_ng::Value>,
     /// Background pruning (see `prune`).
     pub prune_config: Option<prune::PruneConfig>,

@@ -31,9 +31,28 @@ fn help_documents_every_flag() {
         "--header-timeout",
         "--threads",
         "--io-driver",
+        "--preload-images",
+        "--os",
+        "--arch",
+        "--hello-world",
     ] {
         assert!(out.contains(flag), "serve --help lacks {flag}:\n{out}");
     }
+    let o = run(&["load", "--help"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--image-file", "--os", "--arch", "--all-platforms", "--jobs", "--pull-timeout", "Exit status"] {
+        assert!(out.contains(flag), "load --help lacks {flag}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_platforms_are_named() {
+    let o = run(&["--image-path", "/nonexistent/images", "load", "--image-file", "x", "--arch", "AMD64"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("\"AMD64\""), "{}", stderr(&o));
+    let o = run(&["--image-path", "/nonexistent/images", "serve", "--os", "Linux"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("os/arch") && stderr(&o).contains("\"Linux\""), "{}", stderr(&o));
 }
 
 #[test]
