@@ -144,7 +144,8 @@ pub async fn load(
                 for line in lines {
                     match line.image {
                         Ok(image) if !images.contains(&image) => images.push(image),
-                        Ok(_) => {}
+                        // Listed twice: loaded once.
+                        Ok(_) => progress.image_done(),
                         Err(e) => {
                             progress.failure(format_args!("failed {}: {e}", line.origin));
                             progress.image_done();
