@@ -96,6 +96,8 @@ pub struct FileConfig {
     pub circuit_breaker: Option<BreakerConfig>,
     /// How often cached tags are re-checked upstream, unless an entry says otherwise (ours).
     pub tag_policy: Option<DurationValue>,
+    /// Who may use the admin API under `/cmd/` besides loopback peers (ours).
+    pub admin: Option<crate::admin::access::AdminConfig>,
     pub registries: Vec<RegistryConfig>,
     /// Images prune never removes: regular expressions matched like `--pattern` (ours).
     pub pinned: Vec<String>,
@@ -257,6 +259,8 @@ pub struct Settings {
     pub circuit_breaker: BreakerPolicy,
     /// The tag policy of upstreams that are not listed (listed ones carry their own).
     pub tag_policy: TagPolicy,
+    /// Who may use the admin API besides loopback peers.
+    pub admin: crate::admin::access::Access,
     pub registries: Vec<Registry>,
     /// Background pruning, if `pruneConfig` enables it.
     pub prune: Option<prune::BackgroundPrune>,
@@ -361,6 +365,7 @@ impl Settings {
                 problems.push(format!("os/arch: {e}"));
                 crate::ops::load::Platform::parse(None, None).expect("this host's platform")
             });
+        let admin = crate::admin::access::Access::from_config(file.admin.as_ref(), &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -395,6 +400,7 @@ impl Settings {
             metrics_port: serve.metrics.or(file.metrics).filter(|&p| p != 0),
             circuit_breaker,
             tag_policy,
+            admin,
             registries,
             prune,
             pinned: file.pinned.clone(),
@@ -668,6 +674,7 @@ registries:
 pullTimeout: 0
 headerTimeout: 0
 idleTimeout: 0
+admin: {allow: [10.0.0.0/8, not-a-network]}
 artifactTypes: ["application/x; evil=1"]
 registries:
   - name: quay.io
@@ -693,6 +700,7 @@ registries:
             "more than once",
             "without a user",
             "registries[4].name",
+            "admin.allow[1]",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }

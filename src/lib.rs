@@ -9,10 +9,12 @@
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`ops`]: the operator's commands over the store (`verify`).
+//! - [`admin`]: the admin API under `/cmd/` (lists, stop, jobs) and its client.
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
 //! - [`heap`]: live heap bytes counted in test builds, for soak runs.
 //! - `fuzzing`: one entry point per fuzz target (`fuzz/`), replayed by `tests/fuzz_corpus.rs`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod faults;

@@ -76,6 +76,13 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
     }
+    let admin = Arc::new(crate::admin::Admin::new(
+        settings.admin.clone(),
+        store.clone(),
+        runtime.handle().clone(),
+        shutdown.clone(),
+        crate::admin::builtin_kinds(),
+    ));
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),
@@ -85,6 +92,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         stopping: std::sync::atomic::AtomicBool::new(false),
         metrics,
         connections_per_thread: settings.max_connections.div_ceil(threads),
+        admin: admin.clone(),
     });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -99,6 +107,12 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             .context("cannot start a serving thread")?;
         workers.push(handle);
     }
+    // Before "listening" is logged: whoever waits for that line finds the file.
+    let admin_file = crate::admin::discovery::publish(store.layout(), addr)
+        .map_err(
+            |e| tracing::warn!(error = %e, "cannot write the .admin file: local commands will not find this server"),
+        )
+        .ok();
     tracing::info!(
         %addr,
         threads,
@@ -107,7 +121,13 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         air_gapped = settings.air_gapped,
         "listening"
     );
-    runtime.block_on(wait_for_signal());
+    runtime.block_on(async {
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = admin.stop_requested() => {}
+        }
+    });
+    drop(admin_file);
     tracing::info!("shutting down: no new connections; finishing responses in progress");
     shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop.send(true);

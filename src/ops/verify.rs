@@ -8,7 +8,7 @@
 //! It owns the image path while it runs, so it refuses to start while a
 //! server holds the lock. The exit status is an [`Outcome`].
 
-mod check;
+pub mod check;
 mod progress;
 
 use std::fmt;

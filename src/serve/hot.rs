@@ -200,6 +200,7 @@ mod tests {
             keep_alive: true,
             http10: false,
             has_body: false,
+            ..Request::default()
         }
     }
 

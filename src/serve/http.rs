@@ -1,6 +1,7 @@
 //! HTTP/1.1 on a monoio `TcpStream`, hand-written over `httparse`: only what a
 //! pull-only registry needs (GET and HEAD without bodies, keep-alive,
-//! pipelining, HTTP/1.0), and the raw stream stays ours for zero-copy sends.
+//! pipelining, HTTP/1.0; a size-capped `Content-Length` body for the admin
+//! API only), and the raw stream stays ours for zero-copy sends.
 //! All I/O is in monoio's ownership-passing ("rent") style: a buffer goes into
 //! each operation and comes back with its result.
 
@@ -63,6 +64,10 @@ pub struct Request {
     /// The request announced a body (Content-Length > 0 or Transfer-Encoding);
     /// the connection cannot be reused after it.
     pub has_body: bool,
+    /// The `Content-Length`, when one was sent (saturating at `u64::MAX`).
+    pub content_length: Option<u64>,
+    /// `Authorization`, kept for admin requests (`/cmd/`) only.
+    pub authorization: Option<String>,
 }
 
 impl Default for Request {
@@ -76,6 +81,8 @@ impl Default for Request {
             keep_alive: true,
             http10: false,
             has_body: false,
+            content_length: None,
+            authorization: None,
         }
     }
 }
@@ -148,6 +155,37 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Reads the `len` bytes of body that follow the last head (bytes
+    /// already buffered first), all within `timeout`. Only admin requests
+    /// have bodies read; their size is capped before this is called.
+    pub async fn read_body(
+        &mut self,
+        stream: &mut TcpStream,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReadError> {
+        let deadline = Instant::now() + timeout;
+        let take = len.min(self.buf.len());
+        let mut body: Vec<u8> = self.buf.drain(..take).collect();
+        body.reserve_exact(len - body.len());
+        while body.len() < len {
+            let have = body.len();
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let (res, slice) = match monoio::time::timeout(wait, stream.read(body.slice_mut(have..len))).await {
+                Ok(r) => r,
+                Err(_) => return Err(ReadError::Closed),
+            };
+            body = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) => return Err(ReadError::Closed),
+                Ok(_) => {}
+            }
+        }
+        Ok(body)
+    }
+}
+
 /// Parses one complete request head at the start of `buf` into `req`;
 /// returns the bytes it took, or `None` while the head is incomplete.
 ///
@@ -182,6 +220,8 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     };
     set(&mut req.path, path);
     set_opt(&mut req.query, query);
+    let admin = crate::admin::is_admin_path(path);
+    let mut authorization = None;
     req.http10 = parsed.version == Some(0);
     req.keep_alive = !req.http10;
     req.has_body = false;
@@ -210,6 +250,8 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
             } else if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("keep-alive")) {
                 req.keep_alive = true;
             }
+        } else if admin && name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value().trim().to_string());
         } else if name.eq_ignore_ascii_case("content-length") {
             framing.content_length(h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -217,6 +259,8 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
         }
     }
     req.has_body = framing.has_body()?;
+    req.content_length = (framing.lengths == 1).then_some(framing.length);
+    req.authorization = authorization;
     req.accept.truncate(accepts);
     if !ranged {
         req.range = None;
@@ -250,6 +294,8 @@ struct BodyFraming {
     lengths: u32,
     /// Whether a `Content-Length` announced a body (a value other than zero).
     length_nonzero: bool,
+    /// The last `Content-Length`'s value, saturating.
+    length: u64,
     /// `Transfer-Encoding` lines seen.
     codings: u32,
 }
@@ -262,6 +308,7 @@ impl BodyFraming {
         }
         self.lengths += 1;
         self.length_nonzero |= value.iter().any(|&b| b != b'0');
+        self.length = value.iter().fold(0u64, |n, &b| n.saturating_mul(10).saturating_add(u64::from(b - b'0')));
         Ok(())
     }
 
@@ -358,12 +405,16 @@ pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) ->
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
         206 => "Partial Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

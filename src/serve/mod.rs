@@ -13,6 +13,7 @@
 //! feature): an operation left pending holds its socket open after we drop it.
 
 mod body;
+mod cmd;
 pub mod error;
 mod handler;
 mod hot;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// This thread's share of `maxConnections`.
     pub connections_per_thread: usize,
+    /// The admin API (`/cmd/`).
+    pub admin: Arc<crate::admin::Admin>,
 }
 
 /// What one serving thread owns besides the shared state.
@@ -472,7 +475,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
         let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
         let keep_alive = req.keep_alive && !req.has_body && !shared.stopping.load(Ordering::Relaxed);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
-        let (status, cache, sent) = worker.answer(&mut stream, &req, framing, &via).await;
+        let (status, cache, sent) = if crate::admin::is_admin_path(&req.path) {
+            cmd::answer(shared, &mut stream, &mut reader, &req, peer, framing, &via).await
+        } else {
+            worker.answer(&mut stream, &req, framing, &via).await
+        };
         tracing::info!(
             target: "access",
             %peer,

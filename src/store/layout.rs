@@ -5,6 +5,8 @@
 //! ```text
 //! <image-path>/
 //!   .lock                              exclusive lock of the owning process (holds its pid)
+//!   .admin                             where a running server's admin API is (JSON: url, pid),
+//!                                      written once it listens, removed when it stops
 //!   blobs/<algorithm>/<2 hex>/<hex>    committed blobs and manifests, immutable
 //!   index/records.jsonl                per-digest records (kind, media type, size, sources),
 //!                                      one JSON object a line, appended after each commit
@@ -39,6 +41,11 @@ impl Layout {
 
     pub fn lock_file(&self) -> PathBuf {
         self.root.join(".lock")
+    }
+
+    /// Where a running server tells local commands how to reach its admin API.
+    pub fn admin_file(&self) -> PathBuf {
+        self.root.join(".admin")
     }
 
     pub fn blobs_dir(&self) -> PathBuf {

@@ -211,6 +211,11 @@ impl Store {
         out
     }
 
+    /// Every cached tag, as of now, in no particular order.
+    pub fn all_tags(&self) -> Vec<(TagKey, TagRecord)> {
+        self.tags.read().iter().map(|(k, r)| (k.clone(), r.clone())).collect()
+    }
+
     /// The size a manifest fetched for `source` promises for `digest`.
     pub fn expected_size(&self, source: &str, digest: &Digest) -> Option<u64> {
         self.descriptors.read().size(source, digest)

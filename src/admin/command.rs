@@ -1,0 +1,202 @@
+//! An admin request's method, path and query → a typed [`Command`], on the
+//! serving thread and without I/O. The paths and parameters are the Go
+//! ociregistry's (`/cmd/stop`, `/cmd/{manifest,blob,image}/list`), plus the
+//! job endpoints of this one (`POST /cmd/<kind>`, `GET /cmd/jobs[/<id>]`).
+//! Regular expressions are only checked for size here; they are compiled
+//! where the command runs, off the serving thread.
+
+use crate::serve::route::percent_decode;
+
+/// How many items a list shows when `count` is not given (the Go default).
+pub const DEFAULT_COUNT: usize = 50;
+/// The longest query string taken; a longer one is refused.
+pub const MAX_QUERY: usize = 4096;
+/// The most comma-separated patterns in `pattern=`.
+pub const MAX_PATTERNS: usize = 32;
+/// The longest job kind name.
+const MAX_KIND: usize = 32;
+
+/// How many items a list shows: `count=N`, `count=-1` for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub Option<usize>);
+
+impl Count {
+    pub fn take(self) -> usize {
+        self.0.unwrap_or(usize::MAX)
+    }
+}
+
+/// What `image/list` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageFilter {
+    All,
+    /// Images whose URL matches any of these regular expressions.
+    Patterns(Vec<String>),
+    /// Images with a blob whose digest contains this.
+    Digest(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `GET /cmd/stop`: answer, then shut down as SIGTERM does.
+    Stop,
+    /// `GET /cmd/manifest/list?pattern=RE,RE&count=N`
+    ManifestList { filter: ImageFilter, count: Count },
+    /// `GET /cmd/blob/list?substr=S&count=N`
+    BlobList { substr: String, count: Count },
+    /// `GET /cmd/image/list?pattern=RE,RE|digest=S&count=N`: images with their blobs.
+    ImageList { filter: ImageFilter, count: Count },
+    /// `GET /cmd/jobs`: every job kept.
+    Jobs,
+    /// `GET /cmd/jobs/<id>`
+    Job(u64),
+    /// `DELETE /cmd/jobs/<id>`: cancels a running job.
+    Cancel(u64),
+    /// `POST` (or `DELETE`) `/cmd/<kind>`: starts a job of that kind with the request body.
+    Start { kind: String },
+}
+
+/// Why a request names no command; each becomes a status with a plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    NotFound(String),
+    Method { allow: &'static str },
+    Bad(String),
+}
+
+impl Command {
+    /// Parses `method path?query` (the path starts with `/cmd/`).
+    pub fn parse(method: &str, path: &str, query: Option<&str>) -> Result<Command, Refused> {
+        let query = query.unwrap_or("");
+        if query.len() > MAX_QUERY {
+            return Err(Refused::Bad(format!("the query is longer than {MAX_QUERY} bytes")));
+        }
+        let rest =
+            path.strip_prefix("/cmd/").ok_or_else(|| Refused::NotFound(format!("no admin command at {path}")))?;
+        let read = matches!(method, "GET" | "HEAD");
+        let get = |c: Command| if read { Ok(c) } else { Err(Refused::Method { allow: "GET, HEAD" }) };
+        match rest {
+            "stop" => get(Command::Stop),
+            "manifest/list" => get(Command::ManifestList { filter: filter(query, false)?, count: count(query)? }),
+            "blob/list" => {
+                get(Command::BlobList { substr: param(query, "substr").unwrap_or_default(), count: count(query)? })
+            }
+            "image/list" => get(Command::ImageList { filter: filter(query, true)?, count: count(query)? }),
+            "jobs" => get(Command::Jobs),
+            _ => {
+                if let Some(id) = rest.strip_prefix("jobs/") {
+                    let id = id.parse().map_err(|_| Refused::NotFound(format!("no job {id:?}")))?;
+                    return match method {
+                        "DELETE" => Ok(Command::Cancel(id)),
+                        _ if read => Ok(Command::Job(id)),
+                        _ => Err(Refused::Method { allow: "GET, HEAD, DELETE" }),
+                    };
+                }
+                let kind_ok = !rest.is_empty()
+                    && rest.len() <= MAX_KIND
+                    && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !kind_ok {
+                    return Err(Refused::NotFound(format!("no admin command at {path}")));
+                }
+                match method {
+                    "POST" | "DELETE" => Ok(Command::Start { kind: rest.to_string() }),
+                    _ => Err(Refused::Method { allow: "POST, DELETE" }),
+                }
+            }
+        }
+    }
+}
+
+/// The percent-decoded value of the first `key=` in `query`.
+fn param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn count(query: &str) -> Result<Count, Refused> {
+    match param(query, "count") {
+        None => Ok(Count(Some(DEFAULT_COUNT))),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(-1) => Ok(Count(None)),
+            Ok(n) if n >= 0 => Ok(Count(Some(usize::try_from(n).unwrap_or(usize::MAX)))),
+            _ => Err(Refused::Bad(format!("count {v:?}: a number of items, or -1 for all"))),
+        },
+    }
+}
+
+/// `pattern=RE,RE` (first), else with `digest_allowed`, `digest=S`, else everything.
+fn filter(query: &str, digest_allowed: bool) -> Result<ImageFilter, Refused> {
+    if let Some(p) = param(query, "pattern") {
+        let patterns: Vec<String> = p.split(',').map(str::to_string).collect();
+        if patterns.len() > MAX_PATTERNS {
+            return Err(Refused::Bad(format!("pattern: at most {MAX_PATTERNS} expressions")));
+        }
+        return Ok(ImageFilter::Patterns(patterns));
+    }
+    match param(query, "digest") {
+        Some(d) if digest_allowed => Ok(ImageFilter::Digest(d)),
+        _ => Ok(ImageFilter::All),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, query: &str) -> Result<Command, Refused> {
+        Command::parse("GET", path, Some(query))
+    }
+
+    #[test]
+    fn go_paths_and_parameters() {
+        assert_eq!(get("/cmd/stop", ""), Ok(Command::Stop));
+        assert_eq!(
+            get("/cmd/manifest/list", "pattern=nginx%2C.*pause.*&count=3"),
+            Ok(Command::ManifestList {
+                filter: ImageFilter::Patterns(vec!["nginx".into(), ".*pause.*".into()]),
+                count: Count(Some(3))
+            })
+        );
+        assert_eq!(
+            get("/cmd/manifest/list", ""),
+            Ok(Command::ManifestList { filter: ImageFilter::All, count: Count(Some(50)) })
+        );
+        assert_eq!(
+            get("/cmd/blob/list", "substr=4c9126d4&count=-1"),
+            Ok(Command::BlobList { substr: "4c9126d4".into(), count: Count(None) })
+        );
+        assert_eq!(
+            get("/cmd/image/list", "digest=abc"),
+            Ok(Command::ImageList { filter: ImageFilter::Digest("abc".into()), count: Count(Some(50)) })
+        );
+        assert_eq!(
+            get("/cmd/manifest/list", "digest=abc"),
+            Ok(Command::ManifestList { filter: ImageFilter::All, count: Count(Some(50)) })
+        );
+        assert_eq!(get("/cmd/jobs/17", ""), Ok(Command::Job(17)));
+        assert_eq!(Command::parse("DELETE", "/cmd/jobs/17", None), Ok(Command::Cancel(17)));
+        assert_eq!(get("/cmd/jobs", ""), Ok(Command::Jobs));
+        assert_eq!(Command::parse("POST", "/cmd/verify", None), Ok(Command::Start { kind: "verify".into() }));
+        assert_eq!(Command::parse("DELETE", "/cmd/prune", None), Ok(Command::Start { kind: "prune".into() }));
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(get("/cmd/manifest/list", "count=-2"), Err(Refused::Bad(_))));
+        assert!(matches!(get("/cmd/manifest/list", "count=x"), Err(Refused::Bad(_))));
+        assert!(matches!(get("/cmd/blob/list", &"x".repeat(MAX_QUERY + 1)), Err(Refused::Bad(_))));
+        assert!(matches!(
+            get("/cmd/image/list", &format!("pattern={}", ",".repeat(MAX_PATTERNS))),
+            Err(Refused::Bad(_))
+        ));
+        assert!(matches!(get("/cmd/jobs/x", ""), Err(Refused::NotFound(_))));
+        assert!(matches!(get("/cmd/verify", ""), Err(Refused::Method { allow: "POST, DELETE" })));
+        assert!(matches!(Command::parse("POST", "/cmd/stop", None), Err(Refused::Method { allow: "GET, HEAD" })));
+        assert!(matches!(Command::parse("POST", "/cmd/Verify", None), Err(Refused::NotFound(_))));
+        assert!(matches!(Command::parse("POST", "/cmd/a/b", None), Err(Refused::NotFound(_))));
+        assert!(matches!(Command::parse("POST", "/cmd/", None), Err(Refused::NotFound(_))));
+        assert!(matches!(get("/cmd", ""), Err(Refused::NotFound(_))));
+    }
+}

@@ -1,0 +1,231 @@
+//! The Go ociregistry's list commands, built from the store's records and
+//! tags: `manifest/list` (one line per image), `image/list` (each image with
+//! its blobs) and `blob/list` (each cached blob with how many manifests
+//! reference it). Plain text, a header line first, sorted, at most `count`
+//! items. Blocking (manifests are read from disk, never into the memory
+//! cache): run on a blocking thread of the fetch runtime.
+//!
+//! An image is a tag (`registry/repo:tag`), or a manifest fetched by digest
+//! for a repository none of whose cached tags names it (`registry/repo@digest`,
+//! shown with the digest cut to 10 hex digits as the Go version does).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use regex::{Regex, RegexBuilder};
+
+use super::command::{Count, ImageFilter};
+use crate::oci::{media, Digest};
+use crate::store::{Kind, Store};
+
+/// The largest manifest read for its blobs (the fetch limit).
+const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+/// The most memory a compiled pattern may take.
+const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+/// What a list with nothing in it says (the Go version's words).
+pub const NO_MANIFESTS: &str = "no manifests found\n";
+pub const NO_BLOBS: &str = "no blobs found\n";
+
+/// One image of the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `registry/repo:tag` or `registry/repo@digest`.
+    pub url: String,
+    pub digest: Digest,
+    /// Unix seconds when the tag was first resolved to this digest.
+    pub created: Option<u64>,
+}
+
+/// A `pattern=` that does not compile: the request is refused (400).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid parameters: regex did not compile: {pattern:?}")]
+pub struct BadPattern {
+    pub pattern: String,
+}
+
+/// The compiled filter of a list command.
+pub enum Selector {
+    All,
+    Patterns(Vec<Regex>),
+    Digest(String),
+}
+
+impl Selector {
+    pub fn compile(filter: &ImageFilter) -> Result<Selector, BadPattern> {
+        Ok(match filter {
+            ImageFilter::All => Selector::All,
+            ImageFilter::Digest(d) => Selector::Digest(d.clone()),
+            ImageFilter::Patterns(ps) => Selector::Patterns(
+                ps.iter()
+                    .map(|p| {
+                        RegexBuilder::new(p)
+                            .size_limit(REGEX_SIZE_LIMIT)
+                            .build()
+                            .map_err(|_| BadPattern { pattern: p.clone() })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+/// Every image, sorted by URL.
+pub fn images(store: &Store) -> Vec<Image> {
+    let mut out = Vec::new();
+    let mut tagged = HashSet::new();
+    for (key, tag) in store.all_tags() {
+        let source = format!("{}/{}", key.registry, key.repo);
+        out.push(Image {
+            url: format!("{source}:{}", key.tag),
+            digest: tag.digest.clone(),
+            created: Some(tag.fetched_at),
+        });
+        tagged.insert((source, tag.digest));
+    }
+    for (digest, record) in store.records() {
+        if record.kind != Kind::Manifest {
+            continue;
+        }
+        for source in &record.sources {
+            if !tagged.contains(&(source.clone(), digest.clone())) {
+                out.push(Image { url: format!("{source}@{digest}"), digest: digest.clone(), created: None });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.url.cmp(&b.url));
+    out
+}
+
+/// The blobs (config and layers) an image manifest names, read from its
+/// file; none for an index, or a manifest that cannot be read.
+fn blobs_of(store: &Store, digest: &Digest) -> Vec<Digest> {
+    if !store.record(digest).is_some_and(|r| r.kind == Kind::Manifest && r.size <= MAX_MANIFEST) {
+        return Vec::new();
+    }
+    let Ok(body) = std::fs::read(store.layout().blob(digest)) else { return Vec::new() };
+    match media::inspect(&body) {
+        Ok(info) if !info.is_index => info.references.into_iter().map(|d| d.digest).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `manifest/list` (without blobs) or `image/list` (with them).
+pub fn list_images(store: &Store, selector: &Selector, count: Count, with_blobs: bool) -> String {
+    let mut text = String::new();
+    let mut shown = 0;
+    for image in images(store) {
+        if shown >= count.take() {
+            break;
+        }
+        let blobs = match (selector, with_blobs) {
+            (Selector::Digest(_), _) | (_, true) => blobs_of(store, &image.digest),
+            _ => Vec::new(),
+        };
+        let selected = match selector {
+            Selector::All => true,
+            Selector::Patterns(res) => res.iter().any(|re| re.is_match(&image.url)),
+            Selector::Digest(part) => blobs.iter().any(|b| b.to_string().contains(part.as_str())),
+        };
+        if !selected {
+            continue;
+        }
+        if shown == 0 {
+            text.push_str("URL DIGEST CREATED PULLED\n");
+        }
+        shown += 1;
+        let created = image.created.map_or_else(|| "-".to_string(), rfc3339);
+        let _ = writeln!(text, "{} {}  {created} -", display_url(&image.url), image.digest);
+        if with_blobs {
+            for blob in blobs {
+                let _ = writeln!(text, "- {blob}");
+            }
+        }
+    }
+    if shown == 0 {
+        return NO_MANIFESTS.to_string();
+    }
+    text
+}
+
+/// `blob/list`: cached blobs whose digest contains `substr`, each with the
+/// number of cached manifests that reference it.
+pub fn list_blobs(store: &Store, substr: &str, count: Count) -> String {
+    let records = store.records();
+    let mut refs: HashMap<Digest, u64> = HashMap::new();
+    for (digest, record) in &records {
+        if record.kind == Kind::Manifest {
+            for blob in blobs_of(store, digest).into_iter().collect::<HashSet<_>>() {
+                *refs.entry(blob).or_default() += 1;
+            }
+        }
+    }
+    let mut blobs: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| r.kind == Kind::Blob)
+        .map(|(d, _)| d.to_string())
+        .filter(|d| d.contains(substr))
+        .collect();
+    if blobs.is_empty() {
+        return NO_BLOBS.to_string();
+    }
+    blobs.sort();
+    let mut text = String::from("URL REFCNT\n");
+    for digest in blobs.into_iter().take(count.take()) {
+        let n = digest.parse::<Digest>().ok().and_then(|d| refs.get(&d).copied()).unwrap_or(0);
+        let _ = writeln!(text, "{digest} {n}");
+    }
+    text
+}
+
+/// An image URL as the Go version shows it: a digest reference cut to 10 hex digits.
+fn display_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((name, digest)) => match digest.split_once(':') {
+            Some((algorithm, hex)) => format!("{name}@{algorithm}:{}", &hex[..hex.len().min(10)]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_urls() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(display_url(&format!("quay.io/a@{d}")), "quay.io/a@sha256:ababababab");
+        assert_eq!(display_url("quay.io/a:v1"), "quay.io/a:v1");
+    }
+
+    #[test]
+    fn patterns_compile_or_are_named() {
+        let ok = Selector::compile(&ImageFilter::Patterns(vec!["nginx".into(), ".*:v1$".into()]));
+        assert!(matches!(ok, Ok(Selector::Patterns(ref v)) if v.len() == 2));
+        let err = Selector::compile(&ImageFilter::Patterns(vec!["ok".into(), "(".into()])).err().unwrap();
+        assert_eq!(err.to_string(), "invalid parameters: regex did not compile: \"(\"");
+        let huge = Selector::compile(&ImageFilter::Patterns(vec!["\\w{1000}{1000}".into()]));
+        assert!(huge.is_err(), "a pattern past the size limit is refused");
+    }
+}

@@ -1,0 +1,367 @@
+//! The admin API under `/cmd/` against the real binary: the Go ociregistry's
+//! list commands over content pulled from the fake upstream, who may ask
+//! (loopback, `admin.allow`, the bearer token; a non-loopback peer is
+//! refused), `/cmd/stop`, the `.admin` file local commands find the server
+//! by, and jobs (the built-in `verify`, and the test-only `test-hold` and
+//! `test-release` kinds of the `fault-injection` build for the bounds).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::fake_upstream::{FakeImage, FakeUpstream, OCI_MANIFEST};
+use common::{plain_registry, random_bytes, wait_until, Server};
+use ociregistry::admin::client::{self, AdminClient};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// One raw request on a fresh connection; returns the status, the head and the body.
+fn raw(addr: &str, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+fn get(addr: &str, path: &str, headers: &str) -> (u16, String, String) {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes())
+}
+
+fn post(addr: &str, path: &str, body: &str) -> (u16, String, String) {
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    raw(addr, format!("{head}{body}").as_bytes())
+}
+
+/// The item lines of a list (the header line and `- blob` lines left out).
+fn items(text: &str) -> Vec<String> {
+    text.lines().skip(1).filter(|l| !l.starts_with("- ")).map(str::to_string).collect()
+}
+
+fn blob_file(images: &Path, digest: &str) -> PathBuf {
+    images.join("blobs/sha256").join(&digest[7..9]).join(&digest[7..])
+}
+
+/// Waits (bounded) until `digest` is journaled: commits are reported before their record lands.
+fn wait_recorded(images: &Path, digest: &str) {
+    let journal = images.join("index/records.jsonl");
+    let recorded =
+        || std::fs::read_to_string(&journal).unwrap_or_default().contains(&format!("\"digest\":\"{digest}\""));
+    assert!(wait_until(Duration::from_secs(10), recorded), "{digest} was not journaled within 10 s");
+}
+
+/// Pulls `repo:tag` (manifest and every blob) through the server.
+fn pull(server: &Server, up: &FakeUpstream, repo: &str, tag: &str, img: &FakeImage) {
+    let host = up.host();
+    let r = server.get(&format!("/v2/{host}/{repo}/manifests/{tag}"), &[("Accept", "*/*")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for digest in img.layer_digests.iter().chain([&img.config_digest]) {
+        assert_eq!(server.get(&format!("/v2/{host}/{repo}/blobs/{digest}"), &[]).status, 200);
+    }
+    for digest in img.layer_digests.iter().chain([&img.config_digest, &img.manifest_digest]) {
+        wait_recorded(&server.image_path, digest);
+    }
+}
+
+/// Two tagged images and one manifest fetched by digest only, all pulled.
+struct Pulled {
+    up: FakeUpstream,
+    server: Server,
+    app: FakeImage,
+    tools: FakeImage,
+    by_digest: String,
+}
+
+fn pulled() -> Pulled {
+    let up = FakeUpstream::start();
+    let app = up.add_image("team/app", "v1", &[random_bytes(1, 3000), random_bytes(2, 5000)]);
+    let tools = up.add_image("team/tools", "2.0", &[random_bytes(3, 4000)]);
+    let loose = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let by_digest = up.add_manifest("team/loose", None, OCI_MANIFEST, loose.to_vec());
+    let server = Server::start(&plain_registry(&up.host()), &[]);
+    pull(&server, &up, "team/app", "v1", &app);
+    pull(&server, &up, "team/tools", "2.0", &tools);
+    let r = server.get(&format!("/v2/{}/team/loose/manifests/{by_digest}", up.host()), &[("Accept", "*/*")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_recorded(&server.image_path, &by_digest);
+    Pulled { up, server, app, tools, by_digest }
+}
+
+#[test]
+fn manifest_list_shows_every_image_and_filters_by_pattern_and_count() {
+    let p = pulled();
+    let (addr, host) = (p.server.addr.as_str(), p.up.host());
+    let (status, head, body) = get(addr, "/cmd/manifest/list", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("Content-Type: text/plain"), "{head}");
+    assert_eq!(body.lines().next(), Some("URL DIGEST CREATED PULLED"), "{body}");
+    let lines = items(&body);
+    assert_eq!(lines.len(), 3, "{body}");
+    assert!(lines[0].starts_with(&format!("{host}/team/app:v1 {} ", p.app.manifest_digest)), "{body}");
+    let short = &p.by_digest[..17];
+    assert!(lines[1].starts_with(&format!("{host}/team/loose@{short} {} ", p.by_digest)), "{body}");
+    assert!(lines[2].starts_with(&format!("{host}/team/tools:2.0 {} ", p.tools.manifest_digest)), "{body}");
+    let (_, _, body) = get(addr, "/cmd/manifest/list?pattern=tools%2Cnothing", "");
+    assert_eq!(items(&body).len(), 1, "{body}");
+    assert!(items(&body)[0].contains("team/tools:2.0"), "{body}");
+    let (_, _, body) = get(addr, "/cmd/manifest/list?pattern=team/(app|tools):&count=1", "");
+    assert_eq!(items(&body).len(), 1, "{body}");
+    let (_, _, body) = get(addr, "/cmd/manifest/list?count=-1", "");
+    assert_eq!(items(&body).len(), 3, "{body}");
+    let (_, _, body) = get(addr, "/cmd/manifest/list?pattern=nomatch", "");
+    assert_eq!(body, "no manifests found\n");
+    let (status, _, body) = get(addr, "/cmd/manifest/list?pattern=(", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("invalid parameters"), "{body}");
+    let (status, _, body) = get(addr, "/cmd/manifest/list?count=many", "");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn image_and_blob_lists_show_blobs_and_reference_counts() {
+    let p = pulled();
+    let addr = p.server.addr.as_str();
+    let layer = &p.app.layer_digests[1];
+    let (status, _, body) = get(addr, &format!("/cmd/image/list?digest={}", &layer[7..20]), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(items(&body).len(), 1, "{body}");
+    assert!(items(&body)[0].contains("team/app:v1"), "{body}");
+    for blob in p.app.layer_digests.iter().chain([&p.app.config_digest]) {
+        assert!(body.contains(&format!("\n- {blob}\n")), "{blob} missing from\n{body}");
+    }
+    let (_, _, body) = get(addr, "/cmd/image/list", "");
+    assert_eq!(items(&body).len(), 3, "{body}");
+    assert_eq!(body.lines().filter(|l| l.starts_with("- ")).count(), 2 + 1 + 1 + 1 + 1, "{body}");
+    let (_, _, body) = get(addr, "/cmd/image/list?digest=ffffffffffffffffffff", "");
+    assert_eq!(body, "no manifests found\n");
+
+    let (status, _, body) = get(addr, "/cmd/blob/list", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.lines().next(), Some("URL REFCNT"), "{body}");
+    assert_eq!(items(&body).len(), 5, "three layers and two configs: {body}");
+    assert!(items(&body).contains(&format!("{layer} 1")), "{body}");
+    let (_, _, body) = get(addr, &format!("/cmd/blob/list?substr={}", &layer[7..19]), "");
+    assert_eq!(items(&body), vec![format!("{layer} 1")], "{body}");
+    let (_, _, body) = get(addr, "/cmd/blob/list?count=2", "");
+    assert_eq!(items(&body).len(), 2, "{body}");
+    let (_, _, body) = get(addr, "/cmd/blob/list?substr=zzzz", "");
+    assert_eq!(body, "no blobs found\n");
+}
+
+#[test]
+fn an_empty_cache_lists_nothing() {
+    let server = Server::start("", &[]);
+    for path in ["/cmd/manifest/list", "/cmd/image/list"] {
+        let (status, _, body) = get(&server.addr, path, "");
+        assert_eq!((status, body.as_str()), (200, "no manifests found\n"), "{path}");
+    }
+    let (status, _, body) = get(&server.addr, "/cmd/nothing/here", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, head, _) = get(&server.addr, "/cmd/verify", "");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: POST, DELETE"), "{head}");
+}
+
+/// An IPv4 address of this machine that is not loopback, if it has one.
+fn non_loopback_ipv4() -> Option<String> {
+    let out = std::process::Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().skip_while(|w| *w != "inet").nth(1).and_then(|a| a.split('/').next()).map(str::to_string)
+}
+
+#[test]
+fn peers_off_loopback_are_refused_unless_allowed_or_holding_the_token() {
+    let Some(ip) = non_loopback_ipv4() else {
+        common::skipped(
+            "peers_off_loopback_are_refused_unless_allowed_or_holding_the_token",
+            "this machine has no non-loopback IPv4 address to connect from",
+        );
+        return;
+    };
+    let server = Server::start(&format!("admin:\n  token: {TOKEN}\n"), &["--host", "0.0.0.0"]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let outside = format!("{ip}:{port}");
+    let (status, head, body) = get(&outside, "/cmd/manifest/list", "");
+    assert_eq!(status, 403, "{head}\n{body}");
+    assert!(body.contains("\"DENIED\"") && body.contains(&ip), "{body}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.log().contains("admin request refused")),
+        "the refusal is logged at debug:\n{}",
+        server.log()
+    );
+    let (status, _, body) = post(&outside, "/cmd/verify", "{}");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(get(&outside, "/v2/", "").0, 200, "the registry itself stays open");
+    assert_eq!(get(&outside, "/cmd/manifest/list", "Authorization: Bearer wrong-token-0123456789\r\n").0, 403);
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    let (status, _, body) = get(&outside, "/cmd/manifest/list", &bearer);
+    assert_eq!((status, body.as_str()), (200, "no manifests found\n"));
+    let client = AdminClient::new(&format!("http://{outside}"), 0).unwrap();
+    assert!(matches!(client.get_text("/cmd/jobs"), Err(client::ClientError::Refused { status: 403, .. })));
+    assert!(client.with_token(TOKEN).get_text("/cmd/jobs").is_ok());
+    assert_eq!(get(&format!("127.0.0.1:{port}"), "/cmd/manifest/list", "").0, 200, "loopback needs no token");
+
+    let allowed = Server::start(&format!("admin:\n  allow: [\"{ip}/32\", \"fd00::/8\"]\n"), &["--host", "0.0.0.0"]);
+    let port = allowed.addr.rsplit(':').next().unwrap();
+    let (status, _, body) = get(&format!("{ip}:{port}"), "/cmd/manifest/list", "");
+    assert_eq!((status, body.as_str()), (200, "no manifests found\n"));
+}
+
+#[test]
+fn a_bad_admin_config_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "admin:\n  allow: [10.0.0.0/8, 10.0.0.0/99]\n  token: short\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .args(["--image-path", dir.path().join("images").to_str().unwrap()])
+        .args(["--config-file", config.to_str().unwrap(), "serve", "--port", "0", "--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("admin.allow[1]") && stderr.contains("admin.token"), "{stderr}");
+}
+
+#[test]
+fn stop_answers_then_the_server_stops_cleanly_and_its_admin_file_goes() {
+    let mut server = Server::start("", &[]);
+    let admin_file = server.image_path.join(".admin");
+    let published = std::fs::read_to_string(&admin_file).expect(".admin is written once the server listens");
+    let port = server.addr.rsplit(':').next().unwrap();
+    assert!(published.contains(&format!("\"url\":\"http://127.0.0.1:{port}\"")), "{published}");
+    assert!(published.contains(&format!("\"pid\":{}", server.pid())), "{published}");
+    let found = client::find(&server.image_path).expect("the running server is found");
+    assert_eq!(found.pid(), server.pid());
+    assert_eq!(found.get_text("/cmd/jobs").unwrap().trim(), r#"{"jobs":[]}"#);
+
+    let (status, _, body) = get(&server.addr, "/cmd/stop", "");
+    assert_eq!((status, body.as_str()), (200, "stopping\n"));
+    let exit = server.wait_stopped();
+    assert!(exit.success(), "{exit}\n{}", server.log());
+    assert!(server.log().contains("shutdown asked for through /cmd/stop"), "{}", server.log());
+    assert!(!admin_file.exists(), ".admin is removed at shutdown");
+    assert!(server.temp_files().is_empty());
+
+    // A file left behind (a crash) with no process holding the lock is stale.
+    std::fs::write(&admin_file, &published).unwrap();
+    assert!(client::find(&server.image_path).is_none(), "a stale .admin is ignored");
+}
+
+#[test]
+fn sigterm_removes_the_admin_file_too() {
+    let mut server = Server::start("", &[]);
+    let admin_file = server.image_path.join(".admin");
+    assert!(admin_file.exists());
+    assert!(server.stop().success());
+    assert!(!admin_file.exists());
+}
+
+#[test]
+fn verify_job_checks_the_live_store_and_names_the_damage() {
+    let p = pulled();
+    let admin = client::find(&p.server.image_path).expect("the server is found through .admin");
+    let id = admin.start_job("verify", b"").unwrap();
+    let done = admin.wait(&id, Duration::from_millis(20), |_| {}).unwrap();
+    assert_eq!(done.state, "done", "{done:?}");
+    let report = done.report.clone().unwrap();
+    assert_eq!((report["objects"].as_u64(), report["ok"].as_u64()), (Some(8), Some(8)), "{done:?}");
+    assert_eq!(done.counters.get("checked"), Some(&8), "{done:?}");
+
+    let layer = &p.app.layer_digests[0];
+    let path = blob_file(&p.server.image_path, layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let id = admin.start_job("verify", b"{}").unwrap();
+    let done = admin.wait(&id, Duration::from_millis(20), |_| {}).unwrap();
+    let report = done.report.clone().unwrap();
+    assert_eq!((report["damaged"].as_u64(), report["ok"].as_u64()), (Some(1), Some(7)), "{done:?}");
+    assert!(done.lines.iter().any(|l| l.starts_with(&format!("corrupt {layer} (hashes to sha256:"))), "{done:?}");
+    assert!(path.exists(), "the job only reads: nothing is removed");
+    assert!(report["summary"].as_str().unwrap().starts_with("verified 8 objects"), "{done:?}");
+
+    let (status, _, body) = post(&p.server.addr, "/cmd/verify", r#"{"repair": true}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid parameters"), "{body}");
+}
+
+#[test]
+fn jobs_are_bounded_and_kept_for_a_while() {
+    let server = Server::start("", &[]);
+    let addr = server.addr.as_str();
+    let admin = client::find(&server.image_path).unwrap();
+    let holds: Vec<String> = (0..4).map(|_| admin.start_job("test-hold", b"").unwrap()).collect();
+    let (status, head, body) = post(addr, "/cmd/test-hold", "");
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("Retry-After: 5"), "{head}");
+    assert_eq!(post(addr, "/cmd/verify", "").0, 429, "every slot is taken");
+    let listed = admin.get_text("/cmd/jobs").unwrap();
+    assert_eq!(listed.matches("\"running\"").count(), 4, "{listed}");
+    let running = admin.poll(&holds[0]).unwrap();
+    assert_eq!((running.state.as_str(), running.lines.as_slice()), ("running", &["holding".to_string()][..]));
+
+    // Every slot is taken, the release's too: cancel one hold to free one.
+    assert!(matches!(admin.start_job("test-release", b""), Err(client::ClientError::Refused { status: 429, .. })));
+    let cancel = format!("DELETE /cmd/jobs/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", holds[0]);
+    let (status, _, body) = raw(addr, cancel.as_bytes());
+    assert_eq!((status, body.as_str()), (200, format!("job {} cancelled\n", holds[0]).as_str()));
+    let cancelled = admin.poll(&holds[0]).unwrap();
+    assert_eq!((cancelled.state.as_str(), cancelled.error.as_deref()), ("failed", Some("cancelled")));
+    assert_eq!(raw(addr, cancel.as_bytes()).0, 409, "it has finished");
+    admin.start_job("test-release", b"").unwrap();
+    let released = || holds[1..].iter().all(|id| admin.poll(id).is_ok_and(|s| s.state == "done"));
+    assert!(wait_until(Duration::from_secs(10), released), "the holds end when released");
+
+    let one = admin.start_job("test-hold-one", b"").unwrap();
+    let (status, head, body) = post(addr, "/cmd/test-hold-one", "");
+    assert_eq!(status, 409, "{body}");
+    assert!(head.contains(&format!("Location: /cmd/jobs/{one}")), "{head}");
+    admin.start_job("test-release", b"").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || admin.poll(&one).is_ok_and(|s| s.finished())));
+
+    for _ in 0..70 {
+        admin.start_job("test-release", b"").unwrap();
+    }
+    let (status, _, _) = get(addr, &format!("/cmd/jobs/{}", holds[0]), "");
+    assert_eq!(status, 404, "the oldest finished jobs are dropped past 64");
+    let listed = admin.get_text("/cmd/jobs").unwrap();
+    assert!(listed.matches("\"id\"").count() <= 64 + 4, "{listed}");
+    assert_eq!(get(addr, "/cmd/jobs/99999", "").0, 404);
+    assert_eq!(post(addr, "/cmd/no-such-kind", "").0, 404);
+}
+
+#[test]
+fn request_bodies_are_capped_and_need_a_length() {
+    let server = Server::start("", &[]);
+    let addr = server.addr.as_str();
+    let big = format!(
+        "POST /cmd/verify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    let (status, _, body) = raw(addr, big.as_bytes());
+    assert_eq!(status, 413, "{body}");
+    let chunked = "POST /cmd/verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    assert_eq!(raw(addr, chunked.as_bytes()).0, 411);
+    let get_with_body = "GET /cmd/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert_eq!(raw(addr, get_with_body.as_bytes()).0, 400);
+    // A body sent in pieces is read whole; the connection serves the next request after it.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(b"POST /cmd/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    stream.write_all(b"}").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    assert_eq!(server.get("/v2/", &[]).status, 200);
+    assert_eq!(server.head("/cmd/jobs", &[]).status, 200);
+}
