@@ -76,13 +76,14 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
     }
-    let admin = Arc::new(crate::admin::Admin::new(
-        settings.admin.clone(),
-        store.clone(),
-        runtime.handle().clone(),
-        shutdown.clone(),
-        crate::admin::builtin_kinds(),
-    ));
+    let job_env = crate::admin::JobEnv {
+        store: store.clone(),
+        fetch: fetch.clone(),
+        settings: settings.clone(),
+        runtime: runtime.handle().clone(),
+        shutdown: shutdown.clone(),
+    };
+    let admin = Arc::new(crate::admin::Admin::new(settings.admin.clone(), job_env, crate::admin::builtin_kinds()));
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         store: store.clone(),

@@ -242,6 +242,8 @@ fn stop_answers_then_the_server_stops_cleanly_and_its_admin_file_goes() {
     assert_eq!(found.pid(), server.pid());
     assert_eq!(found.get_text("/cmd/jobs").unwrap().trim(), r#"{"jobs":[]}"#);
 
+    assert_eq!(server.head("/cmd/stop", &[]).status, 405, "HEAD must not stop the server");
+    assert_eq!(server.get("/v2/", &[]).status, 200);
     let (status, _, body) = get(&server.addr, "/cmd/stop", "");
     assert_eq!((status, body.as_str()), (200, "stopping\n"));
     let exit = server.wait_stopped();

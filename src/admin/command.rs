@@ -76,7 +76,9 @@ impl Command {
         let read = matches!(method, "GET" | "HEAD");
         let get = |c: Command| if read { Ok(c) } else { Err(Refused::Method { allow: "GET, HEAD" }) };
         match rest {
-            "stop" => get(Command::Stop),
+            // GET only: a HEAD (a link checker, a monitor) must not stop the server.
+            "stop" if method == "GET" => Ok(Command::Stop),
+            "stop" => Err(Refused::Method { allow: "GET" }),
             "manifest/list" => get(Command::ManifestList { filter: filter(query, false)?, count: count(query)? }),
             "blob/list" => {
                 get(Command::BlobList { substr: param(query, "substr").unwrap_or_default(), count: count(query)? })
@@ -193,7 +195,8 @@ mod tests {
         ));
         assert!(matches!(get("/cmd/jobs/x", ""), Err(Refused::NotFound(_))));
         assert!(matches!(get("/cmd/verify", ""), Err(Refused::Method { allow: "POST, DELETE" })));
-        assert!(matches!(Command::parse("POST", "/cmd/stop", None), Err(Refused::Method { allow: "GET, HEAD" })));
+        assert!(matches!(Command::parse("POST", "/cmd/stop", None), Err(Refused::Method { allow: "GET" })));
+        assert!(matches!(Command::parse("HEAD", "/cmd/stop", None), Err(Refused::Method { allow: "GET" })));
         assert!(matches!(Command::parse("POST", "/cmd/Verify", None), Err(Refused::NotFound(_))));
         assert!(matches!(Command::parse("POST", "/cmd/a/b", None), Err(Refused::NotFound(_))));
         assert!(matches!(Command::parse("POST", "/cmd/", None), Err(Refused::NotFound(_))));

@@ -3,8 +3,8 @@
 //!
 //! A job kind is registered by name ([`JobKinds::register`]) as a function
 //! that checks the request body and returns the job's future; the future is
-//! given a [`JobContext`] (the store, a [`Progress`] sink, the runtime, the
-//! shutdown signal) and ends with a JSON report or an error message. Jobs run
+//! given a [`JobContext`] (the store, the fetcher, the settings, a
+//! [`Progress`] sink, the runtime, the shutdown signal) and ends with a JSON report or an error message. Jobs run
 //! on the fetch runtime (their file work on its blocking threads), never on
 //! a serving thread.
 //!
@@ -30,6 +30,8 @@ use serde_json::{json, Value};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::config::Settings;
+use crate::fetch::FetchHandle;
 use crate::store::tags::now_secs;
 use crate::store::Store;
 
@@ -67,10 +69,25 @@ where
     }
 }
 
+/// What the server gives every job: the same store, fetcher and settings
+/// the serving plane uses.
+#[derive(Clone)]
+pub struct JobEnv {
+    pub store: Arc<Store>,
+    /// Pulls through the fetcher, single-flight with the clients' pulls.
+    pub fetch: FetchHandle,
+    pub settings: Arc<Settings>,
+    /// The fetch runtime: `spawn_blocking` file work on it.
+    pub runtime: Handle,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// What a running job is given.
 #[derive(Clone)]
 pub struct JobContext {
     pub store: Arc<Store>,
+    pub fetch: FetchHandle,
+    pub settings: Arc<Settings>,
     pub progress: Progress,
     /// The fetch runtime: `spawn_blocking` file work on it.
     pub runtime: Handle,
@@ -238,15 +255,8 @@ impl Jobs {
         Jobs { kinds, table: Mutex::new(Table::default()) }
     }
 
-    /// Starts a job of `kind` on `runtime`; returns its id. Call on the runtime.
-    pub fn start(
-        &self,
-        kind: &str,
-        body: &[u8],
-        store: Arc<Store>,
-        runtime: Handle,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<u64, StartError> {
+    /// Starts a job of `kind` on the fetch runtime; returns its id. Call on the runtime.
+    pub fn start(&self, kind: &str, body: &[u8], env: &JobEnv) -> Result<u64, StartError> {
         let (&name, registered) =
             self.kinds.0.get_key_value(kind).ok_or_else(|| StartError::UnknownKind(kind.to_string()))?;
         let mut table = self.table.lock();
@@ -285,14 +295,21 @@ impl Jobs {
             cancelled: Arc::new(AtomicBool::new(false)),
         }));
         let cancelled = status.lock().cancelled.clone();
-        let ctx =
-            JobContext { store, progress: Progress(status.clone()), runtime: runtime.clone(), shutdown, cancelled };
+        let ctx = JobContext {
+            store: env.store.clone(),
+            fetch: env.fetch.clone(),
+            settings: env.settings.clone(),
+            progress: Progress(status.clone()),
+            runtime: env.runtime.clone(),
+            shutdown: env.shutdown.clone(),
+            cancelled,
+        };
         let job = registered.kind.start(ctx, body).map_err(StartError::Body)?;
         table.jobs.insert(id, status.clone());
         drop(table);
         tracing::info!(id, kind = name, "admin job started");
         let task_status = status.clone();
-        let task = runtime.spawn(async move {
+        let task = env.runtime.spawn(async move {
             let status = task_status;
             let outcome = match AssertUnwindSafe(job).catch_unwind().await {
                 Ok(outcome) => outcome,

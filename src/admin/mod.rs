@@ -34,14 +34,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::oci::{ErrorBody, OciCode};
-use crate::store::Store;
 use access::Access;
 use command::{Command, Refused};
-use jobs::{JobKinds, Jobs, StartError};
+pub use jobs::{JobContext, JobEnv, JobFuture, JobKind, JobKinds, Progress};
+use jobs::{Jobs, StartError};
 use listing::Selector;
 
 /// The largest request body taken (a job's parameters).
@@ -99,14 +98,16 @@ pub struct AdminRequest<'a> {
 /// The admin API of one server.
 pub struct Admin {
     access: Access,
-    store: Arc<Store>,
-    runtime: Handle,
-    shutdown: watch::Receiver<bool>,
+    env: JobEnv,
     jobs: Jobs,
     stop: Notify,
 }
 
-/// The job kinds every server offers; `load` and `prune` register theirs here.
+/// The job kinds every server offers. A new kind is one line here, e.g.
+/// `kinds.register("load", true, crate::ops::load::job);` with
+/// `fn job(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String>`: parse
+/// the body (an `Err` is the 400's message), return the work as a future
+/// that reports through `ctx.progress` and ends with a JSON report.
 pub fn builtin_kinds() -> JobKinds {
     let mut kinds = JobKinds::default();
     kinds.register("verify", true, verify_job::start);
@@ -116,14 +117,8 @@ pub fn builtin_kinds() -> JobKinds {
 }
 
 impl Admin {
-    pub fn new(
-        access: Access,
-        store: Arc<Store>,
-        runtime: Handle,
-        shutdown: watch::Receiver<bool>,
-        kinds: JobKinds,
-    ) -> Admin {
-        Admin { access, store, runtime, shutdown, jobs: Jobs::new(kinds), stop: Notify::new() }
+    pub fn new(access: Access, env: JobEnv, kinds: JobKinds) -> Admin {
+        Admin { access, env, jobs: Jobs::new(kinds), stop: Notify::new() }
     }
 
     /// Resolves once `GET /cmd/stop` was answered (or is being answered).
@@ -174,7 +169,7 @@ impl Admin {
             Err(Refused::Bad(m)) => return Reply::text(400, format!("invalid parameters: {m}")),
         };
         let admin = self.clone();
-        match self.runtime.spawn(async move { admin.run(command, body).await }).await {
+        match self.env.runtime.spawn(async move { admin.run(command, body).await }).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "an admin command failed");
@@ -184,7 +179,7 @@ impl Admin {
     }
 
     async fn run(self: Arc<Self>, command: Command, body: Vec<u8>) -> Reply {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         match command {
             Command::Stop => {
                 tracing::info!("shutdown asked for through /cmd/stop");
@@ -218,31 +213,27 @@ impl Admin {
                 Some(false) => Reply::text(409, format!("job {id} has finished already")),
                 None => Reply::text(404, format!("no job {id}")),
             },
-            Command::Start { kind } => {
-                match self.jobs.start(&kind, &body, store, self.runtime.clone(), self.shutdown.clone()) {
-                    Ok(id) => {
-                        let location = format!("/cmd/jobs/{id}");
-                        Reply::json(202, &json!({"id": id.to_string(), "kind": kind, "location": location}))
-                            .header("Location", location)
-                    }
-                    Err(StartError::UnknownKind(k)) => Reply::text(404, format!("no admin job kind {k:?}")),
-                    Err(StartError::Busy) => {
-                        Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
-                            .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
-                    }
-                    Err(StartError::KindBusy(id)) => {
-                        Reply::text(409, format!("a {kind} job runs already: /cmd/jobs/{id}"))
-                            .header("Location", format!("/cmd/jobs/{id}"))
-                    }
-                    Err(StartError::Body(m)) => Reply::text(400, format!("invalid parameters: {m}")),
+            Command::Start { kind } => match self.jobs.start(&kind, &body, &self.env) {
+                Ok(id) => {
+                    let location = format!("/cmd/jobs/{id}");
+                    Reply::json(202, &json!({"id": id.to_string(), "kind": kind, "location": location}))
+                        .header("Location", location)
                 }
-            }
+                Err(StartError::UnknownKind(k)) => Reply::text(404, format!("no admin job kind {k:?}")),
+                Err(StartError::Busy) => {
+                    Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
+                        .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
+                }
+                Err(StartError::KindBusy(id)) => Reply::text(409, format!("a {kind} job runs already: /cmd/jobs/{id}"))
+                    .header("Location", format!("/cmd/jobs/{id}")),
+                Err(StartError::Body(m)) => Reply::text(400, format!("invalid parameters: {m}")),
+            },
         }
     }
 
     /// Runs a list command on a blocking thread; a bad pattern is a 400.
     async fn blocking(&self, f: impl FnOnce() -> Result<String, listing::BadPattern> + Send + 'static) -> Reply {
-        match self.runtime.spawn_blocking(f).await {
+        match self.env.runtime.spawn_blocking(f).await {
             Ok(Ok(text)) => Reply::text(200, text),
             Ok(Err(e)) => Reply::text(400, e.to_string()),
             Err(e) => {
