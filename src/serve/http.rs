@@ -476,6 +476,21 @@ mod tests {
         assert_eq!(r.method, Method::Other("PUT".into()));
     }
 
+    #[test]
+    fn admin_requests_keep_their_length_and_authorization() {
+        let raw = b"POST /cmd/verify HTTP/1.1\r\nAuthorization: Bearer  abc \r\nContent-Length: 0012\r\n\r\n";
+        let (r, _) = parse(raw).unwrap().unwrap();
+        assert_eq!((r.content_length, r.authorization.as_deref(), r.has_body), (Some(12), Some("Bearer  abc"), true));
+        // Only admin requests keep it: a registry client's credentials are never held.
+        let raw = b"GET /v2/a/manifests/v1 HTTP/1.1\r\nAuthorization: Bearer abc\r\n\r\n";
+        let (r, _) = parse(raw).unwrap().unwrap();
+        assert_eq!((r.content_length, r.authorization), (None, None));
+        let (r, _) = parse(&with("Content-Length: 99999999999999999999999\r\n")).unwrap().unwrap();
+        assert_eq!(r.content_length, Some(u64::MAX), "saturates, and the admin cap refuses it");
+        let (r, _) = parse(&with("Transfer-Encoding: chunked\r\n")).unwrap().unwrap();
+        assert_eq!((r.content_length, r.has_body), (None, true));
+    }
+
     /// `GET /v2/` with `extra` header lines, ended.
     fn with(extra: &str) -> Vec<u8> {
         format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
