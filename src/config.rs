@@ -458,10 +458,7 @@ impl FileConfig {
     }
 
     fn later_release_keys(&self) -> Vec<&'static str> {
-        let keys = [
-            ("health", &self.health),
-            ("serverTlsConfig", &self.server_tls_config),
-        ];
+        let keys = [("health", &self.health), ("serverTlsConfig", &self.server_tls_config)];
         keys.into_iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())).map(|(k, _)| k).collect()
     }
 }
