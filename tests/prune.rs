@@ -114,6 +114,9 @@ fn prune_by_pattern_keeps_shared_layers_and_pinned_images_and_a_pruned_image_pul
         wait_recorded(images, img);
     }
     std::fs::write(images.join("index/pins"), format!("{host}/team/q:v1\n")).unwrap();
+    up.set_tag("team/b", "v2", &b.manifest_digest);
+    let r = server.get(&format!("/v2/{host}/team/b/manifests/v2"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
 
     let refused = prune(images, Some(&s.config_file), &["--pattern", "team/a"]);
     assert_eq!(refused.code, Some(2), "{}{}", refused.stdout, refused.stderr);
@@ -151,6 +154,19 @@ fn prune_by_pattern_keeps_shared_layers_and_pinned_images_and_a_pruned_image_pul
         pinned.stdout
     );
     assert!(blob_file(images, &p.layer_digests[0]).exists() && blob_file(images, &q.layer_digests[0]).exists());
+
+    // A second tag of b's manifest: pruning it takes only the tag.
+    let tag = prune(images, Some(&s.config_file), &["--pattern", "team/b:v2"]);
+    assert!(
+        tag.stdout.contains("pruned 1 images, 0 manifests, 0 blobs; freed 0 bytes"),
+        "{}{}",
+        tag.stdout,
+        tag.stderr
+    );
+    assert!(!images.join(format!("tags/{host}/team/b/_tags/v2")).exists(), "the pruned tag is gone");
+    assert!(
+        images.join(format!("tags/{host}/team/b/_tags/v1")).exists() && blob_file(images, &b.manifest_digest).exists()
+    );
 
     let server = Server::start_in(images, &s.config, &[]);
     up.clear_log();
