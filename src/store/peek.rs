@@ -1,6 +1,6 @@
-//! Reading an image path beside the process that owns it, for `list`: no
-//! lock is taken and nothing is written. Committed files are immutable and
-//! tag files and `index/pulled` are replaced atomically, so each read is
+//! Reading an image path beside the process that owns it, for `list` and
+//! `export`: no lock is taken and nothing is written. Committed files are
+//! immutable and tag files and `index/pulled` are replaced atomically, so each read is
 //! whole; a torn last line of the records journal is an append in progress,
 //! skipped (not cut). Manifests are read from their files and checked
 //! against their digests, like everything else on disk.
@@ -24,6 +24,10 @@ pub struct Peeked {
     pub images: Vec<Image>,
     /// Every committed object's size.
     pub sizes: HashMap<Digest, u64>,
+    /// Every committed object's record, as the journal has it.
+    pub records: HashMap<Digest, Arc<super::Record>>,
+    /// Every tag record.
+    pub tags: Vec<(super::TagKey, super::TagRecord)>,
     /// Journal lines that did not parse.
     pub skipped: usize,
 }
@@ -39,7 +43,7 @@ pub fn catalog(root: &Path) -> io::Result<Peeked> {
     let read = |d: &Digest| manifest(&layout, d, view.records.get(d)?.size);
     let images = catalog::build(&view, read, |d| modified(&layout.blob(d)));
     let sizes = view.records.iter().map(|(d, r)| (d.clone(), r.size)).collect();
-    Ok(Peeked { images, sizes, skipped: loaded.skipped })
+    Ok(Peeked { images, sizes, records: view.records, tags: view.tags, skipped: loaded.skipped })
 }
 
 fn manifest(layout: &Layout, digest: &Digest, size: u64) -> Option<Bytes> {
