@@ -88,6 +88,24 @@ pub enum Command {
     /// Exit status: 0 when every image loaded, 1 when some image failed (each is named; the
     /// others are loaded), 2 when load could not run (usage, config, lock, unreadable files).
     Load(LoadArgs),
+    /// Write cached images to an OCI image layout tarball, for load or ctr import elsewhere
+    ///
+    /// Chooses images by --pattern (as list matches them) or by --image-file (image lists as load
+    /// reads them: references by tag or digest, `#` comments). Each image goes with its cached
+    /// platform manifests, configs and layers, and with the cosign-style referrers-tag artifacts of
+    /// its repository that are cached (sha256-<hex>.sig, .att, .sbom). The tarball holds
+    /// oci-layout, index.json (each image named by io.containerd.image.name and
+    /// org.opencontainers.image.ref.name, both the full reference) and blobs/<alg>/<hex>, each blob
+    /// once; load --image-file, ctr import and skopeo's oci-archive: read it. Manifests are checked
+    /// against their digests and blobs hashed as they are written. An incomplete image (a platform
+    /// manifest, config or layer not cached) is refused unless --allow-incomplete. Works while a
+    /// server runs on the image path (no lock); the tarball is written to a temp file beside FILE and
+    /// renamed over it when complete.
+    ///
+    /// Exit status: 0 when every chosen image was written, 1 when some were refused (each is named;
+    /// the others are written), 2 when export could not run (usage, config, unreadable image path,
+    /// a write failure).
+    Export(ExportArgs),
     /// Print the version and exit
     Version,
 }
@@ -293,4 +311,26 @@ pub struct LoadArgs {
     /// body streams (never a limit on the whole transfer). Default 60000
     #[arg(long, value_name = "MS")]
     pub pull_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Export images matching any of these comma-separated regular expressions (unanchored),
+    /// matched against registry/repo:tag and registry/repo@digest, as list and prune match them
+    #[arg(long, value_name = "REGEX,...", required_unless_present = "image_file", conflicts_with = "image_file")]
+    pub pattern: Option<String>,
+
+    /// Export the images named in these image lists (a file, a glob, or a comma list of them): one
+    /// fully qualified reference per line, by tag or digest, as load reads them
+    #[arg(long, value_name = "LIST")]
+    pub image_file: Option<String>,
+
+    /// The tarball to write (replaced atomically when complete), or - for standard output
+    #[arg(long, value_name = "FILE.tar")]
+    pub output: String,
+
+    /// Write incomplete images too (what of them is cached), flagged in the output, instead of
+    /// refusing them
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }

@@ -19,6 +19,7 @@ fn main() {
         Command::List(args) => std::process::exit(ociregistry::ops::list::run(&cli, args)),
         Command::Prune(args) => std::process::exit(ociregistry::ops::prune::cli::run(&cli, args)),
         Command::Load(args) => std::process::exit(ociregistry::ops::load::run(&cli, args).exit_code()),
+        Command::Export(args) => std::process::exit(ociregistry::ops::export::run(&cli, args)),
         Command::Version => {
             println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
             Ok(())
