@@ -228,3 +228,40 @@ impl Drop for TempFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_checked(content: &[u8], digest: &Digest, size: u64) -> io::Result<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, content).unwrap();
+        let mut out = Vec::new();
+        Checked::new(File::open(&path).unwrap(), digest, size).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn blobs_are_written_only_as_their_digest_and_size_say() {
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, b"layer bytes");
+        assert_eq!(read_checked(b"layer bytes", &digest, 11).unwrap(), b"layer bytes");
+        let wrong = read_checked(b"layer bytez", &digest, 11).unwrap_err();
+        assert!(wrong.to_string().contains("hashes to"), "{wrong}");
+        let short = read_checked(b"layer", &digest, 11).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        // A longer file is read only as far as its record says, then fails its digest.
+        assert!(read_checked(b"layer bytes and more", &digest, 11).is_ok());
+        assert!(read_checked(b"layer bytes and more", &digest, 20).is_err());
+    }
+
+    #[test]
+    fn outputs_are_files_in_existing_directories_or_stdout() {
+        assert_eq!(Output::parse("-"), Ok(Output::Stdout));
+        assert_eq!(Output::parse("x.tar"), Ok(Output::File(PathBuf::from("x.tar"))));
+        assert!(Output::parse("/nonexistent-dir/x.tar").unwrap_err().contains("does not exist"));
+        assert!(Output::parse("").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Output::parse(dir.path().to_str().unwrap()).is_err());
+    }
+}
