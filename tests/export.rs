@@ -169,6 +169,17 @@ fn exported_images_load_into_a_fresh_cache_that_serves_them_air_gapped_to_contai
         run.show()
     );
 
+    // To standard output, with the lines on standard error: the same images make the same tarball.
+    let streamed = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .arg("--image-path")
+        .arg(&cache)
+        .args(["export", "--pattern", "export/multi:,export/one:v1", "--output", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(streamed.status.code(), Some(0), "{}", String::from_utf8_lossy(&streamed.stderr));
+    assert!(String::from_utf8_lossy(&streamed.stderr).contains("exported 3 images"));
+    assert!(streamed.stdout == std::fs::read(&tar).unwrap(), "the streamed tarball differs from the file");
+
     // An image list: a reference by digest is exported under it; one naming nothing cached is refused.
     let list = work.path().join("images.txt");
     let by_digest = format!("{UPSTREAM}/export/one@{}", one.manifest_digest);
