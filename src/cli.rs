@@ -82,8 +82,11 @@ pub enum Command {
     /// e.g. quay.io/prometheus/busybox:latest or docker.io/library/alpine@sha256:…; `#` starts a
     /// comment), a `docker save` or OCI layout tarball (gzipped or not), a glob, or a comma list of
     /// them: 'lists/*.txt,images.tar.gz'. Each file's kind is told by its content. What is already
-    /// cached is not fetched again. Needs the image path's lock: a running server must be stopped
-    /// (or given the list with serve --preload-images).
+    /// cached is not fetched again. When a server runs on the image path, load finds it through
+    /// <image-path>/.admin and hands the lists' images to it as an admin job (on its loopback
+    /// admin endpoint, /cmd/load): the server pulls them into its store, serves them at once, and
+    /// load prints its progress and summary. Tarballs are not handed over: stop the server to load
+    /// them. With no server, load takes the image path's lock itself. --pin pins what loaded.
     ///
     /// Exit status: 0 when every image loaded, 1 when some image failed (each is named; the
     /// others are loaded), 2 when load could not run (usage, config, lock, unreadable files).
@@ -306,6 +309,10 @@ pub struct LoadArgs {
     /// Images loaded at once, and blob downloads at once. Default 4
     #[arg(long, value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
+
+    /// Pin the images loaded (index/pins): prune never removes a pinned image
+    #[arg(long)]
+    pub pin: bool,
 
     /// Milliseconds to wait for an upstream's response headers, and for progress while a
     /// body streams (never a limit on the whole transfer). Default 60000

@@ -16,6 +16,7 @@
 //! - [`listing`]: the list commands, from the store's records and tags.
 //! - [`jobs`]: the bounded registry of jobs and the `JobKind` plug-in point.
 //! - [`verify_job`]: `POST /cmd/verify`, the store checked while serving.
+//! - `crate::ops::load::job`: `POST /cmd/load`, what `ociregistry load` hands to a running server.
 //! - [`discovery`]: `<image-path>/.admin`, how a local command finds the server.
 //! - [`client`]: the client those commands use.
 
@@ -104,13 +105,14 @@ pub struct Admin {
 }
 
 /// The job kinds every server offers. A new kind is one line here, e.g.
-/// `kinds.register("load", true, crate::ops::load::job);` with
+/// `kinds.register("load", true, crate::ops::load::job::start);` with
 /// `fn job(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String>`: parse
 /// the body (an `Err` is the 400's message), return the work as a future
 /// that reports through `ctx.progress` and ends with a JSON report.
 pub fn builtin_kinds() -> JobKinds {
     let mut kinds = JobKinds::default();
     kinds.register("verify", true, verify_job::start);
+    kinds.register("load", true, crate::ops::load::job::start);
     #[cfg(feature = "fault-injection")]
     test_jobs::register(&mut kinds);
     kinds

@@ -7,11 +7,15 @@
 //! cached is not fetched again.
 //!
 //! [`load`] is a function over a store and a fetch handle, so a running
-//! server can run it too (`serve --preload-images`). The `load` command owns
-//! the image path (its lock) while it runs; the exit status is an [`Outcome`].
+//! server can run it too (`serve --preload-images`, and the admin job `load`
+//! in [`job`]). When a server runs on the image path (its `.admin` file),
+//! the `load` command hands the work to it as that job and follows it;
+//! otherwise it owns the image path (its lock) while it runs. The exit
+//! status is an [`Outcome`] either way.
 
 pub mod hello_world;
 pub mod image_ref;
+pub mod job;
 pub mod platform;
 mod preload;
 mod progress;
@@ -66,10 +70,13 @@ pub struct Options {
     pub platforms: Platforms,
     /// Images at once, and blob downloads at once.
     pub jobs: NonZeroUsize,
+    /// Pin the references loaded (`index/pins`): prune never removes them.
+    pub pin: bool,
 }
 
 /// What loading one image fetched and found already cached.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Counts {
     pub manifests_fetched: u64,
     pub manifests_present: u64,
@@ -90,12 +97,15 @@ impl Counts {
 }
 
 /// The result of a run, printed as its last line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub loaded: u64,
     /// Each image (or list line, or tarball) that failed, with why.
     pub failed: Vec<(String, String)>,
     pub counts: Counts,
+    /// References pinned (`--pin`).
+    pub pinned: u64,
 }
 
 impl Summary {
@@ -121,7 +131,11 @@ impl fmt::Display for Summary {
             c.bytes_fetched,
             c.manifests_present,
             c.blobs_present
-        )
+        )?;
+        if self.pinned > 0 {
+            write!(f, "; pinned {}", self.pinned)?;
+        }
+        Ok(())
     }
 }
 
@@ -186,9 +200,11 @@ pub async fn load(
         .buffer_unordered(jobs)
         .collect()
         .await;
+    let mut loaded: Vec<String> = Vec::new();
     for (image, result) in results {
         match result {
             Ok(counts) => {
+                loaded.push(image.to_string());
                 summary.loaded += 1;
                 summary.counts.add(&counts);
             }
@@ -211,6 +227,7 @@ pub async fn load(
                     ));
                     summary.loaded += 1;
                     summary.counts.add(&counts);
+                    loaded.push(name);
                 }
                 Err(e) => {
                     progress.failure(format_args!("failed {name}: {e}"));
@@ -220,15 +237,42 @@ pub async fn load(
         }
         progress.image_done();
     }
+    if options.pin && !loaded.is_empty() {
+        pin(&store, loaded, &mut summary, progress).await;
+    }
     summary
 }
 
+/// Pins what loaded (`--pin`); a failure to is a failure of the run.
+async fn pin(store: &Arc<Store>, loaded: Vec<String>, summary: &mut Summary, progress: &Progress) {
+    let n = loaded.len() as u64;
+    let store = store.clone();
+    let result = match tokio::task::spawn_blocking(move || store.add_pins(&loaded)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => {
+            progress.line(format_args!("pinned {}", plural(n as usize, "reference")));
+            summary.pinned = n;
+        }
+        Err(e) => {
+            progress.failure(format_args!("failed to pin the images loaded: {e}"));
+            summary.failed.push(("pins (index/pins)".to_string(), e));
+        }
+    }
+}
+
 /// The `load` command: resolves its options (flags over the config file's
-/// `imageFile`, `os`, `arch`), takes the image path's lock, starts the fetch
-/// plane as `serve` does (the file's registries, auth and TLS), loads.
+/// `imageFile`, `os`, `arch`). When a server runs on the image path (its
+/// `.admin` file names a live process whose admin API answers), the work is
+/// handed to it as the admin job `load` and followed ([`follow`]). Otherwise
+/// it takes the image path's lock, starts the fetch plane as `serve` does
+/// (the file's registries, auth and TLS), and loads.
 pub fn run(cli: &Cli, args: &LoadArgs) -> Outcome {
     match prepare(cli, args) {
-        Ok(prepared) => execute(prepared),
+        Ok(Prepared::Local(prepared)) => execute(prepared),
+        Ok(Prepared::Server { admin, id, items }) => follow(&admin, &id, items),
         Err(message) => {
             eprintln!("error: {message}");
             Outcome::NotRun
@@ -236,7 +280,17 @@ pub fn run(cli: &Cli, args: &LoadArgs) -> Outcome {
     }
 }
 
-struct Prepared {
+enum Prepared {
+    Local(Local),
+    /// Handed to the running server as admin job `id`.
+    Server {
+        admin: crate::admin::client::AdminClient,
+        id: String,
+        items: u64,
+    },
+}
+
+struct Local {
     settings: Arc<Settings>,
     inputs: Vec<Input>,
     options: Options,
@@ -257,28 +311,77 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
         .clone()
         .or(file.image_file.clone())
         .ok_or("--image-file is required (or imageFile in the config file)")?;
+    let os = args.os.clone().or(file.os.clone());
+    let arch = args.arch.clone().or(file.arch.clone());
     let platforms = if args.all_platforms {
         Platforms::All
     } else {
-        Platforms::One(Platform::parse(
-            args.os.as_deref().or(file.os.as_deref()),
-            args.arch.as_deref().or(file.arch.as_deref()),
-        )?)
+        Platforms::One(Platform::parse(os.as_deref(), arch.as_deref())?)
     };
     let inputs = spec::resolve(&spec)?;
     let level = cli.log_level.or(file.log_level).unwrap_or(LogLevel::Warn);
     let log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+    let items = inputs
+        .iter()
+        .map(|i| match i {
+            Input::List { lines, .. } => lines.len() as u64,
+            Input::Tarball { .. } => 1,
+        })
+        .sum();
+    if let Some(admin) = crate::admin::client::find(&settings.image_path) {
+        if let Some(path) = inputs.iter().find_map(|i| match i {
+            Input::Tarball { path, .. } => Some(path),
+            Input::List { .. } => None,
+        }) {
+            return Err(format!(
+                "a server (pid {}) runs on the image path {}, and tarballs are not handed to a running server                  ({}): stop the server and load, or load an image list (lists are loaded through the server)",
+                admin.pid(),
+                settings.image_path.display(),
+                path.display()
+            ));
+        }
+        let body = job::Body {
+            lines: inputs
+                .iter()
+                .flat_map(|i| match i {
+                    Input::List { lines, .. } => lines.as_slice(),
+                    Input::Tarball { .. } => &[][..],
+                })
+                .map(|l| job::BodyLine { origin: l.origin.clone(), text: l.text.clone() })
+                .collect(),
+            os,
+            arch,
+            all_platforms: args.all_platforms,
+            jobs: args.jobs,
+            pin: args.pin,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        match admin.start_job("load", &body) {
+            Ok(id) => return Ok(Prepared::Server { admin, id, items }),
+            Err(crate::admin::client::ClientError::Refused { status, message }) => {
+                return Err(format!("the server (pid {}) refused the load ({status}): {message}", admin.pid()))
+            }
+            // Unreachable: as if no server ran (the lock tells).
+            Err(e) => tracing::warn!(error = %e, "the server named in .admin does not answer"),
+        }
+    }
     let store = open_store(&settings)?;
     let jobs = args.jobs.unwrap_or(NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero"));
-    Ok(Prepared { settings: Arc::new(settings), inputs, options: Options { platforms, jobs }, store, _log: log })
+    Ok(Prepared::Local(Local {
+        settings: Arc::new(settings),
+        inputs,
+        options: Options { platforms, jobs, pin: args.pin },
+        store,
+        _log: log,
+    }))
 }
 
 fn open_store(settings: &Settings) -> Result<Arc<Store>, String> {
     let store = Store::open(&settings.image_path, settings.memory).map_err(|e| match e {
         OpenError::Locked { path, pid } => format!(
-            "a server (or another load or verify) owns the image path {}: {} holds its lock {}. Loading into a \
-             running server is not supported yet: stop it and load, or give the server the list with \
-             serve --preload-images",
+            "a server (or another load or verify) owns the image path {}: {} holds its lock {}, and no running \
+             server could be reached through its .admin file to load through it: stop it and load, or give \
+             the server the list with serve --preload-images",
             path.display(),
             pid.map_or_else(|| "a process".to_string(), |p| format!("pid {p}")),
             Layout::new(&path).lock_file().display()
@@ -288,7 +391,7 @@ fn open_store(settings: &Settings) -> Result<Arc<Store>, String> {
     Ok(Arc::new(store))
 }
 
-fn execute(p: Prepared) -> Outcome {
+fn execute(p: Local) -> Outcome {
     crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -327,6 +430,57 @@ fn execute(p: Prepared) -> Outcome {
     let summary = runtime.block_on(load(p.store.clone(), fetch, p.inputs, &p.options, &progress));
     progress.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    report(&summary)
+}
+
+/// Follows the server's load job: its lines as they come (an overall bar on
+/// a terminal), then the summary, as a local load prints them.
+fn follow(admin: &crate::admin::client::AdminClient, id: &str, items: u64) -> Outcome {
+    eprintln!("a server (pid {}) runs on the image path: loading through it (admin job {id})", admin.pid());
+    let progress = Progress::for_cli(items);
+    let mut printed = 0u64;
+    let mut done = 0u64;
+    let result = admin.wait(id, std::time::Duration::from_millis(200), |status| {
+        for (i, line) in status.lines.iter().enumerate() {
+            let n = status.lines_dropped + i as u64;
+            if n >= printed {
+                progress.line(line);
+                printed = n + 1;
+            }
+        }
+        let now = status.counters.get("done").copied().unwrap_or(0);
+        for _ in done..now {
+            progress.image_done();
+        }
+        done = done.max(now);
+    });
+    progress.finish();
+    let status = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: lost track of the server's load job {id} (it may still run): {e}");
+            return Outcome::NotRun;
+        }
+    };
+    let summary = match (status.state.as_str(), status.report) {
+        ("done", Some(report)) => serde_json::from_value::<Summary>(report),
+        _ => {
+            let why = status.error.unwrap_or_else(|| "no report".to_string());
+            eprintln!("error: the server's load job {id} did not finish: {why}");
+            return Outcome::NotRun;
+        }
+    };
+    match summary {
+        Ok(summary) => report(&summary),
+        Err(e) => {
+            eprintln!("error: the server's load job {id} gave a report this load cannot read: {e}");
+            Outcome::NotRun
+        }
+    }
+}
+
+/// Prints the summary (standard output) and each failure (standard error).
+fn report(summary: &Summary) -> Outcome {
     println!("{summary}");
     if !summary.failed.is_empty() {
         eprintln!("error: {} could not be loaded:", plural(summary.failed.len(), "image"));

@@ -2,7 +2,8 @@
 //! per image being loaded (bytes fetched of the bytes it lacks) under an
 //! overall bar (images done); result lines are printed above the bars. Not on
 //! a terminal, the result lines alone, on standard output. Inside a server
-//! (preloading), the result lines go to the log.
+//! (preloading), the result lines go to the log; in an admin job, to the
+//! job's lines, with a `done` counter of images done.
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
@@ -16,6 +17,7 @@ pub enum Progress {
     Terminal { multi: MultiProgress, overall: ProgressBar },
     Plain,
     Log,
+    Job(crate::admin::Progress),
 }
 
 /// One image's bar (nothing when not on a terminal).
@@ -48,8 +50,10 @@ impl Progress {
 
     /// One more image is done.
     pub fn image_done(&self) {
-        if let Progress::Terminal { overall, .. } = self {
-            overall.inc(1);
+        match self {
+            Progress::Terminal { overall, .. } => overall.inc(1),
+            Progress::Job(job) => job.add("done", 1),
+            _ => {}
         }
     }
 
@@ -61,6 +65,7 @@ impl Progress {
             }
             Progress::Plain => drop(writeln!(std::io::stdout().lock(), "{line}")),
             Progress::Log => tracing::info!("{line}"),
+            Progress::Job(job) => job.line(line),
         }
     }
 
