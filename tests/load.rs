@@ -4,8 +4,11 @@
 //! serves to containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream
 //! nothing; a bad line or an unreachable image fails the run (exit 1, each named) while the others
 //! load; a tarball with a wrong digest commits nothing, and its images without a usable name are
-//! refused alone; a running server's lock makes load refuse (exit 2) naming its pid. A server preloads
-//! its list before it listens; the built-in hello-world image is pulled and run by containerd.
+//! refused alone. With a server running on the image path, load hands the list to it (the admin job
+//! `load`), which serves the images at once (upstream stopped, no restart); a failed image is exit 1,
+//! named; a tarball is refused (exit 2) naming its pid. `--pin` writes `index/pins`, locally and
+//! through the server. A server preloads its list before it listens; the built-in hello-world image
+//! is pulled and run by containerd.
 
 mod common;
 
@@ -303,21 +306,83 @@ fn bad_lines_and_unreachable_images_fail_the_run_by_name_while_the_others_load()
 }
 
 #[test]
-fn load_refuses_an_image_path_a_server_owns_and_bad_specs_are_named() {
+fn bad_specs_are_named() {
     let up = Distribution::start(Mode::Plain);
     let site = Site::new(&up);
-    let list = site.write_list("l.txt", &format!("{UPSTREAM}/load/one:v1\n"));
-    let server = Server::start_in(&site.images, &config_yaml(&up), &[]);
-    let refused = site.load(&["--image-file", &list]);
-    assert_eq!(refused.code, Some(2), "{}", refused.show());
-    assert!(refused.stderr.contains(&format!("pid {}", server.pid())), "{}", refused.show());
-    drop(server);
     let nothing = site.load(&["--image-file", &format!("{}/*.none", site.dir.path().display())]);
     assert_eq!(nothing.code, Some(2), "{}", nothing.show());
     assert!(nothing.stderr.contains("no file matches"), "{}", nothing.show());
     let no_spec = site.load(&[]);
     assert_eq!(no_spec.code, Some(2), "{}", no_spec.show());
     assert!(no_spec.stderr.contains("--image-file"), "{}", no_spec.show());
+}
+
+fn pins(images: &Path) -> String {
+    std::fs::read_to_string(images.join("index").join("pins")).unwrap_or_default()
+}
+
+#[test]
+fn load_hands_a_list_to_the_server_running_on_the_image_path_which_serves_it_at_once() {
+    let mut up = Distribution::start(Mode::Plain);
+    let pushed = push_images(&up);
+    let site = Site::new(&up);
+    let server = Server::start_in(&site.images, &config_yaml(&up), &[]);
+    let through = format!("pid {}", server.pid());
+
+    let list = site.write_list("one.txt", &format!("{UPSTREAM}/load/one:v1\n"));
+    let run = site.load(&["--image-file", &list, "--pin"]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(run.stderr.contains(&through) && run.stderr.contains("admin job"), "not handed over\n{}", run.show());
+    assert!(run.summary().starts_with("loaded 1 images, 0 failed"), "{}", run.show());
+    assert!(run.stdout.contains(&format!("loaded {UPSTREAM}/load/one:v1")), "no progress line\n{}", run.show());
+    assert!(pins(&site.images).lines().any(|l| l == format!("{UPSTREAM}/load/one:v1")), "{}", run.show());
+
+    let mixed =
+        site.write_list("mixed.txt", &format!("{UPSTREAM}/load/multi:v2\n{UPSTREAM}/load/absent:v9\nnot-full:1\n"));
+    let failed = site.load(&["--image-file", &mixed]);
+    assert_eq!(failed.code, Some(1), "{}", failed.show());
+    assert!(failed.summary().starts_with("loaded 1 images, 2 failed"), "{}", failed.show());
+    for named in ["upstream.test/load/absent:v9", "not-full:1 (", "mixed.txt:3"] {
+        assert!(failed.stderr.contains(named), "{named} is not named\n{}", failed.show());
+    }
+    assert!(!pins(&site.images).contains("load/multi"), "pinned without --pin");
+
+    // A tarball is not handed over: refused, naming the server.
+    let tarball = site.path("images.tar.gz");
+    std::fs::write(&tarball, [0x1f, 0x8b, 8, 0]).unwrap();
+    let refused = site.load(&["--image-file", &tarball.display().to_string()]);
+    assert_eq!(refused.code, Some(2), "{}", refused.show());
+    assert!(refused.stderr.contains(&through) && refused.stderr.contains("image list"), "{}", refused.show());
+
+    // Served by the same server, no restart, with the upstream gone.
+    up.stop();
+    for (repo, tag, blob) in [("one", "v1", &pushed.one.layers[1].0), ("multi", "v2", &pushed.multi_host.config_digest)]
+    {
+        let manifest = server.get(
+            &format!("/v2/{UPSTREAM}/load/{repo}/manifests/{tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")],
+        );
+        assert_eq!(manifest.status, 200, "{repo}\n{}", server.log());
+        assert_eq!(manifest.header("x-cache"), Some("HIT"), "{repo}");
+        assert_eq!(server.get(&format!("/v2/{UPSTREAM}/load/{repo}/blobs/{blob}"), &[]).status, 200, "{repo}");
+    }
+}
+
+#[test]
+fn pin_without_a_server_writes_the_pins_file() {
+    let up = Distribution::start(Mode::Plain);
+    let _pushed = push_images(&up);
+    let site = Site::new(&up);
+    let list = site.write_list("l.txt", &format!("{UPSTREAM}/load/one:v1\n{UPSTREAM}/load/docker:v3\n"));
+    let unpinned = site.load(&["--image-file", &list]);
+    assert_eq!(unpinned.code, Some(0), "{}", unpinned.show());
+    assert!(pins(&site.images).is_empty(), "pinned without --pin");
+    let run = site.load(&["--image-file", &list, "--pin"]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(!run.stderr.contains("admin job"), "{}", run.show());
+    assert!(run.summary().ends_with("; pinned 2"), "{}", run.show());
+    let pinned: Vec<String> = pins(&site.images).lines().map(str::to_string).collect();
+    assert_eq!(pinned, vec![format!("{UPSTREAM}/load/docker:v3"), format!("{UPSTREAM}/load/one:v1")], "{}", run.show());
 }
 
 #[test]
