@@ -19,8 +19,8 @@ use common::containerd::{
 };
 use common::distribution::{Distribution, Mode};
 use common::images::{
-    blob_path, sha256_digest, write_image, write_image_as, write_index, write_index_as, Format, ImageInfo, IndexInfo,
-    LayerSpec, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
+    blob_path, host_arch, other_arch, sha256_digest, write_image, write_image_as, write_index, write_index_as, Format,
+    ImageInfo, IndexInfo, LayerSpec, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
 use common::{plain_registry, Server};
 use serde_json::json;
@@ -101,19 +101,9 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-/// This machine's architecture as OCI names it.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// linux/amd64 and linux/arm64 with the host's first, so index 0 is what a plain pull selects.
 fn host_first_platforms() -> [(&'static str, &'static str); 2] {
-    let other = if host_arch() == "arm64" { "amd64" } else { "arm64" };
-    [("linux", host_arch()), ("linux", other)]
+    [("linux", host_arch()), ("linux", other_arch())]
 }
 
 /// The manifest, config and layer digests of `image`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::containerd::{write_hosts_dir, Containerd, PullOpts};
 use common::distribution::{Distribution, Mode};
-use common::images::{write_image, write_index, ImageInfo, LayerSpec};
+use common::images::{host_arch, other_arch, write_image, write_index, ImageInfo, LayerSpec};
 use common::{wait_until, Server};
 
 const UPSTREAM: &str = "upstream.test";
@@ -52,22 +52,6 @@ fn ociregistry(images: &Path, config: &Path, args: &[&str]) -> Ran {
 /// The upstream listed as [`UPSTREAM`]; no prefetch, so a manifest pulled alone stays incomplete.
 fn config_yaml(upstream: &Distribution) -> String {
     format!("prefetch: false\nregistries:\n  - name: {UPSTREAM}\n    endpoint: {}\n", upstream.base_url)
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-fn other_arch() -> &'static str {
-    if host_arch() == "arm64" {
-        "amd64"
-    } else {
-        "arm64"
-    }
 }
 
 fn layers(seed: u64) -> Vec<LayerSpec> {

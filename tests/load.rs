@@ -17,7 +17,9 @@ use std::process::Command;
 
 use common::containerd::{skopeo_copy_through, write_hosts_dir, Containerd, PullOpts};
 use common::distribution::{Distribution, Mode};
-use common::images::{sha256_digest, write_image, write_image_as, write_index, Format, ImageInfo, LayerSpec};
+use common::images::{
+    host_arch, other_arch, sha256_digest, write_image, write_image_as, write_index, Format, ImageInfo, LayerSpec,
+};
 use common::Server;
 
 /// The portless name the upstream is listed under: skopeo cannot parse `MIRROR/HOST:PORT/repo`.
@@ -88,23 +90,6 @@ impl Site {
 
 fn config_yaml(upstream: &Distribution) -> String {
     format!("registries:\n  - name: {UPSTREAM}\n    endpoint: {}\n", upstream.base_url)
-}
-
-/// This machine's architecture as OCI names it.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-fn other_arch() -> &'static str {
-    if host_arch() == "arm64" {
-        "amd64"
-    } else {
-        "arm64"
-    }
 }
 
 fn layers(seed: u64) -> Vec<LayerSpec> {

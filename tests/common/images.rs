@@ -363,3 +363,21 @@ fn pseudo_random_bytes(seed: u64, size: usize) -> Vec<u8> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// This machine's architecture as OCI names it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// An architecture other than this machine's (for a second platform of an index).
+pub fn other_arch() -> &'static str {
+    if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
