@@ -74,7 +74,8 @@ pub enum Command {
     /// a manifest or blob goes only when no image that stays uses it (a layer shared by two
     /// images stays with the other). The tags of removed images go; the next pull fetches the
     /// image again. Pinned images (the pins file, the pinned: config list) are never removed.
-    /// Without --dry-run it needs the image path's lock: it refuses while a server runs.
+    /// While a server runs on the image path, the prune runs inside it (an admin job; pulls go
+    /// on) and its report is printed here; otherwise it takes the image path's lock.
     Prune(PruneArgs),
     /// Load images into the cache from image lists (pulled from their upstreams) or tarballs
     ///

@@ -367,3 +367,30 @@ fn request_bodies_are_capped_and_need_a_length() {
     assert_eq!(server.get("/v2/", &[]).status, 200);
     assert_eq!(server.head("/cmd/jobs", &[]).status, 200);
 }
+
+#[test]
+fn go_delete_cmd_prune_by_pattern_dry_and_for_real() {
+    let Pulled { up, server, app, tools, .. } = pulled();
+    let addr = server.addr.clone();
+    let host = up.host();
+    let delete = |query: &str| {
+        raw(&addr, format!("DELETE /cmd/prune?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    };
+    // Go's default is a dry run.
+    let (status, _, body) = delete("type=pattern&expr=team/app");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("would remove image {host}/team/app:v1")), "{body}");
+    assert!(body.lines().last().unwrap().starts_with("dry run: 1 images"), "{body}");
+    assert!(blob_file(&server.image_path, &app.manifest_digest).exists(), "a dry run removes nothing");
+    let (status, _, body) = delete("type=pattern&expr=team%2Fapp&dryRun=false");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("removed image {host}/team/app:v1")), "{body}");
+    assert!(body.lines().last().unwrap().starts_with("pruned 1 images"), "{body}");
+    assert!(!blob_file(&server.image_path, &app.manifest_digest).exists(), "the manifest went");
+    assert!(blob_file(&server.image_path, &tools.manifest_digest).exists(), "the other image stays");
+    for bad in ["type=nope", "type=pattern", "type=accessed", "type=pattern&expr=a&dryRun=maybe"] {
+        assert_eq!(delete(bad).0, 400, "{bad}");
+    }
+    pull(&server, &up, "team/app", "v1", &app);
+    assert!(up.count("GET", "team/app/manifests/v1") >= 2, "fetched again after the prune");
+}

@@ -1,8 +1,8 @@
 //! `ociregistry prune` against the real binary and an image path filled by
 //! the real server from the fake upstream: by pattern, date, last pull and
 //! size; a layer shared by two images survives its first owner's pruning;
-//! pinned images (pins file and `pinned:` config) stay; the command refuses
-//! while a server owns the path (a dry run reads beside it); a pruned image
+//! pinned images (pins file and `pinned:` config) stay; while a server owns
+//! the path the command hands the prune to it (pulls go on); a pruned image
 //! pulls again; and `pruneConfig` prunes inside a server while pulls go on.
 
 mod common;
@@ -118,11 +118,8 @@ fn prune_by_pattern_keeps_shared_layers_and_pinned_images_and_a_pruned_image_pul
     let r = server.get(&format!("/v2/{host}/team/b/manifests/v2"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
 
-    let refused = prune(images, Some(&s.config_file), &["--pattern", "team/a"]);
-    assert_eq!(refused.code, Some(2), "{}{}", refused.stdout, refused.stderr);
-    assert!(refused.stderr.contains(&format!("pid {}", server.pid())), "{}", refused.stderr);
     let dry = prune(images, Some(&s.config_file), &["--pattern", "team/a", "--dry-run"]);
-    assert_eq!(dry.code, Some(0), "a dry run reads beside the server: {}", dry.stderr);
+    assert_eq!(dry.code, Some(0), "a dry run through the server: {}", dry.stderr);
     assert!(
         dry.stdout.contains(&format!("would remove image {host}/team/a:v1 (image {})", a.manifest_digest)),
         "{}",
@@ -299,4 +296,60 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn prune_hands_its_work_to_a_running_server_while_pulls_go_on() {
+    let s = setup("");
+    let up = Arc::new(s.up);
+    let host = up.host();
+    let la = vec![random_bytes(30, 50_000)];
+    let lb = vec![random_bytes(31, 60_000)];
+    let lc = vec![random_bytes(32, 70_000)];
+    let a = up.add_image("team/a", "v1", &la);
+    let b = up.add_image("team/b", "v1", &lb);
+    let c = up.add_image("team/c", "v1", &lc);
+    let server = Arc::new(Server::start_in(&s.images, &s.config, &[]));
+    for (repo, img, layers) in [("team/a", &a, &la), ("team/b", &b, &lb), ("team/c", &c, &lc)] {
+        pull(&server, &up, repo, img, layers).unwrap();
+        wait_recorded(&s.images, img);
+    }
+    let (stop, pulls, failures) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let puller = {
+        let (server, up, stop, pulls, failures) =
+            (server.clone(), up.clone(), stop.clone(), pulls.clone(), failures.clone());
+        let (b, c, lb, lc) = (b.clone(), c.clone(), lb.clone(), lc.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (repo, img, layers) in [("team/b", &b, &lb), ("team/c", &c, &lc)] {
+                    match pull(&server, &up, repo, img, layers) {
+                        Ok(()) => pulls.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("pull failed during prune: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }
+        })
+    };
+    let dry = prune(&s.images, Some(&s.config_file), &["--pattern", "team/a", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{}{}", dry.stdout, dry.stderr);
+    assert!(dry.stdout.lines().last().unwrap().starts_with("dry run: 1 images"), "{}", dry.stdout);
+    let done = prune(&s.images, Some(&s.config_file), &["--pattern", "team/a"]);
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    assert!(done.stdout.contains(&format!("removed image {host}/team/a:v1")), "{}", done.stdout);
+    assert!(done.stdout.lines().last().unwrap().starts_with("pruned 1 images, 1 manifests, 2 blobs; freed "));
+    assert!(!blob_file(&s.images, &a.manifest_digest).exists(), "the server removed it");
+    assert!(!blob_file(&s.images, &a.layer_digests[0]).exists());
+    assert!(server.log().contains("removed image"), "the server logged the prune");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    puller.join().unwrap();
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "every pull succeeded ({} did)", pulls.load(Ordering::Relaxed));
+    assert!(pulls.load(Ordering::Relaxed) > 0);
+    pull(&server, &up, "team/a", &a, &la).unwrap();
+    assert!(up.count("GET", "team/a/manifests/v1") >= 2, "a was pruned and fetched again");
+    assert_eq!(prune(&s.images, Some(&s.config_file), &[]).code, Some(2), "no criteria: refused before asking");
 }

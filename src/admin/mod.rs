@@ -44,6 +44,9 @@ pub use jobs::{JobContext, JobEnv, JobFuture, JobKind, JobKinds, Progress};
 use jobs::{Jobs, StartError};
 use listing::Selector;
 
+/// How long Go's `DELETE /cmd/prune` waits for its prune before answering 202.
+pub const GO_PRUNE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The largest request body taken (a job's parameters).
 pub const MAX_BODY: u64 = 1024 * 1024;
 
@@ -113,6 +116,7 @@ pub fn builtin_kinds() -> JobKinds {
     let mut kinds = JobKinds::default();
     kinds.register("verify", true, verify_job::start);
     kinds.register("load", true, crate::ops::load::job::start);
+    kinds.register("prune", true, crate::ops::prune::job::start);
     #[cfg(feature = "fault-injection")]
     test_jobs::register(&mut kinds);
     kinds
@@ -171,7 +175,22 @@ impl Admin {
             Err(Refused::Bad(m)) => return Reply::text(400, format!("invalid parameters: {m}")),
         };
         let admin = self.clone();
-        match self.env.runtime.spawn(async move { admin.run(command, body).await }).await {
+        // Go's `DELETE /cmd/prune?type=…` answers the report's text when done.
+        let go_prune = matches!(&command, Command::Start { kind } if kind == "prune")
+            && crate::ops::prune::job::is_go_query(req.query);
+        let query = req.query.unwrap_or_default().to_string();
+        match self
+            .env
+            .runtime
+            .spawn(async move {
+                if go_prune {
+                    admin.go_prune(&query).await
+                } else {
+                    admin.run(command, body).await
+                }
+            })
+            .await
+        {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "an admin command failed");
@@ -230,6 +249,46 @@ impl Admin {
                     .header("Location", format!("/cmd/jobs/{id}")),
                 Err(StartError::Body(m)) => Reply::text(400, format!("invalid parameters: {m}")),
             },
+        }
+    }
+
+    /// Go's `DELETE /cmd/prune?type=…&dur=…&expr=…&count=…&dryRun=…`: a prune
+    /// job, awaited (at most [`GO_PRUNE_WAIT`]; past that a 202 names the job)
+    /// and answered with its lines as text, as Go answers its log.
+    async fn go_prune(self: Arc<Self>, query: &str) -> Reply {
+        use crate::ops::prune::job;
+        let body = match job::body_from_go_query(query, crate::store::tags::now_secs()) {
+            Ok(b) => serde_json::to_vec(&b).unwrap_or_default(),
+            Err(m) => return Reply::text(400, m),
+        };
+        let id = match self.jobs.start("prune", &body, &self.env) {
+            Ok(id) => id,
+            Err(StartError::KindBusy(id)) => {
+                return Reply::text(409, format!("a prune job runs already: /cmd/jobs/{id}"))
+                    .header("Location", format!("/cmd/jobs/{id}"))
+            }
+            Err(StartError::Busy) => {
+                return Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
+                    .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
+            }
+            Err(StartError::Body(m)) => return Reply::text(400, m),
+            Err(StartError::UnknownKind(k)) => return Reply::text(404, format!("no admin job kind {k:?}")),
+        };
+        let deadline = tokio::time::Instant::now() + GO_PRUNE_WAIT;
+        loop {
+            let status = self.jobs.get(id).unwrap_or_default();
+            match status["state"].as_str() {
+                Some("done") => return Reply::text(200, job::report_text(&status["report"])),
+                Some("running") if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Some("running") => {
+                    let location = format!("/cmd/jobs/{id}");
+                    return Reply::text(202, format!("the prune is still running: {location}"))
+                        .header("Location", location);
+                }
+                _ => return Reply::text(500, format!("the prune failed: {}", status["error"].as_str().unwrap_or(""))),
+            }
         }
     }
 

@@ -1,11 +1,14 @@
 //! The `prune` command: parses its flags into [`Criteria`], reads the pins
 //! (the pins file and the config's `pinned:` patterns), takes the image
-//! path's lock and prunes. While a server owns the image path it refuses,
-//! naming the server's pid; a `--dry-run` then plans from the files beside
-//! the server instead (see `store::peek`).
+//! path's lock and prunes. While a server owns the image path (its
+//! `.admin` file names it) the prune is handed to it as a `prune` admin job
+//! (see `job`) and its report printed the same way; if the server's admin
+//! API cannot be reached the command refuses, naming the server's pid (a
+//! `--dry-run` then plans from the files beside the server, see `store::peek`).
 
 use std::io::{self, Write};
 
+use super::job::PruneBody;
 use super::{plan, prune, Criteria, Pins, Report};
 use crate::cli::{Cli, PruneArgs};
 use crate::config::{CommonSettings, FileConfig};
@@ -50,6 +53,42 @@ pub fn criteria(args: &PruneArgs, now: u64) -> Result<Criteria, String> {
     Ok(c)
 }
 
+enum Remote {
+    /// The server was not reached: prune as if it did not run.
+    Unreachable(String),
+    /// The server ran (or refused) the job: this is the answer.
+    Failed(String),
+}
+
+fn admin_token(file: &FileConfig) -> Option<String> {
+    let admin = file.admin.as_ref()?;
+    admin.token.clone().or_else(|| {
+        let path = admin.token_file.as_ref()?;
+        std::fs::read_to_string(path).ok().map(|t| t.trim().to_string())
+    })
+}
+
+/// Runs the prune as a job of the server and rebuilds the report's lines.
+fn remote(client: &crate::admin::client::AdminClient, criteria: &Criteria, args: &PruneArgs) -> Result<Report, Remote> {
+    use crate::admin::client::ClientError;
+    let body = serde_json::to_vec(&PruneBody::new(criteria, args.pattern.as_deref(), args.dry_run))
+        .map_err(|e| Remote::Failed(e.to_string()))?;
+    let id = client.start_job("prune", &body).map_err(|e| match e {
+        ClientError::Io { .. } => Remote::Unreachable(e.to_string()),
+        other => Remote::Failed(format!("the server (pid {}) refused the prune: {other}", client.pid())),
+    })?;
+    let status = client
+        .wait(&id, std::time::Duration::from_millis(100), |_| {})
+        .map_err(|e| Remote::Failed(format!("lost the server's prune job {id}: {e}")))?;
+    let Some(report) = status.report.filter(|_| status.state == "done") else {
+        return Err(Remote::Failed(format!(
+            "the server's prune job {id} failed: {}",
+            status.error.unwrap_or_default()
+        )));
+    };
+    Ok(Report::remote(super::job::report_text(&report), report["errors"].as_u64().unwrap_or(0) as usize))
+}
+
 fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
     let criteria = criteria(args, crate::store::tags::now_secs())?;
     let file = FileConfig::of(cli).map_err(|e| e.to_string())?;
@@ -63,6 +102,19 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
     let layout = Layout::new(root);
     if !layout.blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
+    }
+    if let Some(client) = crate::admin::client::find(root) {
+        let client = match admin_token(&file) {
+            Some(t) => client.with_token(t),
+            None => client,
+        };
+        match remote(&client, &criteria, args) {
+            Ok(report) => return Ok(report),
+            Err(Remote::Failed(m)) => return Err(m),
+            Err(Remote::Unreachable(m)) => {
+                tracing::warn!("cannot hand the prune to the server (pid {}): {m}", client.pid())
+            }
+        }
     }
     let read_pins = |exact| Pins { exact, patterns: (!patterns.is_empty()).then(|| patterns.clone()) };
     match Store::open(root, MemoryLimits::default()) {

@@ -13,6 +13,7 @@
 
 pub mod background;
 pub mod cli;
+pub mod job;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,8 @@ pub struct Report {
     /// Removals that failed, with why.
     pub errors: Vec<String>,
     pub dry_run: bool,
+    /// The lines of a prune a server ran (see `job`), printed as they are.
+    pub remote: Option<Vec<String>>,
 }
 
 /// Prunes `store` by `criteria`, keeping `pins`. Blocking: call off the reactors.
@@ -79,8 +82,20 @@ fn identity(image: &Image) -> String {
 }
 
 impl Report {
+    /// The report of a prune a server ran: its text, and how many removals failed there.
+    pub fn remote(text: String, errors: usize) -> Report {
+        Report {
+            remote: Some(text.lines().map(str::to_string).collect()),
+            errors: vec![String::new(); errors],
+            ..Report::default()
+        }
+    }
+
     /// The report as lines, for a terminal or a log.
     pub fn lines(&self, short_digest: bool) -> Vec<String> {
+        if let Some(lines) = &self.remote {
+            return lines.clone();
+        }
         let (verb, done) = if self.dry_run { ("would remove", "would free") } else { ("removed", "freed") };
         let mut out = Vec::new();
         for image in &self.plan.images {
