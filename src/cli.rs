@@ -75,7 +75,9 @@ pub enum Command {
     /// images stays with the other). The tags of removed images go; the next pull fetches the
     /// image again. Pinned images (the pins file, the pinned: config list) are never removed.
     /// While a server runs on the image path, the prune runs inside it (an admin job; pulls go
-    /// on) and its report is printed here; otherwise it takes the image path's lock.
+    /// on) and its report is printed here; otherwise it takes the image path's lock. A server
+    /// keeps its cache under a size by itself with the config's pruneConfig.maxSize and
+    /// lowWatermark (the least recently pulled unpinned images go).
     Prune(PruneArgs),
     /// Load images into the cache from image lists (pulled from their upstreams) or tarballs
     ///

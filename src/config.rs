@@ -264,6 +264,8 @@ pub struct Settings {
     pub registries: Vec<Registry>,
     /// Background pruning, if `pruneConfig` enables it.
     pub prune: Option<prune::BackgroundPrune>,
+    /// Size-based eviction, if `pruneConfig.maxSize` asks for it.
+    pub evict: Option<prune::Watermarks>,
     /// `pinned`: patterns of images no prune removes.
     pub pinned: Vec<String>,
     /// Go ociregistry keys present in the file that this release does not act on.
@@ -356,6 +358,7 @@ impl Settings {
         };
         let registries = validate_registries(&file.registries, (circuit_breaker, tag_policy), &mut problems);
         let prune = prune::validate(file.prune_config.as_ref(), &mut problems);
+        let evict = prune::watermarks(file.prune_config.as_ref(), &mut problems);
         if let Err(e) = crate::ops::criteria::Patterns::from_entries(file.pinned.iter().map(String::as_str)) {
             problems.push(format!("pinned: {e}"));
         }
@@ -403,6 +406,7 @@ impl Settings {
             admin,
             registries,
             prune,
+            evict,
             pinned: file.pinned.clone(),
             ignored_keys: file.later_release_keys(),
             preload_images: serve.preload_images.clone().or(file.preload_images.clone()),

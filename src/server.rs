@@ -63,6 +63,16 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let run = crate::ops::prune::background::run(store.clone(), prune, settings.pinned.clone(), shutdown.clone());
         runtime.spawn(run);
     }
+    if let Some(marks) = settings.evict {
+        let run = crate::ops::prune::evict::run(
+            store.clone(),
+            marks,
+            settings.pinned.clone(),
+            settings.air_gapped,
+            shutdown.clone(),
+        );
+        runtime.spawn(run);
+    }
     if settings.hello_world {
         let name = crate::ops::load::hello_world::NAME;
         match crate::ops::load::hello_world::install(&store) {

@@ -353,3 +353,27 @@ fn prune_hands_its_work_to_a_running_server_while_pulls_go_on() {
     assert!(up.count("GET", "team/a/manifests/v1") >= 2, "a was pruned and fetched again");
     assert_eq!(prune(&s.images, Some(&s.config_file), &[]).code, Some(2), "no criteria: refused before asking");
 }
+
+#[test]
+fn max_size_evicts_the_least_recently_pulled_unpinned_images_in_the_background() {
+    let s = setup("pinned: ['team/p:']\npruneConfig:\n  maxSize: 250000\n  lowWatermark: 220000\n");
+    let (up, images, host) = (&s.up, &s.images, s.up.host());
+    let layers: Vec<Vec<Vec<u8>>> = (0..4).map(|i| vec![random_bytes(40 + i, 100_000)]).collect();
+    let names = ["team/p", "team/a", "team/b", "team/c"];
+    let imgs: Vec<FakeImage> = names.iter().zip(&layers).map(|(n, l)| up.add_image(n, "v1", l)).collect();
+    let server = Server::start_in(images, &s.config, &[]);
+    let gone = |i: usize| !blob_file(images, &imgs[i].layer_digests[0]).exists();
+    for i in 0..3 {
+        pull(&server, up, names[i], &imgs[i], &layers[i]).unwrap();
+        wait_recorded(images, &imgs[i]);
+    }
+    assert!(wait_until(Duration::from_secs(10), || gone(1)), "a was not evicted:\n{}", server.log());
+    assert!(server.log().contains(&format!("removed image {host}/team/a:v1")), "{}", server.log());
+    assert!(!gone(0) && !gone(2), "the pinned p and the newer b stay");
+    pull(&server, up, names[3], &imgs[3], &layers[3]).unwrap();
+    wait_recorded(images, &imgs[3]);
+    assert!(wait_until(Duration::from_secs(10), || gone(2)), "b was not evicted:\n{}", server.log());
+    assert!(!gone(0) && !gone(3), "the pinned p and the newest c stay");
+    pull(&server, up, names[1], &imgs[1], &layers[1]).unwrap();
+    assert!(up.count("GET", "team/a/manifests/v1") >= 2, "an evicted image is fetched again");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::ops::criteria::{parse_duration, Patterns};
+use crate::ops::criteria::{parse_duration, parse_size, Patterns};
 
 /// How often by default (Go's `5h`).
 pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(5 * 3600);
@@ -32,6 +32,12 @@ pub struct PruneConfig {
     pub count: Option<i64>,
     #[serde(default, alias = "dryrun")]
     pub dry_run: Option<bool>,
+    /// Ours: the high watermark (a size: `20GiB`); see [`watermarks`].
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// Ours: the low watermark, a size or a percentage of `maxSize` (default 90%).
+    #[serde(default)]
+    pub low_watermark: Option<String>,
 }
 
 /// What selects images for a background prune.
@@ -107,4 +113,55 @@ pub fn validate(config: Option<&PruneConfig>, problems: &mut Vec<String>) -> Opt
         }
     };
     Some(BackgroundPrune { select: select?, every: every?, count, dry_run: c.dry_run.unwrap_or(false) })
+}
+
+/// `pruneConfig.maxSize` and `lowWatermark` (ours): when the cache grows
+/// over `high` bytes, the least recently pulled unpinned images are evicted
+/// until it holds at most `low`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub high: u64,
+    pub low: u64,
+}
+
+/// The default low watermark, in percent of `maxSize`.
+pub const DEFAULT_LOW_PERCENT: u64 = 90;
+
+/// The size-based eviction `pruneConfig.maxSize` asks for (whether or not
+/// `enabled` is set: that is the scheduled prune's switch).
+pub fn watermarks(config: Option<&PruneConfig>, problems: &mut Vec<String>) -> Option<Watermarks> {
+    let c = config?;
+    let high = match parse_size(c.max_size.as_deref()?) {
+        Ok(0) => {
+            problems.push("pruneConfig.maxSize: must be more than 0".into());
+            return None;
+        }
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("pruneConfig.maxSize: {e}"));
+            return None;
+        }
+    };
+    let low = match c.low_watermark.as_deref().map(str::trim) {
+        None => high / 100 * DEFAULT_LOW_PERCENT + high % 100 * DEFAULT_LOW_PERCENT / 100,
+        Some(p) if p.ends_with('%') => match p[..p.len() - 1].trim().parse::<u64>() {
+            Ok(n) if (1..=100).contains(&n) => high / 100 * n + high % 100 * n / 100,
+            _ => {
+                problems.push(format!("pruneConfig.lowWatermark: {p:?} is not a percentage from 1% to 100%"));
+                return None;
+            }
+        },
+        Some(s) => match parse_size(s) {
+            Ok(n) if n <= high => n,
+            Ok(_) => {
+                problems.push("pruneConfig.lowWatermark: larger than maxSize".into());
+                return None;
+            }
+            Err(e) => {
+                problems.push(format!("pruneConfig.lowWatermark: {e}"));
+                return None;
+            }
+        },
+    };
+    Some(Watermarks { high, low })
 }

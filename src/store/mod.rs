@@ -63,6 +63,11 @@ pub struct Store {
     /// by stripes of digests: a removal never unlinks a file committed again
     /// meanwhile, whose record would then name a file that is gone.
     placing: [Mutex<()>; 64],
+    /// Bytes of every committed object (the records' sizes), kept as they change.
+    bytes: AtomicU64,
+    /// Past this many bytes a commit wakes [`Store::over_high_watermark`] (`pruneConfig.maxSize`).
+    high_watermark: AtomicU64,
+    over_high: tokio::sync::Notify,
     _lock: File,
 }
 
@@ -164,6 +169,7 @@ impl Store {
         let mut pulled = access::load(&layout.pulled_file()).map_err(io_err)?;
         pulled.retain(|d, _| records.get(d).is_some_and(|r| r.kind == Kind::Manifest));
         tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");
+        let bytes = records.values().map(|r| r.size).sum();
         Ok(Store {
             layout,
             records: RwLock::new(records),
@@ -177,8 +183,41 @@ impl Store {
             generation: AtomicU64::new(0),
             pulled: access::AccessTimes::new(pulled),
             placing: std::array::from_fn(|_| Mutex::new(())),
+            bytes: AtomicU64::new(bytes),
+            high_watermark: AtomicU64::new(u64::MAX),
+            over_high: tokio::sync::Notify::new(),
             _lock: lock,
         })
+    }
+
+    /// Bytes of every committed object, from a running total (no walk).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the size past which commits wake [`Store::over_high_watermark`];
+    /// wakes it now if the cache is over already.
+    pub fn set_high_watermark(&self, high: u64) {
+        self.high_watermark.store(high, Ordering::Relaxed);
+        self.check_high_watermark();
+    }
+
+    /// Resolves once a commit took the cache over the high watermark (since
+    /// the last time it resolved: a wake-up is never lost).
+    pub async fn over_high_watermark(&self) {
+        self.over_high.notified().await
+    }
+
+    fn check_high_watermark(&self) {
+        if self.bytes() > self.high_watermark.load(Ordering::Relaxed) {
+            self.over_high.notify_one();
+        }
+    }
+
+    fn count_removed(&self, record: Option<&Record>) {
+        if let Some(r) = record {
+            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(r.size)));
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -371,7 +410,8 @@ impl Store {
         let written = self.write_staged(staged);
         self.pending.write().remove(&staged.digest);
         if written.is_err() {
-            self.records.write().remove(&staged.digest);
+            let removed = self.records.write().remove(&staged.digest);
+            self.count_removed(removed.as_deref());
             if let Some((key, _)) = &staged.tag {
                 self.tags.write().remove(key);
             }
@@ -435,7 +475,14 @@ impl Store {
             }
         }
         let mut records = self.records.write();
-        let entry = records.entry(digest.clone()).or_insert_with(|| Arc::new(record.clone()));
+        let mut added = false;
+        let entry = records.entry(digest.clone()).or_insert_with(|| {
+            added = true;
+            Arc::new(record.clone())
+        });
+        if added {
+            self.bytes.fetch_add(record.size, Ordering::Relaxed);
+        }
         if entry.upgraded_by(&record) {
             let e = Arc::make_mut(entry);
             e.kind = Kind::Manifest;
@@ -443,6 +490,10 @@ impl Store {
         }
         if !entry.sources.iter().any(|s| s == source) {
             Arc::make_mut(entry).sources.push(source.to_string());
+        }
+        drop(records);
+        if added {
+            self.check_high_watermark();
         }
         true
     }

@@ -45,6 +45,7 @@ impl Store {
     pub fn remove(&self, digest: &Digest) -> io::Result<Removal> {
         let _placing = self.placing(digest);
         let record = self.records.write().remove(digest);
+        self.count_removed(record.as_deref());
         self.pending.write().remove(digest);
         self.memory.remove(digest);
         self.pulled.forget(digest);

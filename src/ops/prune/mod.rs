@@ -13,6 +13,7 @@
 
 pub mod background;
 pub mod cli;
+pub mod evict;
 pub mod job;
 pub mod plan;
 
