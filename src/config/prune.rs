@@ -165,3 +165,31 @@ pub fn watermarks(config: Option<&PruneConfig>, problems: &mut Vec<String>) -> O
     };
     Some(Watermarks { high, low })
 }
+
+#[cfg(test)]
+mod watermark_tests {
+    use super::*;
+
+    fn marks(max: &str, low: Option<&str>) -> (Option<Watermarks>, Vec<String>) {
+        let c = PruneConfig {
+            max_size: Some(max.into()),
+            low_watermark: low.map(str::to_string),
+            ..PruneConfig::default()
+        };
+        let mut problems = Vec::new();
+        (watermarks(Some(&c), &mut problems), problems)
+    }
+
+    #[test]
+    fn low_watermark_is_a_size_or_a_percentage_defaulting_to_90() {
+        assert_eq!(marks("1000", None).0, Some(Watermarks { high: 1000, low: 900 }));
+        assert_eq!(marks("1000", Some("80%")).0, Some(Watermarks { high: 1000, low: 800 }));
+        assert_eq!(marks("1KiB", Some("500")).0, Some(Watermarks { high: 1024, low: 500 }));
+        for (max, low) in [("0", None), ("x", None), ("1000", Some("0%")), ("1000", Some("2000")), ("1000", Some("y"))]
+        {
+            let (m, problems) = marks(max, low);
+            assert!(m.is_none() && problems.iter().all(|p| p.starts_with("pruneConfig.")), "{max} {low:?}");
+        }
+        assert!(watermarks(Some(&PruneConfig::default()), &mut Vec::new()).is_none(), "no maxSize: no eviction");
+    }
+}
