@@ -369,6 +369,16 @@ impl Settings {
                 crate::ops::load::Platform::parse(None, None).expect("this host's platform")
             });
         let admin = crate::admin::access::Access::from_config(file.admin.as_ref(), &mut problems);
+        // A security setting is never silently ignored: a file asking for HTTPS (and perhaps
+        // client certificates) must not get a plain, open HTTP server.
+        if file.server_tls_config.as_ref().is_some_and(|v| !v.is_null()) {
+            problems.push(
+                "serverTlsConfig: this release does not serve TLS, and will not serve plain HTTP where HTTPS \
+                 was asked for; remove the key and terminate TLS in front of ociregistry (a reverse proxy or \
+                 ingress), or run a release with TLS serving"
+                    .to_string(),
+            );
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -462,7 +472,7 @@ impl FileConfig {
     }
 
     fn later_release_keys(&self) -> Vec<&'static str> {
-        let keys = [("health", &self.health), ("serverTlsConfig", &self.server_tls_config)];
+        let keys = [("health", &self.health)];
         keys.into_iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())).map(|(k, _)| k).collect()
     }
 }
@@ -782,6 +792,14 @@ registries:
         for needle in ["tagPolicy: ", "registries[0].tagPolicy: "] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn server_tls_config_stops_the_server_with_the_key_named() {
+        let yaml = "serverTlsConfig:\n  cert: /c.pem\n  key: /k.pem\n  clientAuth: verify\n";
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains("serverTlsConfig") && err.contains("does not serve TLS"), "{err}");
+        assert!(settings("serverTlsConfig:\n", &[]).is_ok(), "an empty key asks for nothing");
     }
 
     #[test]
