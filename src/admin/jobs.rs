@@ -85,13 +85,9 @@ pub struct JobEnv {
 /// What a running job is given.
 #[derive(Clone)]
 pub struct JobContext {
-    pub store: Arc<Store>,
-    pub fetch: FetchHandle,
-    pub settings: Arc<Settings>,
+    /// The server's store, fetcher, settings and runtime.
+    pub env: JobEnv,
     pub progress: Progress,
-    /// The fetch runtime: `spawn_blocking` file work on it.
-    pub runtime: Handle,
-    shutdown: watch::Receiver<bool>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -100,7 +96,7 @@ impl JobContext {
     /// should stop at its next step (its future is dropped at its next
     /// `.await` anyway; blocking work must look here).
     pub fn stopping(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed) || *self.shutdown.borrow()
+        self.cancelled.load(Ordering::Relaxed) || *self.env.shutdown.borrow()
     }
 }
 
@@ -295,15 +291,7 @@ impl Jobs {
             cancelled: Arc::new(AtomicBool::new(false)),
         }));
         let cancelled = status.lock().cancelled.clone();
-        let ctx = JobContext {
-            store: env.store.clone(),
-            fetch: env.fetch.clone(),
-            settings: env.settings.clone(),
-            progress: Progress(status.clone()),
-            runtime: env.runtime.clone(),
-            shutdown: env.shutdown.clone(),
-            cancelled,
-        };
+        let ctx = JobContext { env: env.clone(), progress: Progress(status.clone()), cancelled };
         let job = registered.kind.start(ctx, body).map_err(StartError::Body)?;
         table.jobs.insert(id, status.clone());
         drop(table);

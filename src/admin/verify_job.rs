@@ -27,13 +27,13 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
         serde_json::from_slice::<Options>(body).map_err(|e| format!("verify takes an empty body or {{}}: {e}"))?;
     }
     Ok(Box::pin(async move {
-        let runtime = ctx.runtime.clone();
+        let runtime = ctx.env.runtime.clone();
         runtime.spawn_blocking(move || run(&ctx)).await.map_err(|e| format!("verify stopped: {e}"))?
     }))
 }
 
 fn run(ctx: &JobContext) -> Result<Value, String> {
-    let (store, progress) = (&ctx.store, &ctx.progress);
+    let (store, progress) = (&ctx.env.store, &ctx.progress);
     let mut records = store.records();
     records.sort_by(|a, b| a.0.cmp(&b.0));
     progress.set("objects", records.len() as u64);

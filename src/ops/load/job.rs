@@ -73,7 +73,7 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
     let inputs = vec![Input::List { path: PathBuf::from("(sent by load)"), lines }];
     Ok(Box::pin(async move {
         let progress = Progress::Job(ctx.progress.clone());
-        let summary = load(ctx.store.clone(), ctx.fetch.clone(), inputs, &options, &progress).await;
+        let summary = load(ctx.env.store.clone(), ctx.env.fetch.clone(), inputs, &options, &progress).await;
         serde_json::to_value(&summary).map_err(|e| e.to_string())
     }))
 }

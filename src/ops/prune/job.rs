@@ -74,15 +74,16 @@ impl PruneBody {
 pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
     let body: PruneBody = serde_json::from_slice(body).map_err(|e| format!("prune takes a JSON body: {e}"))?;
     let criteria = body.criteria()?;
-    let patterns =
-        Patterns::from_entries(ctx.settings.pinned.iter().map(String::as_str)).map_err(|e| format!("pinned: {e}"))?;
+    let patterns = Patterns::from_entries(ctx.env.settings.pinned.iter().map(String::as_str))
+        .map_err(|e| format!("pinned: {e}"))?;
     Ok(Box::pin(async move {
-        let runtime = ctx.runtime.clone();
+        let runtime = ctx.env.runtime.clone();
         runtime
             .spawn_blocking(move || {
-                let exact = ctx.store.pins().map_err(|e| format!("cannot read the pins: {e}"))?.into_iter().collect();
+                let exact =
+                    ctx.env.store.pins().map_err(|e| format!("cannot read the pins: {e}"))?.into_iter().collect();
                 let pins = Pins { exact, patterns: (!patterns.is_empty()).then_some(patterns) };
-                let report = prune(&ctx.store, &criteria, &pins, body.dry_run);
+                let report = prune(&ctx.env.store, &criteria, &pins, body.dry_run);
                 let p = &ctx.progress;
                 p.set("images", report.plan.images.len() as u64);
                 p.set("manifests", report.plan.manifests.len() as u64);
