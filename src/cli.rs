@@ -29,8 +29,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
 
-    /// Log verbosity. Default info (warn for verify, whose output is its report)
-    #[arg(long, global = true, value_enum)]
+    /// Log verbosity (any case: INFO as info). Default info (warn for verify, whose output is its report)
+    #[arg(long, global = true, value_enum, ignore_case = true)]
     pub log_level: Option<LogLevel>,
 
     /// Append logs to this file instead of standard error
@@ -116,14 +116,23 @@ pub enum Command {
     Version,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A log level; upper case (`INFO`, as Go accepts it) or lower case, on the command line and in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
     Trace,
     Debug,
     Info,
     Warn,
     Error,
+}
+
+impl<'de> serde::Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LogLevel, D::Error> {
+        let text = String::deserialize(d)?;
+        LogLevel::from_str(&text, true).map_err(|_| {
+            serde::de::Error::custom(format!("unknown log level {text:?}: trace, debug, info, warn or error"))
+        })
+    }
 }
 
 impl LogLevel {
@@ -304,6 +313,12 @@ pub struct LoadArgs {
     /// amd64, arm64, arm64/v8, arm/v7 (config key arch). Default: this host's, in Go's names
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub arch: Option<String>,
+
+    /// The name (registry/repository:tag) to give the image of a single-image tarball, instead of
+    /// the name it carries or lacks (crane's `…:i-was-a-digest`, an unnamed OCI layout); config key
+    /// resolveRef. Refused for a tarball holding more than one image; ignored for image lists
+    #[arg(long, value_name = "REF")]
+    pub resolve_ref: Option<String>,
 
     /// Load every platform of a multi-platform index, not just --os/--arch
     #[arg(long)]

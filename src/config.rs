@@ -3,6 +3,7 @@
 //! beats file beats default. Every problem in a file is reported at once, each
 //! naming its key, and the server does not start with any of them.
 
+pub mod auth;
 pub mod prune;
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
 
 mod policies;
+pub use auth::{AuthConfig, Credentials};
 pub use policies::{parse_duration, BreakerConfig, DurationValue, TagPolicy};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
@@ -57,6 +59,9 @@ pub enum BlobSend {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct FileConfig {
+    /// Go writes the `--config-file` path here; in a file it has no effect (in Go
+    /// either: the flag's value replaces it). Accepted so Go files load.
+    pub config_file: Option<PathBuf>,
     pub image_path: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
     pub log_file: Option<PathBuf>,
@@ -109,6 +114,10 @@ pub struct FileConfig {
     pub preload_images: Option<String>,
     /// What `load` loads when `--image-file` is not given.
     pub image_file: Option<String>,
+    /// The name `load` gives the one image of a tarball without a usable name (as `--resolve-ref`).
+    pub resolve_ref: Option<String>,
+    /// Defaults of `list`'s `--header`, `--pattern` and `--short-digest`.
+    pub list_config: Option<ListConfig>,
     /// Serve the built-in hello-world image (as `--hello-world`).
     pub hello_world: Option<bool>,
     // Keys of the Go ociregistry that belong to features of later releases. They are
@@ -117,6 +126,16 @@ pub struct FileConfig {
     /// Background pruning (see `prune`).
     pub prune_config: Option<prune::PruneConfig>,
     pub server_tls_config: Option<serde_yaml_ng::Value>,
+}
+
+/// `listConfig:` (Go's keys): what `list` does when its flags do not say.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ListConfig {
+    pub header: bool,
+    /// As `--pattern`.
+    pub expr: Option<String>,
+    pub short_digest: bool,
 }
 
 /// One upstream registry entry.
@@ -148,21 +167,6 @@ pub struct RegistryConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AuthConfig {
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Name of an environment variable holding the password.
-    #[serde(default)]
-    pub password_from_env: Option<String>,
-    /// A static bearer token sent as-is.
-    #[serde(default)]
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsConfig {
     #[serde(default)]
     pub ca: Option<PathBuf>,
@@ -172,22 +176,6 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     #[serde(default, alias = "insecure_skip_verify")]
     pub insecure_skip_verify: bool,
-}
-
-/// Credentials for one upstream, resolved from the config.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credentials {
-    Basic { user: String, password: String },
-    Token(String),
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credentials::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
-            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
-        }
-    }
 }
 
 /// A validated upstream.
@@ -295,7 +283,8 @@ impl CommonSettings {
         Ok(CommonSettings::merge(cli, &FileConfig::of(cli)?))
     }
 
-    fn merge(cli: &Cli, file: &FileConfig) -> CommonSettings {
+    /// As [`CommonSettings::resolve`], for a command that reads other keys of the file too.
+    pub fn merge(cli: &Cli, file: &FileConfig) -> CommonSettings {
         CommonSettings {
             image_path: cli.image_path.clone().or(file.image_path.clone()).unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
             log_level: cli.log_level.or(file.log_level),
@@ -504,7 +493,7 @@ fn validate_registries(
                 continue;
             }
         };
-        let credentials = entry.auth.as_ref().and_then(|a| credentials(a, &at, problems));
+        let credentials = entry.auth.as_ref().and_then(|a| auth::credentials(a, &at, problems));
         let tls = entry.tls.clone().unwrap_or_default();
         check_tls(&tls, &at, problems);
         let breaker = match &entry.circuit_breaker {
@@ -545,37 +534,6 @@ fn base_url(entry: &RegistryConfig, name: &RegistryName) -> Result<String, Strin
             Ok(format!("{scheme}://{host}"))
         }
     }
-}
-
-fn credentials(auth: &AuthConfig, at: &str, problems: &mut Vec<String>) -> Option<Credentials> {
-    if let Some(token) = &auth.token {
-        return Some(Credentials::Token(token.clone()));
-    }
-    let Some(user) = auth.user.clone() else {
-        if auth.password.is_some() || auth.password_from_env.is_some() {
-            problems.push(format!("{at}.auth: a password is given without a user"));
-        }
-        return None;
-    };
-    let password = match (&auth.password, &auth.password_from_env) {
-        (Some(p), None) => p.clone(),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(p) => p,
-            Err(_) => {
-                problems.push(format!("{at}.auth.passwordFromEnv: environment variable {var:?} is not set"));
-                return None;
-            }
-        },
-        (Some(_), Some(_)) => {
-            problems.push(format!("{at}.auth: set password or passwordFromEnv, not both"));
-            return None;
-        }
-        (None, None) => {
-            problems.push(format!("{at}.auth: user {user:?} has no password or passwordFromEnv"));
-            return None;
-        }
-    };
-    Some(Credentials::Basic { user, password })
 }
 
 fn check_tls(tls: &TlsConfig, at: &str, problems: &mut Vec<String>) {
@@ -822,5 +780,111 @@ registries:
         for needle in ["pinned", "pruneConfig.expr", "pruneConfig.frequency", "pruneConfig.count"] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn go_token_maps_load() {
+        let yaml = r#"
+registries:
+  - name: quay.io
+    auth: {user: u, password: p, token: {static: QVdTOnNlY3JldA==}}
+  - name: ghcr.io
+    auth: {token: ours-bearer}
+  - name: docker.io
+    auth: {user: u, password: p, token: {provider: "", static: ""}}
+"#;
+        let s = settings(yaml, &[]).unwrap();
+        let quay = &s.registries[0].credentials;
+        assert_eq!(quay, &Some(Credentials::StaticBasic("QVdTOnNlY3JldA==".into())), "static wins, as in Go");
+        assert_eq!(quay.as_ref().unwrap().fixed_authorization().unwrap(), "Basic QVdTOnNlY3JldA==");
+        let ghcr = s.registries[1].credentials.as_ref().unwrap();
+        assert_eq!(ghcr.fixed_authorization().unwrap(), "Bearer ours-bearer");
+        assert!(
+            matches!(s.registries[2].credentials, Some(Credentials::Basic { .. })),
+            "an empty map asks for nothing"
+        );
+    }
+
+    #[test]
+    fn ecr_provider_is_parsed_then_refused_naming_the_key() {
+        let yaml = r#"
+registries:
+  - name: 111122223333.dkr.ecr.us-south-1.amazonaws.com
+    auth:
+      token: {provider: ecr, providerOpts: "profile=default,region=us-south-1", expiry: 6h}
+"#;
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains("registries[0] (111122223333.dkr.ecr.us-south-1.amazonaws.com).auth.token.provider: ecr"));
+        assert!(err.contains("ECR token support is not built into this release"), "{err}");
+        assert!(!err.contains("providerOpts") && !err.contains("expiry"), "{err}");
+        let yaml = r#"
+registries:
+  - name: quay.io
+    auth:
+      token: {provider: gcr, providerOpts: "zone=x,region=", expiry: soon}
+  - name: ghcr.io
+    auth:
+      token: {provider: ecr, static: tok, expiry: 1h}
+"#;
+        let err = settings(yaml, &[]).unwrap_err().to_string();
+        for needle in [
+            "auth.token.provider: \"gcr\"",
+            "auth.token.providerOpts: \"zone=x\"",
+            "auth.token.providerOpts: \"region\" has no value",
+            "auth.token.expiry",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        assert!(!err.contains("registries[1]"), "a static token is used, as in Go: {err}");
+        let err = settings("registries:\n  - name: quay.io\n    auth: {token: {provder: ecr}}\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("registries[0].auth: unknown field `provder`"), "{err}");
+    }
+
+    #[test]
+    fn passwords_come_from_env_then_file_then_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "  from-file\n").unwrap();
+        std::env::set_var("OCIREG_TEST_PW_WINS", "from-env");
+        let basic = |password: &str| Some(Credentials::Basic { user: "u".into(), password: password.into() });
+        let yaml = format!(
+            "registries:\n  - name: quay.io\n    auth: {{user: u, password: key, passwordFromEnv: OCIREG_TEST_PW_WINS, passwordFile: {f}}}\n  - name: ghcr.io\n    auth: {{user: u, password: key, passwordFile: {f}}}\n  - name: docker.io\n    auth: {{user: u, password: key}}\n",
+            f = secret.display()
+        );
+        let s = settings(&yaml, &[]).unwrap();
+        assert_eq!(s.registries[0].credentials, basic("from-env"), "passwordFromEnv wins, as in Go");
+        assert_eq!(s.registries[1].credentials, basic("from-file"), "read at load, trimmed");
+        assert_eq!(s.registries[2].credentials, basic("key"));
+        let missing = dir.path().join("absent");
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let yaml = format!(
+            "registries:\n  - name: quay.io\n    auth: {{user: u, passwordFile: {}}}\n  - name: ghcr.io\n    auth: {{user: u, passwordFile: {}}}\n",
+            missing.display(),
+            dir.path().join("empty").display()
+        );
+        let err = settings(&yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains("registries[0] (quay.io).auth.passwordFile") && err.contains("absent"), "{err}");
+        assert!(err.contains("registries[1] (ghcr.io).auth.passwordFile") && err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn log_levels_are_read_in_any_case() {
+        assert_eq!(settings("logLevel: INFO\n", &[]).unwrap().log_level, LogLevel::Info);
+        assert_eq!(settings("logLevel: Debug\n", &[]).unwrap().log_level, LogLevel::Debug);
+        let err = settings("logLevel: LOUD\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("LOUD"), "{err}");
+        let cli = Cli::try_parse_from(["ociregistry", "--log-level", "ERROR", "serve"]).unwrap();
+        assert_eq!(cli.log_level, Some(LogLevel::Error));
+    }
+
+    #[test]
+    fn go_keys_of_other_commands_load() {
+        let yaml = "configFile: /etc/other.yaml\nresolveRef: quay.io/a/b:v1\nlistConfig: {header: true, expr: 'a,b', shortDigest: true}\n";
+        settings(yaml, &[]).unwrap();
+        let file = FileConfig::parse(yaml).unwrap();
+        assert_eq!(file.resolve_ref.as_deref(), Some("quay.io/a/b:v1"));
+        let list = file.list_config.unwrap();
+        assert!(list.header && list.short_digest && list.expr.as_deref() == Some("a,b"));
+        assert!(FileConfig::parse("listConfig: {headers: true}\n").unwrap_err().contains("headers"));
     }
 }

@@ -131,6 +131,13 @@ fn images_are_listed_beside_a_running_server_and_pull_times_survive_a_restart() 
     assert_eq!(find("team/a")[5], format!("{:.1}", a_size as f64 / 1e6));
     let only_b = list(&images, &["--pattern", "team/b:,nothing-else"]);
     assert_eq!(only_b.stdout.lines().count(), 1, "{}", only_b.stdout);
+    // Go's listConfig gives the flags' defaults.
+    let list_config = dir.path().join("list-config.yaml");
+    std::fs::write(&list_config, "listConfig: {header: true, expr: 'team/b:', shortDigest: true}\n").unwrap();
+    let configured = list(&images, &["--config-file", list_config.to_str().unwrap()]);
+    let lines: Vec<&str> = configured.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and team/b: {}{}", configured.stdout, configured.stderr);
+    assert!(lines[0].starts_with("IMAGE") && lines[1].contains("team/b"), "{}", configured.stdout);
 
     // Pulled times are written every 30 s: they show up beside the running server.
     assert!(

@@ -469,3 +469,35 @@ fn the_built_in_hello_world_is_served_air_gapped_and_containerd_runs_it() {
     let again = Server::start_in(&images, "", &["--hello-world"]);
     assert_eq!(std::fs::read_to_string(images.join("index/records.jsonl")).unwrap(), journal, "{}", again.log());
 }
+
+#[test]
+fn resolve_ref_names_the_one_image_of_an_unnamed_tarball_and_is_refused_for_more() {
+    let up = Distribution::start(Mode::Plain);
+    let site = Site::new(&up);
+    // crane writes `…:i-was-a-digest`-style names; an OCI layout may carry only a bare tag.
+    let one = site.path("one");
+    let image = write_image(&one, "i-was-a-digest", ("linux", host_arch()), &layers(11));
+    let one_tar = site.path("one.tar");
+    tar_dir(&one, &one_tar);
+    let resolved = format!("{UPSTREAM}/load/resolved:v1");
+    let run = site.load(&["--image-file", &one_tar.display().to_string(), "--resolve-ref", &resolved]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(run.stdout.contains(&format!("loaded {resolved} from")), "{}", run.show());
+    assert!(blob_file(&site.images, &image.manifest_digest).is_file());
+    assert!(site.images.join("tags").join(UPSTREAM).join("load/resolved").exists(), "{}", run.show());
+
+    // Two images: one name cannot be both (Go's rule); nothing is loaded.
+    let two = site.path("two");
+    write_image(&two, &format!("{UPSTREAM}/load/a:v1"), ("linux", host_arch()), &layers(12));
+    let other = write_image(&two, &format!("{UPSTREAM}/load/b:v1"), ("linux", host_arch()), &layers(13));
+    let two_tar = site.path("two.tar");
+    tar_dir(&two, &two_tar);
+    let run = site.load(&["--image-file", &two_tar.display().to_string(), "--resolve-ref", &resolved]);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert!(run.stderr.contains("holds 2 images"), "{}", run.show());
+    assert!(!blob_file(&site.images, &other.manifest_digest).exists());
+
+    let run = site.load(&["--image-file", &one_tar.display().to_string(), "--resolve-ref", "resolved:v1"]);
+    assert_eq!(run.code, Some(2), "not a full reference: {}", run.show());
+    assert!(run.stderr.contains("--resolve-ref"), "{}", run.show());
+}

@@ -245,7 +245,7 @@ impl Upstream {
             // pull), is tried once more with a fresh token. A static token cannot be refreshed.
             let denied_our_token = resp.status() == StatusCode::FORBIDDEN
                 && auth.is_some()
-                && !matches!(self.registry.credentials, Some(Credentials::Token(_)))
+                && self.registry.credentials.as_ref().is_none_or(|c| c.fixed_authorization().is_none())
                 && matches!(*self.challenge.lock(), Some(Challenge::Bearer { .. }));
             if refreshed || !(resp.status() == StatusCode::UNAUTHORIZED || denied_our_token) {
                 return Ok(resp);
@@ -269,8 +269,8 @@ impl Upstream {
     }
 
     async fn preemptive_auth(&self, repo: &RepoName) -> Result<Option<HeaderValue>, FetchError> {
-        if let Some(Credentials::Token(t)) = &self.registry.credentials {
-            return Ok(header(&format!("Bearer {t}")));
+        if let Some(fixed) = self.registry.credentials.as_ref().and_then(Credentials::fixed_authorization) {
+            return Ok(header(&fixed));
         }
         let challenge = self.challenge.lock().clone();
         match challenge {

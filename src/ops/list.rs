@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::criteria::{format_time, Patterns};
 use super::prune::short;
 use crate::cli::{Cli, ListArgs, ListOutput};
-use crate::config::CommonSettings;
+use crate::config::{CommonSettings, FileConfig};
 use crate::store::catalog::Image;
 use crate::store::{peek, Layout};
 
@@ -25,8 +25,16 @@ pub fn run(cli: &Cli, args: &ListArgs) -> i32 {
 }
 
 fn list(cli: &Cli, args: &ListArgs) -> Result<(), String> {
-    let patterns = args.pattern.as_deref().map(Patterns::parse).transpose().map_err(|e| format!("--pattern: {e}"))?;
-    let root = CommonSettings::resolve(cli).map_err(|e| e.to_string())?.image_path;
+    let file = FileConfig::of(cli).map_err(|e| e.to_string())?;
+    // Go's listConfig gives the defaults of the flags.
+    let defaults = file.list_config.clone().unwrap_or_default();
+    let patterns = match (&args.pattern, &defaults.expr) {
+        (Some(p), _) => Some(Patterns::parse(p).map_err(|e| format!("--pattern: {e}"))?),
+        (None, Some(p)) if !p.is_empty() => Some(Patterns::parse(p).map_err(|e| format!("listConfig.expr: {e}"))?),
+        (None, _) => None,
+    };
+    let (header, short_digest) = (args.header || defaults.header, args.short_digest || defaults.short_digest);
+    let root = CommonSettings::merge(cli, &file).image_path;
     if !Layout::new(&root).blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
@@ -36,8 +44,8 @@ fn list(cli: &Cli, args: &ListArgs) -> Result<(), String> {
     }
     let images: Vec<&Image> = peeked.images.iter().filter(|i| patterns.as_ref().is_none_or(|p| p.matches(i))).collect();
     let text = match args.output {
-        ListOutput::Table => table(&images, args.header, args.short_digest),
-        ListOutput::Json => json(&images, args.short_digest),
+        ListOutput::Table => table(&images, header, short_digest),
+        ListOutput::Json => json(&images, short_digest),
     };
     // A closed standard output (`| head`) is not an error worth a message.
     let _ = io::stdout().lock().write_all(text.as_bytes());

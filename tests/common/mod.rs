@@ -22,6 +22,8 @@ pub struct Server {
     /// `127.0.0.1:PORT`
     pub addr: String,
     pub image_path: PathBuf,
+    /// The config file it was started with (tests may rewrite it and send SIGHUP).
+    pub config: PathBuf,
     log: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -71,8 +73,14 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start ociregistry");
-        let mut server =
-            Server { child: Some(child), addr: String::new(), image_path: image_path.to_path_buf(), log, _dir: None };
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            image_path: image_path.to_path_buf(),
+            config,
+            log,
+            _dir: None,
+        };
         server.addr = server.wait_listening();
         server
     }
@@ -130,6 +138,12 @@ impl Server {
     pub fn terminate(&self) {
         // SAFETY: signalling the child we started.
         unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) and returns at once.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.pid() as i32, signal) };
     }
 
     /// Whether the process is still running (false once it has exited, or after `stop`).

@@ -62,6 +62,7 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
         platforms,
         jobs: body.jobs.unwrap_or(NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero")),
         pin: body.pin,
+        resolve_ref: None,
     };
     let lines: Vec<Line> = body
         .lines

@@ -72,6 +72,8 @@ pub struct Options {
     pub jobs: NonZeroUsize,
     /// Pin the references loaded (`index/pins`): prune never removes them.
     pub pin: bool,
+    /// The name of a single-image tarball's image (`--resolve-ref`, Go's `resolveRef`).
+    pub resolve_ref: Option<ImageRef>,
 }
 
 /// What loading one image fetched and found already cached.
@@ -213,8 +215,9 @@ pub async fn load(
     }
     for (path, gzipped) in tarballs {
         // Reading and hashing a tarball is blocking work; nothing else of this load runs meanwhile.
-        let results =
-            tokio::task::block_in_place(|| tarball::load(&store, &path, gzipped, &options.platforms, progress));
+        let results = tokio::task::block_in_place(|| {
+            tarball::load(&store, &path, gzipped, &options.platforms, options.resolve_ref.as_ref(), progress)
+        });
         for (name, result) in results {
             match result {
                 Ok(counts) => {
@@ -319,6 +322,22 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
         Platforms::One(Platform::parse(os.as_deref(), arch.as_deref())?)
     };
     let inputs = spec::resolve(&spec)?;
+    let (resolve_ref, resolve_key) = match (&args.resolve_ref, &file.resolve_ref) {
+        (Some(r), _) => (Some(r.as_str()), "--resolve-ref"),
+        (None, Some(r)) if !r.is_empty() => (Some(r.as_str()), "resolveRef"),
+        _ => (None, ""),
+    };
+    let resolve_ref = resolve_ref
+        .map(|r| match ImageRef::parse(r) {
+            Ok(i) if i.digest.is_none() => Ok(i),
+            Ok(_) => Err(format!("{resolve_key}: {r:?} names a digest; give registry/repository:tag")),
+            Err(e) => Err(format!("{resolve_key}: {r:?} is not a full image reference (registry/repository:tag): {e}")),
+        })
+        .transpose()?;
+    if resolve_ref.is_some() && !inputs.iter().any(|i| matches!(i, Input::Tarball { .. })) {
+        // As Go: the name is for a tarball; an image list names its own images.
+        eprintln!("warning: {resolve_key} is ignored: {spec} names no tarball, only image lists");
+    }
     let level = cli.log_level.or(file.log_level).unwrap_or(LogLevel::Warn);
     let log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
     let items = inputs
@@ -370,7 +389,7 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
     Ok(Prepared::Local(Local {
         settings: Arc::new(settings),
         inputs,
-        options: Options { platforms, jobs, pin: args.pin },
+        options: Options { platforms, jobs, pin: args.pin, resolve_ref },
         store,
         _log: log,
     }))

@@ -29,7 +29,8 @@ pub fn preload(
             return None;
         }
     };
-    let options = Options { platforms, jobs: NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero"), pin: false };
+    let options =
+        Options { platforms, jobs: NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero"), pin: false, resolve_ref: None };
     let summary = runtime.block_on(load(store, fetch, inputs, &options, &Progress::Log));
     let c = &summary.counts;
     if summary.failed.is_empty() {

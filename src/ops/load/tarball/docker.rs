@@ -40,14 +40,21 @@ struct RootFs {
     diff_ids: Vec<Digest>,
 }
 
-pub fn plan(scan: &Scan, what: &str) -> Result<Plan, String> {
+pub fn plan(scan: &Scan, resolve: Option<&ImageRef>, what: &str) -> Result<Plan, String> {
     let manifest =
         scan.json.get("manifest.json").ok_or_else(|| format!("{what}: manifest.json is larger than 4 MiB"))?;
     let saved: Vec<Saved> =
         serde_json::from_slice(manifest).map_err(|e| format!("{what}: manifest.json is not valid: {e}"))?;
+    if let Some(r) = resolve {
+        super::single_image_for(r, saved.len(), what)?;
+    }
     let mut plan = Plan::default();
     for (i, s) in saved.into_iter().enumerate() {
         let label = format!("image {} ({}) in {what}", i + 1, s.config);
+        if let Some(r) = resolve {
+            plan.images.push(image(scan, &s, vec![r.clone()]).map_err(|e| format!("{label}: {e}"))?);
+            continue;
+        }
         let tags = s.repo_tags.clone().unwrap_or_default();
         if tags.is_empty() {
             plan.refused.push((label, "it has no RepoTags to name it by".to_string()));

@@ -57,15 +57,17 @@ pub struct BlobPlan {
 }
 
 /// Loads one tarball; returns each image's (name, outcome), or the whole tarball's failure.
+/// `resolve` (`--resolve-ref`) names the tarball's one image instead of its own names.
 pub fn load(
     store: &Store,
     path: &Path,
     gzipped: bool,
     platforms: &Platforms,
+    resolve: Option<&ImageRef>,
     progress: &Progress,
 ) -> Vec<(String, Result<Counts, String>)> {
     let what = path.display().to_string();
-    let plan = match plan(path, gzipped, platforms, &what) {
+    let plan = match plan(path, gzipped, platforms, resolve, &what) {
         Ok(p) => p,
         Err(e) => return vec![(what, Err(e))],
     };
@@ -78,12 +80,18 @@ pub fn load(
     results
 }
 
-fn plan(path: &Path, gzipped: bool, platforms: &Platforms, what: &str) -> Result<Plan, String> {
+fn plan(
+    path: &Path,
+    gzipped: bool,
+    platforms: &Platforms,
+    resolve: Option<&ImageRef>,
+    what: &str,
+) -> Result<Plan, String> {
     let scan = scan::scan(path, gzipped)?;
     if scan.sizes.contains_key("index.json") {
-        oci::plan(&scan, platforms, what)
+        oci::plan(&scan, platforms, resolve, what)
     } else if scan.sizes.contains_key("manifest.json") {
-        docker::plan(&scan, what)
+        docker::plan(&scan, resolve, what)
     } else {
         Err(format!("{what} is neither an OCI image layout (index.json) nor a docker save archive (manifest.json)"))
     }
@@ -208,6 +216,16 @@ fn commit_manifests(store: &Store, image: &ImagePlan, source: &str, counts: &mut
         } else {
             counts.manifests_fetched += 1;
         }
+    }
+    Ok(())
+}
+
+/// Refuses `--resolve-ref` for a tarball of `images` images (Go's rule: one image only).
+fn single_image_for(resolve: &ImageRef, images: usize, what: &str) -> Result<(), String> {
+    if images != 1 {
+        return Err(format!(
+            "--resolve-ref {resolve} was given, but {what} holds {images} images; it names single-image tarballs only"
+        ));
     }
     Ok(())
 }

@@ -37,13 +37,20 @@ pub fn blob_name(digest: &Digest) -> String {
 }
 
 /// Plans every image of the layout; `what` names the tarball in messages.
-pub fn plan(scan: &Scan, platforms: &Platforms, what: &str) -> Result<Plan, String> {
+pub fn plan(scan: &Scan, platforms: &Platforms, resolve: Option<&ImageRef>, what: &str) -> Result<Plan, String> {
     let index = scan.json.get("index.json").ok_or_else(|| format!("{what}: index.json is larger than 4 MiB"))?;
     let index: Index = serde_json::from_slice(index).map_err(|e| format!("{what}: index.json is not valid: {e}"))?;
+    if let Some(r) = resolve {
+        super::single_image_for(r, index.manifests.len(), what)?;
+    }
     let mut plan = Plan::default();
     for entry in index.manifests {
         let label = format!("{} in {what}", entry.digest);
-        let name = match name_of(&entry) {
+        let named = match resolve {
+            Some(r) => Ok(r.clone()),
+            None => name_of(&entry),
+        };
+        let name = match named {
             Ok(n) => n,
             Err(e) => {
                 plan.refused.push((label, e));
