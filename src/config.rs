@@ -165,7 +165,7 @@ pub struct RegistryConfig {
     pub tag_policy: Option<DurationValue>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsConfig {
     #[serde(default)]
@@ -179,7 +179,7 @@ pub struct TlsConfig {
 }
 
 /// A validated upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Registry {
     pub name: RegistryName,
     /// Scheme, host and optional path prefix requests go to, without a trailing `/`.

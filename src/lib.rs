@@ -8,6 +8,7 @@
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
+//! - [`reload`]: SIGHUP: the configuration read again and handed to the parts that can take it.
 //! - [`ops`]: the operator's commands over the store (`verify`).
 //! - [`admin`]: the admin API under `/cmd/` (lists, stop, jobs) and its client.
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod reload;
 pub mod serve;
 pub mod server;
 pub mod store;

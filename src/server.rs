@@ -2,6 +2,7 @@
 //! fetcher's tokio runtime and one monoio worker per core, waits for SIGINT or
 //! SIGTERM, then shuts down in order: stop accepting, let responses in progress
 //! finish within the grace period, cancel downloads, leave no temp files.
+//! SIGHUP reloads what can be reloaded (see `reload`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,6 +87,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
     }
+    // SIGHUP reloads; the handler is installed before "listening" is logged.
+    let reloading = {
+        let (cli, args) = (cli.clone(), args.clone());
+        let resolve: crate::reload::Resolve = Box::new(move || Settings::resolve(&cli, &args));
+        let fetcher = fetch.clone();
+        let hooks = vec![crate::reload::Hook::new("registries", move |new: &Settings| {
+            fetcher.reload_registries(&new.registries)
+        })];
+        let _entered = runtime.enter();
+        crate::reload::on_sighup(resolve, hooks).context("cannot install the SIGHUP handler")?
+    };
+    runtime.spawn(reloading);
     let job_env = crate::admin::JobEnv {
         store: store.clone(),
         fetch: fetch.clone(),

@@ -52,3 +52,37 @@ fn a_password_file_is_read_at_startup() {
     let r = server.get(&format!("/v2/{}/team/app/manifests/v1", up.host()), &[]);
     assert_eq!(r.status, 200, "passwordFile wins over password: {}", r.text());
 }
+
+fn wait_for_log(server: &Server, needle: &str, times: usize) -> bool {
+    common::wait_until(std::time::Duration::from_secs(10), || server.log().matches(needle).count() >= times)
+}
+
+#[test]
+fn sighup_reloads_the_registries_and_keeps_them_when_the_file_is_invalid() {
+    let up = basic_upstream("robot", "right");
+    let config = |password: &str| {
+        format!(
+            "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n    auth: {{user: robot, password: {password}}}\n",
+            up.host()
+        )
+    };
+    let server = Server::start(&config("wrong"), &[]);
+    let path = format!("/v2/{}/team/app/manifests/v1", up.host());
+    let r = server.get(&path, &[]);
+    assert_ne!(r.status, 200, "the wrong password: {}", r.text());
+
+    std::fs::write(&server.config, config("right")).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(wait_for_log(&server, "SIGHUP: reloaded", 1), "{}", server.log());
+    let r = server.get(&path, &[]);
+    assert_eq!(r.status, 200, "the right password after SIGHUP: {}\n{}", r.text(), server.log());
+
+    // An invalid file changes nothing: the registry keeps its password.
+    std::fs::write(&server.config, config("wrong").replace("scheme", "shceme")).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(wait_for_log(&server, "the running configuration is kept", 1), "{}", server.log());
+    assert!(server.log().contains("ERROR"), "{}", server.log());
+    up.add_image("team/app", "v2", &[b"two".to_vec()]);
+    let r = server.get(&format!("/v2/{}/team/app/manifests/v2", up.host()), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}

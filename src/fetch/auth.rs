@@ -124,6 +124,11 @@ impl TokenCache {
     pub fn forget(&self, key: &TokenKey) {
         self.tokens.lock().remove(key);
     }
+
+    /// Forgets every token (the credentials they were fetched with changed).
+    pub fn clear(&self) {
+        self.tokens.lock().clear();
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ impl Failing {
     }
 
     /// Forgets `key` after a success.
+    /// Forgets every failure (the upstreams' configuration was reloaded).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     pub fn forget(&mut self, key: &ObjectKey) {
         if !self.entries.is_empty() {
             self.entries.remove(key);

@@ -93,9 +93,22 @@ enum Job {
 #[derive(Clone)]
 pub struct FetchHandle {
     jobs: mpsc::UnboundedSender<Job>,
+    fetcher: Arc<Fetcher>,
 }
 
 impl FetchHandle {
+    /// Swaps the configured registries for the fetches that come next (a SIGHUP
+    /// reload); see [`upstream::Upstreams::reload`]. Returns a summary to log.
+    pub fn reload_registries(&self, registries: &[crate::config::Registry]) -> Result<String, String> {
+        let done = self.fetcher.upstreams.reload(registries)?;
+        // What the old settings earned (a 401 remembered as not found, a 5xx left
+        // alone for a while) is not held against the new ones: these short-lived
+        // memories start over.
+        self.fetcher.not_found.lock().clear();
+        self.fetcher.failing.lock().clear();
+        Ok(done)
+    }
+
     /// Resolves and caches a manifest by tag or digest.
     pub async fn manifest(&self, source: Source, reference: Reference) -> Result<ManifestHit, FetchError> {
         self.ask(|reply| Job::Manifest { source, reference, reply }).await
@@ -201,6 +214,7 @@ pub fn start(
         counters,
     });
     runtime.spawn(fetcher.clone().flush_check_times());
+    let handle_fetcher = fetcher.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     runtime.spawn(async move {
         while let Some(job) = rx.recv().await {
@@ -222,7 +236,7 @@ pub fn start(
             }
         }
     });
-    Ok(FetchHandle { jobs: tx })
+    Ok(FetchHandle { jobs: tx, fetcher: handle_fetcher })
 }
 
 impl Fetcher {

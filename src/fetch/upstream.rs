@@ -37,6 +37,8 @@ const USER_AGENT: &str = concat!("ociregistry/", env!("CARGO_PKG_VERSION"));
 /// Every upstream client, by registry name.
 pub struct Upstreams {
     settings: Arc<Settings>,
+    /// The configured registries: `settings.registries` until a reload replaces them.
+    listed: Mutex<Arc<Vec<Registry>>>,
     clients: Mutex<HashMap<RegistryName, Arc<Upstream>>>,
     /// For redirect targets on other hosts: system roots, no identity, no credentials.
     foreign: reqwest::Client,
@@ -53,6 +55,7 @@ impl Upstreams {
         let foreign_public =
             base_builder(&settings).dns_resolver(PublicOnly::from_env()).build().map_err(|e| error_chain(&e))?;
         Ok(Upstreams {
+            listed: Mutex::new(Arc::new(settings.registries.clone())),
             settings,
             clients: Mutex::new(HashMap::new()),
             foreign,
@@ -65,11 +68,62 @@ impl Upstreams {
 
     /// Builds the clients of every listed registry now, so a bad CA or key fails at startup.
     pub fn prepare_listed(&self) -> Result<(), String> {
-        for registry in &self.settings.registries {
+        let listed = self.listed.lock().clone();
+        for registry in listed.iter() {
             let up = self.build(registry.clone(), false)?;
             self.clients.lock().insert(registry.name.clone(), Arc::new(up));
         }
         Ok(())
+    }
+
+    /// Replaces the configured registries (a SIGHUP reload) for the requests that
+    /// come next; requests under way finish with the client they have. Entries
+    /// whose settings changed, or that read TLS files (which may have been
+    /// rotated), get new clients, all built before anything is swapped: one that
+    /// fails to build leaves everything as it was. Unchanged entries keep their
+    /// clients, tokens and breaker state. A name no longer listed becomes an
+    /// unlisted upstream (public addresses only, or refused with `denyUnlisted`).
+    pub fn reload(&self, registries: &[Registry]) -> Result<String, String> {
+        let old = self.listed.lock().clone();
+        let unchanged = |r: &Registry| {
+            let files = r.tls.ca.is_some() || r.tls.cert.is_some();
+            !files && old.iter().any(|o| o == r)
+        };
+        let mut rebuilt = Vec::new();
+        for registry in registries.iter().filter(|r| !unchanged(r)) {
+            rebuilt.push((registry.name.clone(), Arc::new(self.build(registry.clone(), false)?)));
+        }
+        let removed: Vec<&RegistryName> =
+            old.iter().map(|o| &o.name).filter(|n| !registries.iter().any(|r| &r.name == *n)).collect();
+        let credentials_changed = rebuilt.iter().any(|(name, up)| {
+            old.iter().find(|o| &o.name == name).is_none_or(|o| o.credentials != up.registry.credentials)
+        });
+        {
+            let mut clients = self.clients.lock();
+            for name in &removed {
+                clients.remove(*name);
+            }
+            for (name, up) in &rebuilt {
+                clients.insert(name.clone(), up.clone());
+            }
+            *self.listed.lock() = Arc::new(registries.to_vec());
+        }
+        if credentials_changed || !removed.is_empty() {
+            // Tokens fetched with the old credentials must not outlive them.
+            self.tokens.clear();
+        }
+        Ok(format!(
+            "{} registries listed: {} with new clients, {} no longer listed, {} unchanged",
+            registries.len(),
+            rebuilt.len(),
+            removed.len(),
+            registries.len() - rebuilt.len()
+        ))
+    }
+
+    /// How many clients are kept at most: the listed ones and a bounded number of others.
+    fn client_bound(&self) -> usize {
+        self.listed.lock().len() + MAX_UNLISTED_CLIENTS
     }
 
     pub async fn get(&self, name: &RegistryName) -> Result<Arc<Upstream>, FetchError> {
@@ -85,9 +139,9 @@ impl Upstreams {
         registry.breaker = self.settings.circuit_breaker;
         let up = Arc::new(self.build(registry, true).map_err(FetchError::Internal)?);
         guard::check_url(&up.base)?;
+        let listed = self.listed.lock().clone();
         let mut clients = self.clients.lock();
-        if clients.len() >= self.settings.registries.len() + MAX_UNLISTED_CLIENTS {
-            let listed = &self.settings.registries;
+        if clients.len() >= listed.len() + MAX_UNLISTED_CLIENTS {
             clients.retain(|n, _| listed.iter().any(|r| &r.name == n));
         }
         clients.insert(name.clone(), up.clone());
@@ -96,7 +150,7 @@ impl Upstreams {
 
     /// The per-registry metric series of `name` (kept with its breaker's).
     pub fn series(&self, name: &RegistryName) -> Arc<crate::metrics::CircuitSeries> {
-        self.circuits.series(name.as_str(), self.settings.registries.len() + MAX_UNLISTED_CLIENTS)
+        self.circuits.series(name.as_str(), self.client_bound())
     }
 
     /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
@@ -120,8 +174,7 @@ impl Upstreams {
         };
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
         // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
-        let series =
-            self.circuits.series(registry.name.as_str(), self.settings.registries.len() + MAX_UNLISTED_CLIENTS);
+        let series = self.circuits.series(registry.name.as_str(), self.client_bound());
         let breaker = Breaker::new(registry.name.clone(), registry.breaker, series);
         Ok(Upstream {
             registry,
