@@ -86,3 +86,59 @@ fn sighup_reloads_the_registries_and_keeps_them_when_the_file_is_invalid() {
     let r = server.get(&format!("/v2/{}/team/app/manifests/v2", up.host()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn x_registry_names_the_upstream_first_and_is_validated_strictly() {
+    let up = basic_upstream("robot", "pw");
+    let host = up.host();
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{host}\"\n    scheme: http\n    auth: {{user: robot, password: pw}}\n"
+    );
+    let server = Server::start(&config, &[]);
+    let path = "/v2/team/app/manifests/v1";
+    assert_eq!(server.get(path, &[]).status, 404, "no upstream named");
+    let r = server.get(path, &[("X-Registry", &host)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.get(&format!("{path}?ns=elsewhere.invalid"), &[("X-Registry", &host)]);
+    assert_eq!(r.status, 200, "the header beats ?ns=: {}", r.text());
+    let r = server.get(
+        "/v2/team/app/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        &[("X-Registry", &host)],
+    );
+    assert_eq!(r.status, 404, "blobs too: {}", r.text());
+
+    up.clear_log();
+    let long = format!("{}.example", "a".repeat(300));
+    for bad in [
+        format!("{host}/team"),
+        format!("user@{host}"),
+        format!("http://{host}"),
+        format!("{host}?x=1"),
+        "a b".to_string(),
+        long,
+    ] {
+        let r = server.get(path, &[("X-Registry", &bad)]);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.text().contains("NAME_INVALID") && r.text().contains("X-Registry"), "{bad}: {}", r.text());
+    }
+    let r = server.get(path, &[("X-Registry", &host), ("X-Registry", &host)]);
+    assert_eq!(r.status, 400, "twice: {}", r.text());
+    assert_eq!(up.requests().len(), 0, "nothing invalid reached the upstream");
+    assert_eq!(server.get("/v2/", &[("X-Registry", "not a host")]).status, 200, "/v2/ ignores it, as Go");
+}
+
+#[test]
+fn x_registry_meets_the_same_guard_as_any_upstream_name() {
+    let up = basic_upstream("robot", "pw");
+    // Unlisted: a loopback upstream is not a public address.
+    let server = Server::start("prefetch: false\n", &[]);
+    let r = server.get("/v2/team/app/manifests/v1", &[("X-Registry", &up.host())]);
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("not a public address"), "{}", r.text());
+    // denyUnlisted: only listed names.
+    let config = "prefetch: false\ndenyUnlisted: true\nregistries:\n  - name: quay.io\n";
+    let server = Server::start(config, &[]);
+    let r = server.get("/v2/team/app/manifests/v1", &[("X-Registry", &up.host())]);
+    assert!(r.text().contains("denyUnlisted"), "{}", r.text());
+    assert_eq!(up.requests().len(), 0);
+}

@@ -33,25 +33,30 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
             _ => ApiError::unsupported(),
         });
     }
-    let ns = route::ns_param(req.query.as_deref());
     let default_ns = shared.settings.default_ns.as_ref();
+    // Checked only where an upstream is chosen: `/v2/` ignores the header, as Go does.
+    let upstream = || route::upstream_override(req);
     match route {
         Route::Base => Ok(Response::json(200, Bytes::from_static(b"{}"))),
         Route::Manifest { name, reference } => {
+            let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
             let reference = route::parse_reference(&reference)?;
             manifest(shared, req, source, reference).await
         }
         Route::Blob { name, digest } => {
+            let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
             let digest = route::parse_digest(&digest)?;
             blob(shared, req, source, digest).await
         }
         Route::TagsList { name } => {
+            let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
             super::tags::list(shared, req, &name, ns.as_deref(), source).await
         }
         Route::Referrers { name, digest } => {
+            let ns = upstream()?;
             route::resolve(&name, ns.as_deref(), default_ns)?;
             route::parse_digest(&digest)?;
             Err(ApiError::new(404, OciCode::Unsupported, "the referrers API is not served by this pull-through cache")

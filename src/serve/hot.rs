@@ -82,6 +82,8 @@ impl HotResponses {
             && !req.http10
             && !req.has_body
             && req.range.is_none()
+            // Its key is the target and `Accept`: a header naming the upstream is not in it.
+            && req.x_registry_lines == 0
     }
 
     /// The kept answer to `req`, if any; `generation` is the store's now.

@@ -68,7 +68,15 @@ pub struct Request {
     pub content_length: Option<u64>,
     /// `Authorization`, kept for admin requests (`/cmd/`) only.
     pub authorization: Option<String>,
+    /// `X-Registry` (the Go ociregistry's way to name the upstream), at most
+    /// [`MAX_X_REGISTRY`] bytes kept; validated by `route`.
+    pub x_registry: Option<String>,
+    /// How many `X-Registry` lines came (more than one is refused).
+    pub x_registry_lines: u8,
 }
+
+/// Characters of an `X-Registry` value kept: past a registry name's 255 bytes, so a longer one is refused.
+pub const MAX_X_REGISTRY: usize = 256;
 
 impl Default for Request {
     fn default() -> Request {
@@ -83,6 +91,8 @@ impl Default for Request {
             has_body: false,
             content_length: None,
             authorization: None,
+            x_registry: None,
+            x_registry_lines: 0,
         }
     }
 }
@@ -222,6 +232,7 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     set_opt(&mut req.query, query);
     let admin = crate::admin::is_admin_path(path);
     let mut authorization = None;
+    req.x_registry_lines = 0;
     req.http10 = parsed.version == Some(0);
     req.keep_alive = !req.http10;
     req.has_body = false;
@@ -252,6 +263,13 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
             }
         } else if admin && name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value().trim().to_string());
+        } else if name.eq_ignore_ascii_case("x-registry") {
+            let value = value();
+            let value = value.trim();
+            // The first MAX_X_REGISTRY characters: still too long for a name when cut.
+            let kept = value.char_indices().nth(MAX_X_REGISTRY).map_or(value, |(i, _)| &value[..i]);
+            set_opt(&mut req.x_registry, Some(kept));
+            req.x_registry_lines = req.x_registry_lines.saturating_add(1);
         } else if name.eq_ignore_ascii_case("content-length") {
             framing.content_length(h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -261,6 +279,9 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     req.has_body = framing.has_body()?;
     req.content_length = (framing.lengths == 1).then_some(framing.length);
     req.authorization = authorization;
+    if req.x_registry_lines == 0 {
+        req.x_registry = None;
+    }
     req.accept.truncate(accepts);
     if !ranged {
         req.range = None;

@@ -100,6 +100,31 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The upstream a request names outside its path: the `X-Registry` header
+/// first (the Go ociregistry's highest priority), else `?ns=`. The header must
+/// be exactly one `host[:port]`: no scheme, path, userinfo or query, at most
+/// 255 bytes. What it names then meets the same rules as any other upstream
+/// name (`denyUnlisted`, public addresses only for unlisted upstreams).
+pub fn upstream_override(req: &super::http::Request) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.x_registry.as_deref() else {
+        return Ok(ns_param(req.query.as_deref()));
+    };
+    let invalid = |why: &str| {
+        ApiError::new(400, OciCode::NameInvalid, format!("X-Registry: {why}"))
+            .detail("X-Registry names one upstream registry as host[:port], e.g. quay.io or 10.0.0.5:5000")
+    };
+    if req.x_registry_lines > 1 {
+        return Err(invalid("sent more than once"));
+    }
+    if value.len() > 255 {
+        return Err(invalid("longer than 255 bytes"));
+    }
+    match value.parse::<RegistryName>() {
+        Ok(name) => Ok(Some(name.as_str().to_string())),
+        Err(_) => Err(invalid(&format!("{value:?} is not a registry host[:port]"))),
+    }
+}
+
 /// Chooses the upstream and canonical repository for a requested name.
 pub fn resolve(name: &str, ns: Option<&str>, default_ns: Option<&RegistryName>) -> Result<Source, ApiError> {
     if name.len() > crate::oci::reference::MAX_REPO_NAME {
@@ -225,5 +250,26 @@ mod tests {
         }
         assert_eq!(parse_digest("sha1:abc").unwrap_err().code, OciCode::DigestInvalid);
         assert!(parse_reference("v1.0").is_ok());
+    }
+
+    #[test]
+    fn x_registry_comes_before_ns_and_is_one_host_port() {
+        use crate::serve::http::Request;
+        let req = |x: Option<&str>, lines: u8, query: Option<&str>| Request {
+            x_registry: x.map(str::to_string),
+            x_registry_lines: lines,
+            query: query.map(str::to_string),
+            ..Request::default()
+        };
+        let chosen = |r: Request| upstream_override(&r).map_err(|e| format!("{e:?}"));
+        assert_eq!(chosen(req(None, 0, Some("ns=quay.io"))).unwrap().as_deref(), Some("quay.io"));
+        assert_eq!(chosen(req(Some("GHCR.io"), 1, Some("ns=quay.io"))).unwrap().as_deref(), Some("ghcr.io"));
+        assert_eq!(chosen(req(Some("index.docker.io"), 1, None)).unwrap().as_deref(), Some("docker.io"));
+        assert_eq!(chosen(req(Some("[::1]:5000"), 1, None)).unwrap().as_deref(), Some("[::1]:5000"));
+        for bad in ["quay.io/x", "u:p@quay.io", "https://quay.io", "quay.io:0", "quay.io:99999", "", "a..b"] {
+            assert!(chosen(req(Some(bad), 1, None)).is_err(), "{bad:?}");
+        }
+        assert!(chosen(req(Some("quay.io"), 2, None)).is_err(), "twice");
+        assert!(chosen(req(Some(&"a".repeat(256)), 1, None)).is_err(), "too long");
     }
 }
