@@ -37,8 +37,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
+    /// Without one, the help is printed (exit 0), as the Go ociregistry does.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -112,7 +113,7 @@ pub enum Command {
     /// the others are written), 2 when export could not run (usage, config, unreadable image path,
     /// a write failure).
     Export(ExportArgs),
-    /// Print the version and exit
+    /// Print the version and build date (to standard error, as the Go ociregistry does) and exit
     Version,
 }
 

@@ -561,14 +561,14 @@ mod tests {
         let mut argv = vec!["ociregistry", "--config-file", path.to_str().unwrap(), "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Serve(serve) = &cli.command else { panic!() };
+        let Some(crate::cli::Command::Serve(serve)) = &cli.command else { panic!() };
         Settings::resolve(&cli, serve)
     }
 
     #[test]
     fn defaults_without_a_file() {
         let cli = Cli::try_parse_from(["ociregistry", "serve"]).unwrap();
-        let crate::cli::Command::Serve(serve) = &cli.command else { panic!() };
+        let Some(crate::cli::Command::Serve(serve)) = &cli.command else { panic!() };
         let s = Settings::resolve(&cli, serve).unwrap();
         assert_eq!(s.image_path, PathBuf::from(DEFAULT_IMAGE_PATH));
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));

@@ -100,6 +100,8 @@ pub fn route(data: &[u8]) {
     let parsed = route::parse(path);
     let (name, rendered) = match &parsed {
         Route::Base => (None, "/v2/".to_string()),
+        Route::Root => (None, "/".to_string()),
+        Route::TokenAuth => (None, "/v2/auth".to_string()),
         Route::Manifest { name, reference } => {
             if let Ok(r) = route::parse_reference(reference) {
                 assert_eq!(r.to_string(), *reference);

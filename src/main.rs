@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use ociregistry::cli::{Cli, Command};
 
@@ -11,9 +11,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static GLOBAL: ociregistry::heap::Counting<mimalloc::MiMalloc> = ociregistry::heap::Counting(mimalloc::MiMalloc);
 
+/// Set by release builds, as the Go ociregistry's Makefile sets its build date (UTC).
+const BUILD_DATE: Option<&str> = option_env!("OCIREGISTRY_BUILD_DATE");
+
 fn main() {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    let Some(command) = &cli.command else {
+        // As Go: no subcommand prints the help and succeeds.
+        let _ = Cli::command().print_long_help();
+        return;
+    };
+    let result = match command {
         Command::Serve(args) => ociregistry::server::run(&cli, args),
         Command::Verify(args) => std::process::exit(ociregistry::ops::verify::run(&cli, args).exit_code()),
         Command::List(args) => std::process::exit(ociregistry::ops::list::run(&cli, args)),
@@ -21,7 +29,8 @@ fn main() {
         Command::Load(args) => std::process::exit(ociregistry::ops::load::run(&cli, args).exit_code()),
         Command::Export(args) => std::process::exit(ociregistry::ops::export::run(&cli, args)),
         Command::Version => {
-            println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
+            let date = BUILD_DATE.filter(|d| !d.is_empty()).unwrap_or("unknown");
+            eprintln!("ociregistry version: {} build date: {date}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     };

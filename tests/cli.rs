@@ -56,10 +56,29 @@ fn bad_platforms_are_named() {
 }
 
 #[test]
-fn version_prints_the_version() {
+fn version_prints_the_version_as_go_does() {
     let o = run(&["version"]);
     assert!(o.status.success());
+    // Go: `ociregistry version: <ver> build date: <date>` on standard error.
+    let err = stderr(&o);
+    let line = err.trim();
+    let prefix = format!("ociregistry version: {} build date: ", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&prefix) && line.len() > prefix.len(), "{line:?}");
+    assert!(o.stdout.is_empty());
+    let o = run(&["--version"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ociregistry {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn no_subcommand_prints_the_help_and_succeeds_as_go_does() {
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for word in ["serve", "load", "list", "prune", "version", "--config-file"] {
+        assert!(out.contains(word), "the help lacks {word}:\n{out}");
+    }
+    let o = run(&["--log-level", "INFO"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]

@@ -142,3 +142,18 @@ fn x_registry_meets_the_same_guard_as_any_upstream_name() {
     assert!(r.text().contains("denyUnlisted"), "{}", r.text());
     assert_eq!(up.requests().len(), 0);
 }
+
+#[test]
+fn root_and_v2_auth_answer_as_go_does() {
+    let server = Server::start("prefetch: false\n", &[]);
+    let r = server.get("/", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "null\n"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = server.get("/v2/auth?scope=repository:a/b:pull&service=x", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body, serde_json::json!({"token": "FROBOZZ"}), "Go's placeholder token");
+    assert_eq!(r.header("cache-control"), Some("no-cache, no-store, must-revalidate"));
+    assert_eq!(r.header("vary"), Some("Cookie"));
+    assert_eq!(server.get("/v2/auth/manifests/v1", &[]).status, 404, "a repository named auth is still one");
+}

@@ -579,7 +579,7 @@ mod tests {
         use clap::Parser;
         crate::tls::install_crypto_provider();
         let cli = crate::cli::Cli::try_parse_from(["ociregistry", "serve"]).unwrap();
-        let crate::cli::Command::Serve(s) = &cli.command else { panic!() };
+        let Some(crate::cli::Command::Serve(s)) = &cli.command else { panic!() };
         Settings::resolve(&cli, s).unwrap()
     }
 }

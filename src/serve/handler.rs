@@ -37,7 +37,10 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
     // Checked only where an upstream is chosen: `/v2/` ignores the header, as Go does.
     let upstream = || route::upstream_override(req);
     match route {
+        // Go's echo encodes its nil body as `null` and a newline.
+        Route::Root => Ok(Response::json(200, Bytes::from_static(b"null\n"))),
         Route::Base => Ok(Response::json(200, Bytes::from_static(b"{}"))),
+        Route::TokenAuth => Ok(token_auth()),
         Route::Manifest { name, reference } => {
             let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
@@ -65,6 +68,20 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
         Route::Unsupported => Err(ApiError::unsupported()),
         Route::NotFound => Err(not_found()),
     }
+}
+
+/// The token the Go ociregistry hands every client that asks `/v2/auth`: this
+/// registry asks no client for credentials (it sends no `WWW-Authenticate`),
+/// so the token is a fixed placeholder that nothing checks, and its value is
+/// Go's, so a client or script that compared it keeps working.
+const PLACEHOLDER_TOKEN: &str = "FROBOZZ";
+
+/// `GET /v2/auth`: as Go answers it, a token that must not be cached.
+fn token_auth() -> Response {
+    let body = serde_json::json!({ "token": PLACEHOLDER_TOKEN }).to_string() + "\n";
+    Response::json(200, Bytes::from(body))
+        .header("Cache-Control", "no-cache, no-store, must-revalidate")
+        .header("Vary", "Cookie")
 }
 
 fn not_found() -> ApiError {

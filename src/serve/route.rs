@@ -10,8 +10,12 @@ use crate::oci::{Digest, NameError, OciCode, Reference, RegistryName, RepoName};
 /// What a request asks for, before the upstream is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/`: answered as the Go ociregistry answers it (200, JSON `null`).
+    Root,
     /// `/v2/`: the API version check.
     Base,
+    /// `/v2/auth`: the Go ociregistry's token endpoint (see `handler`).
+    TokenAuth,
     Manifest {
         name: String,
         reference: String,
@@ -33,6 +37,9 @@ pub enum Route {
 }
 
 pub fn parse(path: &str) -> Route {
+    if path == "/" {
+        return Route::Root;
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         return Route::NotFound;
     };
@@ -47,6 +54,9 @@ pub fn parse(path: &str) -> Route {
     }
     if rest == "_catalog" {
         return Route::Unsupported;
+    }
+    if rest == "auth" {
+        return Route::TokenAuth;
     }
     let segments: Vec<&str> = rest.split('/').collect();
     let n = segments.len();
@@ -193,7 +203,10 @@ mod tests {
         assert_eq!(parse("/v2/manifests/x"), Route::NotFound);
         assert_eq!(parse("/v3/"), Route::NotFound);
         assert_eq!(parse("/v2x"), Route::NotFound);
-        assert_eq!(parse("/"), Route::NotFound);
+        assert_eq!(parse("/"), Route::Root);
+        assert_eq!(parse("/v2/auth"), Route::TokenAuth);
+        assert_eq!(parse("/v2/auth/manifests/v1"), m("auth", "v1"));
+        assert_eq!(parse("//"), Route::NotFound);
     }
 
     /// Found by the `route` fuzz target: `/v2a/manifests/latest` was routed as `a`'s manifest.
