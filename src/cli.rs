@@ -45,6 +45,10 @@ pub struct Cli {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the registry server
+    ///
+    /// SIGINT or SIGTERM stop it gracefully. SIGHUP reads --config-file again: when it is valid, its
+    /// registries section (names, endpoints, auth, tls, circuit breakers) is used for the requests that
+    /// come next; when it is not, the running configuration is kept and the problems are logged.
     Serve(ServeArgs),
     /// Check every cached object against its digest; with --repair, remove what is damaged
     ///

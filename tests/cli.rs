@@ -35,12 +35,22 @@ fn help_documents_every_flag() {
         "--os",
         "--arch",
         "--hello-world",
+        "SIGHUP",
     ] {
         assert!(out.contains(flag), "serve --help lacks {flag}:\n{out}");
     }
     let o = run(&["load", "--help"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--image-file", "--os", "--arch", "--all-platforms", "--jobs", "--pull-timeout", "Exit status"] {
+    for flag in [
+        "--image-file",
+        "--os",
+        "--arch",
+        "--all-platforms",
+        "--jobs",
+        "--pull-timeout",
+        "--resolve-ref",
+        "Exit status",
+    ] {
         assert!(out.contains(flag), "load --help lacks {flag}:\n{out}");
     }
 }

@@ -1,8 +1,8 @@
 //! Upstream credentials never leave the server except towards their upstream:
 //! with Basic auth (the password given in the file, and through
-//! `passwordFromEnv`), a Bearer-token upstream whose token endpoint wants a
-//! password, and a static token, the real binary serves pulls that succeed and
-//! pulls that fail (wrong password, upstream 500, upstream unreachable) at
+//! `passwordFromEnv` and `passwordFile`), a Bearer-token upstream whose token endpoint wants a
+//! password, and static tokens (ours and Go's), the real binary serves pulls that succeed and
+//! pulls that fail (wrong password, upstream 500, upstream unreachable), and a SIGHUP reload, at
 //! `--log-level debug` with `--metrics` on; no password, no base64 of
 //! `user:password`, and no token issued by the upstream appears in the server
 //! log, in any response head or body, or on the metrics page.
@@ -19,6 +19,8 @@ const PW_WRONG: &str = "S3cret-but-wrong-5d21";
 const PW_UNREACHABLE: &str = "S3cret-never-sent-e8aa";
 const STATIC_TOKEN: &str = "S3cret-static-token-2b6f";
 const ENV_VAR: &str = "OCIREG_SECRETS_TEST_PASSWORD";
+const PW_MOUNTED: &str = "S3cret-in-a-mounted-file-44d0";
+const GO_STATIC: &str = "S3cret-go-static-token-9a1c";
 
 fn basic(user: &str, pass: &str) -> Auth {
     Auth::Basic { user: user.into(), pass: pass.into() }
@@ -42,8 +44,14 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     let wrong = FakeUpstream::start_with(Options { auth: basic("dave", "the-right-one"), ..Options::default() });
     // A static token this upstream does not accept.
     let static_token = FakeUpstream::start_with(Options { auth: basic("frank", "x"), ..Options::default() });
+    // A password from a mounted secret file, and Go's static token (refused by this upstream).
+    let mounted = FakeUpstream::start_with(Options { auth: basic("gina", PW_MOUNTED), ..Options::default() });
+    let go_static = FakeUpstream::start_with(Options { auth: basic("hank", "y"), ..Options::default() });
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("password");
+    std::fs::write(&secret_file, format!("{PW_MOUNTED}\n")).unwrap();
     let unreachable = format!("127.0.0.1:{}", free_port());
-    let ups = [&basic_file, &basic_env, &bearer, &wrong, &static_token];
+    let ups = [&basic_file, &basic_env, &bearer, &wrong, &static_token, &mounted, &go_static];
     // Distinct layers for each upstream: a blob cached from one is served for any name.
     let images: Vec<_> =
         ups.iter().map(|up| up.add_image("team/app", "v1", &[format!("one {}", up.host()).into_bytes()])).collect();
@@ -58,12 +66,17 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
          - name: \"{}\"\n  scheme: http\n  auth: {{user: carol, password: \"{PW_TOKEN}\"}}\n\
          - name: \"{}\"\n  scheme: http\n  auth: {{user: dave, password: \"{PW_WRONG}\"}}\n\
          - name: \"{}\"\n  scheme: http\n  auth: {{token: \"{STATIC_TOKEN}\"}}\n\
-         - name: \"{unreachable}\"\n  scheme: http\n  auth: {{user: erin, password: \"{PW_UNREACHABLE}\"}}\n",
+         - name: \"{unreachable}\"\n  scheme: http\n  auth: {{user: erin, password: \"{PW_UNREACHABLE}\"}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{user: gina, passwordFile: \"{}\"}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{token: {{static: \"{GO_STATIC}\"}}}}\n",
         basic_file.host(),
         basic_env.host(),
         bearer.host(),
         wrong.host(),
         static_token.host(),
+        mounted.host(),
+        secret_file.display(),
+        go_static.host(),
     );
     let metrics_port = free_port().to_string();
     let server = Server::start_with_env(&config, &["--metrics", &metrics_port], &[(ENV_VAR, PW_ENV)]);
@@ -77,7 +90,7 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
         answers += &seen(&r);
     };
     // Pulls that succeed, through each kind of credential that works.
-    for (up, image) in [&basic_file, &basic_env, &bearer].into_iter().zip(&images) {
+    for (up, image) in [&basic_file, &basic_env, &bearer].into_iter().zip(&images).chain([(&mounted, &images[5])]) {
         let host = up.host();
         get(format!("/v2/{host}/team/app/manifests/v1"), 200);
         get(format!("/v2/{host}/team/app/blobs/{}", image.layer_digests[0]), 200);
@@ -104,6 +117,14 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     get(format!("/v2/{}/team/app/manifests/v1", wrong.host()), 404);
     get(format!("/v2/{}/team/app/blobs/{}", wrong.host(), images[3].layer_digests[0]), 404);
     get(format!("/v2/{}/team/app/manifests/v1", static_token.host()), 404);
+    get(format!("/v2/{}/team/app/manifests/v1", go_static.host()), 404);
+    // A reload (SIGHUP) logs what it did, and no credential.
+    server.signal(libc::SIGHUP);
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(10), || server.log().contains("SIGHUP: reloaded")),
+        "{}",
+        server.log()
+    );
     // An upstream nobody answers at.
     get(format!("/v2/{unreachable}/team/app/manifests/v1"), 502);
     get(format!("/v2/{unreachable}/team/app/tags/list"), 502);
@@ -119,6 +140,8 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     assert!(sent(&bearer, &basic_auth("carol", PW_TOKEN)), "the token password was sent to the token endpoint");
     assert!(sent(&wrong, &basic_auth("dave", PW_WRONG)), "the wrong password was tried");
     assert!(sent(&static_token, &format!("Bearer {STATIC_TOKEN}")), "the static token was tried");
+    assert!(sent(&mounted, &basic_auth("gina", PW_MOUNTED)), "the mounted file's password was sent upstream");
+    assert!(sent(&go_static, &format!("Basic {GO_STATIC}")), "Go's static token was tried");
     let tokens = bearer.issued_tokens();
     assert!(tokens.len() >= 2, "a token, and a fresh one after expiry: {tokens:?}");
     for token in &tokens {
@@ -126,14 +149,20 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     }
 
     let mut secrets: Vec<(String, &str)> = Vec::new();
-    for (user, pass) in
-        [("alice", PW_FILE), ("bob", PW_ENV), ("carol", PW_TOKEN), ("dave", PW_WRONG), ("erin", PW_UNREACHABLE)]
-    {
+    for (user, pass) in [
+        ("alice", PW_FILE),
+        ("bob", PW_ENV),
+        ("carol", PW_TOKEN),
+        ("dave", PW_WRONG),
+        ("erin", PW_UNREACHABLE),
+        ("gina", PW_MOUNTED),
+    ] {
         secrets.push((pass.to_string(), "a password"));
         let b64 = basic_auth(user, pass).strip_prefix("Basic ").unwrap().to_string();
         secrets.push((b64, "a base64 user:password"));
     }
     secrets.push((STATIC_TOKEN.to_string(), "the static token"));
+    secrets.push((GO_STATIC.to_string(), "Go's static token"));
     secrets.extend(tokens.into_iter().map(|t| (t, "an issued bearer token")));
 
     let log = server.log();
