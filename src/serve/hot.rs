@@ -227,6 +227,11 @@ mod tests {
         hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::No, 1, None);
         assert!(hot.get(&a, 1, &pulls).is_none());
 
+        let mut named = req("/v2/r/blobs/sha256:ab", None, &[]);
+        named.x_registry = Some("quay.io".into());
+        named.x_registry_lines = 1;
+        assert!(HotResponses::eligible(&d));
+        assert!(!HotResponses::eligible(&named), "X-Registry is not part of the key");
         let mut ranged = d;
         ranged.range = Some("bytes=0-1".into());
         assert!(!HotResponses::eligible(&ranged));

@@ -471,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn x_registry_is_kept_bounded_counted_and_not_carried_over() {
+        let mut req = Request::default();
+        let raw = b"GET /v2/a/manifests/v1 HTTP/1.1\r\nX-Registry:  quay.io \r\nx-registry: ghcr.io\r\n\r\n";
+        parse_into(raw, &mut req).unwrap().unwrap();
+        assert_eq!((req.x_registry.as_deref(), req.x_registry_lines), (Some("ghcr.io"), 2));
+        let long = format!("GET /v2/a/manifests/v1 HTTP/1.1\r\nX-Registry: {}\r\n\r\n", "a".repeat(1000));
+        parse_into(long.as_bytes(), &mut req).unwrap().unwrap();
+        assert_eq!((req.x_registry.as_ref().map(String::len), req.x_registry_lines), (Some(MAX_X_REGISTRY), 1));
+        parse_into(b"GET /v2/a/manifests/v1 HTTP/1.1\r\n\r\n", &mut req).unwrap().unwrap();
+        assert_eq!((req.x_registry.as_deref(), req.x_registry_lines), (None, 0));
+    }
+
+    #[test]
     fn parses_pipelined_requests_with_repeated_accept() {
         let raw = b"GET /v2/a/manifests/v1?ns=docker.io HTTP/1.1\r\nAccept: a/b\r\naccept: c/d, e/f\r\nRange: bytes=0-1\r\n\r\nHEAD /v2/ HTTP/1.0\r\n\r\n";
         let (r, used) = parse(raw).unwrap().unwrap();
