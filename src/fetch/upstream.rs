@@ -575,6 +575,37 @@ mod tests {
         assert_eq!(err(FetchError::Refused("private address".into())), Outcome::Unknown);
     }
 
+    #[test]
+    fn a_reload_rebuilds_what_changed_keeps_the_rest_and_is_all_or_nothing() {
+        let listed = |name: &str, password: &str| {
+            let mut r = Registry::implicit(name.parse().unwrap());
+            r.credentials = Some(Credentials::Basic { user: "u".into(), password: password.into() });
+            r
+        };
+        let mut settings = test_settings();
+        settings.registries = vec![listed("quay.io", "a"), listed("ghcr.io", "a"), listed("gone.example", "a")];
+        let metrics = crate::metrics::Metrics::default();
+        let ups = Upstreams::new(Arc::new(settings), metrics.block(), metrics.circuits.clone()).unwrap();
+        ups.prepare_listed().unwrap();
+        let client = |name: &str| ups.clients.lock().get(&name.parse::<RegistryName>().unwrap()).cloned();
+        let (quay, ghcr) = (client("quay.io").unwrap(), client("ghcr.io").unwrap());
+
+        let done = ups.reload(&[listed("quay.io", "a"), listed("ghcr.io", "b"), listed("new.example", "a")]).unwrap();
+        assert!(done.contains("2 with new clients, 1 no longer listed, 1 unchanged"), "{done}");
+        assert!(Arc::ptr_eq(&quay, &client("quay.io").unwrap()), "unchanged: the same client");
+        let new_ghcr = client("ghcr.io").unwrap();
+        assert!(!Arc::ptr_eq(&ghcr, &new_ghcr), "a new password: a new client");
+        assert!(matches!(&new_ghcr.registry.credentials, Some(Credentials::Basic { password, .. }) if password == "b"));
+        assert!(client("gone.example").is_none() && client("new.example").is_some());
+
+        let mut broken = listed("quay.io", "c");
+        broken.tls.ca = Some("/nonexistent/ca.pem".into());
+        let err = ups.reload(&[broken, listed("ghcr.io", "c")]).unwrap_err();
+        assert!(err.contains("tls.ca"), "{err}");
+        assert!(Arc::ptr_eq(&new_ghcr, &client("ghcr.io").unwrap()), "a failed reload changes nothing");
+        assert_eq!(ups.listed.lock().len(), 3);
+    }
+
     fn test_settings() -> Settings {
         use clap::Parser;
         crate::tls::install_crypto_provider();
