@@ -40,10 +40,12 @@ pub type Resolve = Box<dyn Fn() -> Result<Settings, ConfigError> + Send + Sync>;
 pub fn on_sighup(resolve: Resolve, hooks: Vec<Hook>) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
-    let hooks = Arc::new(hooks);
+    let both = Arc::new((resolve, hooks));
     Ok(async move {
         while hup.recv().await.is_some() {
-            reload(&resolve, &hooks);
+            // Reading files and building TLS clients blocks: not on a runtime worker.
+            let both = both.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&both.0, &both.1)).await;
         }
     })
 }
