@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod prune;
+pub mod server_tls;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,8 @@ pub struct FileConfig {
     pub health: Option<serde_yaml_ng::Value>,
     /// Background pruning (see `prune`).
     pub prune_config: Option<prune::PruneConfig>,
-    pub server_tls_config: Option<serde_yaml_ng::Value>,
+    /// HTTPS on the serving port (see `server_tls`).
+    pub server_tls_config: Option<server_tls::ServerTlsConfig>,
 }
 
 /// `listConfig:` (Go's keys): what `list` does when its flags do not say.
@@ -264,6 +266,8 @@ pub struct Settings {
     pub platform: crate::ops::load::Platform,
     /// Serve the built-in hello-world image (`--hello-world`).
     pub hello_world: bool,
+    /// HTTPS on the serving port (`serverTlsConfig`), if asked for.
+    pub tls: Option<server_tls::ServerTls>,
 }
 
 /// What every command needs, from the global flags over the file over the
@@ -358,16 +362,7 @@ impl Settings {
                 crate::ops::load::Platform::parse(None, None).expect("this host's platform")
             });
         let admin = crate::admin::access::Access::from_config(file.admin.as_ref(), &mut problems);
-        // A security setting is never silently ignored: a file asking for HTTPS (and perhaps
-        // client certificates) must not get a plain, open HTTP server.
-        if file.server_tls_config.as_ref().is_some_and(|v| !v.is_null()) {
-            problems.push(
-                "serverTlsConfig: this release does not serve TLS, and will not serve plain HTTP where HTTPS \
-                 was asked for; remove the key and terminate TLS in front of ociregistry (a reverse proxy or \
-                 ingress), or run a release with TLS serving"
-                    .to_string(),
-            );
-        }
+        let tls = server_tls::validate(file.server_tls_config.as_ref(), &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -407,6 +402,7 @@ impl Settings {
             prune,
             evict,
             pinned: file.pinned.clone(),
+            tls,
             ignored_keys: file.later_release_keys(),
             preload_images: serve.preload_images.clone().or(file.preload_images.clone()),
             platform,
@@ -753,11 +749,13 @@ registries:
     }
 
     #[test]
-    fn server_tls_config_stops_the_server_with_the_key_named() {
+    fn server_tls_config_is_validated_with_the_key_named() {
         let yaml = "serverTlsConfig:\n  cert: /c.pem\n  key: /k.pem\n  clientAuth: verify\n";
-        let err = settings(yaml, &[]).unwrap_err().to_string();
-        assert!(err.contains("serverTlsConfig") && err.contains("does not serve TLS"), "{err}");
-        assert!(settings("serverTlsConfig:\n", &[]).is_ok(), "an empty key asks for nothing");
+        let tls = settings(yaml, &[]).unwrap().tls.unwrap();
+        assert_eq!(tls.client_auth, server_tls::ClientAuth::Verify);
+        let err = settings("serverTlsConfig:\n  cert: /c.pem\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("serverTlsConfig.key"), "{err}");
+        assert!(settings("serverTlsConfig:\n", &[]).unwrap().tls.is_none(), "an empty key asks for nothing");
     }
 
     #[test]

@@ -60,9 +60,13 @@ pub enum Counter {
     DownloadsFailed,
     /// Connections answered 503 and closed at once because the cap was reached.
     ConnectionsRefused,
+    /// File body bytes encrypted and sent on HTTPS connections.
+    SentTls,
+    /// HTTPS connections whose handshake failed or timed out.
+    TlsHandshakeFailures,
 }
 
-const SLOTS: usize = Counter::ConnectionsRefused as usize + 1;
+const SLOTS: usize = Counter::TlsHandshakeFailures as usize + 1;
 
 /// The counters one thread writes.
 #[repr(align(128))]
@@ -219,6 +223,11 @@ impl Metrics {
                 &[("", ConnectionsRefused)],
             ),
             (
+                "tls_handshake_failures_total",
+                "HTTPS connections closed because their TLS handshake failed or timed out.",
+                &[("", TlsHandshakeFailures)],
+            ),
+            (
                 "kept_answers_total",
                 "Answers a serving thread sent from the answers it keeps for repeated requests.",
                 &[("", KeptAnswers)],
@@ -236,6 +245,7 @@ impl Metrics {
                     ("path=\"sendfile\"", SentSendfile),
                     ("path=\"mapped\"", SentMapped),
                     ("path=\"download\"", SentStreamed),
+                    ("path=\"tls\"", SentTls),
                 ],
             ),
             (

@@ -24,6 +24,10 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     raise_open_files_limit();
     crate::tls::install_crypto_provider();
+    let tls = match settings.tls.clone() {
+        Some(t) => Some(Arc::new(crate::tls::ServerCertificates::load(t)?)),
+        None => None,
+    };
     let store = Arc::new(Store::open(&settings.image_path, settings.memory)?);
     let threads = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let driver = choose_driver(settings.io_driver)?;
@@ -117,7 +121,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         metrics,
         connections_per_thread: settings.max_connections.div_ceil(threads),
         admin: admin.clone(),
+        tls: tls.clone(),
     });
+    if let Some(certs) = tls.clone() {
+        runtime.spawn(crate::tls::server::watch(certs, shared.shutdown.clone()));
+    }
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -143,6 +151,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         driver = if driver == Driver::Uring { "io_uring" } else { "epoll" },
         image_path = %settings.image_path.display(),
         air_gapped = settings.air_gapped,
+        tls = tls_summary(tls.as_deref()),
         "listening"
     );
     runtime.block_on(async {
@@ -187,6 +196,18 @@ async fn flush_pulled_times(store: Arc<Store>, mut shutdown: watch::Receiver<boo
             tracing::warn!(error = %e, "cannot write the last-pulled times");
         }
     }
+}
+
+/// The startup line's account of HTTPS, as the Go version's banner gives it.
+fn tls_summary(tls: Option<&crate::tls::ServerCertificates>) -> String {
+    let Some(t) = tls.map(|t| t.settings()) else { return "none".into() };
+    let mut s = format!("cert={}, key={}", t.cert.display(), t.key.display());
+    if let Some(ca) = &t.ca {
+        s.push_str(&format!(", ca={}", ca.display()));
+    }
+    let verify = t.client_auth == crate::config::server_tls::ClientAuth::Verify;
+    s.push_str(if verify { ", client verify=verify" } else { ", client verify=none" });
+    s
 }
 
 fn choose_driver(wanted: IoDriver) -> anyhow::Result<Driver> {

@@ -1,7 +1,8 @@
 //! Sending a [`Response`]: the head, then the body from memory, from a
-//! committed file, or from a download in flight. File bodies go out with
-//! `sendfile(2)` (see `sendfile`), large ones to a client on the same host
-//! from a mapping of the file (see `mapped`). An in-flight body is sent as its bytes are
+//! committed file, or from a download in flight. On plain connections file
+//! bodies go out with `sendfile(2)` (see `sendfile`), large ones to a client
+//! on the same host from a mapping of the file (see `mapped`); on HTTPS ones
+//! they are encrypted from the same mapping or from file reads (see `conn`). An in-flight body is sent as its bytes are
 //! published, and the last byte of the response is held back until the whole
 //! blob has verified; if the download fails instead, the connection is reset
 //! so no client ever holds a complete, wrong body.
@@ -12,13 +13,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use monoio::net::TcpStream;
+use super::conn::Conn;
 
 use super::error::ApiError;
 use super::http::{head, header_value_ok, write_all, Framing};
 use super::mapped::{self, MappedFiles};
 use super::response::{Body, CacheStatus, Response};
-use super::sendfile;
 use super::warm::{self, Warmer};
 use crate::fetch::{Reader, State};
 use crate::metrics::{Block, Counter};
@@ -35,7 +35,7 @@ pub struct SendVia<'a> {
 
 /// Sends `resp`; returns the body bytes sent. An error means the connection
 /// must be closed (and has been reset if a body was cut short).
-pub async fn send(stream: &mut TcpStream, resp: Response, framing: Framing, via: &SendVia<'_>) -> io::Result<u64> {
+pub async fn send(stream: &mut Conn, resp: Response, framing: Framing, via: &SendVia<'_>) -> io::Result<u64> {
     let (counter, sent) = send_body(stream, writable(resp), framing, via).await;
     if let (Some(c), Ok(n)) = (counter, &sent) {
         via.counters.add(c, *n);
@@ -44,7 +44,7 @@ pub async fn send(stream: &mut TcpStream, resp: Response, framing: Framing, via:
 }
 
 async fn send_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     resp: Response,
     framing: Framing,
     via: &SendVia<'_>,
@@ -61,7 +61,11 @@ async fn send_body(
         }
         Body::File { path, offset, len, size } => {
             let maps = via.mapped.filter(|_| len >= mapped::MAPPED_MIN);
-            let counter = if maps.is_some() { Counter::SentMapped } else { Counter::SentSendfile };
+            let counter = match (&*stream, maps) {
+                (Conn::Tls(_), _) => Counter::SentTls,
+                (_, Some(_)) => Counter::SentMapped,
+                (_, None) => Counter::SentSendfile,
+            };
             (Some(counter), send_file(stream, out, &path, size, maps, offset, len, &via.warmer).await)
         }
         Body::Download { reader, start, end } => {
@@ -80,7 +84,7 @@ async fn send_body(
 /// of the file when `maps` is given.
 #[allow(clippy::too_many_arguments)]
 async fn send_file(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     head: Vec<u8>,
     path: &Path,
     size: u64,
@@ -114,8 +118,8 @@ async fn send_file(
                 Warmer::hint(file.as_raw_fd(), pos + n, (end - pos - n).min(step));
             }
             match &mapped {
-                Some(m) => mapped::send_range(stream, m.clone(), pos, n).await?,
-                None => sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?,
+                Some(m) => stream.send_mapped(m.clone(), pos, n).await?,
+                None => stream.send_file(file.as_raw_fd(), pos, n).await?,
             };
             pos += n;
         }
@@ -161,7 +165,7 @@ pub fn in_memory(resp: &Response, framing: Framing) -> Option<(Bytes, usize)> {
 
 /// Sends an answer built by [`in_memory`]: all of it, or its head for a HEAD.
 pub async fn send_kept(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     response: Bytes,
     head_len: usize,
     framing: Framing,
@@ -176,7 +180,7 @@ pub async fn send_kept(
     Ok(body)
 }
 
-fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {
+fn cut_on_error(stream: &Conn, r: io::Result<u64>) -> io::Result<u64> {
     if r.is_err() {
         reset_on_close(stream);
     }
@@ -185,12 +189,12 @@ fn cut_on_error(stream: &TcpStream, r: io::Result<u64>) -> io::Result<u64> {
 
 /// Makes the coming close send RST instead of FIN: the client sees an error,
 /// never a body that merely ended early.
-fn reset_on_close(stream: &TcpStream) {
+fn reset_on_close(stream: &Conn) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid fd and a correctly sized option value.
     unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            stream.tcp().as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             &linger as *const libc::linger as *const libc::c_void,
@@ -201,7 +205,7 @@ fn reset_on_close(stream: &TcpStream) {
 
 /// Streams `[start, end)` of a download as it is published. With `end` unknown
 /// the body is chunked and runs to the blob's end.
-async fn send_download(stream: &mut TcpStream, reader: Reader, start: u64, end: Option<u64>) -> io::Result<u64> {
+async fn send_download(stream: &mut Conn, reader: Reader, start: u64, end: Option<u64>) -> io::Result<u64> {
     let chunked = end.is_none();
     let file = reader.download.open_reader()?;
     let mut rx = reader.progress;
@@ -227,7 +231,7 @@ async fn send_download(stream: &mut TcpStream, reader: Reader, start: u64, end: 
             if chunked {
                 write_all(stream, format!("{n:x}\r\n").into_bytes()).await?;
             }
-            sendfile::send_range(stream, file.as_raw_fd(), pos, n).await?;
+            stream.send_file(file.as_raw_fd(), pos, n).await?;
             if chunked {
                 write_all(stream, &b"\r\n"[..]).await?;
             }

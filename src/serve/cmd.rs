@@ -6,9 +6,8 @@
 use std::io;
 use std::net::SocketAddr;
 
-use monoio::net::TcpStream;
-
 use super::body::{self, SendVia};
+use super::conn::Conn;
 use super::http::{self, Framing, Request};
 use super::response::{Body, CacheStatus, Response};
 use super::Shared;
@@ -17,7 +16,7 @@ use crate::admin::AdminRequest;
 /// Answers one admin request; returns the status and what was sent.
 pub(super) async fn answer(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     reader: &mut http::Reader,
     req: &Request,
     peer: SocketAddr,

@@ -1,4 +1,4 @@
-//! HTTP/1.1 on a monoio `TcpStream`, hand-written over `httparse`: only what a
+//! HTTP/1.1 on a client connection (`conn::Conn`, plain or TLS), hand-written over `httparse`: only what a
 //! pull-only registry needs (GET and HEAD without bodies, keep-alive,
 //! pipelining, HTTP/1.0; a size-capped `Content-Length` body for the admin
 //! API only), and the raw stream stays ours for zero-copy sends.
@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+
+use super::conn::Conn;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -124,7 +124,7 @@ impl Reader {
     /// for the whole head, however slowly its bytes trickle in.
     pub async fn next(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Conn,
         idle: Duration,
         head_timeout: impl Fn() -> Duration,
         req: &mut Request,
@@ -169,12 +169,7 @@ impl Reader {
     /// Reads the `len` bytes of body that follow the last head (bytes
     /// already buffered first), all within `timeout`. Only admin requests
     /// have bodies read; their size is capped before this is called.
-    pub async fn read_body(
-        &mut self,
-        stream: &mut TcpStream,
-        len: usize,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, ReadError> {
+    pub async fn read_body(&mut self, stream: &mut Conn, len: usize, timeout: Duration) -> Result<Vec<u8>, ReadError> {
         let deadline = Instant::now() + timeout;
         let take = len.min(self.buf.len());
         let mut body: Vec<u8> = self.buf.drain(..take).collect();
@@ -416,11 +411,8 @@ pub fn head<'a>(
 }
 
 /// Writes all of `buf`, failing when the client stops reading for [`write_stall_timeout`].
-pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, buf: B) -> io::Result<()> {
-    match monoio::time::timeout(write_stall_timeout(), stream.write_all(buf)).await {
-        Ok((res, _)) => res.map(|_| ()),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
-    }
+pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut Conn, buf: B) -> io::Result<()> {
+    stream.write_all(buf).await
 }
 
 fn reason(status: u16) -> &'static str {

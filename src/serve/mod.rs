@@ -14,6 +14,7 @@
 
 mod body;
 mod cmd;
+pub mod conn;
 pub mod error;
 mod handler;
 mod hot;
@@ -26,6 +27,7 @@ pub mod route;
 pub mod sendfile;
 mod signal;
 mod tags;
+mod tls;
 pub mod warm;
 
 use std::cell::Cell;
@@ -46,6 +48,7 @@ use crate::fetch::FetchHandle;
 use crate::metrics::{Block, Counter, Metrics};
 use crate::store::Store;
 use body::SendVia;
+use conn::Conn;
 use hot::HotResponses;
 use http::{Method, ReadError};
 use mapped::MappedFiles;
@@ -75,6 +78,8 @@ pub struct Shared {
     pub connections_per_thread: usize,
     /// The admin API (`/cmd/`).
     pub admin: Arc<crate::admin::Admin>,
+    /// HTTPS: the certificates new connections' handshakes use (`serverTlsConfig`).
+    pub tls: Option<Arc<crate::tls::ServerCertificates>>,
 }
 
 /// What one serving thread owns besides the shared state.
@@ -115,7 +120,7 @@ impl Worker {
     /// body bytes sent.
     async fn answer(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Conn,
         req: &http::Request,
         framing: http::Framing,
         via: &SendVia<'_>,
@@ -369,7 +374,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
                 backoff = Duration::from_millis(5);
                 if worker.connections.get() >= shared.connections_per_thread {
                     worker.counters.inc(Counter::ConnectionsRefused);
-                    monoio::spawn(refuse(stream));
+                    // A TLS client could not read a plain 503, and a handshake
+                    // costs most when the thread is busiest: it is just closed.
+                    if shared.tls.is_none() {
+                        monoio::spawn(refuse(stream));
+                    }
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -420,7 +429,7 @@ async fn refuse(mut stream: TcpStream) {
     );
     if let Ok((Ok(_), _)) = monoio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(answer.into_bytes())).await {
         // The client's request may be unread: drain it, or closing would reset the answer away.
-        drain_and_close(stream).await;
+        drain_and_close(Conn::Plain(stream)).await;
     }
 }
 
@@ -429,9 +438,10 @@ async fn refuse(mut stream: TcpStream) {
 /// unread data queued would send RST, and the client could lose the answer
 /// (its writes fail, and many clients stop there). Shuts the write side, then
 /// discards what arrives for a short while.
-async fn drain_and_close(mut stream: TcpStream) {
-    use monoio::io::{AsyncReadRent, AsyncWriteRent};
-    let _ = stream.shutdown().await;
+async fn drain_and_close(mut conn: Conn) {
+    use monoio::io::AsyncReadRent;
+    conn.shutdown().await;
+    let mut stream = conn.into_tcp();
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut buf = vec![0u8; 16 * 1024];
     let mut drained = 0usize;
@@ -447,9 +457,28 @@ async fn drain_and_close(mut stream: TcpStream) {
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, worker: &Worker) {
+async fn connection(tcp: TcpStream, peer: SocketAddr, worker: &Worker) {
     let shared = &*worker.shared;
-    let via = worker.send_via(peer, stream.local_addr().ok());
+    let via = worker.send_via(peer, tcp.local_addr().ok());
+    let mut stream = match &shared.tls {
+        None => Conn::Plain(tcp),
+        Some(certs) => {
+            // Bounded as a request head is: a stalled client cannot hold a slot.
+            let handshake = tls::TlsConn::accept(tcp, certs.current(), worker.head_timeout());
+            let done = monoio::select! {
+                r = handshake => r,
+                _ = worker.stop.wait() => return,
+            };
+            match done {
+                Ok(conn) => Conn::Tls(Box::new(conn)),
+                Err(e) => {
+                    worker.counters.inc(Counter::TlsHandshakeFailures);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
     let mut reader = http::Reader::default();
     let mut req = http::Request::default();
     loop {

@@ -51,6 +51,16 @@ pub fn make_pki(dir: &Path) -> TestPki {
     pki
 }
 
+/// Writes a new key and a server certificate for 127.0.0.1 and localhost signed by `pki`'s CA
+/// (to replace the server's pair: serials must differ from the ones `make_pki` used, 2 and 3).
+pub fn make_server_pair(pki: &TestPki, key: &Path, cert: &Path, serial: u32) {
+    let server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+                      extendedKeyUsage=serverAuth\n\
+                      keyUsage=critical,digitalSignature\n\
+                      basicConstraints=critical,CA:FALSE\n";
+    make_leaf(pki, &format!("localhost-{serial}"), server_ext, key, cert, serial);
+}
+
 fn make_ca(pki: &TestPki) {
     openssl(&[
         "req",

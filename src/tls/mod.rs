@@ -1,0 +1,11 @@
+//! TLS set-up: rustls with the ring provider, installed once per process
+//! before any client is built, and the serving port's certificates (`server`).
+
+pub mod server;
+
+pub use server::ServerCertificates;
+
+/// Installs ring as the process-wide rustls provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,355 @@
+//! HTTPS on the serving port (`serverTlsConfig`) against the real binary, with
+//! certificates made by the openssl CLI (`common::certs`): manifests and blobs
+//! (small, past one TLS chunk, and past the mapping threshold) over TLS with the
+//! CA verified, by a rustls client and by curl; a plain HTTP client answered
+//! 400 as Go does; mutual TLS refusing a client without a certificate from
+//! `ca`; and reloading on SIGHUP and on file change, keeping open connections
+//! and keeping the old certificates when the new files do not parse.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::certs::{make_pki, make_server_pair, path_str, TestPki};
+use common::fake_upstream::{sha256_digest, FakeImage, FakeUpstream};
+use common::{random_bytes, wait_until, Server};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A TLS client connection that keeps alive between requests.
+struct Https {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+/// A response read off an [`Https`] connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+impl Https {
+    /// Connects to `addr` as `localhost` and completes the handshake.
+    fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> std::io::Result<Https> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Https { tls })
+    }
+
+    /// The DER of the certificate the server presented.
+    fn server_cert(&self) -> Vec<u8> {
+        self.tls.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    fn alpn(&self) -> Option<Vec<u8>> {
+        self.tls.conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// One keep-alive GET; the body is read to its `Content-Length`.
+    fn get(&mut self, path: &str, accept: &str) -> std::io::Result<Answer> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n");
+        self.tls.write_all(req.as_bytes())?;
+        self.tls.flush()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if self.tls.read(&mut byte)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
+            }
+            head.push(byte[0]);
+            assert!(head.len() < 64 * 1024, "response head too large");
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .expect("a Content-Length");
+        let mut body = vec![0u8; len];
+        self.tls.read_exact(&mut body)?;
+        Ok(Answer { status, head, body })
+    }
+}
+
+/// A TLS server in front of the fake upstream, with one image of three layers
+/// (small, a few TLS chunks, and past the size blobs are mapped from) pulled
+/// through once over HTTPS.
+struct Setup {
+    _up: FakeUpstream,
+    _dir: tempfile::TempDir,
+    pki: TestPki,
+    server: Server,
+    host: String,
+    image: FakeImage,
+    layers: Vec<Vec<u8>>,
+}
+
+const LAYER_SIZES: [usize; 3] = [3000, 700 * 1024, 5 * 1024 * 1024];
+
+fn setup(client_auth: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&dir.path().join("pki"));
+    // The server reads copies, so a test can replace them.
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    for (from, to) in [(&pki.server_cert, "server.crt"), (&pki.server_key, "server.key"), (&pki.ca_cert, "ca.crt")] {
+        std::fs::copy(from, live.join(to)).unwrap();
+    }
+    let up = FakeUpstream::start();
+    let layers: Vec<Vec<u8>> = LAYER_SIZES.iter().enumerate().map(|(i, &n)| random_bytes(i as u64 + 7, n)).collect();
+    let image = up.add_image("team/app", "v1", &layers);
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\nserverTlsConfig:\n  cert: {}\n  key: {}\n  ca: {}\n  clientAuth: {client_auth}\n",
+        up.host(),
+        path_str(&live.join("server.crt")),
+        path_str(&live.join("server.key")),
+        path_str(&live.join("ca.crt")),
+    );
+    let server = Server::start(&config, &[]);
+    let host = up.host();
+    Setup { _up: up, _dir: dir, pki, server, host, image, layers }
+}
+
+impl Setup {
+    fn live(&self, name: &str) -> PathBuf {
+        self._dir.path().join("live").join(name)
+    }
+
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        client_config(&self.pki.ca_cert, Some((&self.pki.client_cert, &self.pki.client_key)))
+    }
+
+    /// Pulls the manifest and every layer on `conn`, checking each body.
+    fn pull(&self, conn: &mut Https) {
+        let a = conn.get(&format!("/v2/{}/team/app/manifests/v1", self.host), "*/*").unwrap();
+        assert_eq!(a.status, 200, "{}", a.head);
+        assert_eq!(a.body, self.image.manifest_bytes);
+        for (digest, bytes) in self.image.layer_digests.iter().zip(&self.layers) {
+            let a = conn.get(&format!("/v2/{}/team/app/blobs/{digest}", self.host), "*/*").unwrap();
+            assert_eq!(a.status, 200, "{}", a.head);
+            assert_eq!(a.body.len(), bytes.len());
+            assert_eq!(&sha256_digest(&a.body), digest);
+        }
+    }
+}
+
+#[test]
+fn manifests_and_blobs_over_https_with_the_ca_verified() {
+    let s = setup("none");
+    let config = client_config(&s.pki.ca_cert, None);
+    let mut conn = Https::connect(&s.server.addr, config.clone()).unwrap();
+    assert_eq!(conn.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    // First through the fetch (misses), then from the cache: both on one keep-alive connection.
+    s.pull(&mut conn);
+    s.pull(&mut conn);
+    let mut again = Https::connect(&s.server.addr, config).unwrap();
+    s.pull(&mut again);
+    // A client that does not trust the CA refuses the server.
+    let stranger = tempfile::tempdir().unwrap();
+    let other = make_pki(stranger.path());
+    assert!(Https::connect(&s.server.addr, client_config(&other.ca_cert, None)).is_err());
+    let log = s.server.log();
+    assert!(log.contains("tls=\"cert="), "the startup line names the certificates: {log}");
+}
+
+#[test]
+fn curl_pulls_a_blob_verifying_the_ca() {
+    let s = setup("none");
+    let digest = &s.image.layer_digests[2];
+    let out_file = s._dir.path().join("blob");
+    let url = format!("https://localhost:{}/v2/{}/team/app/blobs/{digest}", port(&s.server.addr), s.host);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60", "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", port(&s.server.addr)))
+        .arg("--cacert")
+        .arg(&s.pki.ca_cert)
+        .arg("-o")
+        .arg(&out_file)
+        .arg(&url)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(&sha256_digest(&std::fs::read(&out_file).unwrap()), digest);
+}
+
+fn port(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap()
+}
+
+#[test]
+fn plain_http_on_the_https_port_is_answered_400_and_closed() {
+    let s = setup("none");
+    let mut tcp = TcpStream::connect(&s.server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{answer:?}");
+    assert!(answer.contains("Client sent an HTTP request to an HTTPS server."), "{answer:?}");
+    // The server still serves HTTPS afterwards.
+    let mut conn = Https::connect(&s.server.addr, client_config(&s.pki.ca_cert, None)).unwrap();
+    assert_eq!(conn.get("/v2/", "*/*").unwrap().status, 200);
+}
+
+#[test]
+fn a_stalled_handshake_does_not_hold_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let config = format!(
+        "headerTimeout: 1\nserverTlsConfig:\n  cert: {}\n  key: {}\n",
+        path_str(&pki.server_cert),
+        path_str(&pki.server_key)
+    );
+    let server = Server::start(&config, &[]);
+    let mut tcp = TcpStream::connect(&server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // Half a record header, then nothing: the server gives up after headerTimeout.
+    tcp.write_all(&[0x16, 0x03]).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(15), "the stalled handshake was not cut");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
+    let s = setup("verify");
+    let mut conn = Https::connect(&s.server.addr, s.client()).unwrap();
+    s.pull(&mut conn);
+    // Without a certificate: TLS 1.3 clients learn it at their first read.
+    let refused = Https::connect(&s.server.addr, client_config(&s.pki.ca_cert, None))
+        .and_then(|mut c| c.get("/v2/", "*/*").map(|a| a.status));
+    assert!(refused.is_err(), "a client without a certificate was served: {refused:?}");
+    // With a certificate from another CA.
+    let stranger = tempfile::tempdir().unwrap();
+    let other = make_pki(stranger.path());
+    let foreign = client_config(&s.pki.ca_cert, Some((&other.client_cert, &other.client_key)));
+    let refused = Https::connect(&s.server.addr, foreign).and_then(|mut c| c.get("/v2/", "*/*").map(|a| a.status));
+    assert!(refused.is_err(), "a client with a foreign certificate was served: {refused:?}");
+    assert!(s.server.log().contains("TLS handshake failed"), "{}", s.server.log());
+}
+
+impl Setup {
+    /// Makes a new CA-signed server pair and puts it in place of the live one,
+    /// each file renamed over the old (as a secret update does); returns the new certificate's DER.
+    fn replace_pair(&self, serial: u32) -> Vec<u8> {
+        let (key, cert) =
+            (self._dir.path().join(format!("new-{serial}.key")), self._dir.path().join(format!("new-{serial}.crt")));
+        make_server_pair(&self.pki, &key, &cert, serial);
+        std::fs::rename(&key, self.live("server.key")).unwrap();
+        std::fs::rename(&cert, self.live("server.crt")).unwrap();
+        CertificateDer::pem_file_iter(self.live("server.crt")).unwrap().next().unwrap().unwrap().to_vec()
+    }
+
+    fn sighup(&self) {
+        let status =
+            std::process::Command::new("kill").args(["-HUP", &self.server.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether a new connection is now shown `der`.
+    fn new_connections_see(&self, der: &[u8]) -> bool {
+        Https::connect(&self.server.addr, self.client()).is_ok_and(|c| c.server_cert() == der)
+    }
+}
+
+#[test]
+fn sighup_reloads_for_new_connections_and_open_ones_keep_working() {
+    let s = setup("verify");
+    let mut open = Https::connect(&s.server.addr, s.client()).unwrap();
+    s.pull(&mut open);
+    let old = open.server_cert();
+    let new = s.replace_pair(9);
+    assert_ne!(old, new);
+    s.sighup();
+    assert!(wait_until(Duration::from_secs(10), || s.new_connections_see(&new)), "{}", s.server.log());
+    // The connection opened before the reload is still served, on its own session.
+    s.pull(&mut open);
+    assert_eq!(open.server_cert(), old);
+    assert!(s.server.log().contains("serverTlsConfig reloaded"), "{}", s.server.log());
+}
+
+#[test]
+fn a_reload_that_fails_keeps_the_certificates_in_use_and_file_changes_reload_without_a_signal() {
+    let s = setup("none");
+    let first = Https::connect(&s.server.addr, s.client()).unwrap().server_cert();
+    // A certificate file that is not PEM: the ERROR names it, and the old pair stays.
+    std::fs::write(s.live("server.crt"), b"not a certificate").unwrap();
+    s.sighup();
+    let live_cert = s.live("server.crt");
+    let failed = || {
+        s.server
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("reload failed") && l.contains(path_str(&live_cert)))
+    };
+    assert!(wait_until(Duration::from_secs(10), failed), "{}", s.server.log());
+    let mut conn = Https::connect(&s.server.addr, s.client()).unwrap();
+    assert_eq!(conn.server_cert(), first, "still the certificate loaded before");
+    s.pull(&mut conn);
+    // A good pair written in place is picked up by the periodic check, with no signal.
+    let new = s.replace_pair(10);
+    assert!(wait_until(Duration::from_secs(20), || s.new_connections_see(&new)), "{}", s.server.log());
+    s.pull(&mut conn);
+}
+
+#[test]
+fn unusable_files_at_startup_stop_the_server_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&dir.path().join("pki"));
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, b"-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n").unwrap();
+    let other_key = pki.client_key.clone();
+    for (key, needle) in [
+        (bad_key.clone(), format!("serverTlsConfig.key {}", bad_key.display())),
+        // A key that is not the certificate's.
+        (other_key.clone(), format!("serverTlsConfig.key {}", other_key.display())),
+        (dir.path().join("missing.key"), "cannot read".to_string()),
+    ] {
+        let config = dir.path().join("config.yaml");
+        let yaml = format!("serverTlsConfig:\n  cert: {}\n  key: {}\n", path_str(&pki.server_cert), path_str(&key));
+        std::fs::write(&config, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--image-path")
+            .arg(dir.path().join("images"))
+            .arg("--config-file")
+            .arg(&config)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&needle), "{needle}: {stderr}");
+    }
+}
