@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::certs::{make_pki, path_str, TestPki};
 use common::containerd::{
-    skopeo_copy_through, skopeo_copy_via_registries_conf, skopeo_inspect_raw, write_hosts_dir, Containerd, PullOpts,
+    skopeo_copy_through, skopeo_copy_via_registries_conf, skopeo_inspect_raw, write_hosts_dir, write_tls_hosts_dir,
+    Containerd, PullOpts,
 };
 use common::distribution::{Distribution, Mode};
 use common::images::{
@@ -346,4 +348,58 @@ fn skopeo_gets_a_docker_manifest_asked_for_on_one_of_several_accept_lines() {
             .unwrap_or_else(|e| panic!("{attempt}: {e}\n{}", tail(&env.mirror.log())));
         assert!(raw.as_bytes() == image.manifest_bytes, "{attempt}: inspect --raw gave {raw}");
     }
+}
+
+/// The upstream, and ociregistry in front of it serving HTTPS with a test PKI's server certificate;
+/// `client_auth` is `serverTlsConfig.clientAuth`.
+fn tls_env(client_auth: &str) -> (Env, TestPki) {
+    let upstream = Distribution::start(Mode::Plain);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&dir.path().join("pki"));
+    let config = format!(
+        "{}serverTlsConfig:\n  cert: {}\n  key: {}\n  ca: {}\n  clientAuth: {client_auth}\n",
+        by_host(&upstream),
+        path_str(&pki.server_cert),
+        path_str(&pki.server_key),
+        path_str(&pki.ca_cert)
+    );
+    let mirror = Server::start(&config, &[]);
+    (Env { upstream, mirror, dir }, pki)
+}
+
+#[test]
+fn containerd_pulls_over_https_trusting_the_ca_from_hosts_toml() {
+    let (env, pki) = tls_env("none");
+    let image = write_image(&env.layout(), "tls", (host_arch_os(), host_arch()), &layers(21));
+    let reference = env.push("tls", "e2e/tls:v1");
+    let ctrd = Containerd::start();
+    let mirror = format!("https://{}", env.mirror.addr);
+    let hosts = write_tls_hosts_dir(&env.dir.path().join("tls-hosts"), &env.upstream.host, &mirror, &pki.ca_cert, None);
+    env.expect(&ctrd, ctrd.pull("tls", &reference, &hosts, &PullOpts::default()));
+    assert_pulled(&ctrd, "tls", &reference, &image.manifest_digest, &image_blobs(&image));
+    // Without the CA containerd does not trust the mirror, and there is nowhere else to pull from.
+    let untrusted = write_hosts_dir(&env.dir.path().join("no-ca"), &env.upstream.host, &mirror);
+    assert!(ctrd.pull("no-ca", &reference, &untrusted, &PullOpts::default()).is_err());
+}
+
+#[test]
+fn containerd_pulls_over_mutual_tls_with_the_client_certificate_from_hosts_toml() {
+    let (env, pki) = tls_env("verify");
+    let image = write_image(&env.layout(), "mtls", (host_arch_os(), host_arch()), &layers(22));
+    let reference = env.push("mtls", "e2e/mtls:v1");
+    let ctrd = Containerd::start();
+    let mirror = format!("https://{}", env.mirror.addr);
+    let without = write_tls_hosts_dir(&env.dir.path().join("ca-only"), &env.upstream.host, &mirror, &pki.ca_cert, None);
+    assert!(
+        ctrd.pull("refused", &reference, &without, &PullOpts::default()).is_err(),
+        "a pull without a client certificate succeeded"
+    );
+    let client = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let with = write_tls_hosts_dir(&env.dir.path().join("client"), &env.upstream.host, &mirror, &pki.ca_cert, client);
+    env.expect(&ctrd, ctrd.pull("mtls", &reference, &with, &PullOpts::default()));
+    assert_pulled(&ctrd, "mtls", &reference, &image.manifest_digest, &image_blobs(&image));
+}
+
+fn host_arch_os() -> &'static str {
+    "linux"
 }

@@ -266,6 +266,25 @@ capabilities = ["push"]
     dir.to_path_buf()
 }
 
+/// Like [`write_hosts_dir`] for an HTTPS `mirror`: containerd trusts `ca` for it and, when `client`
+/// is given, presents that certificate and key (`client = [[cert, key]]`).
+pub fn write_tls_hosts_dir(
+    dir: &Path,
+    registry_host: &str,
+    mirror: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> PathBuf {
+    write_hosts_dir(dir, registry_host, mirror);
+    let mut toml = fs::read_to_string(dir.join(registry_host).join("hosts.toml")).expect("read hosts.toml");
+    toml += &format!("  ca = \"{}\"\n", ca.display());
+    if let Some((cert, key)) = client {
+        toml += &format!("  client = [[\"{}\", \"{}\"]]\n", cert.display(), key.display());
+    }
+    fs::write(dir.join(registry_host).join("hosts.toml"), toml).expect("write hosts.toml");
+    dir.to_path_buf()
+}
+
 /// `skopeo copy docker://MIRROR/UPSTREAM_REF dir:DEST`: the upstream named in the path, as podman and
 /// CRI-O address a mirror configured with a path. `upstream_in_path_ref` must not carry a port (see the
 /// module docs), e.g. `quay.io/calico/node:v3.28.0`.
