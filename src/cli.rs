@@ -46,9 +46,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry server
     ///
+    /// HTTPS, with client certificates if asked, when the config file has serverTlsConfig.
     /// SIGINT or SIGTERM stop it gracefully. SIGHUP reads --config-file again: when it is valid, its
     /// registries section (names, endpoints, auth, tls, circuit breakers) is used for the requests that
-    /// come next; when it is not, the running configuration is kept and the problems are logged.
+    /// come next; when it is not, the running configuration is kept and the problems are logged. SIGHUP
+    /// also re-reads the serverTlsConfig certificates (kept as they were if the new files do not load).
     Serve(ServeArgs),
     /// Check every cached object against its digest; with --repair, remove what is damaged
     ///
