@@ -77,9 +77,18 @@ impl Https {
 
     /// One keep-alive GET; the body is read to its `Content-Length`.
     fn get(&mut self, path: &str, accept: &str) -> std::io::Result<Answer> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n");
-        self.tls.write_all(req.as_bytes())?;
-        self.tls.flush()?;
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n"))?;
+        self.answer(false)
+    }
+
+    /// Writes raw request bytes (one or several requests).
+    fn send(&mut self, requests: &str) -> std::io::Result<()> {
+        self.tls.write_all(requests.as_bytes())?;
+        self.tls.flush()
+    }
+
+    /// Reads one response; a HEAD's has no body whatever its `Content-Length`.
+    fn answer(&mut self, head_only: bool) -> std::io::Result<Answer> {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -95,7 +104,7 @@ impl Https {
             .lines()
             .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
             .expect("a Content-Length");
-        let mut body = vec![0u8; len];
+        let mut body = vec![0u8; if head_only { 0 } else { len }];
         self.tls.read_exact(&mut body)?;
         Ok(Answer { status, head, body })
     }
@@ -117,6 +126,11 @@ struct Setup {
 const LAYER_SIZES: [usize; 3] = [3000, 700 * 1024, 5 * 1024 * 1024];
 
 fn setup(client_auth: &str) -> Setup {
+    setup_with(client_auth, &[])
+}
+
+/// [`setup`] with extra `serve` flags.
+fn setup_with(client_auth: &str, serve_args: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(&dir.path().join("pki"));
     // The server reads copies, so a test can replace them.
@@ -135,7 +149,7 @@ fn setup(client_auth: &str) -> Setup {
         path_str(&live.join("server.key")),
         path_str(&live.join("ca.crt")),
     );
-    let server = Server::start(&config, &[]);
+    let server = Server::start(&config, serve_args);
     let host = up.host();
     Setup { _up: up, _dir: dir, pki, server, host, image, layers }
 }
@@ -351,5 +365,32 @@ fn unusable_files_at_startup_stop_the_server_naming_the_file() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(&needle), "{needle}: {stderr}");
+    }
+}
+
+#[test]
+fn ranges_heads_and_pipelined_requests_over_https_on_both_drivers() {
+    // `auto` is io_uring wherever the kernel allows it.
+    for driver in ["auto", "epoll"] {
+        let s = setup_with("none", &["--io-driver", driver]);
+        let mut conn = Https::connect(&s.server.addr, s.client()).unwrap();
+        s.pull(&mut conn);
+        let (digest, bytes) = (&s.image.layer_digests[1], &s.layers[1]);
+        let path = format!("/v2/{}/team/app/blobs/{digest}", s.host);
+        // A range, a HEAD and a whole blob in one write: three answers, in order.
+        conn.send(&format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-100999\r\n\r\n\
+             HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+        ))
+        .unwrap();
+        let range = conn.answer(false).unwrap();
+        assert_eq!(range.status, 206, "{driver}: {}", range.head);
+        assert_eq!(&range.body[..], &bytes[100_000..101_000], "{driver}");
+        let head = conn.answer(true).unwrap();
+        assert_eq!(head.status, 200, "{driver}: {}", head.head);
+        assert!(head.head.contains(&format!("Content-Length: {}", bytes.len())), "{driver}: {}", head.head);
+        let whole = conn.answer(false).unwrap();
+        assert_eq!(&sha256_digest(&whole.body), digest, "{driver}");
     }
 }
