@@ -124,7 +124,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tls: tls.clone(),
     });
     if let Some(certs) = tls.clone() {
-        runtime.spawn(crate::tls::server::watch(certs, shared.shutdown.clone()));
+        let hangup = {
+            let _in_runtime = runtime.enter();
+            crate::tls::server::hangup_signal()
+        };
+        runtime.spawn(crate::tls::server::watch(certs, hangup, shared.shutdown.clone()));
     }
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
