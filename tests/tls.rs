@@ -259,7 +259,8 @@ fn a_stalled_handshake_does_not_hold_its_connection() {
 
 #[test]
 fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
-    let s = setup("verify");
+    let metrics_port = common::free_port().to_string();
+    let s = setup_with("verify", &["--metrics", &metrics_port]);
     let mut conn = Https::connect(&s.server.addr, s.client()).unwrap();
     s.pull(&mut conn);
     // Without a certificate: TLS 1.3 clients learn it at their first read.
@@ -273,6 +274,13 @@ fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
     let refused = Https::connect(&s.server.addr, foreign).and_then(|mut c| c.get("/v2/", "*/*").map(|a| a.status));
     assert!(refused.is_err(), "a client with a foreign certificate was served: {refused:?}");
     assert!(s.server.log().contains("TLS handshake failed"), "{}", s.server.log());
+    // The refused clients may hear the alert before the server has counted its failure.
+    let page = || common::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).text();
+    let failures = || common::metric(&page(), "ociregistry_tls_handshake_failures_total");
+    assert!(wait_until(Duration::from_secs(5), || failures() >= 2), "{}", page());
+    // Committed file bodies (the second pull's) go out through rustls.
+    s.pull(&mut conn);
+    assert!(common::metric(&page(), "ociregistry_body_bytes_sent_total{path=\"tls\"}") > 0, "{}", page());
 }
 
 impl Setup {
