@@ -402,3 +402,27 @@ fn ranges_heads_and_pipelined_requests_over_https_on_both_drivers() {
         assert_eq!(&sha256_digest(&whole.body), digest, "{driver}");
     }
 }
+
+#[test]
+fn https_connections_past_the_cap_are_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let config = format!(
+        "maxConnections: 2\nserverTlsConfig:\n  cert: {}\n  key: {}\n",
+        path_str(&pki.server_cert),
+        path_str(&pki.server_key)
+    );
+    let server = Server::start(&config, &["--threads", "1"]);
+    let client = client_config(&pki.ca_cert, None);
+    let held: Vec<Https> = (0..2).map(|_| Https::connect(&server.addr, client.clone()).unwrap()).collect();
+    // The third is closed before any TLS: its handshake fails instead of waiting for a slot.
+    let third = Https::connect(&server.addr, client.clone()).and_then(|mut c| c.get("/v2/", "*/*").map(|a| a.status));
+    assert!(third.is_err(), "a connection past the cap was served: {third:?}");
+    drop(held);
+    let served_again = || {
+        Https::connect(&server.addr, client.clone())
+            .and_then(|mut c| c.get("/v2/", "*/*"))
+            .is_ok_and(|a| a.status == 200)
+    };
+    assert!(wait_until(Duration::from_secs(10), served_again), "served again once connections closed");
+}
