@@ -96,9 +96,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         let (cli, args) = (cli.clone(), args.clone());
         let resolve: crate::reload::Resolve = Box::new(move || Settings::resolve(&cli, &args));
         let fetcher = fetch.clone();
-        let hooks = vec![crate::reload::Hook::new("registries", move |new: &Settings| {
+        let mut hooks = vec![crate::reload::Hook::new("registries", move |new: &Settings| {
             fetcher.reload_registries(&new.registries)
         })];
+        if let Some(certs) = tls.clone() {
+            // The files named at startup are read again; other serverTlsConfig changes need a restart.
+            hooks.push(crate::reload::Hook::new("serverTlsConfig", move |_: &Settings| match certs.reload() {
+                Ok(()) => Ok("serverTlsConfig reloaded: new connections use the new certificates".to_string()),
+                Err(e) => Err(format!(
+                    "serverTlsConfig reload failed ({e}); still serving with the certificates loaded before"
+                )),
+            }));
+        }
         let _entered = runtime.enter();
         crate::reload::on_sighup(resolve, hooks).context("cannot install the SIGHUP handler")?
     };
@@ -124,11 +133,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tls: tls.clone(),
     });
     if let Some(certs) = tls.clone() {
-        let hangup = {
-            let _in_runtime = runtime.enter();
-            crate::tls::server::hangup_signal()
-        };
-        runtime.spawn(crate::tls::server::watch(certs, hangup, shared.shutdown.clone()));
+        runtime.spawn(crate::tls::server::watch(certs, shared.shutdown.clone()));
     }
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {

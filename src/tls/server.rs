@@ -193,35 +193,13 @@ fn read(key: &'static str, file: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(file).map_err(|e| fail(key, file, format!("cannot read: {e}")))
 }
 
-/// Starts handling SIGHUP (call it on the runtime [`watch`] runs on, before the server says it
-/// is listening: a SIGHUP before it would end the process). `None`, with a warning, when it cannot.
-pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    signal(SignalKind::hangup())
-        .map_err(
-            |e| tracing::warn!(error = %e, "cannot handle SIGHUP: certificates reload only when their files change"),
-        )
-        .ok()
-}
-
-/// Reloads `certs` on SIGHUP (`hangup`, from [`hangup_signal`]), and when its
-/// files change (checked every [`POLL_EVERY`]), until shutdown. Runs on the fetch runtime.
-pub async fn watch(
-    certs: Arc<ServerCertificates>,
-    mut hangup: Option<tokio::signal::unix::Signal>,
-    mut shutdown: signal_watch::Receiver<bool>,
-) {
+/// Reloads `certs` when its files change (checked every [`POLL_EVERY`]),
+/// until shutdown; SIGHUP reaches it through a `reload` hook. Runs on the fetch runtime.
+pub async fn watch(certs: Arc<ServerCertificates>, mut shutdown: signal_watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = sighup => certs.reload_logged("SIGHUP"),
             _ = tick.tick() => {
                 if certs.changed() {
                     certs.reload_logged("a file changed");
