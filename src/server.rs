@@ -42,7 +42,9 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the fetcher runtime")?;
-    let metrics = Arc::new(Metrics::default());
+    let names = crate::metrics::UpstreamNames::new(settings.registries.iter().map(|r| &r.name));
+    let metrics = Arc::new(Metrics::new(names));
+    metrics.attach_store(store.clone());
     if let Some(port) = settings.metrics_port {
         let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
             .with_context(|| format!("cannot listen for metrics on {}:{port}", settings.host))?;
@@ -60,7 +62,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         shutdown.clone(),
         metrics.block(),
-        metrics.circuits.clone(),
+        metrics.upstreams.clone(),
     )
     .map_err(|e| anyhow::anyhow!("upstream configuration: {e}"))?;
     runtime.spawn(flush_pulled_times(store.clone(), shutdown.clone()));

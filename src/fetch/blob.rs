@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::download::{Download, State};
 use super::upstream::Upstream;
 use super::{BlobSource, FetchError, Fetcher, Source};
+use crate::metrics::upstream::InFlight;
 use crate::metrics::Counter;
 use crate::oci::Digest;
 use crate::store::{writer::CommitError, BlobWriter};
@@ -51,6 +52,7 @@ impl Fetcher {
         }
         let joined = self.downloads.lock().get(&digest).map(|d| d.reader());
         if let Some(reader) = joined {
+            self.upstreams.series(&source.registry).coalesced.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%source, %digest, from = %reader.download.source, "joined the download in flight");
             return Ok(BlobSource::Downloading(reader));
         }
@@ -73,6 +75,7 @@ impl Fetcher {
             if self.store.record(&digest).is_some() {
                 Some(Ok(BlobSource::Committed))
             } else if let Some(existing) = downloads.get(&digest) {
+                self.upstreams.series(&source.registry).coalesced.fetch_add(1, Ordering::Relaxed);
                 Some(Ok(BlobSource::Downloading(existing.reader())))
             } else if downloads.len() >= MAX_DOWNLOADS {
                 Some(Err(FetchError::Busy(format!("{MAX_DOWNLOADS} blob downloads are in flight; try again shortly"))))
@@ -141,6 +144,7 @@ impl Fetcher {
 
     async fn run_download(self: Arc<Self>, source: Source, download: Arc<Download>, writer: BlobWriter) {
         let mut end = DownloadEnd { fetcher: self.clone(), download: download.clone(), reached: false };
+        let _in_flight = InFlight::new(self.upstreams.series(&source.registry));
         crate::faults::panic_point("download", &download.digest.to_string());
         let started = Instant::now();
         let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -262,6 +266,7 @@ impl Fetcher {
                     }
                     received += chunk.len() as u64;
                     self.counters.add(Counter::UpstreamBlobBytes, chunk.len() as u64);
+                    up.series().bytes_fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     if total.is_some_and(|t| received > t) {
                         return Err(Broken::Fatal(FetchError::BadContent(format!(
                             "upstream sent more than the {} bytes it announced",

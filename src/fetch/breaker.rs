@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::metrics::CircuitSeries;
+use crate::metrics::UpstreamSeries;
 use crate::oci::RegistryName;
 
 /// Consecutive failures that open a closed breaker.
@@ -216,11 +216,11 @@ impl Circuit {
 pub struct Breaker {
     registry: RegistryName,
     circuit: Mutex<Circuit>,
-    series: Arc<CircuitSeries>,
+    series: Arc<UpstreamSeries>,
 }
 
 impl Breaker {
-    pub fn new(registry: RegistryName, policy: Policy, series: Arc<CircuitSeries>) -> Breaker {
+    pub fn new(registry: RegistryName, policy: Policy, series: Arc<UpstreamSeries>) -> Breaker {
         series.state.store(Phase::Closed as u8, Ordering::Relaxed);
         Breaker { registry, circuit: Mutex::new(Circuit::new(policy)), series }
     }
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn one_trial_under_concurrency() {
-        let series = Arc::new(CircuitSeries::default());
+        let series = Arc::new(UpstreamSeries::default());
         let breaker = Arc::new(Breaker::new("quay.io".parse().unwrap(), Policy::default(), series.clone()));
         let t0 = Instant::now();
         for _ in 0..FAILURE_THRESHOLD {

@@ -26,7 +26,10 @@ pub const MAX_MANIFEST_FETCHES: usize = 1024;
 impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
     pub(super) fn manifest(self: Arc<Self>, source: Source, reference: Reference, reply: Reply<ManifestHit>) {
-        let Some(flight) = self.manifest_flights.join((source, reference), reply) else { return };
+        let series = self.upstreams.series(&source.registry);
+        let Some(flight) = self.manifest_flights.join_counted((source, reference), reply, &series.coalesced) else {
+            return;
+        };
         tokio::spawn(async move {
             let (source, reference) = flight.key();
             let result = self.fetch_manifest(source, reference).await;

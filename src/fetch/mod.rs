@@ -43,7 +43,7 @@ pub use freshness::Checked;
 pub use tags::TagsPage;
 
 use crate::config::Settings;
-use crate::metrics::{Block, Circuits};
+use crate::metrics::{Block, UpstreamSeriesMap};
 use crate::oci::{Digest, MediaType, Reference, RegistryName, RepoName, Tag};
 use crate::store::Store;
 
@@ -190,9 +190,9 @@ pub fn start(
     store: Arc<Store>,
     shutdown: watch::Receiver<bool>,
     counters: Arc<Block>,
-    circuits: Arc<Circuits>,
+    series_map: Arc<UpstreamSeriesMap>,
 ) -> Result<FetchHandle, String> {
-    let upstreams = upstream::Upstreams::new(settings.clone(), counters.clone(), circuits)?;
+    let upstreams = upstream::Upstreams::new(settings.clone(), counters.clone(), series_map)?;
     upstreams.prepare_listed()?;
     let fetcher = Arc::new(Fetcher {
         settings,

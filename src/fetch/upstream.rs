@@ -26,7 +26,8 @@ use super::breaker::{Admit, Breaker, Outcome};
 use super::error::{error_chain, FetchError};
 use super::guard::{self, PublicOnly};
 use crate::config::{Credentials, Registry, Settings};
-use crate::metrics::{Block, Circuits, Counter};
+use crate::metrics::upstream::ErrorKind;
+use crate::metrics::{Block, Counter, UpstreamSeries, UpstreamSeriesMap};
 use crate::oci::{RegistryName, RepoName};
 
 const MAX_REDIRECTS: usize = 5;
@@ -46,11 +47,15 @@ pub struct Upstreams {
     foreign_public: reqwest::Client,
     tokens: Arc<TokenCache>,
     counters: Arc<Block>,
-    circuits: Arc<Circuits>,
+    series_map: Arc<UpstreamSeriesMap>,
 }
 
 impl Upstreams {
-    pub fn new(settings: Arc<Settings>, counters: Arc<Block>, circuits: Arc<Circuits>) -> Result<Upstreams, String> {
+    pub fn new(
+        settings: Arc<Settings>,
+        counters: Arc<Block>,
+        series_map: Arc<UpstreamSeriesMap>,
+    ) -> Result<Upstreams, String> {
         let foreign = base_builder(&settings).build().map_err(|e| error_chain(&e))?;
         let foreign_public =
             base_builder(&settings).dns_resolver(PublicOnly::from_env()).build().map_err(|e| error_chain(&e))?;
@@ -62,7 +67,7 @@ impl Upstreams {
             foreign_public,
             tokens: Arc::default(),
             counters,
-            circuits,
+            series_map,
         })
     }
 
@@ -149,8 +154,8 @@ impl Upstreams {
     }
 
     /// The per-registry metric series of `name` (kept with its breaker's).
-    pub fn series(&self, name: &RegistryName) -> Arc<crate::metrics::CircuitSeries> {
-        self.circuits.series(name.as_str(), self.client_bound())
+    pub fn series(&self, name: &RegistryName) -> Arc<crate::metrics::UpstreamSeries> {
+        self.series_map.series(name.as_str(), self.client_bound())
     }
 
     /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
@@ -174,8 +179,8 @@ impl Upstreams {
         };
         let base = Url::parse(&registry.base_url).map_err(|e| format!("{}: {e}", registry.name))?;
         // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
-        let series = self.circuits.series(registry.name.as_str(), self.client_bound());
-        let breaker = Breaker::new(registry.name.clone(), registry.breaker, series);
+        let series = self.series_map.series(registry.name.as_str(), self.client_bound());
+        let breaker = Breaker::new(registry.name.clone(), registry.breaker, series.clone());
         Ok(Upstream {
             registry,
             base,
@@ -188,6 +193,7 @@ impl Upstreams {
             timeout: self.settings.pull_timeout,
             counters: self.counters.clone(),
             breaker,
+            series,
         })
     }
 }
@@ -240,6 +246,8 @@ pub struct Upstream {
     counters: Arc<Block>,
     /// Opens when this upstream keeps failing; see `breaker`.
     breaker: Breaker,
+    /// This upstream's metric series (latency, errors, rate limit, bytes).
+    series: Arc<UpstreamSeries>,
 }
 
 impl Upstream {
@@ -278,9 +286,30 @@ impl Upstream {
             admitted => admitted,
         };
         let mut ticket = Ticket { breaker: &self.breaker, admitted, outcome: Outcome::Unknown };
+        let started = Instant::now();
         let result = self.send_admitted(method, repo, url, headers).await;
         ticket.outcome = outcome(&result);
+        self.observe(&result, started.elapsed());
         result
+    }
+
+    /// This upstream's metric series.
+    pub fn series(&self) -> &UpstreamSeries {
+        &self.series
+    }
+
+    /// Records one request's latency, its failure if it failed, and the
+    /// rate-limit budget its answer announced.
+    fn observe(&self, result: &Result<Response, FetchError>, took: Duration) {
+        self.series.observe(took);
+        if let Ok(resp) = result {
+            if let Some(v) = resp.headers().get("ratelimit-remaining") {
+                self.series.note_ratelimit(v.as_bytes());
+            }
+        }
+        if let Some(kind) = error_kind(result) {
+            self.series.error(kind);
+        }
     }
 
     async fn send_admitted(
@@ -496,6 +525,26 @@ fn outcome(result: &Result<Response, FetchError>) -> Outcome {
     }
 }
 
+/// How a request failed, for the errors by kind; `None` for an answer the
+/// caller can use (a 404 answers the question).
+fn error_kind(result: &Result<Response, FetchError>) -> Option<ErrorKind> {
+    let status = match result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(FetchError::Upstream { status, .. }) => *status,
+        Err(FetchError::TooManyRequests { .. }) => 429,
+        Err(FetchError::Unreachable(_)) => return Some(ErrorKind::Unreachable),
+        Err(FetchError::Timeout(_)) => return Some(ErrorKind::Timeout),
+        Err(FetchError::NotFound(_)) => return None,
+        Err(_) => return Some(ErrorKind::Other),
+    };
+    match status {
+        429 => Some(ErrorKind::RateLimited),
+        500..=599 => Some(ErrorKind::Server),
+        401 | 403 => Some(ErrorKind::Denied),
+        _ => None,
+    }
+}
+
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
@@ -550,7 +599,7 @@ mod tests {
     fn urls_carry_ns_only_through_endpoints() {
         let settings = Arc::new(test_settings());
         let metrics = crate::metrics::Metrics::default();
-        let ups = Upstreams::new(settings, metrics.block(), metrics.circuits.clone()).unwrap();
+        let ups = Upstreams::new(settings, metrics.block(), metrics.upstreams.clone()).unwrap();
         let mut reg = Registry::implicit("docker.io".parse().unwrap());
         reg.base_url = "https://mirror.corp:5000/dockerhub".into();
         reg.send_ns = true;
@@ -585,7 +634,7 @@ mod tests {
         let mut settings = test_settings();
         settings.registries = vec![listed("quay.io", "a"), listed("ghcr.io", "a"), listed("gone.example", "a")];
         let metrics = crate::metrics::Metrics::default();
-        let ups = Upstreams::new(Arc::new(settings), metrics.block(), metrics.circuits.clone()).unwrap();
+        let ups = Upstreams::new(Arc::new(settings), metrics.block(), metrics.upstreams.clone()).unwrap();
         ups.prepare_listed().unwrap();
         let client = |name: &str| ups.clients.lock().get(&name.parse::<RegistryName>().unwrap()).cloned();
         let (quay, ghcr) = (client("quay.io").unwrap(), client("ghcr.io").unwrap());

@@ -45,13 +45,15 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
             let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
             let reference = route::parse_reference(&reference)?;
-            manifest(shared, req, source, reference).await
+            let registry = source.registry.clone();
+            manifest(shared, req, source, reference).await.map(|r| for_upstream(shared, r, &registry))
         }
         Route::Blob { name, digest } => {
             let ns = upstream()?;
             let source = route::resolve(&name, ns.as_deref(), default_ns)?;
             let digest = route::parse_digest(&digest)?;
-            blob(shared, req, source, digest).await
+            let registry = source.registry.clone();
+            blob(shared, req, source, digest).await.map(|r| for_upstream(shared, r, &registry))
         }
         Route::TagsList { name } => {
             let ns = upstream()?;
@@ -82,6 +84,14 @@ fn token_auth() -> Response {
     Response::json(200, Bytes::from(body))
         .header("Cache-Control", "no-cache, no-store, must-revalidate")
         .header("Vary", "Cookie")
+}
+
+/// Marks an answer with the upstream it is counted for. A name that has no
+/// label yet gets one only when that upstream just answered (a miss): a
+/// client naming made-up upstreams for cached content counts as `other`.
+fn for_upstream(shared: &Shared, mut r: Response, registry: &crate::oci::RegistryName) -> Response {
+    r.upstream = Some(shared.metrics.names.id(registry, r.cache != CacheStatus::Hit));
+    r
 }
 
 fn not_found() -> ApiError {

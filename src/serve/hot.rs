@@ -21,6 +21,7 @@ use bytes::Bytes;
 use super::http::{Method, Request};
 use super::pulls::Pulls;
 use super::response::Kind;
+use crate::metrics::UpstreamId;
 use crate::oci::Digest;
 use crate::store::REMOVED;
 
@@ -40,12 +41,23 @@ pub enum Reuse {
     WhileGeneration,
 }
 
+/// A kept answer as found.
+pub struct Kept {
+    /// Head and body.
+    pub response: Bytes,
+    pub head_len: usize,
+    pub kind: Kind,
+    pub upstream: Option<UpstreamId>,
+}
+
 /// A kept answer.
 struct Hot {
     /// Head and body.
     response: Bytes,
     head_len: usize,
     kind: Kind,
+    /// The upstream it is counted for.
+    upstream: Option<UpstreamId>,
     path: Box<str>,
     query: Option<Box<str>>,
     accept: Box<[Box<str>]>,
@@ -88,7 +100,7 @@ impl HotResponses {
 
     /// The kept answer to `req`, if any; `generation` is the store's now.
     /// A manifest answer is noted in `pulls`.
-    pub fn get(&self, req: &Request, generation: u64, pulls: &Pulls) -> Option<(Bytes, usize, Kind)> {
+    pub fn get(&self, req: &Request, generation: u64, pulls: &Pulls) -> Option<Kept> {
         if self.generation.get() != generation {
             let mut map = self.map.borrow_mut();
             if self.generation.get() / REMOVED != generation / REMOVED {
@@ -106,7 +118,7 @@ impl HotResponses {
                 pulls.note(digest);
             }
         }
-        Some((hot.response.clone(), hot.head_len, hot.kind))
+        Some(Kept { response: hot.response.clone(), head_len: hot.head_len, kind: hot.kind, upstream: hot.upstream })
     }
 
     /// Keeps `response` (`head_len` bytes of head, then the body) as the
@@ -117,7 +129,7 @@ impl HotResponses {
         req: &Request,
         response: Bytes,
         head_len: usize,
-        kind: Kind,
+        (kind, upstream): (Kind, Option<UpstreamId>),
         reuse: Reuse,
         generation: u64,
         pulled: Option<(Digest, u64)>,
@@ -140,7 +152,7 @@ impl HotResponses {
         self.bytes.set(self.bytes.get() + response.len());
         let (path, query) = (req.path.as_str().into(), req.query.as_deref().map(Into::into));
         let pulled = pulled.map(|(d, noted)| (d, Cell::new(noted)));
-        let hot = Hot { response, head_len, kind, path, query, accept, generation, pulled };
+        let hot = Hot { response, head_len, kind, upstream, path, query, accept, generation, pulled };
         if let Some(old) = map.insert(self.key(req), hot) {
             self.bytes.set(self.bytes.get() - old.response.len());
         }
@@ -212,19 +224,19 @@ mod tests {
         let pulls = Pulls::default();
         let a = req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/y"]);
         let resp = Bytes::from_static(b"HEAD\r\n\r\nbody");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0, None);
-        assert_eq!(hot.get(&a, 0, &pulls).map(|(b, n, _)| (b, n)), Some((resp.clone(), 8)));
+        hot.insert(&a, resp.clone(), 8, (Kind::Manifest, None), Reuse::WhileGeneration, 0, None);
+        assert_eq!(hot.get(&a, 0, &pulls).map(|k| (k.response, k.head_len)), Some((resp.clone(), 8)));
         assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=docker.io"), &["x/z"]), 0, &pulls).is_none());
         assert!(hot.get(&req("/v2/r/manifests/v1", None, &["x/y"]), 0, &pulls).is_none());
         assert!(hot.get(&req("/v2/r/manifests/v1", Some("ns=quay.io"), &["x/y"]), 0, &pulls).is_none());
 
         let d = req("/v2/r/blobs/sha256:ab", None, &[]);
-        hot.insert(&d, resp.clone(), 8, Kind::Blob, Reuse::Immutable, 0, None);
+        hot.insert(&d, resp.clone(), 8, (Kind::Blob, None), Reuse::Immutable, 0, None);
         assert!(hot.get(&a, 1, &pulls).is_none(), "a tag answer is dropped when the store changes");
         assert!(hot.get(&d, 1, &pulls).is_some(), "a digest answer stays");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::WhileGeneration, 0, None);
+        hot.insert(&a, resp.clone(), 8, (Kind::Manifest, None), Reuse::WhileGeneration, 0, None);
         assert!(hot.get(&a, 1, &pulls).is_none(), "an answer built in an older generation is not kept");
-        hot.insert(&a, resp.clone(), 8, Kind::Manifest, Reuse::No, 1, None);
+        hot.insert(&a, resp.clone(), 8, (Kind::Manifest, None), Reuse::No, 1, None);
         assert!(hot.get(&a, 1, &pulls).is_none());
 
         let mut named = req("/v2/r/blobs/sha256:ab", None, &[]);
@@ -247,7 +259,7 @@ mod tests {
                 &req(&format!("/v2/r/blobs/{i}"), None, &[]),
                 big.clone(),
                 0,
-                Kind::Blob,
+                (Kind::Blob, None),
                 Reuse::Immutable,
                 0,
                 None,
@@ -264,7 +276,7 @@ mod tests {
         let m = req("/v2/r/manifests/sha256:ab", None, &[]);
         let d = Digest::of(crate::oci::Algorithm::Sha256, b"m");
         let resp = Bytes::from_static(b"HEAD\r\n\r\nbody");
-        hot.insert(&m, resp.clone(), 8, Kind::Manifest, Reuse::Immutable, 0, Some((d.clone(), pulls.now())));
+        hot.insert(&m, resp.clone(), 8, (Kind::Manifest, None), Reuse::Immutable, 0, Some((d.clone(), pulls.now())));
         assert!(hot.get(&m, 0, &pulls).is_some());
         assert!(pulls.noted().is_empty(), "already noted when it was answered this second");
         hot.map.borrow().values().for_each(|h| h.pulled.as_ref().unwrap().1.set(0));

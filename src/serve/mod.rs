@@ -45,7 +45,7 @@ use tokio::sync::watch;
 
 use crate::config::{BlobSend, Settings, SHUTDOWN_GRACE};
 use crate::fetch::FetchHandle;
-use crate::metrics::{Block, Counter, Metrics};
+use crate::metrics::{Block, Counter, Metrics, PerUpstream, UpstreamId};
 use crate::store::Store;
 use body::SendVia;
 use conn::Conn;
@@ -128,15 +128,15 @@ impl Worker {
         let reusable = framing.keep_alive && HotResponses::eligible(req);
         // Read before any lookup, so an answer built from an older tag is never kept as current.
         let generation = self.shared.store.generation();
-        if let Some((response, head_len, kind)) = reusable.then(|| self.hot.get(req, generation, &self.pulls)).flatten()
-        {
-            self.count(&req.path, 200, Some(kind), CacheStatus::Hit);
+        if let Some(kept) = reusable.then(|| self.hot.get(req, generation, &self.pulls)).flatten() {
+            self.count(&req.path, 200, Some(kept.kind), CacheStatus::Hit, kept.upstream);
             self.counters.inc(Counter::KeptAnswers);
-            return (200, CacheStatus::Hit, body::send_kept(stream, response, head_len, framing, via).await);
+            let sent = body::send_kept(stream, kept.response, kept.head_len, framing, via).await;
+            return (200, CacheStatus::Hit, self.served(kept.upstream, sent));
         }
         let resp: Response = handler::handle(&self.shared, req).await;
-        let (status, cache, reuse) = (resp.status, resp.cache, resp.reuse);
-        self.count(&req.path, status, resp.kind, cache);
+        let (status, cache, reuse, upstream) = (resp.status, resp.cache, resp.reuse, resp.upstream);
+        self.count(&req.path, status, resp.kind, cache, upstream);
         if let Some(digest) = &resp.pulled {
             self.pulls.note(digest);
         }
@@ -144,11 +144,20 @@ impl Worker {
             if let Some((response, head_len)) = body::in_memory(&resp, framing) {
                 let kind = resp.kind.unwrap_or(Kind::Blob);
                 let pulled = resp.pulled.clone().map(|d| (d, self.pulls.now()));
-                self.hot.insert(req, response.clone(), head_len, kind, reuse, generation, pulled);
-                return (status, cache, body::send_kept(stream, response, head_len, framing, via).await);
+                self.hot.insert(req, response.clone(), head_len, (kind, upstream), reuse, generation, pulled);
+                let sent = body::send_kept(stream, response, head_len, framing, via).await;
+                return (status, cache, self.served(upstream, sent));
             }
         }
-        (status, cache, body::send(stream, resp, framing, via).await)
+        (status, cache, self.served(upstream, body::send(stream, resp, framing, via).await))
+    }
+
+    /// Counts the body bytes `sent` for `upstream`'s content.
+    fn served(&self, upstream: Option<UpstreamId>, sent: io::Result<u64>) -> io::Result<u64> {
+        if let (Some(up), Ok(n)) = (upstream, &sent) {
+            self.counters.add_upstream(up, PerUpstream::BytesServed, *n);
+        }
+        sent
     }
 
     /// How long a request head beginning now may take.
@@ -156,8 +165,8 @@ impl Worker {
         head_timeout(self.shared.settings.header_timeout, self.connections.get())
     }
 
-    /// Counts one answered request.
-    fn count(&self, path: &str, status: u16, kind: Option<Kind>, cache: CacheStatus) {
+    /// Counts one answered request (for `upstream`'s content, when it carried some).
+    fn count(&self, path: &str, status: u16, kind: Option<Kind>, cache: CacheStatus, upstream: Option<UpstreamId>) {
         if path.starts_with("/v2") {
             self.counters.inc(Counter::ApiRequests);
             if status >= 400 {
@@ -165,10 +174,16 @@ impl Worker {
             }
         }
         let hit = cache == CacheStatus::Hit;
-        match kind {
-            Some(Kind::Manifest) => self.counters.inc(if hit { Counter::ManifestHit } else { Counter::ManifestMiss }),
-            Some(Kind::Blob) => self.counters.inc(if hit { Counter::BlobHit } else { Counter::BlobMiss }),
-            None => {}
+        let (total, per_upstream) = match kind {
+            Some(Kind::Manifest) if hit => (Counter::ManifestHit, PerUpstream::ManifestHits),
+            Some(Kind::Manifest) => (Counter::ManifestMiss, PerUpstream::ManifestMisses),
+            Some(Kind::Blob) if hit => (Counter::BlobHit, PerUpstream::BlobHits),
+            Some(Kind::Blob) => (Counter::BlobMiss, PerUpstream::BlobMisses),
+            None => return,
+        };
+        self.counters.inc(total);
+        if let Some(up) = upstream {
+            self.counters.add_upstream(up, per_upstream, 1);
         }
     }
 }

@@ -84,11 +84,22 @@ pub struct Response {
     pub reuse: Reuse,
     /// The manifest this answer pulls, noted as its last-pulled time.
     pub pulled: Option<crate::oci::Digest>,
+    /// The upstream whose content this answer carries, for its counters.
+    pub upstream: Option<crate::metrics::UpstreamId>,
 }
 
 impl Response {
     pub fn new(status: u16, body: Body, cache: CacheStatus) -> Response {
-        Response { status, headers: Vec::new(), body, cache, kind: None, reuse: Reuse::No, pulled: None }
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+            cache,
+            kind: None,
+            reuse: Reuse::No,
+            pulled: None,
+            upstream: None,
+        }
     }
 
     pub fn reuse(mut self, reuse: Reuse) -> Response {

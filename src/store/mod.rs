@@ -17,6 +17,7 @@ pub mod records;
 pub mod removal;
 pub mod space;
 pub mod tags;
+pub mod totals;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -63,8 +64,8 @@ pub struct Store {
     /// by stripes of digests: a removal never unlinks a file committed again
     /// meanwhile, whose record would then name a file that is gone.
     placing: [Mutex<()>; 64],
-    /// Bytes of every committed object (the records' sizes), kept as they change.
-    bytes: AtomicU64,
+    /// Bytes and objects committed, by kind (the records' sizes), kept as they change.
+    totals: totals::Totals,
     /// Past this many bytes a commit wakes [`Store::over_high_watermark`] (`pruneConfig.maxSize`).
     high_watermark: AtomicU64,
     over_high: tokio::sync::Notify,
@@ -169,7 +170,8 @@ impl Store {
         let mut pulled = access::load(&layout.pulled_file()).map_err(io_err)?;
         pulled.retain(|d, _| records.get(d).is_some_and(|r| r.kind == Kind::Manifest));
         tracing::info!(digests = records.len(), tags = tags.len(), path = %root.display(), "cache indexed");
-        let bytes = records.values().map(|r| r.size).sum();
+        let totals = totals::Totals::default();
+        records.values().for_each(|r| totals.add(r));
         Ok(Store {
             layout,
             records: RwLock::new(records),
@@ -183,7 +185,7 @@ impl Store {
             generation: AtomicU64::new(0),
             pulled: access::AccessTimes::new(pulled),
             placing: std::array::from_fn(|_| Mutex::new(())),
-            bytes: AtomicU64::new(bytes),
+            totals,
             high_watermark: AtomicU64::new(u64::MAX),
             over_high: tokio::sync::Notify::new(),
             _lock: lock,
@@ -192,7 +194,12 @@ impl Store {
 
     /// Bytes of every committed object, from a running total (no walk).
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.totals.bytes()
+    }
+
+    /// Bytes and objects committed, by kind, from running totals (no walk).
+    pub fn totals(&self) -> totals::Snapshot {
+        self.totals.snapshot()
     }
 
     /// Sets the size past which commits wake [`Store::over_high_watermark`];
@@ -216,7 +223,7 @@ impl Store {
 
     fn count_removed(&self, record: Option<&Record>) {
         if let Some(r) = record {
-            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(r.size)));
+            self.totals.remove(r);
         }
     }
 
@@ -481,9 +488,10 @@ impl Store {
             Arc::new(record.clone())
         });
         if added {
-            self.bytes.fetch_add(record.size, Ordering::Relaxed);
+            self.totals.add(&record);
         }
         if entry.upgraded_by(&record) {
+            self.totals.upgrade(entry);
             let e = Arc::make_mut(entry);
             e.kind = Kind::Manifest;
             e.media_type = record.media_type;

@@ -433,7 +433,7 @@ fn execute(p: Local) -> Outcome {
         p.store.clone(),
         shutdown,
         metrics.block(),
-        metrics.circuits.clone(),
+        metrics.upstreams.clone(),
     ) {
         Ok(f) => f,
         Err(e) => {
