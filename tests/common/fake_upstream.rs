@@ -129,6 +129,8 @@ pub enum Fault {
     /// Send the headers (full `Content-Length`) and this many body bytes, hold the rest until the
     /// gate opens (at most 120 s, then close), then send it.
     GateAfter(usize, Gate),
+    /// Answer normally, with these extra headers (e.g. Docker Hub's `ratelimit-remaining`).
+    Headers(Vec<(String, String)>),
 }
 
 impl Fault {
@@ -920,11 +922,14 @@ async fn answer(stream: &mut TcpStream, role: &Role, req: &Request, fault: Optio
         Some(Fault::Gate(gate)) if !gate.pass().await => return Ok(false),
         _ => {}
     }
-    let response = match &fault {
+    let mut response = match &fault {
         Some(Fault::Status(code, headers)) => injected_status(*code, headers, req),
         Some(Fault::Redirect(base)) => redirect(base, req),
         _ => role.handle(req),
     };
+    if let Some(Fault::Headers(extra)) = &fault {
+        response.headers.extend(extra.iter().cloned());
+    }
     write_response(stream, response, req.method == "HEAD", fault.as_ref()).await
 }
 
