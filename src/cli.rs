@@ -215,7 +215,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub io_driver: Option<IoDriver>,
 
-    /// Serve Prometheus metrics at http://<host>:PORT/metrics. Default 0: off
+    /// Serve Prometheus metrics at http://<host>:PORT/metrics, on the --host address (default every
+    /// IPv4 interface, as the Go version). Default 0: off
     #[arg(long, value_name = "PORT")]
     pub metrics: Option<u16>,
 
