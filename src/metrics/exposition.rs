@@ -7,6 +7,7 @@
 //! names fit that; `ociregistry_upstream_pulls_by_ns` (a counter without
 //! `_total` in Go) is exposed as `untyped` to keep its exact name.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -19,7 +20,7 @@ use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, NoLabelSet
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::upstream::{ErrorKind, UpstreamSeries};
+use super::upstream::{ErrorKind, Latency, UpstreamSeries};
 use super::{Counter, Metrics, PerUpstream, UpstreamId};
 
 /// Every metric name starts with this and `_`.
@@ -241,16 +242,27 @@ impl Collector for Scrape {
         )?;
 
         // Ours, per upstream, from the fetcher.
-        let all = m.upstreams.all();
+        // The fetcher holds series for every upstream client it keeps; those
+        // whose name has no label of its own are summed into `other`.
+        let mut groups: BTreeMap<&str, Vec<Arc<UpstreamSeries>>> = BTreeMap::new();
+        for (name, s) in m.upstreams.all() {
+            groups.entry(m.names.label(m.names.known(&name))).or_default().push(s);
+        }
         let each = |read: fn(&UpstreamSeries) -> u64| -> Vec<(Labels, u64)> {
-            all.iter().map(|(name, s)| (vec![("registry", name.as_str())], read(s))).collect()
+            groups.iter().map(|(name, g)| (vec![("registry", *name)], g.iter().map(|s| read(s)).sum())).collect()
         };
+        let states: Vec<(Labels, u64)> = groups
+            .iter()
+            .map(|(name, g)| {
+                (vec![("registry", *name)], g.iter().map(|s| s.state.load(Ordering::Relaxed)).max().unwrap_or(0) as u64)
+            })
+            .collect();
         family(
             e,
             MetricType::Gauge,
             "upstream_circuit_state",
-            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.",
-            &each(|s| s.state.load(Ordering::Relaxed) as u64),
+            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open (for other: the worst).",
+            &states,
         )?;
         family(
             e,
@@ -295,9 +307,10 @@ impl Collector for Scrape {
             &each(|s| s.downloads_in_flight.load(Ordering::Relaxed)),
         )?;
         let mut errors = Vec::new();
-        for (name, s) in &all {
+        for (name, g) in &groups {
             for kind in ErrorKind::ALL {
-                errors.push((vec![("registry", name.as_str()), ("kind", kind.as_str())], s.errors(kind)));
+                errors
+                    .push((vec![("registry", *name), ("kind", kind.as_str())], g.iter().map(|s| s.errors(kind)).sum()));
             }
         }
         family(
@@ -307,9 +320,11 @@ impl Collector for Scrape {
             "Failed upstream requests by kind: rate_limited (429), server_error (5xx), denied (401/403), unreachable, timeout, other.",
             &errors,
         )?;
-        let announced: Vec<(Labels, u64)> = all
+        let announced: Vec<(Labels, u64)> = groups
             .iter()
-            .filter_map(|(name, s)| s.ratelimit_remaining().map(|n| (vec![("registry", name.as_str())], n)))
+            .filter_map(|(name, g)| {
+                g.iter().filter_map(|s| s.ratelimit_remaining()).min().map(|n| (vec![("registry", *name)], n))
+            })
             .collect();
         family(
             e,
@@ -324,9 +339,9 @@ impl Collector for Scrape {
             None,
             MetricType::Histogram,
         )?;
-        for (name, s) in &all {
-            let l = s.latency();
-            let labels = [("registry", name.as_str())];
+        for (name, g) in &groups {
+            let l = Latency::merged(g.iter().map(|s| s.latency()));
+            let labels = [("registry", *name)];
             h.encode_family(&labels)?.encode_histogram::<NoLabelSet>(l.sum, l.count, &l.buckets, None)?;
         }
         if let Some(live) = crate::heap::live_bytes() {

@@ -221,23 +221,34 @@ mod tests {
     }
 
     #[test]
-    fn fetcher_series_are_rendered_per_registry_and_escaped() {
-        let m = Arc::new(Metrics::default());
-        let quay = m.upstreams.series("quay.io", 8);
-        quay.state.store(1, Ordering::Relaxed);
-        quay.opened.fetch_add(3, Ordering::Relaxed);
-        quay.note_ratelimit(b"76;w=21600");
-        quay.error(upstream::ErrorKind::RateLimited);
-        drop(m.upstreams.series("a\"b\\c", 8));
+    fn fetcher_series_are_labelled_by_name_and_the_unlabelled_summed_into_other() {
+        let quay: crate::oci::RegistryName = "quay.io".parse().unwrap();
+        let m = Arc::new(Metrics::new(UpstreamNames::new([&quay])));
+        let series = m.upstreams.series("quay.io", 8);
+        series.state.store(1, Ordering::Relaxed);
+        series.opened.fetch_add(3, Ordering::Relaxed);
+        series.note_ratelimit(b"76;w=21600");
+        series.error(upstream::ErrorKind::RateLimited);
+        // Upstreams without a label of their own: summed, the worst state, the least budget.
+        for (name, opened, budget) in [("a\"b\\c", 1, b"9"), ("b.example", 2, b"5")] {
+            let s = m.upstreams.series(name, 8);
+            s.opened.fetch_add(opened, Ordering::Relaxed);
+            s.note_ratelimit(budget);
+            s.observe(std::time::Duration::from_millis(1));
+            s.state.store(opened as u8, Ordering::Relaxed);
+        }
         let text = m.render();
         assert!(text.contains("ociregistry_upstream_circuit_state{registry=\"quay.io\"} 1\n"), "{text}");
         assert!(text.contains("ociregistry_upstream_circuit_opened_total{registry=\"quay.io\"} 3\n"), "{text}");
-        assert!(text.contains("ociregistry_upstream_fast_failures_total{registry=\"a\\\"b\\\\c\"} 0\n"), "{text}");
         assert!(text.contains("ociregistry_upstream_ratelimit_remaining{registry=\"quay.io\"} 76\n"), "{text}");
-        assert!(
-            text.contains("ociregistry_upstream_errors_total{registry=\"quay.io\",kind=\"rate_limited\"} 1\n"),
-            "{text}"
-        );
+        let errors = "ociregistry_upstream_errors_total{registry=\"quay.io\",kind=\"rate_limited\"} 1\n";
+        assert!(text.contains(errors), "{text}");
+        assert!(text.contains("ociregistry_upstream_circuit_opened_total{registry=\"other\"} 3\n"), "{text}");
+        assert!(text.contains("ociregistry_upstream_circuit_state{registry=\"other\"} 2\n"), "{text}");
+        assert!(text.contains("ociregistry_upstream_ratelimit_remaining{registry=\"other\"} 5\n"), "{text}");
+        let other_latency = "ociregistry_upstream_request_duration_seconds_bucket{registry=\"other\",le=\"0.005\"} 2\n";
+        assert!(text.contains(other_latency), "{text}");
+        assert!(!text.contains("b.example") && !text.contains("a\\\"b"), "{text}");
         assert!(text.contains("# TYPE ociregistry_upstream_circuit_state gauge\n"), "{text}");
     }
 }

@@ -90,6 +90,11 @@ impl UpstreamNames {
         self.other()
     }
 
+    /// The id `name` has, else `other`; never gives one out.
+    pub fn known(&self, name: &str) -> UpstreamId {
+        self.find(name).unwrap_or_else(|| self.other())
+    }
+
     fn find(&self, name: &str) -> Option<UpstreamId> {
         for (i, slot) in self.slots.iter().enumerate() {
             match slot.get() {

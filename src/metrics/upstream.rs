@@ -2,7 +2,9 @@
 //! serves, bytes fetched, coalesced waiters, downloads in flight, request
 //! latency, errors by kind and the rate-limit budget an upstream announces.
 //! The serving threads never touch these (their per-upstream counters are in
-//! their own blocks), so the hit path never sees this map's lock.
+//! their own blocks), so the hit path never sees this map's lock. The map is
+//! keyed by registry name with the bound of the fetcher's clients; a scrape
+//! labels each series through [`super::names`], summing the unlabelled into `other`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -103,6 +105,25 @@ pub struct Latency {
     pub buckets: Vec<(f64, u64)>,
     pub sum: f64,
     pub count: u64,
+}
+
+impl Latency {
+    /// The sum of several histograms with the same bounds.
+    pub fn merged(all: impl Iterator<Item = Latency>) -> Latency {
+        let mut total = Latency {
+            buckets: LATENCY_BOUNDS.iter().copied().chain([f64::INFINITY]).map(|b| (b, 0)).collect(),
+            sum: 0.0,
+            count: 0,
+        };
+        for l in all {
+            for (t, (_, n)) in total.buckets.iter_mut().zip(l.buckets) {
+                t.1 += n;
+            }
+            total.sum += l.sum;
+            total.count += l.count;
+        }
+        total
+    }
 }
 
 impl UpstreamSeries {
