@@ -398,3 +398,15 @@ fn the_exposition_check_refuses_invalid_pages() {
         assert!(std::panic::catch_unwind(|| parse_exposition(bad)).is_err(), "accepted {bad:?}");
     }
 }
+
+#[test]
+fn the_metrics_listener_binds_the_host_address_only() {
+    let up = FakeUpstream::start();
+    let port = free_port();
+    let _server = Server::start(&plain_registry(&up.host()), &["--host", "::1", "--metrics", &port.to_string()]);
+    let page = http_request("GET", &format!("http://[::1]:{port}/metrics"), &[]).unwrap();
+    assert_eq!(page.status, 200);
+    parse_exposition(&page.text());
+    let v4 = http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]);
+    assert!(v4.is_err(), "--host ::1 limits the metrics listener to ::1");
+}
