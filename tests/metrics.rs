@@ -410,3 +410,35 @@ fn the_metrics_listener_binds_the_host_address_only() {
     let v4 = http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]);
     assert!(v4.is_err(), "--host ::1 limits the metrics listener to ::1");
 }
+
+#[test]
+fn clients_that_wait_for_another_clients_manifest_fetch_count_as_cached_pulls_as_in_go() {
+    let up = FakeUpstream::start();
+    let s = Scraped::start(&plain_registry(&up.host()));
+    let ns = up.host();
+    up.add_image("team/app", "v1", &[b"layer".to_vec()]);
+    let gate = Gate::new();
+    up.set_fault("/manifests/v1", Fault::Gate(gate.clone()), Some(1));
+    let url = s.server.url(&manifest_path(&up, "team/app", "v1"));
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200 * i));
+                http_request("GET", &url, &[]).map(|r| r.status)
+            })
+        })
+        .collect();
+    let coalesced = format!("ociregistry_upstream_coalesced_waiters_total{{registry=\"{ns}\"}}");
+    assert!(wait_until(Duration::from_secs(10), || gate.held() == 1 && metric(&s.scrape().0, &coalesced) == 2));
+    gate.open();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), 200);
+    }
+    assert_eq!(up.count("GET", "/manifests/v1"), 1);
+    let (page, _) = s.scrape();
+    assert_eq!(metric(&page, &format!("ociregistry_upstream_pulls_by_ns{{ns=\"{ns}\"}}")), 1);
+    assert_eq!(metric(&page, &format!("ociregistry_cached_pulls_by_ns_total{{ns=\"{ns}\"}}")), 2);
+    assert_eq!(metric(&page, &format!("ociregistry_upstream_misses_total{{registry=\"{ns}\",kind=\"manifest\"}}")), 3);
+    assert_eq!(metric(&page, "ociregistry_manifest_pulls_total"), 3);
+}

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -36,16 +35,20 @@ impl<K: Eq + Hash + Clone, T: Clone> Flights<K, T> {
     /// Joins the flight of `key`, or starts it: `Some` means the caller leads
     /// and must run the fetch, then [`Flight::land`] its result.
     pub fn join(self: &Arc<Self>, key: K, reply: Reply<T>) -> Option<Flight<K, T>> {
-        self.join_counted(key, reply, &AtomicU64::new(0))
+        self.join_with(key, reply, |reply| reply)
     }
 
-    /// [`Flights::join`], adding one to `waiters` when the caller joins a
-    /// flight already in the air (a coalesced request).
-    pub fn join_counted(self: &Arc<Self>, key: K, reply: Reply<T>, waiters: &AtomicU64) -> Option<Flight<K, T>> {
+    /// [`Flights::join`]; a caller that joins a flight already in the air (a
+    /// coalesced request) waits on the reply `on_join` makes of its own.
+    pub fn join_with(
+        self: &Arc<Self>,
+        key: K,
+        reply: Reply<T>,
+        on_join: impl FnOnce(Reply<T>) -> Reply<T>,
+    ) -> Option<Flight<K, T>> {
         let mut waiting = self.waiting.lock();
         if let Some(list) = waiting.get_mut(&key) {
-            list.push(reply);
-            waiters.fetch_add(1, Ordering::Relaxed);
+            list.push(on_join(reply));
             return None;
         }
         if waiting.len() >= self.max {

@@ -27,7 +27,8 @@ impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
     pub(super) fn manifest(self: Arc<Self>, source: Source, reference: Reference, reply: Reply<ManifestHit>) {
         let series = self.upstreams.series(&source.registry);
-        let Some(flight) = self.manifest_flights.join_counted((source, reference), reply, &series.coalesced) else {
+        let Some(flight) = self.manifest_flights.join_with((source, reference), reply, |reply| joined(reply, &series))
+        else {
             return;
         };
         tokio::spawn(async move {
@@ -40,13 +41,14 @@ impl Fetcher {
         });
     }
 
+    /// The manifest `fetch_manifest` found: `fetched` only when it came from upstream.
     async fn fetch_manifest(&self, source: &Source, reference: &Reference) -> Result<ManifestHit, FetchError> {
         if let Reference::Digest(d) = reference {
             // Reading a manifest from disk blocks: never on this runtime's thread.
             let d = d.clone();
             if let Some((body, media_type)) = self.blocking(move |store| Ok(store.manifest(&d))).await? {
                 let Reference::Digest(digest) = reference else { unreachable!() };
-                return Ok(ManifestHit { digest: digest.clone(), media_type, body });
+                return Ok(ManifestHit { digest: digest.clone(), media_type, body, fetched: false });
             }
         }
         self.check_online()?;
@@ -54,7 +56,7 @@ impl Fetcher {
         let what = format!("manifest {reference}");
         self.check_remembered(source, &what)?;
         let hit = self.get_manifest(source, reference, &what).await?;
-        let ManifestHit { digest, media_type, body } = &hit;
+        let ManifestHit { digest, media_type, body, .. } = &hit;
         self.store_manifest(source, reference, digest, media_type, body);
         tracing::info!(%source, %reference, %digest, %media_type, size = body.len(), "manifest cached");
         Ok(hit)
@@ -105,7 +107,7 @@ impl Fetcher {
                 "{what} from {source} is Docker schema 1, which is deprecated and not supported"
             )));
         }
-        Ok(ManifestHit { digest, media_type, body })
+        Ok(ManifestHit { digest, media_type, body, fetched: true })
     }
 
     /// Makes the manifest servable now and writes it to disk in the background.
@@ -231,6 +233,20 @@ pub(super) async fn read_limited(mut resp: Response, limit: usize) -> Result<Byt
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Counts a request that joins a manifest fetch in flight and answers it
+/// with the fetch's result marked as not fetched for it (Go counts it as a
+/// cached pull).
+fn joined(reply: super::Reply<ManifestHit>, series: &crate::metrics::UpstreamSeries) -> super::Reply<ManifestHit> {
+    series.coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<ManifestHit, super::FetchError>>();
+    tokio::spawn(async move {
+        if let Ok(result) = rx.await {
+            let _ = reply.send(result.map(|hit| ManifestHit { fetched: false, ..hit }));
+        }
+    });
+    tx
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub struct ManifestHit {
     pub digest: Digest,
     pub media_type: MediaType,
     pub body: Bytes,
+    /// Fetched from the upstream for this request: not read from the cache,
+    /// nor another request's fetch that this one joined.
+    pub fetched: bool,
 }
 
 /// Where a requested blob can be read from.

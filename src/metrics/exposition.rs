@@ -107,22 +107,25 @@ impl Collector for Scrape {
                 (named && shown).then(|| (m.names.label(id), row))
             })
             .collect();
-        let by = |label: &'static str, counter: PerUpstream| -> Vec<(Labels, u64)> {
-            labelled.iter().map(|(name, row)| (vec![(label, *name)], row[counter as usize])).collect()
+        let by = |label: &'static str, counters: &[PerUpstream]| -> Vec<(Labels, u64)> {
+            labelled
+                .iter()
+                .map(|(name, row)| (vec![(label, *name)], counters.iter().map(|&c| row[c as usize]).sum()))
+                .collect()
         };
         family(
             e,
             MetricType::Counter,
             "cached_pulls_by_ns",
             "Total pulls of cached images by namespace",
-            &by("ns", PerUpstream::ManifestHits),
+            &by("ns", &[PerUpstream::ManifestHits, PerUpstream::ManifestJoined]),
         )?;
         family(
             e,
             MetricType::Unknown,
             "upstream_pulls_by_ns",
             "Total pulls of un-cached images by namespace",
-            &by("ns", PerUpstream::ManifestMisses),
+            &by("ns", &[PerUpstream::ManifestMisses]),
         )?;
         let store = m.store_totals().unwrap_or_default();
         gauge(
@@ -211,12 +214,13 @@ impl Collector for Scrape {
         let mut hits = Vec::new();
         let mut misses = Vec::new();
         for (name, row) in &labelled {
+            let manifest_misses = row[PerUpstream::ManifestMisses as usize] + row[PerUpstream::ManifestJoined as usize];
             for (kind, hit, miss) in [
-                ("manifest", PerUpstream::ManifestHits, PerUpstream::ManifestMisses),
-                ("blob", PerUpstream::BlobHits, PerUpstream::BlobMisses),
+                ("manifest", row[PerUpstream::ManifestHits as usize], manifest_misses),
+                ("blob", row[PerUpstream::BlobHits as usize], row[PerUpstream::BlobMisses as usize]),
             ] {
-                hits.push((vec![("registry", *name), ("kind", kind)], row[hit as usize]));
-                misses.push((vec![("registry", *name), ("kind", kind)], row[miss as usize]));
+                hits.push((vec![("registry", *name), ("kind", kind)], hit));
+                misses.push((vec![("registry", *name), ("kind", kind)], miss));
             }
         }
         family(
@@ -238,7 +242,7 @@ impl Collector for Scrape {
             MetricType::Counter,
             "upstream_bytes_served",
             "Response body bytes sent in answers for each upstream's content.",
-            &by("registry", PerUpstream::BytesServed),
+            &by("registry", &[PerUpstream::BytesServed]),
         )?;
 
         // Ours, per upstream, from the fetcher.

@@ -72,8 +72,11 @@ const SLOTS: usize = Counter::ConnectionsRefused as usize + 1;
 pub enum PerUpstream {
     /// Manifest answers from the cache (Go's `cached_pulls_by_ns`).
     ManifestHits,
-    /// Manifest answers fetched upstream (Go's `upstream_pulls_by_ns`).
+    /// Manifest answers fetched upstream for them (Go's `upstream_pulls_by_ns`).
     ManifestMisses,
+    /// Manifest misses answered by another request's fetch they joined (or
+    /// by the store, by then): Go counts these in `cached_pulls_by_ns`.
+    ManifestJoined,
     BlobHits,
     /// Blob answers fetched upstream or streamed from a download in flight.
     BlobMisses,

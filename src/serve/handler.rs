@@ -148,7 +148,10 @@ async fn manifest(shared: &Shared, req: &Request, source: Source, reference: Ref
         (Reference::Tag(_), _) if policy != TagPolicy::Never => Reuse::No,
         (Reference::Tag(_), _) => Reuse::WhileGeneration,
     };
-    Ok(Response::new(200, Body::Bytes(hit.body), cache)
+    let joined = cache != CacheStatus::Hit && !hit.fetched;
+    let mut response = Response::new(200, Body::Bytes(hit.body), cache);
+    response.joined = joined;
+    Ok(response
         .kind(Kind::Manifest)
         .reuse(reuse)
         .header("Content-Type", hit.media_type.as_str())
@@ -168,7 +171,7 @@ async fn cached_manifest(shared: &Shared, digest: &Digest) -> Option<ManifestHit
             shared.blocking.spawn_blocking(move || store.manifest(&d)).await.ok()??
         }
     };
-    Some(ManifestHit { digest: digest.clone(), media_type, body })
+    Some(ManifestHit { digest: digest.clone(), media_type, body, fetched: false })
 }
 
 async fn blob(shared: &Shared, req: &Request, source: Source, digest: Digest) -> Result<Response, ApiError> {

@@ -129,14 +129,14 @@ impl Worker {
         // Read before any lookup, so an answer built from an older tag is never kept as current.
         let generation = self.shared.store.generation();
         if let Some(kept) = reusable.then(|| self.hot.get(req, generation, &self.pulls)).flatten() {
-            self.count(&req.path, 200, Some(kept.kind), CacheStatus::Hit, kept.upstream);
+            self.count(&req.path, 200, Some(kept.kind), CacheStatus::Hit, kept.upstream, false);
             self.counters.inc(Counter::KeptAnswers);
             let sent = body::send_kept(stream, kept.response, kept.head_len, framing, via).await;
             return (200, CacheStatus::Hit, self.served(kept.upstream, sent));
         }
         let resp: Response = handler::handle(&self.shared, req).await;
         let (status, cache, reuse, upstream) = (resp.status, resp.cache, resp.reuse, resp.upstream);
-        self.count(&req.path, status, resp.kind, cache, upstream);
+        self.count(&req.path, status, resp.kind, cache, upstream, resp.joined);
         if let Some(digest) = &resp.pulled {
             self.pulls.note(digest);
         }
@@ -165,8 +165,17 @@ impl Worker {
         head_timeout(self.shared.settings.header_timeout, self.connections.get())
     }
 
-    /// Counts one answered request (for `upstream`'s content, when it carried some).
-    fn count(&self, path: &str, status: u16, kind: Option<Kind>, cache: CacheStatus, upstream: Option<UpstreamId>) {
+    /// Counts one answered request (for `upstream`'s content, when it carried
+    /// some); `joined`: a manifest miss without an upstream request of its own.
+    fn count(
+        &self,
+        path: &str,
+        status: u16,
+        kind: Option<Kind>,
+        cache: CacheStatus,
+        upstream: Option<UpstreamId>,
+        joined: bool,
+    ) {
         if path.starts_with("/v2") {
             self.counters.inc(Counter::ApiRequests);
             if status >= 400 {
@@ -176,6 +185,7 @@ impl Worker {
         let hit = cache == CacheStatus::Hit;
         let (total, per_upstream) = match kind {
             Some(Kind::Manifest) if hit => (Counter::ManifestHit, PerUpstream::ManifestHits),
+            Some(Kind::Manifest) if joined => (Counter::ManifestMiss, PerUpstream::ManifestJoined),
             Some(Kind::Manifest) => (Counter::ManifestMiss, PerUpstream::ManifestMisses),
             Some(Kind::Blob) if hit => (Counter::BlobHit, PerUpstream::BlobHits),
             Some(Kind::Blob) => (Counter::BlobMiss, PerUpstream::BlobMisses),

@@ -86,6 +86,10 @@ pub struct Response {
     pub pulled: Option<crate::oci::Digest>,
     /// The upstream whose content this answer carries, for its counters.
     pub upstream: Option<crate::metrics::UpstreamId>,
+    /// A manifest miss answered without an upstream request of its own (it
+    /// joined another request's fetch, or the store had it by then): the Go
+    /// ociregistry counts it as a cached pull.
+    pub joined: bool,
 }
 
 impl Response {
@@ -99,6 +103,7 @@ impl Response {
             reuse: Reuse::No,
             pulled: None,
             upstream: None,
+            joined: false,
         }
     }
 
