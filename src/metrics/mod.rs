@@ -10,10 +10,11 @@
 //! Per-upstream series the fetcher writes (circuit breaker, latency, errors,
 //! rate limit) are in [`upstream`]; the store's running totals give the bytes
 //! and objects on disk. [`exposition`] encodes all of it with the
-//! `prometheus-client` crate, Go's ten names kept exactly (see README, Metrics),
-//! and serves it on its own port (`--metrics PORT`, as the Go ociregistry does),
-//! away from the serving threads.
+//! `prometheus-client` crate, Go's ten names kept exactly (see README, Metrics);
+//! [`endpoint`] serves it on its own port (`--metrics PORT`, as the Go
+//! ociregistry does), away from the serving threads.
 
+pub mod endpoint;
 pub mod exposition;
 pub mod names;
 pub mod upstream;
@@ -23,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-pub use exposition::serve_exposition;
+pub use endpoint::serve_exposition;
 pub use names::{UpstreamId, UpstreamNames};
 pub use upstream::{UpstreamSeries, UpstreamSeriesMap};
 
