@@ -184,6 +184,12 @@ fn serving_series(e: &mut DescriptorEncoder, totals: &[u64; super::SLOTS], label
     )?;
     counter(
         e,
+        "tls_handshake_failures",
+        "HTTPS connections closed because their TLS handshake failed or timed out.",
+        c(TlsHandshakeFailures),
+    )?;
+    counter(
+        e,
         "kept_answers",
         "Answers a serving thread sent from the answers it keeps for repeated requests.",
         c(KeptAnswers),
@@ -205,6 +211,7 @@ fn serving_series(e: &mut DescriptorEncoder, totals: &[u64; super::SLOTS], label
             one("path", "sendfile", SentSendfile),
             one("path", "mapped", SentMapped),
             one("path", "download", SentStreamed),
+            one("path", "tls", SentTls),
         ],
     )?;
     family(

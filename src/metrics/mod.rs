@@ -64,9 +64,13 @@ pub enum Counter {
     DownloadsFailed,
     /// Connections answered 503 and closed at once because the cap was reached.
     ConnectionsRefused,
+    /// File body bytes encrypted and sent on HTTPS connections.
+    SentTls,
+    /// HTTPS connections whose handshake failed or timed out.
+    TlsHandshakeFailures,
 }
 
-const SLOTS: usize = Counter::ConnectionsRefused as usize + 1;
+const SLOTS: usize = Counter::TlsHandshakeFailures as usize + 1;
 
 /// One upstream's counters on one serving thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
