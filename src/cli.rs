@@ -220,6 +220,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PORT")]
     pub metrics: Option<u16>,
 
+    /// Serve liveness (GET /health, 200 while the process runs) and readiness (GET /ready: 200 once
+    /// the store is indexed, preloading is done and the serving threads accept; 503 with the reason
+    /// otherwise, and during a graceful stop) over plain HTTP at http://<host>:PORT. Default 0: off
+    #[arg(long, value_name = "PORT")]
+    pub health: Option<u16>,
+
     /// Before serving, load these image lists and tarballs (as `load --image-file`: a file, a glob
     /// or a comma list). Failures are logged and counted; the server starts anyway
     #[arg(long, value_name = "SPEC")]

@@ -121,9 +121,8 @@ pub struct FileConfig {
     pub list_config: Option<ListConfig>,
     /// Serve the built-in hello-world image (as `--hello-world`).
     pub hello_world: Option<bool>,
-    // Keys of the Go ociregistry that belong to features of later releases. They are
-    // accepted so its files load unchanged, and reported at startup as not acted on.
-    pub health: Option<serde_yaml_ng::Value>,
+    /// Port of the liveness and readiness probes (`/health`, `/ready`); 0 or absent: none.
+    pub health: Option<u16>,
     /// Background pruning (see `prune`).
     pub prune_config: Option<prune::PruneConfig>,
     /// HTTPS on the serving port (see `server_tls`).
@@ -245,6 +244,8 @@ pub struct Settings {
     pub blob_send: BlobSend,
     /// Port of the Prometheus exposition, if any.
     pub metrics_port: Option<u16>,
+    /// Port of the liveness and readiness probes, if any.
+    pub health_port: Option<u16>,
     /// The circuit breaker of upstreams that are not listed (listed ones carry their own).
     pub circuit_breaker: BreakerPolicy,
     /// The tag policy of upstreams that are not listed (listed ones carry their own).
@@ -258,8 +259,6 @@ pub struct Settings {
     pub evict: Option<prune::Watermarks>,
     /// `pinned`: patterns of images no prune removes.
     pub pinned: Vec<String>,
-    /// Go ociregistry keys present in the file that this release does not act on.
-    pub ignored_keys: Vec<&'static str>,
     /// Image lists and tarballs to load before serving (`--preload-images`).
     pub preload_images: Option<String>,
     /// The platform preloading takes from an index (`--os`, `--arch`).
@@ -395,6 +394,7 @@ impl Settings {
             prefetch: file.prefetch.unwrap_or(true),
             blob_send: file.blob_send.unwrap_or(BlobSend::Auto),
             metrics_port: serve.metrics.or(file.metrics).filter(|&p| p != 0),
+            health_port: serve.health.or(file.health).filter(|&p| p != 0),
             circuit_breaker,
             tag_policy,
             admin,
@@ -403,7 +403,6 @@ impl Settings {
             evict,
             pinned: file.pinned.clone(),
             tls,
-            ignored_keys: file.later_release_keys(),
             preload_images: serve.preload_images.clone().or(file.preload_images.clone()),
             platform,
             hello_world: serve.hello_world || file.hello_world.unwrap_or(false),
@@ -454,11 +453,6 @@ impl FileConfig {
             return Ok(FileConfig::default());
         }
         serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
-    }
-
-    fn later_release_keys(&self) -> Vec<&'static str> {
-        let keys = [("health", &self.health)];
-        keys.into_iter().filter(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())).map(|(k, _)| k).collect()
     }
 }
 
@@ -759,9 +753,11 @@ registries:
     }
 
     #[test]
-    fn go_keys_of_later_releases_are_accepted_and_reported() {
-        let s = settings("health: 8081\nos: linux\n", &[]).unwrap();
-        assert_eq!(s.ignored_keys, vec!["health"]);
+    fn health_port_comes_from_the_flag_over_the_go_key() {
+        assert_eq!(settings("health: 8081\n", &[]).unwrap().health_port, Some(8081));
+        assert_eq!(settings("health: 8081\n", &["--health", "9000"]).unwrap().health_port, Some(9000));
+        assert_eq!(settings("health: 0\n", &[]).unwrap().health_port, None);
+        assert_eq!(settings("", &[]).unwrap().health_port, None);
     }
 
     #[test]

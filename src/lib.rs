@@ -7,6 +7,7 @@
 //! - [`fetch`]: the tokio fetch plane that owns every upstream connection and fills the store.
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
+//! - [`health`]: liveness and readiness probes on their own port.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`reload`]: SIGHUP: the configuration read again and handed to the parts that can take it.
 //! - [`ops`]: the operator's commands over the store (`verify`).
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod heap;
 pub mod logging;
 pub mod metrics;

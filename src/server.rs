@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, IoDriver, ServeArgs};
 use crate::config::Settings;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::serve::{self, Driver, Shared};
 use crate::store::Store;
@@ -19,8 +20,17 @@ use crate::store::Store;
 pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::resolve(cli, args)?);
     let _log = crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
-    for key in &settings.ignored_keys {
-        tracing::warn!(key, "this configuration key is accepted for compatibility but not acted on by this release");
+    let readiness = Arc::new(Readiness::new(settings.preload_images.is_some()));
+    if let Some(port) = settings.health_port {
+        // Opened first: liveness answers while the store is indexed and images preload.
+        let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
+            .with_context(|| format!("cannot listen for health probes on {}:{port}", settings.host))?;
+        let readiness = readiness.clone();
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || crate::health::serve(listener, readiness))
+            .context("cannot start the health thread")?;
+        tracing::info!(port, "liveness at /health, readiness at /ready");
     }
     raise_open_files_limit();
     crate::tls::install_crypto_provider();
@@ -29,6 +39,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = Arc::new(Store::open(&settings.image_path, settings.memory)?);
+    readiness.store_indexed();
     let threads = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let driver = choose_driver(settings.io_driver)?;
     serve::http::set_write_stall_timeout(settings.write_timeout);
@@ -92,6 +103,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(spec) = &settings.preload_images {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
+        readiness.preload_done();
     }
     // SIGHUP reloads; the handler is installed before "listening" is logged.
     let reloading = {
@@ -133,7 +145,9 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         connections_per_thread: settings.max_connections.div_ceil(threads),
         admin: admin.clone(),
         tls: tls.clone(),
+        readiness: readiness.clone(),
     });
+    readiness.expect_workers(threads);
     if let Some(certs) = tls.clone() {
         runtime.spawn(crate::tls::server::watch(certs, shared.shutdown.clone()));
     }
@@ -149,6 +163,14 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             })
             .context("cannot start a serving thread")?;
         workers.push(handle);
+    }
+    // "listening" (and readiness) means accepting: wait for every serving thread's accept loop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !readiness.listening() && Instant::now() < deadline {
+        if workers.iter().any(|w| w.is_finished()) {
+            bail!("a serving thread failed to start (see above)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     // Before "listening" is logged: whoever waits for that line finds the file.
     let admin_file = crate::admin::discovery::publish(store.layout(), addr)
@@ -172,6 +194,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         }
     });
     drop(admin_file);
+    readiness.stopping();
     tracing::info!("shutting down: no new connections; finishing responses in progress");
     shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop.send(true);

@@ -80,6 +80,8 @@ pub struct Shared {
     pub admin: Arc<crate::admin::Admin>,
     /// HTTPS: the certificates new connections' handshakes use (`serverTlsConfig`).
     pub tls: Option<Arc<crate::tls::ServerCertificates>>,
+    /// Each serving thread counts itself in once it accepts connections.
+    pub readiness: Arc<crate::health::Readiness>,
 }
 
 /// What one serving thread owns besides the shared state.
@@ -355,6 +357,7 @@ pub fn uring_available() -> bool {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
+    shared.readiness.worker_accepting();
     let worker = Rc::new(Worker {
         counters: shared.metrics.block(),
         shared,

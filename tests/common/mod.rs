@@ -51,7 +51,27 @@ impl Server {
         s
     }
 
+    /// Starts the server like [`Server::start_with_env`] and returns at once, before it listens
+    /// (`addr` is empty until [`Server::wait_started`]), so a test can watch its start-up.
+    pub fn spawn(config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::spawn_in(&dir.path().join("images"), config_yaml, serve_args, env);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Waits (at most 30 s) for a server from [`Server::spawn`] to log that it listens; sets `addr`.
+    pub fn wait_started(&mut self) {
+        self.addr = self.wait_listening();
+    }
+
     fn launch(image_path: &Path, config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn_in(image_path, config_yaml, serve_args, env);
+        server.addr = server.wait_listening();
+        server
+    }
+
+    fn spawn_in(image_path: &Path, config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
         let work = image_path.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&work).unwrap();
         let config = work.join(format!("config-{}.yaml", unique()));
@@ -73,16 +93,14 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start ociregistry");
-        let mut server = Server {
+        Server {
             child: Some(child),
             addr: String::new(),
             image_path: image_path.to_path_buf(),
             config,
             log,
             _dir: None,
-        };
-        server.addr = server.wait_listening();
-        server
+        }
     }
 
     fn wait_listening(&mut self) -> String {

@@ -1,0 +1,173 @@
+//! Liveness and readiness, on their own plain-HTTP port (`--health PORT`, the
+//! config key `health`, as the Go ociregistry), away from the serving threads.
+//!
+//! - `GET /health` (also `/healthz`, `/livez`): liveness. `200` with an empty
+//!   body, as the Go version answers, as soon as the port is open, which is
+//!   before the store is indexed: a long index or preload never gets the
+//!   process restarted by a liveness probe.
+//! - `GET /ready` (also `/readyz`): readiness. `200 ready` once the store is
+//!   indexed, `--preload-images` is done and every serving thread accepts
+//!   connections; `503` with the first unmet condition otherwise, and again
+//!   from the moment a graceful stop begins (so a load balancer drains first).
+//!
+//! The Go version opens its health port only after preloading and its
+//! listener, so its `/health` means both; ours splits them (see README).
+//! [`Readiness`] is also what `systemd`'s `READY=1` waits for.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What readiness waits for. Each step is set once by `server`; the serving
+/// threads count themselves in as they start accepting.
+#[derive(Debug)]
+pub struct Readiness {
+    indexed: AtomicBool,
+    preloaded: AtomicBool,
+    /// Serving threads that have started their accept loop, and how many there are.
+    accepting: AtomicUsize,
+    workers: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl Readiness {
+    /// A server that has done nothing yet; `preload` says whether it has images to preload.
+    pub fn new(preload: bool) -> Readiness {
+        Readiness {
+            indexed: AtomicBool::new(false),
+            preloaded: AtomicBool::new(!preload),
+            accepting: AtomicUsize::new(0),
+            workers: AtomicUsize::new(usize::MAX),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn store_indexed(&self) {
+        self.indexed.store(true, Ordering::Release);
+    }
+
+    pub fn preload_done(&self) {
+        self.preloaded.store(true, Ordering::Release);
+    }
+
+    /// How many serving threads are being started.
+    pub fn expect_workers(&self, n: usize) {
+        self.workers.store(n, Ordering::Release);
+    }
+
+    /// Called by each serving thread once it accepts connections.
+    pub fn worker_accepting(&self) {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn listening(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) >= self.workers.load(Ordering::Acquire)
+    }
+
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, or the first condition that is not met.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.indexed.load(Ordering::Acquire) {
+            Err("indexing the store")
+        } else if !self.preloaded.load(Ordering::Acquire) {
+            Err("preloading images")
+        } else if !self.listening() {
+            Err("starting the serving threads")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Serves liveness and readiness on `listener` until the process ends, one
+/// connection at a time, on the calling thread (probes are rare and tiny).
+pub fn serve(listener: TcpListener, readiness: Arc<Readiness>) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        if let Err(e) = answer(&mut stream, &readiness) {
+            tracing::debug!(error = %e, "health probe failed");
+        }
+    }
+}
+
+/// The probe's status line and body, from its method and path (query ignored).
+fn respond(method: &[u8], path: &[u8], readiness: &Readiness) -> (&'static str, &'static str) {
+    match (method, path) {
+        (b"GET" | b"HEAD", b"/health" | b"/healthz" | b"/livez") => ("200 OK", ""),
+        (b"GET" | b"HEAD", b"/ready" | b"/readyz") => match readiness.check() {
+            Ok(()) => ("200 OK", "ready\n"),
+            Err(why) => ("503 Service Unavailable", why),
+        },
+        (b"GET" | b"HEAD", _) => ("404 Not Found", "liveness at /health, readiness at /ready\n"),
+        _ => ("405 Method Not Allowed", "GET or HEAD\n"),
+    }
+}
+
+fn answer(stream: &mut std::net::TcpStream, readiness: &Readiness) -> io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let (status, body) = respond(method, path, readiness);
+    // A reason ends with a newline on the wire, whichever kind it is.
+    let newline = if body.is_empty() || body.ends_with('\n') { "" } else { "\n" };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len() + newline.len()
+    );
+    if method != b"HEAD" {
+        response.push_str(body);
+        response.push_str(newline);
+    }
+    stream.write_all(response.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_the_first_unmet_step() {
+        let r = Readiness::new(true);
+        assert_eq!(r.check(), Err("indexing the store"));
+        r.store_indexed();
+        assert_eq!(r.check(), Err("preloading images"));
+        r.preload_done();
+        assert_eq!(r.check(), Err("starting the serving threads"));
+        r.expect_workers(2);
+        r.worker_accepting();
+        assert_eq!(r.check(), Err("starting the serving threads"));
+        r.worker_accepting();
+        assert_eq!(r.check(), Ok(()));
+        r.stopping();
+        assert_eq!(r.check(), Err("shutting down"));
+    }
+
+    #[test]
+    fn liveness_answers_whatever_readiness_says() {
+        let r = Readiness::new(false);
+        assert_eq!(respond(b"GET", b"/health", &r), ("200 OK", ""));
+        assert_eq!(respond(b"GET", b"/ready", &r).0, "503 Service Unavailable");
+        assert_eq!(respond(b"POST", b"/health", &r).0, "405 Method Not Allowed");
+        assert_eq!(respond(b"GET", b"/metrics", &r).0, "404 Not Found");
+    }
+}
