@@ -16,11 +16,14 @@ use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::serve::{self, Driver, Shared};
 use crate::store::Store;
+use crate::systemd::Notifier;
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::resolve(cli, args)?);
     let _log = crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
     let readiness = Arc::new(Readiness::new(settings.preload_images.is_some()));
+    let systemd = Notifier::from_env();
+    systemd.status("indexing the store");
     if let Some(port) = settings.health_port {
         // Opened first: liveness answers while the store is indexed and images preload.
         let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
@@ -102,6 +105,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(spec) = &settings.preload_images {
         let platforms = crate::ops::load::Platforms::One(settings.platform.clone());
+        systemd.status("preloading images");
         crate::ops::load::preload(&runtime, store.clone(), fetch.clone(), spec, platforms);
         readiness.preload_done();
     }
@@ -166,9 +170,12 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     // "listening" (and readiness) means accepting: wait for every serving thread's accept loop.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !readiness.listening() && Instant::now() < deadline {
+    while !readiness.listening() {
         if workers.iter().any(|w| w.is_finished()) {
             bail!("a serving thread failed to start (see above)");
+        }
+        if Instant::now() > deadline {
+            bail!("the serving threads did not start accepting within 30 s");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -187,6 +194,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tls = tls_summary(tls.as_deref()),
         "listening"
     );
+    systemd.send(&format!("READY=1\nSTATUS=serving on {addr}"));
     runtime.block_on(async {
         tokio::select! {
             _ = wait_for_signal() => {}
@@ -195,6 +203,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     });
     drop(admin_file);
     readiness.stopping();
+    systemd.send("STOPPING=1\nSTATUS=stopping: finishing responses in progress");
     tracing::info!("shutting down: no new connections; finishing responses in progress");
     shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop.send(true);

@@ -1,0 +1,105 @@
+//! Running under systemd: the `Type=notify` handshake against a `NOTIFY_SOCKET` the test binds
+//! (`STATUS=` lines while starting, `READY=1` only once preloading is done and the server
+//! answers, `STOPPING=1` on SIGTERM), and `deploy/systemd/ociregistry.service` passing
+//! `systemd-analyze verify` with no complaint about it.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::fake_upstream::{FakeUpstream, Fault, Gate};
+use common::{plain_registry, random_bytes, wait_until, Server};
+
+/// The next notification within `limit`, or `None`.
+fn next_message(socket: &UnixDatagram, limit: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Notifications until one contains `wanted` (returned with all before it), within `limit`.
+fn messages_until(socket: &UnixDatagram, wanted: &str, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Some(message) = next_message(socket, left) else { break };
+        let done = message.lines().any(|l| l == wanted);
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no {wanted} within {limit:?}; received {seen:?}");
+}
+
+#[test]
+fn ready_is_sent_once_preloaded_and_listening_and_stopping_on_sigterm() {
+    let up = FakeUpstream::start();
+    let image = up.add_image("notify/app", "v1", &[random_bytes(3, 32 * 1024)]);
+    let gate = Gate::new();
+    up.set_fault(&image.layer_digests[0], Fault::Gate(gate.clone()), None);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("preload.txt");
+    std::fs::write(&list, format!("{}/notify/app:v1\n", up.host())).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+
+    let env = [("NOTIFY_SOCKET", socket_path.to_str().unwrap())];
+    let mut server = Server::spawn(&plain_registry(&up.host()), &["--preload-images", list.to_str().unwrap()], &env);
+    let starting = messages_until(&socket, "STATUS=preloading images", Duration::from_secs(20));
+    assert!(starting.iter().any(|m| m == "STATUS=indexing the store"), "{starting:?}");
+    assert!(!starting.iter().any(|m| m.lines().any(|l| l == "READY=1")), "ready before preloading: {starting:?}");
+    assert!(wait_until(Duration::from_secs(20), || gate.held() > 0), "preloading never reached the layer");
+    // Held in preloading: nothing more, READY=1 least of all.
+    assert_eq!(next_message(&socket, Duration::from_millis(500)), None, "{}", server.log());
+
+    gate.open();
+    let ready = messages_until(&socket, "READY=1", Duration::from_secs(20));
+    // At READY=1 the server answers at once, at the address it published.
+    let admin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.image_path.join(".admin")).unwrap()).unwrap();
+    let url = admin["url"].as_str().unwrap();
+    let answer = common::http_get(&format!("{url}/v2/"), &[]);
+    assert_eq!(answer.status, 200);
+    assert!(ready.last().unwrap().contains("STATUS=serving on 127.0.0.1:"), "{ready:?}");
+    server.wait_started();
+    let layer = server.get(&format!("/v2/{}/notify/app/blobs/{}", up.host(), image.layer_digests[0]), &[]);
+    assert_eq!(layer.status, 200, "the preloaded layer is not served");
+
+    server.terminate();
+    let stopping = messages_until(&socket, "STOPPING=1", Duration::from_secs(10));
+    assert!(stopping.last().unwrap().contains("STATUS=stopping"), "{stopping:?}");
+    assert!(server.wait_stopped().success(), "{}", server.log());
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/ociregistry.service"))
+        .expect("deploy/systemd/ociregistry.service");
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        common::skipped("the_unit_file_passes_systemd_analyze_verify", "systemd-analyze is not installed");
+        return;
+    }
+    // verify wants ExecStart's binary to exist: point a copy of the unit at the one just built.
+    assert!(unit.contains("ExecStart=/usr/local/bin/ociregistry "), "the unit's ExecStart moved");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ociregistry.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/ociregistry", env!("CARGO_BIN_EXE_ociregistry"))).unwrap();
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&copy).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // verify exits 0 on unknown keys and bad values, and only says so: none may name the unit.
+    let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("ociregistry.service")).collect();
+    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify:\n{stderr}");
+    for key in ["Type=notify", "DynamicUser=yes", "StateDirectory=ociregistry", "ProtectSystem=strict"] {
+        assert!(unit.lines().any(|l| l == key), "the unit lacks {key}");
+    }
+    assert!(unit.contains("--image-path /var/lib/ociregistry "), "the image path is not the state directory");
+}
