@@ -33,6 +33,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, ignore_case = true)]
     pub log_level: Option<LogLevel>,
 
+    /// Log line format: text, or json (one object a line; a request's lines share span.id). Default text
+    #[arg(long, global = true, value_enum, ignore_case = true)]
+    pub log_format: Option<LogFormat>,
+
     /// Append logs to this file instead of standard error
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -151,6 +155,25 @@ impl LogLevel {
             LogLevel::Warn => "warn",
             LogLevel::Error => "error",
         }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, the request's span, target, message, fields
+    #[default]
+    Text,
+    /// One JSON object a line: timestamp, level, target, message and fields at the top level,
+    /// and the request's span (`{"id":…,"name":"request"}`) under `span`
+    Json,
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+        let text = String::deserialize(d)?;
+        LogFormat::from_str(&text, true)
+            .map_err(|_| serde::de::Error::custom(format!("unknown log format {text:?}: text or json")))
     }
 }
 

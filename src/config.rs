@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{Cli, IoDriver, LogLevel, ServeArgs};
+use crate::cli::{Cli, IoDriver, LogFormat, LogLevel, ServeArgs};
 use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
 
@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub config_file: Option<PathBuf>,
     pub image_path: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
+    /// `text` or `json` (ours).
+    pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -217,6 +219,7 @@ impl Registry {
 pub struct Settings {
     pub image_path: PathBuf,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
     pub log_file: Option<PathBuf>,
     pub host: String,
     pub port: u16,
@@ -277,6 +280,7 @@ pub struct CommonSettings {
     pub image_path: PathBuf,
     /// The flag's or the file's level; each command has its own default.
     pub log_level: Option<LogLevel>,
+    pub log_format: LogFormat,
     pub log_file: Option<PathBuf>,
 }
 
@@ -291,6 +295,7 @@ impl CommonSettings {
         CommonSettings {
             image_path: cli.image_path.clone().or(file.image_path.clone()).unwrap_or_else(|| DEFAULT_IMAGE_PATH.into()),
             log_level: cli.log_level.or(file.log_level),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log_file: cli.log_file.clone().or(file.log_file.clone()),
         }
     }
@@ -368,6 +373,7 @@ impl Settings {
         Ok(Settings {
             image_path: common.image_path,
             log_level: common.log_level.unwrap_or(LogLevel::Info),
+            log_format: common.log_format,
             log_file: common.log_file,
             host: serve.host.clone().or(file.host.clone()).unwrap_or_else(|| DEFAULT_HOST.into()),
             port: serve.port.or(file.port).unwrap_or(DEFAULT_PORT),
@@ -750,6 +756,17 @@ registries:
         let err = settings("serverTlsConfig:\n  cert: /c.pem\n", &[]).unwrap_err().to_string();
         assert!(err.contains("serverTlsConfig.key"), "{err}");
         assert!(settings("serverTlsConfig:\n", &[]).unwrap().tls.is_none(), "an empty key asks for nothing");
+    }
+
+    #[test]
+    fn log_formats_are_read_in_any_case() {
+        let s = settings("logLevel: DEBUG\nlogFormat: JSON\n", &[]).unwrap();
+        assert_eq!((s.log_level, s.log_format), (LogLevel::Debug, LogFormat::Json));
+        let cli = Cli::try_parse_from(["ociregistry", "--log-format", "Text", "serve"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Text));
+        let err = settings("logFormat: xml\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("xml") && err.contains("text or json"), "{err}");
+        assert_eq!(settings("", &[]).unwrap().log_format, LogFormat::Text);
     }
 
     #[test]

@@ -1,23 +1,29 @@
-//! Logging through `tracing`: to standard error, or appended to `--log-file`.
-//! `RUST_LOG` (an env-filter expression) overrides `--log-level` when set.
-//! Lines are handed to a background writer thread, so the serving threads
-//! never wait on a log write; under a flood faster than the writer, excess
-//! lines are dropped rather than slowing requests down.
+//! Logging through `tracing`: to standard error, or appended to `--log-file`,
+//! as text or as one JSON object a line (`--log-format`). `RUST_LOG` (an
+//! env-filter expression) overrides `--log-level` when set. Lines are handed
+//! to a background writer thread, so the serving threads never wait on a log
+//! write; under a flood faster than the writer, excess lines are dropped
+//! rather than slowing requests down.
+//!
+//! A request's lines are logged inside its `request` span (`serve`), whose
+//! `id` text lines show as `request{id=…}:` and JSON lines as
+//! `"span":{"id":…,"name":"request"}`.
 
 use std::path::Path;
 
 use anyhow::Context;
-use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::LogLevel;
+use crate::cli::{LogFormat, LogLevel};
 
 /// Sets up logging. The returned guard keeps the writer thread alive; dropping
 /// it flushes what is queued.
-pub fn init(level: LogLevel, file: Option<&Path>) -> anyhow::Result<WorkerGuard> {
+pub fn init(level: LogLevel, format: LogFormat, file: Option<&Path>) -> anyhow::Result<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let (result, guard) = match file {
+    let (writer, guard, ansi): (NonBlocking, WorkerGuard, bool) = match file {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -25,14 +31,28 @@ pub fn init(level: LogLevel, file: Option<&Path>) -> anyhow::Result<WorkerGuard>
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             let (writer, guard) = tracing_appender::non_blocking(f);
-            (builder.with_ansi(false).with_writer(writer).try_init(), guard)
+            (writer, guard, false)
         }
         None => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-            (builder.with_ansi(ansi).with_writer(writer).try_init(), guard)
+            (writer, guard, ansi)
         }
     };
-    result.map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
     Ok(guard)
 }

@@ -20,7 +20,7 @@ use crate::systemd::Notifier;
 
 pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::resolve(cli, args)?);
-    let _log = crate::logging::init(settings.log_level, settings.log_file.as_deref())?;
+    let _log = crate::logging::init(settings.log_level, settings.log_format, settings.log_file.as_deref())?;
     let readiness = Arc::new(Readiness::new(settings.preload_images.is_some()));
     let systemd = Notifier::from_env();
     systemd.status("indexing the store");

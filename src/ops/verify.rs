@@ -129,7 +129,8 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Outcome {
 fn open(cli: &Cli) -> Result<(Store, WorkerGuard), String> {
     let settings = CommonSettings::resolve(cli).map_err(|e| e.to_string())?;
     let level = settings.log_level.unwrap_or(LogLevel::Warn);
-    let log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+    let log =
+        crate::logging::init(level, settings.log_format, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
     let root = &settings.image_path;
     if !Layout::new(root).blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));

@@ -73,6 +73,8 @@ pub struct Request {
     pub x_registry: Option<String>,
     /// How many `X-Registry` lines came (more than one is refused).
     pub x_registry_lines: u8,
+    /// The client's `X-Request-Id`, when it passed `request_id::client_supplied`.
+    pub request_id: Option<String>,
 }
 
 /// Characters of an `X-Registry` value kept: past a registry name's 255 bytes, so a longer one is refused.
@@ -93,6 +95,7 @@ impl Default for Request {
             authorization: None,
             x_registry: None,
             x_registry_lines: 0,
+            request_id: None,
         }
     }
 }
@@ -233,6 +236,7 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     req.has_body = false;
     let mut accepts = 0;
     let mut ranged = false;
+    let mut request_id = None;
     let mut framing = BodyFraming::default();
     for h in parsed.headers.iter() {
         let name = h.name;
@@ -265,6 +269,8 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
             let kept = value.char_indices().nth(MAX_X_REGISTRY).map_or(value, |(i, _)| &value[..i]);
             set_opt(&mut req.x_registry, Some(kept));
             req.x_registry_lines = req.x_registry_lines.saturating_add(1);
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            request_id = super::request_id::client_supplied(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             framing.content_length(h.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -277,6 +283,7 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     if req.x_registry_lines == 0 {
         req.x_registry = None;
     }
+    set_opt(&mut req.request_id, request_id);
     req.accept.truncate(accepts);
     if !ranged {
         req.range = None;

@@ -22,6 +22,7 @@ pub mod http;
 pub mod mapped;
 mod pulls;
 pub mod range;
+pub mod request_id;
 pub mod response;
 pub mod route;
 pub mod sendfile;
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use monoio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::{BlobSend, Settings, SHUTDOWN_GRACE};
 use crate::fetch::FetchHandle;
@@ -52,6 +54,7 @@ use conn::Conn;
 use hot::HotResponses;
 use http::{Method, ReadError};
 use mapped::MappedFiles;
+use request_id::RequestId;
 use response::{CacheStatus, Kind, Response, Reuse};
 use signal::LocalSignal;
 
@@ -99,9 +102,22 @@ struct Worker {
     /// Connections this thread holds open: shutdown waits for them, and
     /// request heads get less time when there are many.
     connections: Cell<usize>,
+    /// This thread's index, and the requests it has read: a request's generated id.
+    index: usize,
+    requests: Cell<u64>,
 }
 
 impl Worker {
+    /// The id of the request just read: the client's when it sent a usable one.
+    fn request_id<'r>(&self, req: &'r http::Request) -> RequestId<'r> {
+        let n = self.requests.get() + 1;
+        self.requests.set(n);
+        match &req.request_id {
+            Some(id) => RequestId::Client(id),
+            None => RequestId::Generated { thread: self.index, n },
+        }
+    }
+
     /// How file bodies go to a client at `peer` reached at `local`.
     fn send_via(&self, peer: SocketAddr, local: Option<SocketAddr>) -> SendVia<'_> {
         let map = match self.shared.settings.blob_send {
@@ -316,12 +332,12 @@ pub fn run_worker(id: usize, driver: Driver, listener: TcpListener, shared: Arc<
         Driver::Uring => {
             let (mut rt, flags) = uring_runtime()?;
             tracing::debug!(worker = id, driver = "io_uring", ring = flags, "worker started");
-            rt.block_on(accept_loop(listener, shared))
+            rt.block_on(accept_loop(id, listener, shared))
         }
         Driver::Epoll => {
             let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
             tracing::debug!(worker = id, driver = "epoll", "worker started");
-            rt.block_on(accept_loop(listener, shared))
+            rt.block_on(accept_loop(id, listener, shared))
         }
     }
 }
@@ -355,7 +371,7 @@ pub fn uring_available() -> bool {
     monoio::utils::detect_uring()
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+async fn accept_loop(index: usize, listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
     shared.readiness.worker_accepting();
     let worker = Rc::new(Worker {
@@ -367,6 +383,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> io::Result<(
         stop: LocalSignal::default(),
         cached: warm::RecentlyCached::default(),
         connections: Cell::new(0),
+        index,
+        requests: Cell::new(0),
     });
     let sweeper = worker.clone();
     monoio::spawn(async move {
@@ -532,22 +550,28 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, worker: &Worker) {
         let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
         let keep_alive = req.keep_alive && !req.has_body && !shared.stopping.load(Ordering::Relaxed);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
-        let (status, cache, sent) = if crate::admin::is_admin_path(&req.path) {
-            cmd::answer(shared, &mut stream, &mut reader, &req, peer, framing, &via).await
-        } else {
-            worker.answer(&mut stream, &req, framing, &via).await
+        // Lines logged while answering carry the request's id (nothing is built while `info` is off).
+        let span = tracing::info_span!("request", id = %worker.request_id(&req));
+        let answered = async {
+            let (status, cache, sent) = if crate::admin::is_admin_path(&req.path) {
+                cmd::answer(shared, &mut stream, &mut reader, &req, peer, framing, &via).await
+            } else {
+                worker.answer(&mut stream, &req, framing, &via).await
+            };
+            tracing::info!(
+                target: "access",
+                %peer,
+                method = req.method.as_str(),
+                path = %req.path,
+                status,
+                bytes = sent.as_ref().copied().unwrap_or(0),
+                ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+                cache = cache.as_str(),
+                error = sent.as_ref().err().map(|e| e.to_string()),
+            );
+            sent
         };
-        tracing::info!(
-            target: "access",
-            %peer,
-            method = req.method.as_str(),
-            path = %req.path,
-            status,
-            bytes = sent.as_ref().copied().unwrap_or(0),
-            ms = started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
-            cache = cache.as_str(),
-            error = sent.as_ref().err().map(|e| e.to_string()),
-        );
+        let sent = answered.instrument(span).await;
         if req.has_body && sent.is_ok() {
             drain_and_close(stream).await;
             return;

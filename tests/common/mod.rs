@@ -107,9 +107,8 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let log = self.log();
-            if let Some(line) = log.lines().find(|l| l.contains(" listening ")) {
-                let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
-                return addr.to_string();
+            if let Some(addr) = log.lines().find_map(listening_addr) {
+                return addr;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ociregistry exited with {status} before listening:\n{log}");
@@ -199,6 +198,16 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// The address of a "listening" log line, text (`… listening addr=…`) or JSON (`--log-format json`).
+fn listening_addr(line: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        return (json["message"] == "listening").then(|| json["addr"].as_str().map(str::to_string)).flatten();
+    }
+    let rest = line.split(" listening ").nth(1)?;
+    Some(rest.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
 }
 
 /// Config for a plain-HTTP upstream on loopback. Prefetch is off so that

@@ -339,7 +339,8 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
         eprintln!("warning: {resolve_key} is ignored: {spec} names no tarball, only image lists");
     }
     let level = cli.log_level.or(file.log_level).unwrap_or(LogLevel::Warn);
-    let log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+    let log =
+        crate::logging::init(level, settings.log_format, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
     let items = inputs
         .iter()
         .map(|i| match i {

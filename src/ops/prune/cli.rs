@@ -95,9 +95,12 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
     let patterns =
         Patterns::from_entries(file.pinned.iter().map(String::as_str)).map_err(|e| format!("pinned: {e}"))?;
     let settings = CommonSettings::resolve(cli).map_err(|e| e.to_string())?;
-    let _log =
-        crate::logging::init(settings.log_level.unwrap_or(crate::cli::LogLevel::Warn), settings.log_file.as_deref())
-            .map_err(|e| format!("{e:#}"))?;
+    let _log = crate::logging::init(
+        settings.log_level.unwrap_or(crate::cli::LogLevel::Warn),
+        settings.log_format,
+        settings.log_file.as_deref(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     let root = &settings.image_path;
     let layout = Layout::new(root);
     if !layout.blobs_dir().is_dir() {
