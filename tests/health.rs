@@ -1,7 +1,8 @@
 //! Liveness and readiness on the health port (`--health PORT`, the `health` config key): liveness
 //! answers 200 from the start; readiness is 503, naming the reason, while `--preload-images` is
-//! still loading (held by the fake upstream's gate), and 200 once the server listens. Both are
-//! answered on the health port only, not on the registry's port.
+//! still loading (held by the fake upstream's gate), 200 once the server listens, and 503 again
+//! while a graceful stop finishes a response in progress. Both are answered on the health port
+//! only, not on the registry's port.
 
 mod common;
 
@@ -60,4 +61,29 @@ fn the_go_health_key_opens_the_port_until_the_server_stops() {
     assert_eq!(head.status, 200);
     assert!(server.stop().success());
     assert!(probe(port, "/health").is_none(), "the health port outlived the server");
+}
+
+#[test]
+fn readiness_turns_503_while_a_graceful_stop_finishes_a_response() {
+    let up = FakeUpstream::start();
+    let image = up.add_image("health/slow", "v1", &[random_bytes(9, 256 * 1024)]);
+    let gate = Gate::new();
+    let layer = image.layer_digests[0].clone();
+    up.set_fault(&layer, Fault::GateAfter(64 * 1024, gate.clone()), None);
+    let port = free_port();
+    let mut server = Server::start(&plain_registry(&up.host()), &["--health", &port.to_string()]);
+    let url = server.url(&format!("/v2/{}/health/slow/blobs/{layer}", up.host()));
+    let pull = std::thread::spawn(move || http_request("GET", &url, &[]).map(|r| (r.status, r.body.len())));
+    assert!(wait_until(Duration::from_secs(20), || gate.held() > 0), "the download never started");
+    assert_eq!(probe(port, "/ready").map(|(s, _)| s), Some(200));
+
+    server.terminate();
+    let draining = wait_until(Duration::from_secs(8), || {
+        probe(port, "/ready").is_some_and(|(s, why)| s == 503 && why.trim() == "shutting down")
+    });
+    assert!(draining, "readiness while stopping: {:?}\n{}", probe(port, "/ready"), server.log());
+    assert_eq!(probe(port, "/health").map(|(s, _)| s), Some(200), "liveness while stopping");
+    gate.open();
+    assert_eq!(pull.join().unwrap().unwrap(), (200, 256 * 1024), "the response in progress was not finished");
+    assert!(server.wait_stopped().success(), "{}", server.log());
 }
