@@ -1,7 +1,9 @@
 //! Running under systemd: the `Type=notify` handshake against a `NOTIFY_SOCKET` the test binds
 //! (`STATUS=` lines while starting, `READY=1` only once preloading is done and the server
 //! answers, `STOPPING=1` on SIGTERM), and `deploy/systemd/ociregistry.service` passing
-//! `systemd-analyze verify` with no complaint about it.
+//! `systemd-analyze verify` with no complaint about it. Both that unit and the `Containerfile`
+//! run the server as an unprivileged user who owns the image path and nothing else: it starts,
+//! writes its cache and stops cleanly so.
 
 mod common;
 
@@ -102,4 +104,65 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         assert!(unit.lines().any(|l| l == key), "the unit lacks {key}");
     }
     assert!(unit.contains("--image-path /var/lib/ociregistry "), "the image path is not the state directory");
+}
+
+/// The uid and gid of the container image's user (distroless `nonroot`).
+const NONROOT: u32 = 65532;
+
+#[test]
+fn the_server_runs_as_an_unprivileged_user_owning_only_the_image_path() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        common::skipped(
+            "the_server_runs_as_an_unprivileged_user_owning_only_the_image_path",
+            "needs root to switch user",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::os::unix::fs::chown(&images, Some(NONROOT), Some(NONROOT)).unwrap();
+    let log_path = dir.path().join("server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .arg("--image-path")
+        .arg(&images)
+        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--hello-world", "--air-gapped"])
+        .uid(NONROOT)
+        .gid(NONROOT)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let addr = || {
+        log()
+            .lines()
+            .find_map(|l| l.split(" listening addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_string()))
+    };
+    let started = wait_until(Duration::from_secs(30), || addr().is_some() || child.try_wait().unwrap().is_some());
+    let Some(addr) = addr().filter(|_| started) else {
+        let _ = child.kill();
+        panic!("did not start as uid {NONROOT}:\n{}", log());
+    };
+    let manifest = common::http_get(
+        &format!("http://{addr}/v2/docker.io/library/hello-world/manifests/latest"),
+        &[("Accept", "application/vnd.oci.image.index.v1+json")],
+    );
+    assert_eq!(manifest.status, 200, "{}", log());
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exited = wait_until(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited && child.wait().unwrap().success(), "{}", log());
+    let records = images.join("index/records.jsonl");
+    assert_eq!(std::fs::metadata(&records).unwrap().uid(), NONROOT, "the cache was not written by the user");
 }
