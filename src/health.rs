@@ -86,15 +86,33 @@ impl Readiness {
     }
 }
 
-/// Serves liveness and readiness on `listener` until the process ends, one
-/// connection at a time, on the calling thread (probes are rare and tiny).
+/// Probes answered at once; a connection past this is closed unanswered.
+const MAX_PROBES: usize = 16;
+
+/// Serves liveness and readiness on `listener` until the process ends: the
+/// calling thread accepts, and each probe is answered on a short-lived thread
+/// of its own, so a client that connects and sends nothing delays no other
+/// probe (a kubelet gives a probe one second by default).
 pub fn serve(listener: TcpListener, readiness: Arc<Readiness>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        if let Err(e) = answer(&mut stream, &readiness) {
-            tracing::debug!(error = %e, "health probe failed");
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_PROBES {
+            open.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let (readiness, done) = (readiness.clone(), open.clone());
+        let probe = move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            if let Err(e) = answer(&mut stream, &readiness) {
+                tracing::debug!(error = %e, "health probe failed");
+            }
+            done.fetch_sub(1, Ordering::AcqRel);
+        };
+        if std::thread::Builder::new().name("health-probe".into()).spawn(probe).is_err() {
+            // The closure (and its count) went with the failed spawn.
+            open.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::fake_upstream::{FakeUpstream, Fault, Gate};
@@ -56,6 +57,15 @@ fn the_go_health_key_opens_the_port_until_the_server_stops() {
     let port = free_port();
     let mut server = Server::start(&format!("health: {port}\n"), &[]);
     assert_eq!(probe(port, "/health"), Some((200, String::new())), "{}", server.log());
+    // Clients that connect and say nothing (held 5 s by the server) delay no probe.
+    let silent: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let mut quick = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    quick.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    quick.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let read = quick.read_to_string(&mut answer);
+    assert!(read.is_ok() && answer.starts_with("HTTP/1.1 200 "), "a probe waited behind silent clients: {read:?}");
+    drop(silent);
     assert_eq!(probe(port, "/ready"), Some((200, "ready\n".to_string())));
     let head = http_request("HEAD", &format!("http://127.0.0.1:{port}/healthz"), &[]).unwrap();
     assert_eq!(head.status, 200);
