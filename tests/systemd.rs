@@ -100,7 +100,14 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     // verify exits 0 on unknown keys and bad values, and only says so: none may name the unit.
     let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("ociregistry.service")).collect();
     assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify:\n{stderr}");
-    for key in ["Type=notify", "DynamicUser=yes", "StateDirectory=ociregistry", "ProtectSystem=strict"] {
+    let keys = [
+        "Type=notify",
+        "DynamicUser=yes",
+        "StateDirectory=ociregistry",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ];
+    for key in keys {
         assert!(unit.lines().any(|l| l == key), "the unit lacks {key}");
     }
     assert!(unit.contains("--image-path /var/lib/ociregistry "), "the image path is not the state directory");
