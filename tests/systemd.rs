@@ -3,7 +3,9 @@
 //! answers, `STOPPING=1` on SIGTERM), and `deploy/systemd/ociregistry.service` passing
 //! `systemd-analyze verify` with no complaint about it. Both that unit and the `Containerfile`
 //! run the server as an unprivileged user who owns the image path and nothing else: it starts,
-//! writes its cache and stops cleanly so.
+//! writes its cache and stops cleanly so. Under a seccomp filter that refuses io_uring with EPERM
+//! (the unit's `SystemCallErrorNumber=EPERM` with a filter lacking it; Docker's and containerd's
+//! default profiles) `--io-driver auto` serves with epoll and says so, and `uring` refuses to start.
 
 mod common;
 
@@ -172,4 +174,88 @@ fn the_server_runs_as_an_unprivileged_user_owning_only_the_image_path() {
     assert!(exited && child.wait().unwrap().success(), "{}", log());
     let records = images.join("index/records.jsonl");
     assert_eq!(std::fs::metadata(&records).unwrap().uid(), NONROOT, "the cache was not written by the user");
+}
+
+/// Makes the child refuse `io_uring_setup` with EPERM, as a seccomp profile without io_uring does.
+fn refuse_io_uring(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let code = |c: u32| c as u16;
+    let filter = [
+        // Load the syscall number; io_uring_setup -> EPERM; everything else allowed.
+        libc::sock_filter { code: code(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS), jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: code(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K),
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: code(libc::BPF_RET | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter { code: code(libc::BPF_RET | libc::BPF_K), jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    // SAFETY: between fork and exec only prctl runs, on a filter that outlives the call.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog)
+                    != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_seccomp_filter_refusing_io_uring_means_epoll_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let serve = |driver: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ociregistry"));
+        command
+            .arg("--image-path")
+            .arg(dir.path().join("images"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--air-gapped", "--io-driver", driver])
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        refuse_io_uring(&mut command);
+        command.spawn().unwrap()
+    };
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let mut child = serve("uring");
+    let exited = wait_until(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited && !child.wait().unwrap().success(), "--io-driver uring started without io_uring:\n{}", log());
+    assert!(log().contains("io_uring is not available"), "{}", log());
+
+    let mut child = serve("auto");
+    let listening = || log().lines().find(|l| l.contains(" listening addr=")).map(str::to_string);
+    let started = wait_until(Duration::from_secs(30), || listening().is_some() || child.try_wait().unwrap().is_some());
+    let Some(line) = listening().filter(|_| started) else {
+        let _ = child.kill();
+        panic!("did not start without io_uring:\n{}", log());
+    };
+    let addr = line.split(" listening addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert!(line.contains("driver=\"epoll\""), "{line}");
+    assert!(log().contains("serving with the epoll driver"), "no warning:\n{}", log());
+    assert_eq!(common::http_get(&format!("http://{addr}/v2/"), &[]).status, 200);
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exited = wait_until(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited && child.wait().unwrap().success(), "{}", log());
 }
