@@ -10,5 +10,6 @@ pub mod criteria;
 pub mod export;
 pub mod list;
 pub mod load;
+pub mod migrate;
 pub mod prune;
 pub mod verify;
