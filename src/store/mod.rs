@@ -496,7 +496,8 @@ impl Store {
             e.kind = Kind::Manifest;
             e.media_type = record.media_type;
         }
-        if !entry.sources.iter().any(|s| s == source) {
+        // An empty source (a blob no known image references) is not one, as the journal reads it back.
+        if !source.is_empty() && !entry.sources.iter().any(|s| s == source) {
             Arc::make_mut(entry).sources.push(source.to_string());
         }
         drop(records);
