@@ -123,6 +123,21 @@ pub enum Command {
     /// the others are written), 2 when export could not run (usage, config, unreadable image path,
     /// a write failure).
     Export(ExportArgs),
+    /// Import a Go ociregistry cache (img/, lts/, blobs/<hex>) found in the image path, in place
+    ///
+    /// serve does this by itself at startup; this runs it by hand. Each Go manifest file is checked
+    /// (its manifest bytes against their digest, its media type, its image name) and indexed under
+    /// the image name and tag or digest Go pulled it as (lts/ holds Go's `latest` tags: they become
+    /// ordinary `latest` tags). Each Go blob is hashed and renamed into blobs/sha256/. Imported
+    /// manifest files go to go-migrated/img and go-migrated/lts once the import is durable;
+    /// refused files (a blob not matching its name, a manifest not matching its digest, a file
+    /// that is not the Go format) go to go-migrated/refused/, other files to go-migrated/unknown/,
+    /// each named in a WARN line with why. Running it again after an interruption finishes the
+    /// job; on a migrated path it does nothing. Needs the image path's lock: stop the server first.
+    ///
+    /// Exit status: 0 when everything was imported (or there was nothing to import), 1 when some
+    /// file was refused or unknown, 2 when migrate could not run.
+    Migrate(MigrateArgs),
     /// Print the version and build date (to standard error, as the Go ociregistry does) and exit
     Version,
 }
@@ -330,6 +345,13 @@ pub struct PruneArgs {
     pub max_size: Option<String>,
 
     /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Read and check the Go cache and say what would be imported or refused; change nothing
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -28,6 +28,7 @@ fn main() {
         Command::Prune(args) => std::process::exit(ociregistry::ops::prune::cli::run(&cli, args)),
         Command::Load(args) => std::process::exit(ociregistry::ops::load::run(&cli, args).exit_code()),
         Command::Export(args) => std::process::exit(ociregistry::ops::export::run(&cli, args)),
+        Command::Migrate(args) => std::process::exit(ociregistry::ops::migrate::run(&cli, args)),
         Command::Version => {
             let date = BUILD_DATE.filter(|d| !d.is_empty()).unwrap_or("unknown");
             eprintln!("ociregistry version: {} build date: {date}", env!("CARGO_PKG_VERSION"));

@@ -42,6 +42,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = Arc::new(Store::open(&settings.image_path, settings.memory)?);
+    crate::ops::migrate::at_startup(&store).context("cannot import the Go ociregistry cache in the image path")?;
     readiness.store_indexed();
     let threads = settings.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let driver = choose_driver(settings.io_driver)?;

@@ -135,6 +135,13 @@ fn open(cli: &Cli) -> Result<(Store, WorkerGuard), String> {
     if !Layout::new(root).blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
+    // Go blob files sit directly in blobs/: verify would call them orphans (and --repair delete them).
+    if crate::ops::migrate::pending(root).map_err(|e| format!("cannot read {}: {e}", root.display()))? {
+        return Err(format!(
+            "{} holds a Go ociregistry cache not imported yet: run `ociregistry migrate` (or serve) first",
+            root.display()
+        ));
+    }
     let store = Store::open(root, MemoryLimits::default()).map_err(|e| match e {
         OpenError::Locked { path, pid } => format!(
             "a server (or another verify) owns the image path {}: {} holds its lock {}; stop it, then run verify again",
