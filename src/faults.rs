@@ -7,7 +7,9 @@
 //!
 //! Points that panic: `serve` (a request path, on a serving thread),
 //! `manifest` (a tag or digest being stored, inside the store's tag lock),
-//! `download` (a blob digest, in its download task).
+//! `download` (a blob digest, in its download task), `migrate` (a Go cache
+//! file: `blobs/<hex>` once renamed into the store and before its journal
+//! line, `img/<hex>` or `lts/<hex>` once committed and before it is moved aside).
 //!
 //! Points that slow down: `cold-read` (a committed file's path): the serving
 //! threads treat every chunk of that file as not in the page cache, and

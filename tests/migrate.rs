@@ -195,11 +195,16 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn ociregistry(images: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    ociregistry_with(images, args, &[])
+}
+
+fn ociregistry_with(images: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
         .arg("--image-path")
         .arg(images)
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("run ociregistry");
     (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
@@ -279,6 +284,9 @@ fn a_go_cache_is_imported_at_startup_and_served_air_gapped() {
         (app["type"].as_str(), app["complete"].as_bool(), app["platforms"].as_u64()),
         (Some("list"), Some(true), Some(2))
     );
+    // Go's created time (2025-02-28T12:59:59 local, whatever the zone) is kept, not the import's.
+    let created = app["created"].as_u64().unwrap();
+    assert!((1_740_690_000..1_740_800_000).contains(&created), "created {created}: {stdout}");
     assert_eq!(row("docker.io/library/busybox:latest")["complete"], true);
     let broken = row(&format!("{REGISTRY}/team/broken:v2"));
     assert_eq!((broken["complete"].as_bool(), broken["missingBlobs"].as_u64()), (Some(false), Some(1)), "{stdout}");
@@ -294,4 +302,53 @@ fn a_go_cache_is_imported_at_startup_and_served_air_gapped() {
         (code, stdout.trim()),
         (Some(0), format!("nothing to migrate: {} holds no Go ociregistry cache", images.display()).as_str())
     );
+}
+
+/// (digest, source) of every line of the records journal.
+fn journal_lines(images: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(images.join("index/records.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["digest"].as_str().unwrap().to_string(), v["source"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn an_import_interrupted_twice_finishes_on_the_next_start_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let want = write_go_cache(&images, &dir.path().join("layout"));
+    let index_hex = std::fs::read_dir(images.join("img"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|name| std::fs::read_to_string(images.join("img").join(name)).unwrap().contains("\"type\":2"))
+        .unwrap();
+    // The third blob (in name order) crashes between its rename into the store and its journal line.
+    let mut go_blobs: Vec<String> = want.blobs.iter().map(|(_, b)| hex_of(b)).collect();
+    go_blobs.sort();
+    go_blobs.dedup();
+    for fault in [format!("migrate=blobs/{}", go_blobs[2]), format!("migrate=img/{index_hex}")] {
+        let (code, stdout, stderr) = ociregistry_with(&images, &["migrate"], &[("OCIREGISTRY_FAULTS", &fault)]);
+        assert_eq!(code, Some(101), "{fault} did not crash the import: {stdout}{stderr}");
+        assert!(stderr.contains("injected fault at migrate"), "{stderr}");
+    }
+    assert!(images.join("img").join(&index_hex).is_file(), "the index was committed, not yet moved aside");
+
+    let server = Server::start_in(&images, "", &["--air-gapped"]);
+    let log = server.log();
+    let summary = log.lines().find(|l| l.contains("Go cache imported")).unwrap_or_else(|| panic!("{log}"));
+    assert!(summary.contains("refused=2"), "the refused files are set aside at the end: {summary}");
+    assert_serves(&server, &want);
+    assert!(!images.join("img").exists() && !images.join("lts").exists(), "{log}");
+    let lines = journal_lines(&images);
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(lines.len(), unique.len(), "a digest journaled twice for one source: {lines:?}");
+    for (_, bytes) in &want.blobs {
+        let digest = sha256_digest(bytes);
+        assert!(lines.iter().any(|(d, _)| *d == digest), "{digest} never journaled: {lines:?}");
+    }
 }

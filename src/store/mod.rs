@@ -344,10 +344,14 @@ impl Store {
     /// Clients are not kept waiting for the disk: a manifest they got before a
     /// crash is simply fetched again after it.
     pub fn stage_manifest(&self, staged: &StagedManifest) {
+        self.stage_record(staged, staged.record());
+    }
+
+    fn stage_record(&self, staged: &StagedManifest, record: Record) {
         self.remember_descriptors(&staged.source, &staged.body);
         self.memory.insert(staged.digest.clone(), staged.body.clone());
         self.pending.write().insert(staged.digest.clone(), (staged.body.clone(), staged.media_type.clone()));
-        self.insert_record(&staged.digest, staged.record(), &staged.source);
+        self.insert_record(&staged.digest, record, &staged.source);
         if let Some((key, record)) = &staged.tag {
             let mut tags = self.tags.write();
             crate::faults::panic_point("manifest", key.tag.as_str());
@@ -413,8 +417,20 @@ impl Store {
     /// Writes a staged manifest, its record and its tag to disk (blocking: call
     /// off the reactors). On failure the manifest is forgotten, to be fetched again.
     pub fn persist_manifest(&self, staged: &StagedManifest) -> io::Result<()> {
+        self.persist_record(staged, &staged.record())
+    }
+
+    /// Stages and persists a manifest first fetched at `created` (unix
+    /// seconds) by an earlier cache: a migrated manifest keeps its age.
+    pub fn commit_dated_manifest(&self, staged: &StagedManifest, created: u64) -> io::Result<()> {
+        let record = Record { created: Some(created), ..staged.record() };
+        self.stage_record(staged, record.clone());
+        self.persist_record(staged, &record)
+    }
+
+    fn persist_record(&self, staged: &StagedManifest, record: &Record) -> io::Result<()> {
         let _placing = self.placing(&staged.digest);
-        let written = self.write_staged(staged);
+        let written = self.write_staged(staged, record);
         self.pending.write().remove(&staged.digest);
         if written.is_err() {
             let removed = self.records.write().remove(&staged.digest);
@@ -427,7 +443,7 @@ impl Store {
         written
     }
 
-    fn write_staged(&self, staged: &StagedManifest) -> io::Result<()> {
+    fn write_staged(&self, staged: &StagedManifest, record: &Record) -> io::Result<()> {
         let path = self.layout.blob(&staged.digest);
         if !path.exists() {
             if let Some(parent) = path.parent() {
@@ -435,7 +451,7 @@ impl Store {
             }
             write_atomically(&path, &self.temp_path(&staged.digest), &staged.body)?;
         }
-        self.journal.lock().append(&staged.digest, &staged.record(), &staged.source)?;
+        self.journal.lock().append(&staged.digest, record, &staged.source)?;
         if let Some((key, record)) = &staged.tag {
             let tag_path = self.layout.tag(&key.registry, &key.repo, &key.tag);
             tags::write(&tag_path, &self.temp_path(&record.digest), record)?;

@@ -49,6 +49,7 @@ pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
     for found in &plan.manifests {
         let m = &found.manifest;
         import_manifest(store, m)?;
+        crate::faults::panic_point("migrate", &format!("{}/{}", found.dir.name(), m.digest.hex()));
         move_aside(&root, &found.path, &[found.dir.name()])?;
         summary.manifests += 1;
         if !m.info.is_index {
@@ -97,6 +98,7 @@ fn adopt_blob(store: &Store, path: &Path, digest: &Digest, size: u64, source: &s
     }
     sync_parent(&target)?;
     sync_parent(path)?;
+    crate::faults::panic_point("migrate", &format!("blobs/{}", digest.hex()));
     store.add_record(digest, blob_record(size), source)
 }
 
@@ -171,8 +173,7 @@ fn import_manifest(store: &Store, m: &super::go_format::GoManifest) -> io::Resul
             source,
             tag,
         };
-        store.stage_manifest(&staged);
-        store.persist_manifest(&staged)?;
+        store.commit_dated_manifest(&staged, m.created.unwrap_or_else(now_secs))?;
     }
     if let Some(pulled) = m.pulled {
         store.note_pulled([(m.digest.clone(), pulled)]);
@@ -265,6 +266,12 @@ mod tests {
             assert_eq!(store.record(&d).unwrap().sources, ["quay.io/a/b"]);
             assert!(store.layout().blob(&d).is_file());
         }
+        let dm: Digest = format!("sha256:{m}").parse().unwrap();
+        let go_created = crate::ops::criteria::parse_date("2025-02-28T12:59:59").ok();
+        assert_eq!(store.record(&dm).unwrap().created, go_created, "a migrated manifest keeps its age");
+        let go_pulled = crate::ops::criteria::parse_date("2025-03-01T08:00:00").unwrap();
+        let pulled = std::fs::read_to_string(store.layout().pulled_file()).unwrap();
+        assert!(pulled.contains(&format!("{dm} {go_pulled}")), "{pulled}");
         assert!(dir.path().join(MIGRATED).join("img").join(&m).is_file());
         assert!(dir.path().join(MIGRATED).join("lts").join(&o).is_file());
         assert!(!dir.path().join("img").exists() && !dir.path().join("lts").exists());
