@@ -123,7 +123,7 @@ pub enum Command {
     /// the others are written), 2 when export could not run (usage, config, unreadable image path,
     /// a write failure).
     Export(ExportArgs),
-    /// Import a Go ociregistry cache (img/, lts/, blobs/<hex>) found in the image path, in place
+    /// Import a Go ociregistry cache (img/, lts/, fat/, blobs/<hex>) found in the image path, in place
     ///
     /// serve does this by itself at startup; this runs it by hand. Each Go manifest file is checked
     /// (its manifest bytes against their digest, its media type, its image name) and indexed under

@@ -37,8 +37,13 @@ application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docke
 ///   (`[]byte`, so standard base64), the manifest decoded into the field of its type (the other
 ///   three zero-valued), `created`/`pulled` in `globals.DateFormat` (`2006-01-02T15:04:05`);
 /// - blobs: imgpull's `PullBlobs` writes each config and layer to `blobs/<hex>`.
+///
+/// Go releases 1.6.0 to 1.8.3 (`impl/serialize/serialize.go` at tag 1.8.3) wrote the same files to
+/// `subDirs[mh.IsImageManifest()]`: `img` for image manifests, `fat` for lists and indexes.
 struct GoCache {
     root: PathBuf,
+    /// Lay manifests out as Go 1.6.0 to 1.8.3 did.
+    fat: bool,
 }
 
 impl GoCache {
@@ -46,7 +51,14 @@ impl GoCache {
         for dir in ["img", "lts", "blobs"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
-        GoCache { root: root.to_path_buf() }
+        GoCache { root: root.to_path_buf(), fat: false }
+    }
+
+    fn new_1_8(root: &Path) -> GoCache {
+        for dir in ["img", "fat", "blobs"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        GoCache { root: root.to_path_buf(), fat: true }
     }
 
     /// Writes a manifest file for `bytes`, pulled as `image_url`; returns its digest.
@@ -86,7 +98,12 @@ impl GoCache {
             "pulled": "2025-03-01T08:30:00",
         });
         let latest = image_url.rsplit_once(':').is_some_and(|(_, tag)| tag.eq_ignore_ascii_case("latest"));
-        let dir = if latest { "lts" } else { "img" };
+        let dir = match (self.fat, latest) {
+            (true, _) if kind == 0 || kind == 2 => "fat",
+            (true, _) => "img",
+            (false, true) => "lts",
+            (false, false) => "img",
+        };
         std::fs::write(self.root.join(dir).join(hex), serde_json::to_vec(&holder).unwrap()).unwrap();
     }
 
@@ -246,6 +263,10 @@ fn a_go_cache_is_imported_at_startup_and_served_air_gapped() {
     );
     assert_eq!(snapshot(&images), before, "--dry-run changed the image path");
     assert!(!images.join("index").exists() && !images.join(".lock").exists());
+    let (code, stdout, stderr) = ociregistry(&images, &["list"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), ""), "{stderr}");
+    assert!(stderr.contains("holds a Go ociregistry cache not imported yet"), "{stderr}");
+    assert_eq!(snapshot(&images), before, "list changed the image path");
 
     let mut server = Server::start_in(&images, "", &["--air-gapped"]);
     let log = server.log();
@@ -351,4 +372,35 @@ fn an_import_interrupted_twice_finishes_on_the_next_start_without_duplicates() {
         let digest = sha256_digest(bytes);
         assert!(lines.iter().any(|(d, _)| *d == digest), "{digest} never journaled: {lines:?}");
     }
+}
+
+#[test]
+fn a_cache_of_go_1_8_with_fat_and_img_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let layout = dir.path().join("layout");
+    let go = GoCache::new_1_8(&images);
+    let repo = format!("{REGISTRY}/old/app");
+    let layers = vec![vec![LayerSpec::text("a", "a\n")]];
+    let index = write_index(&layout, "old", &[("linux", host_arch())], &layers);
+    go.manifest(&format!("{repo}:latest"), OCI_INDEX, &index.index_bytes);
+    let m = &index.manifests[0];
+    go.manifest(&format!("{repo}@{}", m.manifest_digest), OCI_MANIFEST, &m.manifest_bytes);
+    let blobs = image_blobs(&layout, m);
+    for (_, bytes) in &blobs {
+        go.blob(bytes);
+    }
+    assert!(images.join("fat").read_dir().unwrap().count() == 1, "the index is in fat/");
+    let server = Server::start_in(&images, "", &["--air-gapped"]);
+    let want = Expected {
+        manifests: vec![
+            (format!("/v2/{repo}/manifests/latest"), index.index_bytes.clone(), OCI_INDEX.into()),
+            (format!("/v2/{repo}/manifests/{}", m.manifest_digest), m.manifest_bytes.clone(), OCI_MANIFEST.into()),
+        ],
+        blobs: blobs.into_iter().map(|(d, b)| (format!("/v2/{repo}/blobs/{d}"), b)).collect(),
+        ..Expected::default()
+    };
+    assert_serves(&server, &want);
+    assert!(server.log().contains("manifests=2 blobs=2 refused=0"), "{}", server.log());
+    assert!(!images.join("fat").exists() && images.join("go-migrated/fat").is_dir());
 }

@@ -40,6 +40,8 @@ pub use auth::{parse_challenge, Challenge};
 pub use download::{Download, Progress, Reader, State};
 pub use error::FetchError;
 pub use freshness::Checked;
+/// The largest manifest the cache takes (also from a migrated Go cache).
+pub use manifest::MAX_MANIFEST_BYTES;
 pub use tags::TagsPage;
 
 use crate::config::Settings;

@@ -38,6 +38,12 @@ fn list(cli: &Cli, args: &ListArgs) -> Result<(), String> {
     if !Layout::new(&root).blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
+    if crate::ops::migrate::pending(&root).unwrap_or(false) {
+        eprintln!(
+            "warning: {} holds a Go ociregistry cache not imported yet (not listed): serve or migrate imports it",
+            root.display()
+        );
+    }
     let peeked = peek::catalog(&root).map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     if peeked.skipped > 0 {
         eprintln!("warning: skipped {} unreadable lines of the records journal", peeked.skipped);

@@ -27,6 +27,9 @@ pub const MIGRATED: &str = "go-migrated";
 /// Imports the plan into the store (blocking).
 pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
     let root = store.layout().root().to_path_buf();
+    let mut plan = plan;
+    // The newest first: when two Go files claim one tag, the later pull's manifest gets it.
+    plan.manifests.sort_by_key(|f| std::cmp::Reverse(f.manifest.created));
     let mut summary = Summary { refused: plan.refused.len(), unknown: plan.unknown.len(), ..Summary::default() };
     // Each blob is journaled for the first repository whose image manifest references it.
     let mut sources: HashMap<&Digest, String> = HashMap::new();
@@ -74,7 +77,7 @@ pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
     for entry in &plan.unknown {
         set_aside(&root, entry, "unknown")?;
     }
-    for dir in [Dir::Img, Dir::Lts] {
+    for dir in Dir::ALL {
         // Gone only when empty: what stays is reported on the next run too.
         let _ = std::fs::remove_dir(root.join(dir.name()));
     }
@@ -214,7 +217,7 @@ fn remove(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::go_format::tests::holder;
+    use super::super::go_format::tests::{holder, holder_at};
     use super::*;
     use crate::oci::Algorithm;
     use crate::store::MemoryLimits;
@@ -317,5 +320,29 @@ mod tests {
         assert!(dir.path().join("img/sub").is_dir(), "a directory stays, reported on each start");
         let next = super::super::at_startup(&store).unwrap().unwrap();
         assert_eq!((next.manifests, next.unknown), (0, 1));
+    }
+
+    #[test]
+    fn when_two_go_files_claim_a_tag_the_newer_pull_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("img")).unwrap();
+        let bodies: Vec<String> = (0..3)
+            .map(|i| {
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{}","layers":[],"n":{i}}}"#,
+                    crate::oci::media::OCI_MANIFEST
+                )
+            })
+            .collect();
+        let created = ["2025-01-01T00:00:00", "2025-06-01T00:00:00", "2025-03-01T00:00:00"];
+        for (body, at) in bodies.iter().zip(created) {
+            let h = hex(body.as_bytes());
+            std::fs::write(dir.path().join("img").join(&h), holder_at(3, &h, "quay.io/a/b:v1", body.as_bytes(), at))
+                .unwrap();
+        }
+        let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
+        let summary = super::super::at_startup(&store).unwrap().unwrap();
+        assert_eq!(summary.manifests, 3);
+        assert_eq!(tag(&store, "v1"), Some(hex(bodies[1].as_bytes())));
     }
 }

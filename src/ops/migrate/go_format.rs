@@ -8,6 +8,11 @@
 //! blobs/<hex>  config and layer blobs, the file named by its sha256 hex
 //! ```
 //!
+//! Go releases 1.6.0 to 1.8.3 kept `fat/<hex>` (manifest lists and indexes)
+//! and `img/<hex>` (image manifests, `latest` included) instead, in the same
+//! file format, so `fat/` is read too. Releases up to 1.5.0 wrote another
+//! format (with a `pullRequest` field), which is refused, saying so.
+//!
 //! A manifest file is `json.Marshal` of imgpull's `ManifestHolder`
 //! (aceeric/imgpull `pkg/imgpull/manifest_holder.go`): `type` (0 Docker
 //! list, 1 Docker manifest, 2 OCI index, 3 OCI manifest), `digest` (bare hex,
@@ -23,6 +28,7 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use crate::fetch::MAX_MANIFEST_BYTES;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, MediaType};
 use crate::ops::criteria::parse_date;
@@ -32,6 +38,8 @@ use crate::ops::load::ImageRef;
 pub const IMG: &str = "img";
 /// The Go directory of manifests pulled by the tag `latest`.
 pub const LTS: &str = "lts";
+/// The Go directory of manifest lists and indexes of releases 1.6.0 to 1.8.3.
+pub const FAT: &str = "fat";
 /// The Go directory of blobs; ours holds `sha256/` and `sha512/` directories in it.
 pub const BLOBS: &str = "blobs";
 
@@ -44,13 +52,18 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub enum Dir {
     Img,
     Lts,
+    Fat,
 }
 
 impl Dir {
+    /// Every Go manifest directory.
+    pub const ALL: [Dir; 3] = [Dir::Lts, Dir::Fat, Dir::Img];
+
     pub fn name(self) -> &'static str {
         match self {
             Dir::Img => IMG,
             Dir::Lts => LTS,
+            Dir::Fat => FAT,
         }
     }
 }
@@ -137,7 +150,14 @@ pub fn parse_manifest(name: &OsStr, dir: Dir, text: &[u8]) -> Result<GoManifest,
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
-    let holder: Holder = serde_json::from_slice(text).map_err(|e| format!("not a Go manifest file: {e}"))?;
+    let holder: Holder = serde_json::from_slice(text).map_err(|e| {
+        let old = serde_json::from_slice::<serde_json::Value>(text).is_ok_and(|v| v.get("pullRequest").is_some());
+        if old {
+            "in the format of Go ociregistry 1.5.0 and older, which is not imported".to_string()
+        } else {
+            format!("not a Go manifest file: {e}")
+        }
+    })?;
     let named = holder.digest.strip_prefix("sha256:").unwrap_or(&holder.digest);
     if named != digest.hex() {
         return Err("its digest field differs from its file name".into());
@@ -146,6 +166,9 @@ pub fn parse_manifest(name: &OsStr, dir: Dir, text: &[u8]) -> Result<GoManifest,
     let body = base64::engine::general_purpose::STANDARD
         .decode(encoded.as_bytes())
         .map_err(|e| format!("its manifest bytes are not base64: {e}"))?;
+    if body.len() > MAX_MANIFEST_BYTES {
+        return Err(format!("its manifest is larger than {MAX_MANIFEST_BYTES} bytes"));
+    }
     if Digest::of(Algorithm::Sha256, &body) != digest {
         return Err("its manifest bytes do not match their digest".into());
     }
@@ -189,6 +212,11 @@ pub(crate) mod tests {
 
     /// A file as imgpull's `ManifestHolder` marshals (see the module doc).
     pub(crate) fn holder(kind: u8, digest: &str, url: &str, bytes: &[u8]) -> Vec<u8> {
+        holder_at(kind, digest, url, bytes, "2025-02-28T12:59:59")
+    }
+
+    /// [`holder`] pulled first at `created`.
+    pub(crate) fn holder_at(kind: u8, digest: &str, url: &str, bytes: &[u8], created: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "type": kind,
             "digest": digest,
@@ -198,7 +226,7 @@ pub(crate) mod tests {
             "v1.oci.manifest": {"schemaVersion": 2},
             "v2.docker.manifestList": {"schemaVersion": 0, "mediaType": "", "manifests": null},
             "v2.docker.manifest": {"schemaVersion": 0},
-            "created": "2025-02-28T12:59:59",
+            "created": created,
             "pulled": "2025-03-01T08:00:00",
         }))
         .unwrap()
@@ -224,6 +252,8 @@ pub(crate) mod tests {
         assert_eq!((m.image.tag, m.image.digest), (None, Some(m.digest)));
         let latest = holder(3, &h, "quay.io/a/b:latest", MANIFEST);
         assert!(parse_manifest(OsStr::new(&h), Dir::Lts, &latest).is_ok());
+        assert!(parse_manifest(OsStr::new(&h), Dir::Img, &latest).is_ok(), "Go 1.8 kept latest in img/");
+        assert!(parse_manifest(OsStr::new(&h), Dir::Fat, &holder(3, &h, "quay.io/a/b:v1", MANIFEST)).is_ok());
     }
 
     #[test]
@@ -253,6 +283,11 @@ pub(crate) mod tests {
         extra.as_object_mut().unwrap().remove("bytes");
         assert!(refused(&h, Dir::Img, &serde_json::to_vec(&extra).unwrap()).contains("no manifest bytes"));
         assert!(refused(&h, Dir::Img, b"{\"type\":3").contains("not a Go manifest file"));
+        let go_1_5 = br#"{"pullRequest":{},"imageUrl":"quay.io/a/b:v1","mediaType":"","digest":"","bytes":null}"#;
+        assert!(refused(&h, Dir::Img, go_1_5).contains("1.5.0 and older"));
+        let huge = format!(r#"{{"schemaVersion":2,"layers":[],"pad":"{}"}}"#, "x".repeat(MAX_MANIFEST_BYTES));
+        let hh = hex(huge.as_bytes());
+        assert!(refused(&hh, Dir::Img, &holder(3, &hh, url, huge.as_bytes())).contains("manifest is larger"));
         let big = vec![b' '; MAX_FILE_BYTES as usize + 1];
         assert!(refused(&h, Dir::Img, &big).contains("larger"));
         let bad_media = br#"{"schemaVersion":2,"mediaType":"text/html; x","layers":[]}"#;

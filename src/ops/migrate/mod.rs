@@ -58,7 +58,7 @@ pub fn at_startup(store: &Store) -> io::Result<Option<Summary>> {
     if !scan::present(root)? {
         return Ok(None);
     }
-    tracing::info!(path = %root.display(), "found a Go ociregistry cache (img/, lts/, blobs/<hex>); importing it");
+    tracing::info!(path = %root.display(), "found a Go ociregistry cache (img/, lts/ or fat/, blobs/<hex>); importing it");
     let plan = scan::scan(root, |d| store.record(d).is_some())?;
     report(&plan);
     let summary = apply::apply(store, plan)?;

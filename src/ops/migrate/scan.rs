@@ -59,7 +59,7 @@ const OURS: [&str; 2] = ["sha256", "sha512"];
 /// Whether the image path holds anything of a Go layout: `img/` or `lts/`,
 /// or a file directly in `blobs/` (ours keeps only directories there).
 pub fn present(root: &Path) -> io::Result<bool> {
-    for dir in [Dir::Img, Dir::Lts] {
+    for dir in Dir::ALL {
         if root.join(dir.name()).symlink_metadata().is_ok() {
             return Ok(true);
         }
@@ -84,7 +84,7 @@ pub fn present(root: &Path) -> io::Result<bool> {
 /// our index holds a digest already (such blobs are not hashed again).
 pub fn scan(root: &Path, known: impl Fn(&Digest) -> bool) -> io::Result<Plan> {
     let mut plan = Plan::default();
-    for dir in [Dir::Lts, Dir::Img] {
+    for dir in Dir::ALL {
         for (path, name, is_file) in entries(&root.join(dir.name()))? {
             let entry = |reason: String| Entry {
                 shown: format!("{}/{}", dir.name(), shown(&name)),
