@@ -7,9 +7,10 @@
 //!
 //! Points that panic: `serve` (a request path, on a serving thread),
 //! `manifest` (a tag or digest being stored, inside the store's tag lock),
-//! `download` (a blob digest, in its download task), `migrate` (a Go cache
-//! file: `blobs/<hex>` once renamed into the store and before its journal
-//! line, `img/<hex>` or `lts/<hex>` once committed and before it is moved aside).
+//! `download` (a blob digest, in its download task), `migrate` (a file of a
+//! Go cache: `blobs/<hex>` once renamed into the store by
+//! `Store::commit_verified_file` and before its journal line, `img/<hex>`,
+//! `lts/<hex>` or `fat/<hex>` once committed and before it is moved aside).
 //!
 //! Points that slow down: `cold-read` (a committed file's path): the serving
 //! threads treat every chunk of that file as not in the page cache, and

@@ -11,7 +11,7 @@
 //! - [`systemd`]: readiness and stop notifications for `Type=notify` units.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`reload`]: SIGHUP: the configuration read again and handed to the parts that can take it.
-//! - [`ops`]: the operator's commands over the store (`verify`).
+//! - [`ops`]: the operator's commands over the store (`verify`, `list`, `prune`, `load`, `export`, `migrate`).
 //! - [`admin`]: the admin API under `/cmd/` (lists, stop, jobs) and its client.
 //! - [`faults`]: test-only fault hooks (the `fault-injection` feature).
 //! - [`heap`]: live heap bytes counted in test builds, for soak runs.

@@ -1,5 +1,5 @@
 //! Ops: the operator's commands over the store's interface (`verify`, `list`,
-//! `prune`, `load`, `export`). `verify`, `load` and the `prune` command run
+//! `prune`, `load`, `export`, `migrate`). `verify`, `load`, `migrate` and the `prune` command run
 //! instead of a server, owning the image path through [`crate::store::Store`]
 //! and its lock; `list` and `export` read beside a server; the prune and load functions
 //! themselves take a `&Store`, so a server can run them too. They use only

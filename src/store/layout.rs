@@ -19,6 +19,8 @@
 //!   tags/<registry>/<repo>/_tags/<tag> tag records (digest, media type, times), JSON,
 //!                                      replaced atomically; `_` cannot start a repo component
 //!   tmp/                               downloads in progress; emptied at startup
+//!   go-migrated/                       a Go ociregistry cache's files once imported or set
+//!                                      aside (`ops::migrate`), kept for the operator to delete
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -89,6 +91,11 @@ impl Layout {
 
     pub fn tag(&self, registry: &RegistryName, repo: &RepoName, tag: &Tag) -> PathBuf {
         self.tags_dir().join(registry.as_str()).join(repo.as_str()).join("_tags").join(tag.as_str())
+    }
+
+    /// Where a migration puts the Go ociregistry's files it is done with.
+    pub fn go_migrated_dir(&self) -> PathBuf {
+        self.root.join("go-migrated")
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

@@ -479,6 +479,28 @@ impl Store {
         tags::write(&path, &self.temp_path(&record.digest), &record)
     }
 
+    /// Commits a file that already holds the verified bytes of `digest`
+    /// (`size` of them) and is on the image path's filesystem: fsync, rename
+    /// into `blobs/`, journal the blob record for `source` (empty: none
+    /// known). The file is gone from `path` once this returns `Ok`. Blocking.
+    pub fn commit_verified_file(&self, path: &Path, digest: &Digest, size: u64, source: &str) -> io::Result<()> {
+        File::open(path)?.sync_all()?;
+        let target = self.layout.blob(digest);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        {
+            let _placing = self.placing(digest);
+            std::fs::rename(path, &target)?;
+        }
+        sync_parent(&target)?;
+        sync_parent(path)?;
+        crate::faults::panic_point("migrate", &format!("blobs/{}", digest.hex()));
+        let record =
+            Record { kind: Kind::Blob, media_type: None, size, sources: vec![], created: Some(tags::now_secs()) };
+        self.add_record(digest, record, source)
+    }
+
     /// Records a committed digest and the source it was fetched for, in memory and in the journal.
     pub fn add_record(&self, digest: &Digest, record: Record, source: &str) -> io::Result<()> {
         if self.insert_record(digest, record.clone(), source) {

@@ -19,10 +19,7 @@ use super::go_format::{shown, Dir};
 use super::scan::{self, Entry, Plan};
 use super::Summary;
 use crate::oci::Digest;
-use crate::store::{sync_parent, tags::now_secs, Kind, Record, StagedManifest, Store, TagKey, TagRecord};
-
-/// Where the Go files go once they are imported (or set aside), under the image path.
-pub const MIGRATED: &str = "go-migrated";
+use crate::store::{sync_parent, tags::now_secs, Kind, Layout, Record, StagedManifest, Store, TagKey, TagRecord};
 
 /// Imports the plan into the store (blocking).
 pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
@@ -45,7 +42,7 @@ pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
             summary.duplicates += 1;
             continue;
         }
-        adopt_blob(store, &blob.path, &blob.digest, blob.size, &source(&blob.digest))?;
+        store.commit_verified_file(&blob.path, &blob.digest, blob.size, &source(&blob.digest))?;
         summary.blobs += 1;
     }
     summary.blobs += recover_renamed(store, &plan, &source)?;
@@ -86,23 +83,6 @@ pub fn apply(store: &Store, plan: Plan) -> io::Result<Summary> {
 
 fn source_of(image: &crate::ops::load::ImageRef) -> String {
     format!("{}/{}", image.registry, image.repo)
-}
-
-/// Makes a verified Go blob file ours: fsync, rename into place, journal.
-fn adopt_blob(store: &Store, path: &Path, digest: &Digest, size: u64, source: &str) -> io::Result<()> {
-    std::fs::File::open(path)?.sync_all()?;
-    let target = store.layout().blob(digest);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    {
-        let _placing = store.placing(digest);
-        std::fs::rename(path, &target)?;
-    }
-    sync_parent(&target)?;
-    sync_parent(path)?;
-    crate::faults::panic_point("migrate", &format!("blobs/{}", digest.hex()));
-    store.add_record(digest, blob_record(size), source)
 }
 
 fn blob_record(size: u64) -> Record {
@@ -194,7 +174,7 @@ fn set_aside(root: &Path, entry: &Entry, why: &str) -> io::Result<()> {
 
 /// Renames `path` into `go-migrated/<sub...>/` under the same name, durably.
 fn move_aside(root: &Path, path: &Path, sub: &[&str]) -> io::Result<()> {
-    let mut dir: PathBuf = root.join(MIGRATED);
+    let mut dir: PathBuf = Layout::new(root).go_migrated_dir();
     for s in sub {
         dir.push(s);
     }
@@ -275,14 +255,15 @@ mod tests {
         let go_pulled = crate::ops::criteria::parse_date("2025-03-01T08:00:00").unwrap();
         let pulled = std::fs::read_to_string(store.layout().pulled_file()).unwrap();
         assert!(pulled.contains(&format!("{dm} {go_pulled}")), "{pulled}");
-        assert!(dir.path().join(MIGRATED).join("img").join(&m).is_file());
-        assert!(dir.path().join(MIGRATED).join("lts").join(&o).is_file());
+        assert!(store.layout().go_migrated_dir().join("img").join(&m).is_file());
+        assert!(store.layout().go_migrated_dir().join("lts").join(&o).is_file());
         assert!(!dir.path().join("img").exists() && !dir.path().join("lts").exists());
         let journal = std::fs::read_to_string(store.layout().records_journal()).unwrap();
         assert_eq!(super::super::at_startup(&store).unwrap(), None, "nothing left to import");
         // A run interrupted before its Go files moved: the next one adds nothing twice.
         std::fs::create_dir_all(dir.path().join("img")).unwrap();
-        std::fs::rename(dir.path().join(MIGRATED).join("img").join(&m), dir.path().join("img").join(&m)).unwrap();
+        std::fs::rename(store.layout().go_migrated_dir().join("img").join(&m), dir.path().join("img").join(&m))
+            .unwrap();
         let again = super::super::at_startup(&store).unwrap().unwrap();
         assert_eq!((again.manifests, again.blobs), (1, 0));
         assert_eq!(std::fs::read_to_string(store.layout().records_journal()).unwrap(), journal);
@@ -315,8 +296,8 @@ mod tests {
         assert_eq!(summary.incomplete, 2, "both manifests lack the corrupt layer");
         let d: Digest = format!("sha256:{}", blobs[1]).parse().unwrap();
         assert!(store.record(&d).is_none());
-        assert!(dir.path().join(MIGRATED).join("refused/blobs").join(&blobs[1]).is_file());
-        assert!(dir.path().join(MIGRATED).join("unknown/img/notes.txt").is_file());
+        assert!(store.layout().go_migrated_dir().join("refused/blobs").join(&blobs[1]).is_file());
+        assert!(store.layout().go_migrated_dir().join("unknown/img/notes.txt").is_file());
         assert!(dir.path().join("img/sub").is_dir(), "a directory stays, reported on each start");
         let next = super::super::at_startup(&store).unwrap().unwrap();
         assert_eq!((next.manifests, next.unknown), (0, 1));
