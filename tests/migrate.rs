@@ -191,6 +191,7 @@ fn write_go_cache(root: &Path, layout: &Path) -> Expected {
     want.refused.push(claimed);
 
     std::fs::write(root.join("img").join("notes.txt"), b"left by an operator").unwrap();
+    std::fs::write(root.join("blobs").join("evil\x1b[2J\nWARN forged"), b"?").unwrap();
     want
 }
 
@@ -257,7 +258,7 @@ fn a_go_cache_is_imported_at_startup_and_served_air_gapped() {
     assert_eq!(code, Some(1), "refusals make the exit status 1: {stdout}{stderr}");
     assert!(
         stdout.contains(
-            "would import: 5 manifests, 7 blobs imported, 2 refused, 1 incomplete, 1 unknown entries, 0 blobs already cached"
+            "would import: 5 manifests, 7 blobs imported, 2 refused, 1 incomplete, 2 unknown entries, 0 blobs already cached"
         ),
         "{stdout}{stderr}"
     );
@@ -271,13 +272,16 @@ fn a_go_cache_is_imported_at_startup_and_served_air_gapped() {
     let mut server = Server::start_in(&images, "", &["--air-gapped"]);
     let log = server.log();
     let summary = log.lines().find(|l| l.contains("Go cache imported")).unwrap_or_else(|| panic!("{log}"));
-    for field in ["manifests=5", "blobs=7", "refused=2", "incomplete=1", "unknown=1"] {
+    for field in ["manifests=5", "blobs=7", "refused=2", "incomplete=1", "unknown=2"] {
         assert!(summary.contains(field), "{field} in {summary}");
     }
     for name in &want.refused {
         assert!(log.lines().any(|l| l.contains(" WARN ") && l.contains(name.as_str())), "no WARN naming {name}: {log}");
     }
     assert!(log.lines().any(|l| l.contains(" WARN ") && l.contains("img/notes.txt")), "{log}");
+    // A hostile file name reaches the log made printable, on its own line.
+    assert!(log.contains("file=blobs/evil??2J?WARN?forged"), "{log}");
+    assert!(!log.contains("evil\x1b") && !log.lines().any(|l| l.starts_with("WARN forged")), "{log}");
     assert!(!images.join("img").exists() && !images.join("lts").exists());
     assert!(std::fs::read_dir(images.join("blobs")).unwrap().all(|e| e.unwrap().path().is_dir()));
     assert_serves(&server, &want);

@@ -3,11 +3,17 @@
 //! out, a blob that hashed to its name (or one our index holds already), a
 //! refusal with its reason, or an unknown entry. Nothing is followed through
 //! a symbolic link; every name and reason is made printable before it is kept.
+//! Blobs are hashed on as many threads as the process has CPUs. The plan
+//! holds every Go manifest in memory, as the Go version itself did.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use super::go_format::{self, digest_of_name, shown, Dir, GoManifest, BLOBS, MAX_FILE_BYTES};
 use crate::oci::{Algorithm, Digest, Hasher};
@@ -103,41 +109,71 @@ pub fn scan(root: &Path, known: impl Fn(&Digest) -> bool) -> io::Result<Plan> {
             }
         }
     }
-    let mut buffer = vec![0u8; 1 << 20];
+    let mut to_hash = Vec::new();
     for (path, name, is_file) in entries(&root.join(BLOBS))? {
         if !is_file && OURS.iter().any(|o| name == *o) {
             continue;
         }
-        let entry = |reason: &str| Entry {
-            shown: format!("{BLOBS}/{}", shown(&name)),
-            path: path.clone(),
-            dir: BLOBS,
-            reason: reason.to_string(),
-            file: is_file,
-        };
         let digest = match digest_of_name(&name) {
             Some(d) if is_file => d,
             _ => {
-                plan.unknown.push(entry("not a Go blob file (a regular file named by its sha256 hex)"));
+                let reason = "not a Go blob file (a regular file named by its sha256 hex)";
+                plan.unknown.push(blob_entry(path, &name, is_file, reason));
                 continue;
             }
         };
         if known(&digest) {
             let size = path.symlink_metadata()?.len();
             plan.blobs.push(GoBlob { path, digest, size, known: true });
-            continue;
+        } else {
+            to_hash.push((path, name, digest));
         }
-        match hash(&path, &mut buffer)? {
-            (actual, size) if actual == digest => plan.blobs.push(GoBlob { path, digest, size, known: false }),
-            _ => plan.refused.push(entry("its content does not match its name (sha256)")),
+    }
+    for ((path, name, digest), hashed) in to_hash.iter().zip(hash_all(&to_hash)?) {
+        match hashed {
+            (actual, size) if actual == *digest => {
+                plan.blobs.push(GoBlob { path: path.clone(), digest: digest.clone(), size, known: false })
+            }
+            _ => {
+                plan.refused.push(blob_entry(path.clone(), name, true, "its content does not match its name (sha256)"))
+            }
         }
     }
     Ok(plan)
 }
 
+fn blob_entry(path: PathBuf, name: &OsStr, file: bool, reason: &str) -> Entry {
+    Entry { shown: format!("{BLOBS}/{}", shown(name)), path, dir: BLOBS, reason: reason.to_string(), file }
+}
+
+/// A file's sha256 and size, or why it could not be read.
+type Hashed = io::Result<(Digest, u64)>;
+
+/// Hashes the files, as many at a time as this process has CPUs (a large
+/// Go cache is read before the server listens); the results in order.
+fn hash_all(files: &[(PathBuf, OsString, Digest)]) -> io::Result<Vec<(Digest, u64)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Hashed>>> = Mutex::new(std::iter::repeat_with(|| None).take(files.len()).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, _, _)) = files.get(index) else { break };
+                    let hashed = hash(path, &mut buffer);
+                    results.lock()[index] = Some(hashed);
+                }
+            });
+        }
+    });
+    results.into_inner().into_iter().map(|r| r.unwrap_or_else(|| Err(io::Error::other("not hashed")))).collect()
+}
+
 /// The names in `dir` (none when it does not exist), sorted, with whether
 /// each is a regular file (a symbolic link is not).
-fn entries(dir: &Path) -> io::Result<Vec<(PathBuf, std::ffi::OsString, bool)>> {
+fn entries(dir: &Path) -> io::Result<Vec<(PathBuf, OsString, bool)>> {
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
