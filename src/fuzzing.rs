@@ -22,7 +22,7 @@ use crate::serve::route::{self, Route};
 pub type EntryPoint = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [(&str, EntryPoint); 7] = [
+pub const TARGETS: [(&str, EntryPoint); 8] = [
     ("request_head", request_head),
     ("route", route),
     ("reference", reference),
@@ -30,6 +30,7 @@ pub const TARGETS: [(&str, EntryPoint); 7] = [
     ("www_authenticate", www_authenticate),
     ("manifest", manifest),
     ("config", config),
+    ("go_manifest", go_manifest),
 ];
 
 /// The bytes a client sent, as a serving thread reads them: every pipelined
@@ -265,5 +266,37 @@ pub fn config(data: &[u8]) {
     }
     for r in &file.registries {
         let _ = r.name.parse::<RegistryName>();
+    }
+}
+
+/// A Go ociregistry manifest file as `migrate` reads it: the first byte
+/// picks the directory (`l` for `lts/`, `f` for `fat/`, else `img/`), the
+/// rest of the first line is the file's name, what follows is the file. What is
+/// accepted hashes to its name, has a media type fit for a header, and an
+/// image name that displays as what re-parses to it.
+pub fn go_manifest(data: &[u8]) {
+    use crate::ops::migrate::go_format::{parse_manifest, Dir};
+    let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let name = String::from_utf8_lossy(data.get(1..end).unwrap_or_default()).into_owned();
+    let dir = match data.first() {
+        Some(b'l') => Dir::Lts,
+        Some(b'f') => Dir::Fat,
+        _ => Dir::Img,
+    };
+    let Ok(m) = parse_manifest(std::ffi::OsStr::new(&name), dir, data.get(end + 1..).unwrap_or_default()) else {
+        return;
+    };
+    assert_eq!(m.digest.hex(), name);
+    assert_eq!(Digest::of(m.digest.algorithm(), &m.body), m.digest);
+    assert!(m.body.len() <= crate::fetch::MAX_MANIFEST_BYTES);
+    check_media_type(m.media_type.as_str());
+    assert!(media::MANIFEST_TYPES.contains(&m.media_type.as_str()));
+    let shown = m.image.to_string();
+    assert!(!shown.contains(['\r', '\n']), "{shown:?}");
+    assert_eq!(crate::ops::load::ImageRef::parse(&shown).as_ref(), Ok(&m.image));
+    assert!(m.image.digest.as_ref().is_none_or(|d| d == &m.digest));
+    assert!(m.image.tag.is_some() != m.image.digest.is_some());
+    if dir == Dir::Lts {
+        assert!(m.image.tag.as_ref().is_some_and(|t| t.as_str().eq_ignore_ascii_case("latest")));
     }
 }
