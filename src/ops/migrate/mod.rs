@@ -99,7 +99,8 @@ pub fn run(cli: &Cli, args: &MigrateArgs) -> i32 {
 fn migrate(cli: &Cli, args: &MigrateArgs) -> Result<Summary, String> {
     let settings = CommonSettings::resolve(cli).map_err(|e| e.to_string())?;
     let level = settings.log_level.unwrap_or(crate::cli::LogLevel::Info);
-    let _log = crate::logging::init(level, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
+    let _log =
+        crate::logging::init(level, settings.log_format, settings.log_file.as_deref()).map_err(|e| format!("{e:#}"))?;
     let root = &settings.image_path;
     if !root.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
