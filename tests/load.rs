@@ -57,13 +57,33 @@ impl Site {
         Site { dir, config, images }
     }
 
+    /// A site with no upstream (for tarballs).
+    fn offline() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "registries: []\n").unwrap();
+        let images = dir.path().join("images");
+        Site { dir, config, images }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Runs `ociregistry --image-path … --config-file … load <args>`.
     fn load(&self, args: &[&str]) -> Loaded {
-        let o = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        self.load_with(Command::new(env!("CARGO_BIN_EXE_ociregistry")), args)
+    }
+
+    /// [`Site::load`] with at most `files` open file descriptors (prlimit).
+    fn load_limited(&self, files: u32, args: &[&str]) -> Loaded {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={files}:{files}")).arg("--").arg(env!("CARGO_BIN_EXE_ociregistry"));
+        self.load_with(command, args)
+    }
+
+    fn load_with(&self, mut command: Command, args: &[&str]) -> Loaded {
+        let o = command
             .arg("--image-path")
             .arg(&self.images)
             .arg("--config-file")
@@ -410,6 +430,29 @@ fn an_oci_tarball_with_a_wrong_digest_commits_nothing_and_unnamed_images_are_ref
     }
     assert!(!site.images.join("tags").join(UPSTREAM).join("load/bad").exists());
     assert_eq!(std::fs::read_dir(site.images.join("tmp")).unwrap().count(), 0, "temp files left behind");
+}
+
+#[test]
+fn a_tarball_with_more_blobs_than_the_process_may_open_files_loads() {
+    let site = Site::offline();
+    let layout = site.path("many");
+    let images: Vec<ImageInfo> = (0..80)
+        .map(|i| {
+            let layers = [LayerSpec::text(&format!("etc/many-{i}"), &format!("many {i}\n"))];
+            write_image(&layout, &format!("{UPSTREAM}/load/many-{i}:v1"), ("linux", host_arch()), &layers)
+        })
+        .collect();
+    let tar = site.path("many.tar");
+    tar_dir(&layout, &tar);
+    // 160 blobs verified before any is committed, with 64 descriptors.
+    let run = site.load_limited(64, &["--image-file", &tar.display().to_string()]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(run.summary().starts_with("loaded 80 images, 0 failed"), "{}", run.show());
+    for image in &images {
+        for digest in blobs_of(image).iter().chain([&image.manifest_digest]) {
+            assert!(blob_file(&site.images, digest).is_file(), "{digest} is not committed\n{}", run.show());
+        }
+    }
 }
 
 #[test]

@@ -12,7 +12,8 @@ use super::{sync_parent, Kind, Record, Store};
 use crate::oci::{Digest, Hasher};
 
 pub struct BlobWriter {
-    file: File,
+    /// `None` once [`BlobWriter::park`]ed: synced and closed until its commit.
+    file: Option<File>,
     temp: PathBuf,
     hasher: Option<Hasher>,
     written: u64,
@@ -35,7 +36,7 @@ impl BlobWriter {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp)?;
         let reader = file.try_clone()?;
         let writer = BlobWriter {
-            file,
+            file: Some(file),
             temp,
             hasher: Some(Hasher::new(digest.algorithm())),
             written: 0,
@@ -52,7 +53,7 @@ impl BlobWriter {
     /// Appends and hashes `bytes`. They are in the page cache (visible to
     /// readers of the same file) when this returns.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+        self.file.as_mut().ok_or_else(|| io::Error::other("write after park"))?.write_all(bytes)?;
         if let Some(h) = self.hasher.as_mut() {
             h.update(bytes);
         }
@@ -70,13 +71,26 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Syncs a verified blob and closes its file, keeping the temp file for
+    /// [`BlobWriter::commit`]: for a caller that verifies many blobs before it
+    /// commits any (a tarball's), so they do not each hold a descriptor.
+    pub fn park(&mut self) -> io::Result<()> {
+        if self.hasher.is_some() {
+            return Err(io::Error::other("park before verify"));
+        }
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Makes a verified blob durable and visible: fsync, rename into `blobs/`,
     /// journal the record for `source`.
     pub fn commit(mut self, store: &Store, source: &str) -> io::Result<()> {
         if self.hasher.is_some() {
             return Err(io::Error::other("commit before verify"));
         }
-        self.file.sync_all()?;
+        self.park()?;
         let path = store.layout().blob(&self.expected);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -126,6 +140,23 @@ mod tests {
         w.commit(&store, "quay.io/a").unwrap();
         assert_eq!(std::fs::read(store.layout().blob(&d)).unwrap(), b"hello world");
         assert_eq!(store.record(&d).unwrap().size, 11);
+
+        // Parked: verified, synced and closed; committed later, or removed when dropped.
+        let d3 = Digest::of(Algorithm::Sha256, b"parked");
+        let (mut w, reader) = BlobWriter::create(&store, &d3).unwrap();
+        drop(reader);
+        w.write(b"parked").unwrap();
+        assert!(w.park().is_err(), "not verified yet");
+        w.verify().unwrap();
+        w.park().unwrap();
+        assert!(w.write(b"more").is_err());
+        w.commit(&store, "quay.io/a").unwrap();
+        assert_eq!(std::fs::read(store.layout().blob(&d3)).unwrap(), b"parked");
+        let (mut w, _) = BlobWriter::create(&store, &d).unwrap();
+        w.write(b"hello world").unwrap();
+        w.verify().unwrap();
+        w.park().unwrap();
+        drop(w);
 
         let d2 = Digest::of(Algorithm::Sha256, b"other");
         let (mut w, _) = BlobWriter::create(&store, &d2).unwrap();

@@ -138,6 +138,8 @@ fn commit(
                 bar.inc(n as u64);
             }
             writer.verify().map_err(|e| format!("{name}: {e}"))?;
+            // Closed until the commit: a tarball may hold more blobs than this process may open files.
+            writer.park().map_err(|e| format!("cannot write to the cache: {e}"))?;
             written.insert(digest.clone(), writer);
         }
     }
