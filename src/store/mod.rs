@@ -378,8 +378,11 @@ impl Store {
 
     /// Taken around placing or removing `digest`'s file (see the field).
     pub fn placing(&self, digest: &Digest) -> parking_lot::MutexGuard<'_, ()> {
-        let stripe = u8::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) as usize;
-        self.placing[stripe % self.placing.len()].lock()
+        self.placing[self.stripe(digest)].lock()
+    }
+
+    fn stripe(&self, digest: &Digest) -> usize {
+        u8::from_str_radix(&digest.hex()[..2], 16).unwrap_or(0) as usize % self.placing.len()
     }
 
     /// Something was removed: serving threads drop every kept answer.

@@ -187,10 +187,29 @@ impl Journal {
         self.write(&Line::new(digest, record, String::new(), true))
     }
 
+    /// Appends the removals of many digests (each with the record it had), with one sync.
+    pub fn append_removals(&mut self, removed: &[(&Digest, &Record)]) -> io::Result<()> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for (digest, record) in removed {
+            serde_json::to_writer(&mut bytes, &Line::new(digest, record, String::new(), true))
+                .map_err(io::Error::other)?;
+            bytes.push(b'\n');
+        }
+        self.write_bytes(&bytes)
+    }
+
     fn write(&mut self, line: &Line) -> io::Result<()> {
         let mut bytes = serde_json::to_vec(line).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        match self.file.write_all(&bytes).and_then(|_| self.file.sync_data()) {
+        self.write_bytes(&bytes)
+    }
+
+    /// Appends whole lines and syncs them; on failure cuts the file back.
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.file.write_all(bytes).and_then(|_| self.file.sync_data()) {
             Ok(()) => {
                 self.len += bytes.len() as u64;
                 Ok(())

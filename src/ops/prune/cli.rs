@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 
 use super::job::PruneBody;
-use super::{plan, prune, Criteria, Pins, Report};
+use super::{plan, prune_with, Criteria, Pins, Report};
 use crate::cli::{Cli, PruneArgs};
 use crate::config::{CommonSettings, FileConfig};
 use crate::ops::criteria::{parse_date, parse_duration, parse_size, Patterns};
@@ -20,8 +20,13 @@ use crate::store::{peek, Layout, MemoryLimits, OpenError, Store};
 pub fn run(cli: &Cli, args: &PruneArgs) -> i32 {
     match run_checked(cli, args) {
         Ok(report) => {
+            // The images' lines were printed as they went (see `print`).
             let mut out = io::stdout().lock();
-            for line in report.lines(false) {
+            let rest = match &report.remote {
+                Some(lines) => lines.clone(),
+                None => report.closing_lines(),
+            };
+            for line in rest {
                 let _ = writeln!(out, "{line}");
             }
             i32::from(!report.errors.is_empty())
@@ -68,7 +73,17 @@ fn admin_token(file: &FileConfig) -> Option<String> {
     })
 }
 
-/// Runs the prune as a job of the server and rebuilds the report's lines.
+/// Prints lines at once (standard output, flushed: the prune may run long).
+fn print(lines: &[String]) {
+    let mut out = io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
+/// Runs the prune as a job of the server, printing its lines as they come;
+/// the report holds the lines not printed yet.
 fn remote(client: &crate::admin::client::AdminClient, criteria: &Criteria, args: &PruneArgs) -> Result<Report, Remote> {
     use crate::admin::client::ClientError;
     let body = serde_json::to_vec(&PruneBody::new(criteria, args.pattern.as_deref(), args.dry_run))
@@ -77,8 +92,22 @@ fn remote(client: &crate::admin::client::AdminClient, criteria: &Criteria, args:
         ClientError::Io { .. } => Remote::Unreachable(e.to_string()),
         other => Remote::Failed(format!("the server (pid {}) refused the prune: {other}", client.pid())),
     })?;
+    // Lines are followed while the job keeps every one since the last poll;
+    // after a gap (it keeps only its last lines) the rest come from the report.
+    let (mut printed, mut gap) = (0u64, false);
     let status = client
-        .wait(&id, std::time::Duration::from_millis(100), |_| {})
+        .wait(&id, std::time::Duration::from_millis(100), |status| {
+            if status.state != "running" || gap {
+                return;
+            }
+            if status.lines_dropped > printed {
+                gap = true;
+                return;
+            }
+            let fresh = &status.lines[(printed - status.lines_dropped) as usize..];
+            print(fresh);
+            printed += fresh.len() as u64;
+        })
         .map_err(|e| Remote::Failed(format!("lost the server's prune job {id}: {e}")))?;
     let Some(report) = status.report.filter(|_| status.state == "done") else {
         return Err(Remote::Failed(format!(
@@ -86,7 +115,9 @@ fn remote(client: &crate::admin::client::AdminClient, criteria: &Criteria, args:
             status.error.unwrap_or_default()
         )));
     };
-    Ok(Report::remote(super::job::report_text(&report), report["errors"].as_u64().unwrap_or(0) as usize))
+    let text = super::job::report_text(&report);
+    let rest: String = text.lines().skip(printed as usize).flat_map(|l| [l, "\n"]).collect();
+    Ok(Report::remote(rest, report["errors"].as_u64().unwrap_or(0) as usize))
 }
 
 fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
@@ -123,14 +154,18 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
     match Store::open(root, MemoryLimits::default()) {
         Ok(store) => {
             let pins = read_pins(store.pins().map_err(|e| format!("cannot read the pins: {e}"))?.into_iter().collect());
-            Ok(prune(&store, &criteria, &pins, args.dry_run))
+            Ok(prune_with(&store, &criteria, &pins, args.dry_run, print))
         }
         Err(OpenError::Locked { path, pid }) if args.dry_run => {
             let _ = pid;
             let exact = crate::store::pins::read(&layout.pins_file()).map_err(|e| format!("cannot read the pins: {e}"))?;
             let peeked = peek::catalog(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let plan = plan::plan(&peeked.images, &peeked.sizes, &criteria, &read_pins(exact.into_iter().collect()));
-            Ok(Report { plan, dry_run: true, ..Report::default() })
+            let report = Report { plan, dry_run: true, ..Report::default() };
+            for i in 0..report.plan.images.len() {
+                print(&report.image_lines(i, false));
+            }
+            Ok(report)
         }
         Err(OpenError::Locked { path, pid }) => Err(format!(
             "a server owns the image path {}: {} holds its lock {}; stop it and prune again (or use --dry-run to see what would go)",

@@ -6,8 +6,9 @@
 //! Body (JSON, every key optional, at least one selecting):
 //! `{"pattern": "RE,RE", "createdBefore": unix-secs, "accessedBefore":
 //! unix-secs, "maxSize": bytes, "count": n, "dryRun": bool}`. Counters:
-//! `images`, `manifests`, `blobs`, `freed`, `errors`; one line per removed
-//! image, manifest, blob and error, then the summary. The report:
+//! `images` (counting up as they go), `manifests`, `blobs`, `freed`,
+//! `errors`; each image's lines as it is removed (the image, then the
+//! manifests and blobs it freed), then one per error and the summary. The report:
 //! `{"images", "manifests", "blobs", "freed", "errors", "dryRun", "lines"}`
 //! (`lines` is exactly what the command prints).
 //!
@@ -19,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{prune, Criteria, Pins};
+use super::{prune_with, Criteria, Pins};
 use crate::admin::{JobContext, JobFuture};
 use crate::ops::criteria::{parse_duration, Patterns};
 use crate::serve::route::percent_decode;
@@ -83,18 +84,27 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
                 let exact =
                     ctx.env.store.pins().map_err(|e| format!("cannot read the pins: {e}"))?.into_iter().collect();
                 let pins = Pins { exact, patterns: (!patterns.is_empty()).then_some(patterns) };
-                let report = prune(&ctx.env.store, &criteria, &pins, body.dry_run);
                 let p = &ctx.progress;
+                let mut images = 0;
+                // Each image's lines as it goes, so the command (and GET /cmd/jobs/<id>) follow the prune.
+                let report = prune_with(&ctx.env.store, &criteria, &pins, body.dry_run, |lines| {
+                    images += 1;
+                    p.set("images", images);
+                    for line in lines {
+                        tracing::info!(target: "prune", "{line}");
+                        p.line(line);
+                    }
+                });
                 p.set("images", report.plan.images.len() as u64);
                 p.set("manifests", report.plan.manifests.len() as u64);
                 p.set("blobs", report.plan.blobs.len() as u64);
                 p.set("freed", report.plan.freed);
                 p.set("errors", report.errors.len() as u64);
-                let lines = report.lines(false);
-                for line in &lines {
+                for line in report.closing_lines() {
                     tracing::info!(target: "prune", "{line}");
                     p.line(line);
                 }
+                let lines = report.lines(false);
                 Ok(json!({
                     "images": report.plan.images.len(),
                     "manifests": report.plan.manifests.len(),

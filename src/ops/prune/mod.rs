@@ -23,7 +23,7 @@ pub use plan::{Criteria, Pins, Plan};
 
 use crate::oci::Digest;
 use crate::store::catalog::{Image, ImageName};
-use crate::store::Store;
+use crate::store::{Store, TagKey};
 
 /// What a prune did (or, dry, would do).
 #[derive(Debug, Default)]
@@ -40,10 +40,25 @@ pub struct Report {
 
 /// Prunes `store` by `criteria`, keeping `pins`. Blocking: call off the reactors.
 pub fn prune(store: &Store, criteria: &Criteria, pins: &Pins, dry_run: bool) -> Report {
+    prune_with(store, criteria, pins, dry_run, |_| {})
+}
+
+/// [`prune`], handing `on_image` each image's lines (see [`Report::image_lines`])
+/// as soon as it is removed (dry: as planned), so a caller can stream them.
+pub fn prune_with(
+    store: &Store,
+    criteria: &Criteria,
+    pins: &Pins,
+    dry_run: bool,
+    mut on_image: impl FnMut(&[String]),
+) -> Report {
     let catalog = store.catalog();
     let sizes: HashMap<Digest, u64> = store.records().into_iter().map(|(d, r)| (d, r.size)).collect();
     let mut report = Report { plan: plan::plan(&catalog, &sizes, criteria, pins), dry_run, ..Report::default() };
     if dry_run || report.plan.images.is_empty() {
+        for i in 0..report.plan.images.len() {
+            on_image(&report.image_lines(i, false));
+        }
         return report;
     }
     let going: HashSet<String> = report.plan.images.iter().map(identity).collect();
@@ -52,26 +67,56 @@ pub fn prune(store: &Store, criteria: &Criteria, pins: &Pins, dry_run: bool) -> 
         used.extend(image.manifests.iter().cloned());
         used.extend(image.blobs.iter().cloned());
     }
+    // What an image that stays came to use meanwhile stays, and counts as freed by no one.
     let plan = &mut report.plan;
-    for list in [&mut plan.manifests, &mut plan.blobs] {
-        let before = list.len();
-        list.retain(|(d, _)| !used.contains(d));
-        report.kept_late += before - list.len();
+    let (mut m, mut b) = (0, 0);
+    let mut freed_by = Vec::with_capacity(plan.freed_by.len());
+    let (mut manifests, mut blobs) = (Vec::new(), Vec::new());
+    for &(nm, nb) in &plan.freed_by {
+        let keep_m: Vec<_> = plan.manifests[m..m + nm].iter().filter(|(d, _)| !used.contains(d)).cloned().collect();
+        let keep_b: Vec<_> = plan.blobs[b..b + nb].iter().filter(|(d, _)| !used.contains(d)).cloned().collect();
+        report.kept_late += nm + nb - keep_m.len() - keep_b.len();
+        freed_by.push((keep_m.len(), keep_b.len()));
+        manifests.extend(keep_m);
+        blobs.extend(keep_b);
+        (m, b) = (m + nm, b + nb);
     }
+    (plan.manifests, plan.blobs, plan.freed_by) = (manifests, blobs, freed_by);
     plan.freed = plan.manifests.iter().chain(&plan.blobs).map(|(_, s)| s).sum();
-    for image in &plan.images {
-        if let ImageName::Tag(key) = &image.name {
-            // Only if it still names what was planned: a tag moved meanwhile is another image.
-            if store.tag(key).is_some_and(|t| t.digest == image.digest) {
-                if let Err(e) = store.remove_tag(key) {
-                    report.errors.push(format!("cannot remove tag {}: {e}", image.reference()));
+    // Images go a batch at a time: their tags, then their manifests, then their blobs.
+    let (mut m, mut b, mut i) = (0, 0, 0);
+    while i < report.plan.images.len() {
+        let first = i;
+        let (m0, b0) = (m, b);
+        while i < report.plan.images.len() && (m - m0) + (b - b0) < crate::store::removal::BATCH {
+            let (nm, nb) = report.plan.freed_by[i];
+            (m, b, i) = (m + nm, b + nb, i + 1);
+        }
+        let plan = &report.plan;
+        // Only a tag that still names what was planned: one moved meanwhile is another image.
+        let (tags, tagged): (Vec<TagKey>, Vec<&Image>) = plan.images[first..i]
+            .iter()
+            .filter_map(|image| match &image.name {
+                ImageName::Tag(key) if store.tag(key).is_some_and(|t| t.digest == image.digest) => {
+                    Some((key.clone(), image))
                 }
+                _ => None,
+            })
+            .unzip();
+        for (result, image) in store.remove_tags(&tags).into_iter().zip(tagged) {
+            if let Err(e) = result {
+                report.errors.push(format!("cannot remove tag {}: {e}", image.reference()));
             }
         }
-    }
-    for (digest, _) in plan.manifests.iter().chain(&plan.blobs) {
-        if let Err(e) = store.remove(digest) {
-            report.errors.push(format!("cannot remove {digest}: {e}"));
+        let digests: Vec<Digest> =
+            plan.manifests[m0..m].iter().chain(&plan.blobs[b0..b]).map(|(d, _)| d.clone()).collect();
+        for (result, digest) in store.remove_many(&digests).into_iter().zip(&digests) {
+            if let Err(e) = result {
+                report.errors.push(format!("cannot remove {digest}: {e}"));
+            }
+        }
+        for n in first..i {
+            on_image(&report.image_lines(n, false));
         }
     }
     report
@@ -92,24 +137,39 @@ impl Report {
         }
     }
 
-    /// The report as lines, for a terminal or a log.
+    /// The report as lines, for a terminal or a log: each image's lines (see
+    /// [`Report::image_lines`]), then [`Report::closing_lines`].
     pub fn lines(&self, short_digest: bool) -> Vec<String> {
         if let Some(lines) = &self.remote {
             return lines.clone();
         }
-        let (verb, done) = if self.dry_run { ("would remove", "would free") } else { ("removed", "freed") };
-        let mut out = Vec::new();
-        for image in &self.plan.images {
-            let digest = if short_digest { short(&image.digest) } else { image.digest.to_string() };
-            out.push(format!("{verb} image {} ({} {digest})", image.reference(), image.kind.as_str()));
-        }
-        for (d, size) in &self.plan.manifests {
+        let mut out: Vec<String> =
+            (0..self.plan.images.len()).flat_map(|i| self.image_lines(i, short_digest)).collect();
+        out.extend(self.closing_lines());
+        out
+    }
+
+    /// Image `i`'s lines: the image, then the manifests and blobs it freed.
+    pub fn image_lines(&self, i: usize, short_digest: bool) -> Vec<String> {
+        let verb = if self.dry_run { "would remove" } else { "removed" };
+        let image = &self.plan.images[i];
+        let digest = if short_digest { short(&image.digest) } else { image.digest.to_string() };
+        let mut out = vec![format!("{verb} image {} ({} {digest})", image.reference(), image.kind.as_str())];
+        let (m, b) = self.plan.freed_by[..i].iter().fold((0, 0), |(m, b), (nm, nb)| (m + nm, b + nb));
+        let (nm, nb) = self.plan.freed_by[i];
+        for (d, size) in &self.plan.manifests[m..m + nm] {
             out.push(format!("{verb} manifest {d} ({size} bytes)"));
         }
-        for (d, size) in &self.plan.blobs {
+        for (d, size) in &self.plan.blobs[b..b + nb] {
             out.push(format!("{verb} blob {d} ({size} bytes)"));
         }
-        out.extend(self.errors.iter().cloned());
+        out
+    }
+
+    /// The lines after the images': each error, then the summary.
+    pub fn closing_lines(&self) -> Vec<String> {
+        let done = if self.dry_run { "would free" } else { "freed" };
+        let mut out = self.errors.clone();
         let mut summary = format!(
             "{} images, {} manifests, {} blobs; {done} {} bytes",
             self.plan.images.len(),

@@ -67,6 +67,9 @@ pub struct Plan {
     pub manifests: Vec<(Digest, u64)>,
     /// Blobs no kept image uses, with their sizes.
     pub blobs: Vec<(Digest, u64)>,
+    /// How many of `manifests` and of `blobs` each image frees, in order:
+    /// image `i`'s are the next ones in each list after those of the images before it.
+    pub freed_by: Vec<(usize, usize)>,
     /// Pinned images that matched and stay.
     pub pinned: usize,
     /// Bytes of every committed object before, and freed.
@@ -101,6 +104,7 @@ pub fn plan(catalog: &[Image], sizes: &HashMap<Digest, u64>, criteria: &Criteria
         if criteria.count.is_some_and(|n| plan.images.len() >= n) {
             break;
         }
+        let before = (plan.manifests.len(), plan.blobs.len());
         for (list, out) in [(&image.manifests, &mut plan.manifests), (&image.blobs, &mut plan.blobs)] {
             for d in unique(list) {
                 let n = uses.get_mut(d).expect("counted above");
@@ -112,6 +116,7 @@ pub fn plan(catalog: &[Image], sizes: &HashMap<Digest, u64>, criteria: &Criteria
                 }
             }
         }
+        plan.freed_by.push((plan.manifests.len() - before.0, plan.blobs.len() - before.1));
         plan.images.push(image.clone());
     }
     plan
@@ -172,6 +177,7 @@ mod tests {
         let p = plan(&catalog, &sizes, &by(":(a|c)$"), &pins);
         assert_eq!(p.manifests, vec![(d("ma"), 100)]);
         assert_eq!(p.blobs, vec![(d("only-a"), 100)], "b keeps the shared blob");
+        assert_eq!(p.freed_by, vec![(0, 0), (1, 1)], "the last of a and c to go frees their content");
         assert_eq!(p.freed, 200);
 
         let p = plan(&catalog, &sizes, &by("quay"), &pins);
