@@ -364,14 +364,19 @@ fn max_size_evicts_the_least_recently_pulled_unpinned_images_in_the_background()
     let imgs: Vec<FakeImage> = names.iter().zip(&layers).map(|(n, l)| up.add_image(n, "v1", l)).collect();
     let server = Server::start_in(images, &s.config, &[]);
     let gone = |i: usize| !blob_file(images, &imgs[i].layer_digests[0]).exists();
+    // Pull times are kept in seconds: each image is pulled in a later second than the one before.
+    let next_second = || std::thread::sleep(Duration::from_millis(1100));
     for i in 0..3 {
         pull(&server, up, names[i], &imgs[i], &layers[i]).unwrap();
         wait_recorded(images, &imgs[i]);
+        next_second();
     }
-    assert!(wait_until(Duration::from_secs(10), || gone(1)), "a was not evicted:\n{}", server.log());
-    // Log lines reach the file through a background writer: the removal may be seen first.
-    let logged = || server.log().contains(&format!("removed image {host}/team/a:v1"));
-    assert!(wait_until(Duration::from_secs(10), logged), "{}", server.log());
+    let logged = |what: &str| server.log().contains(&format!("removed image {host}/{what}:v1"));
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(1) && logged("team/a")),
+        "a was not evicted:\n{}",
+        server.log()
+    );
     assert!(!gone(0) && !gone(2), "the pinned p and the newer b stay");
     pull(&server, up, names[3], &imgs[3], &layers[3]).unwrap();
     wait_recorded(images, &imgs[3]);
@@ -379,4 +384,38 @@ fn max_size_evicts_the_least_recently_pulled_unpinned_images_in_the_background()
     assert!(!gone(0) && !gone(3), "the pinned p and the newest c stay");
     pull(&server, up, names[1], &imgs[1], &layers[1]).unwrap();
     assert!(up.count("GET", "team/a/manifests/v1") >= 2, "an evicted image is fetched again");
+}
+
+#[test]
+fn when_pinned_images_fill_max_size_commits_do_not_each_start_an_eviction() {
+    let s = setup("pinned: ['team/p:']\npruneConfig:\n  maxSize: 100000\n  lowWatermark: 90000\n");
+    let (up, images) = (&s.up, &s.images);
+    let pinned_layers = vec![random_bytes(50, 200_000)];
+    let p = up.add_image("team/p", "v1", &pinned_layers);
+    let server = Server::start_in(images, &s.config, &[]);
+    pull(&server, up, "team/p", &p, &pinned_layers).unwrap();
+    wait_recorded(images, &p);
+    let stuck = "still over the low watermark after evicting";
+    assert!(wait_until(Duration::from_secs(10), || server.log().contains(stuck)), "{}", server.log());
+    // Small unpinned images, a few KB in all: less growth than the margin (the watermarks' distance,
+    // 10000 bytes), within the first backoff (30 s), so no eviction runs for them.
+    let small: Vec<(String, FakeImage, Vec<Vec<u8>>)> = (0..5)
+        .map(|i| {
+            let layers = vec![random_bytes(60 + i, 300)];
+            let repo = format!("team/s{i}");
+            let img = up.add_image(&repo, "v1", &layers);
+            (repo, img, layers)
+        })
+        .collect();
+    for (repo, img, layers) in &small {
+        pull(&server, up, repo, img, layers).unwrap();
+        wait_recorded(images, img);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    assert_eq!(log.matches(stuck).count(), 1, "warned once:\n{log}");
+    assert_eq!(log.matches("pruned 0 images").count(), 1, "one eviction, not one per commit:\n{log}");
+    for (_, img, _) in &small {
+        assert!(blob_file(images, &img.layer_digests[0]).exists(), "{} was evicted:\n{log}", img.manifest_digest);
+    }
 }
