@@ -193,3 +193,29 @@ mod watermark_tests {
         assert!(watermarks(Some(&PruneConfig::default()), &mut Vec::new()).is_none(), "no maxSize: no eviction");
     }
 }
+
+#[cfg(test)]
+mod background_tests {
+    use super::*;
+
+    #[test]
+    fn duration_and_frequency_take_go_compound_durations_and_our_days() {
+        let config = |duration: &str, frequency: &str| PruneConfig {
+            enabled: true,
+            kind: Some("accessed".into()),
+            duration: Some(duration.into()),
+            frequency: Some(frequency.into()),
+            ..PruneConfig::default()
+        };
+        let mut problems = Vec::new();
+        let b = validate(Some(&config("2h45m10s", "1h30m")), &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(matches!(b.select, Select::Accessed(9910)));
+        assert_eq!(b.every, Duration::from_secs(5400));
+        let b = validate(Some(&config("15d", "90s")), &mut problems).unwrap();
+        assert!(matches!(b.select, Select::Accessed(1_296_000)));
+        assert_eq!(b.every, Duration::from_secs(90));
+        assert!(validate(Some(&config("30m1h", "1h")), &mut problems).is_none());
+        assert!(problems.iter().any(|p| p.starts_with("pruneConfig.duration:")), "{problems:?}");
+    }
+}

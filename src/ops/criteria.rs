@@ -51,22 +51,40 @@ impl Patterns {
     }
 }
 
-/// `30s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds.
+/// `30s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds, and
+/// sums of them as Go writes durations: `1h30m`, `2h45m10s`, `1d12h`.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration (a number and s, m, h, d or w: 30m, 12h, 7d)");
+    let bad = || format!("{text:?} is not a duration (a number and s, m, h, d or w: 30m, 12h, 7d, 1h30m)");
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let (mut rest, mut total, mut last_scale) = (t, 0u64, u64::MAX);
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (n, tail) = rest.split_at(split);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let scale = match &tail[..unit_len] {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        // Largest unit first, each once (as Go prints them): `30m1h` is a typo, not 90 minutes.
+        if scale >= last_scale {
+            return Err(bad());
+        }
+        last_scale = scale;
+        total = n.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        rest = &tail[unit_len..];
+    }
+    Ok(total)
 }
 
 /// Bytes, or a number with a unit: `k`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB`
@@ -172,7 +190,12 @@ mod tests {
         assert_eq!(parse_duration("12h"), Ok(43_200));
         assert_eq!(parse_duration("7d"), Ok(604_800));
         assert_eq!(parse_duration("90"), Ok(90));
-        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999d"] {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("2h45m10s"), Ok(9910));
+        assert_eq!(parse_duration(" 15d "), Ok(15 * 86_400));
+        assert_eq!(parse_duration("1d12h"), Ok(129_600));
+        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999d", "30m1h", "1h1h", "1h 30m", "h30m", "1h30"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_size("1048576"), Ok(1_048_576));
