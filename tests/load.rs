@@ -544,3 +544,29 @@ fn resolve_ref_names_the_one_image_of_an_unnamed_tarball_and_is_refused_for_more
     assert_eq!(run.code, Some(2), "not a full reference: {}", run.show());
     assert!(run.stderr.contains("--resolve-ref"), "{}", run.show());
 }
+
+#[test]
+fn a_stale_admin_file_is_ignored_with_a_note_and_a_deaf_server_refuses_the_load_by_pid() {
+    let site = Site::offline();
+    let layout = site.path("one");
+    let image = write_image(&layout, &format!("{UPSTREAM}/load/stale:v1"), ("linux", host_arch()), &layers(11));
+    let tar = site.path("one.tar");
+    tar_dir(&layout, &tar);
+    let tar = tar.display().to_string();
+
+    // A live process holds the lock and its admin API does not answer: refused, naming it.
+    let deaf = common::DeafServer::hold(&site.images);
+    let list = site.write_list("list.txt", &format!("{UPSTREAM}/load/stale:v1\n"));
+    let run = site.load(&["--image-file", &list]);
+    assert_eq!(run.code, Some(2), "{}", run.show());
+    assert!(run.stderr.contains(&format!("pid {}", std::process::id())), "{}", run.show());
+    assert!(run.stderr.contains("no running server could be reached"), "{}", run.show());
+    assert!(!blob_file(&site.images, &image.manifest_digest).exists());
+    drop(deaf);
+
+    // The same .admin once its process no longer holds the lock (it died): a note, and the load runs.
+    let run = site.load(&["--image-file", &tar]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(run.stderr.contains("no longer holds the image path's lock"), "{}", run.show());
+    assert!(blob_file(&site.images, &image.manifest_digest).is_file());
+}

@@ -419,3 +419,30 @@ fn when_pinned_images_fill_max_size_commits_do_not_each_start_an_eviction() {
         assert!(blob_file(images, &img.layer_digests[0]).exists(), "{} was evicted:\n{log}", img.manifest_digest);
     }
 }
+
+#[test]
+fn a_stale_admin_file_is_ignored_with_a_note_and_a_deaf_server_is_refused_by_pid() {
+    let s = setup("");
+    let (up, images, host) = (&s.up, &s.images, s.up.host());
+    let la = vec![random_bytes(70, 5_000)];
+    let a = up.add_image("team/a", "v1", &la);
+    let mut server = Server::start_in(images, &s.config, &[]);
+    pull(&server, up, "team/a", &a, &la).unwrap();
+    wait_recorded(images, &a);
+    // A crash leaves .admin behind, naming a dead pid and a port nothing listens on.
+    server.kill9();
+    assert!(images.join(".admin").exists());
+    let ran = prune(images, Some(&s.config_file), &["--pattern", "team/a"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    assert!(ran.stderr.contains("no longer holds the image path's lock"), "{}", ran.stderr);
+    assert!(ran.stdout.contains(&format!("removed image {host}/team/a:v1")), "{}", ran.stdout);
+    assert!(!blob_file(images, &a.manifest_digest).exists(), "pruned in place");
+
+    // A live process holds the lock and its admin API does not answer: nothing to prune in place.
+    let deaf = common::DeafServer::hold(images);
+    let ran = prune(images, Some(&s.config_file), &["--pattern", "team/"]);
+    assert_eq!(ran.code, Some(2), "{}{}", ran.stdout, ran.stderr);
+    let pid = format!("pid {}", std::process::id());
+    assert!(ran.stderr.contains(&pid) && ran.stderr.contains("admin API does not answer"), "{}", ran.stderr);
+    drop(deaf);
+}

@@ -79,6 +79,14 @@ pub fn find(image_path: &Path) -> Option<AdminFile> {
     lock_held_by(&layout.lock_file(), file.pid).then_some(file)
 }
 
+/// A `.admin` file that [`find`] ignores: left by a server that stopped
+/// uncleanly (its pid no longer holds the image path's lock).
+pub fn stale(image_path: &Path) -> Option<AdminFile> {
+    let layout = Layout::new(image_path);
+    let file = read_file(&layout.admin_file())?;
+    (!lock_held_by(&layout.lock_file(), file.pid)).then_some(file)
+}
+
 /// Whether `pid` holds the `flock` on `lock`.
 fn lock_held_by(lock: &Path, pid: u32) -> bool {
     let Ok(meta) = std::fs::metadata(lock) else { return false };

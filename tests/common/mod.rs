@@ -290,3 +290,32 @@ pub fn metric(page: &str, series: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// The image path's lock held by this test process, with a `.admin` naming this
+/// process and a loopback port nothing listens on: a server whose admin API does
+/// not answer. Released when dropped.
+pub struct DeafServer {
+    _lock: std::fs::File,
+}
+
+impl DeafServer {
+    pub fn hold(image_path: &Path) -> DeafServer {
+        use std::io::Write;
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(image_path).unwrap();
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(image_path.join(".lock"))
+            .unwrap();
+        // SAFETY: flock on a valid, owned fd.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0, "lock taken");
+        write!(lock, "{}", std::process::id()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let admin = format!(r#"{{"url":"http://127.0.0.1:{port}","pid":{}}}"#, std::process::id());
+        std::fs::write(image_path.join(".admin"), admin).unwrap();
+        DeafServer { _lock: lock }
+    }
+}

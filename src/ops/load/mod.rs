@@ -354,7 +354,8 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
             Input::List { .. } => None,
         }) {
             return Err(format!(
-                "a server (pid {}) runs on the image path {}, and tarballs are not handed to a running server                  ({}): stop the server and load, or load an image list (lists are loaded through the server)",
+                "a server (pid {}) runs on the image path {}, and tarballs are not handed to a running server \
+                 ({}): stop the server and load, or load an image list (lists are loaded through the server)",
                 admin.pid(),
                 settings.image_path.display(),
                 path.display()
@@ -384,6 +385,13 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
             // Unreachable: as if no server ran (the lock tells).
             Err(e) => tracing::warn!(error = %e, "the server named in .admin does not answer"),
         }
+    } else if let Some(stale) = crate::admin::discovery::stale(&settings.image_path) {
+        eprintln!(
+            "note: {} names pid {}, which no longer holds the image path's lock (a server that stopped \
+             uncleanly): loading into the image path itself",
+            Layout::new(&settings.image_path).admin_file().display(),
+            stale.pid
+        );
     }
     let store = open_store(&settings)?;
     let jobs = args.jobs.unwrap_or(NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero"));

@@ -5,6 +5,8 @@
 //! (see `job`) and its report printed the same way; if the server's admin
 //! API cannot be reached the command refuses, naming the server's pid (a
 //! `--dry-run` then plans from the files beside the server, see `store::peek`).
+//! A `.admin` left by a server that stopped uncleanly (its pid no longer holds
+//! the lock) is ignored, with a note, and the command prunes the path itself.
 
 use std::io::{self, Write};
 
@@ -137,6 +139,7 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
     if !layout.blobs_dir().is_dir() {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
+    let mut unreachable = None;
     if let Some(client) = crate::admin::client::find(root) {
         let client = match admin_token(&file) {
             Some(t) => client.with_token(t),
@@ -145,10 +148,15 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
         match remote(&client, &criteria, args) {
             Ok(report) => return Ok(report),
             Err(Remote::Failed(m)) => return Err(m),
-            Err(Remote::Unreachable(m)) => {
-                tracing::warn!("cannot hand the prune to the server (pid {}): {m}", client.pid())
-            }
+            Err(Remote::Unreachable(m)) => unreachable = Some(m),
         }
+    } else if let Some(stale) = crate::admin::discovery::stale(root) {
+        eprintln!(
+            "note: {} names pid {}, which no longer holds the image path's lock (a server that stopped \
+             uncleanly): pruning the image path itself",
+            layout.admin_file().display(),
+            stale.pid
+        );
     }
     let read_pins = |exact| Pins { exact, patterns: (!patterns.is_empty()).then(|| patterns.clone()) };
     match Store::open(root, MemoryLimits::default()) {
@@ -168,10 +176,11 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
             Ok(report)
         }
         Err(OpenError::Locked { path, pid }) => Err(format!(
-            "a server owns the image path {}: {} holds its lock {}; stop it and prune again (or use --dry-run to see what would go)",
+            "a server owns the image path {}: {} holds its lock {}{}; stop it and prune again (or use --dry-run to see what would go)",
             path.display(),
             pid.map_or_else(|| "a process".to_string(), |p| format!("pid {p}")),
-            layout.lock_file().display()
+            layout.lock_file().display(),
+            unreachable.map(|m| format!(", and its admin API does not answer ({m})")).unwrap_or_default()
         )),
         Err(other) => Err(other.to_string()),
     }
