@@ -12,11 +12,32 @@
 //! `Store::commit_verified_file` and before its journal line, `img/<hex>`,
 //! `lts/<hex>` or `fat/<hex>` once committed and before it is moved aside).
 //!
+//! `go-prune-wait=MS` is not a fault: it shortens how long Go's `DELETE
+//! /cmd/prune` waits before its 202 (see [`go_prune_wait`]).
+//!
 //! Points that slow down: `cold-read` (a committed file's path): the serving
 //! threads treat every chunk of that file as not in the page cache, and
 //! reading a chunk in takes [`SLOW_READ`] longer, as on a failing SD card.
 //! Nothing else makes a cold read observable here, where the page cache
 //! keeps whatever was just written and a throttled block device cannot be made.
+
+/// How long Go's `DELETE /cmd/prune` waits before answering 202: `normal`,
+/// or with the feature the milliseconds `OCIREGISTRY_FAULTS=go-prune-wait=MS`
+/// names (a test of the 202 cannot wait the normal 5 minutes).
+#[cfg(feature = "fault-injection")]
+pub fn go_prune_wait(normal: std::time::Duration) -> std::time::Duration {
+    armed()
+        .iter()
+        .find(|(p, _)| p == "go-prune-wait")
+        .and_then(|(_, ms)| ms.parse().ok())
+        .map_or(normal, std::time::Duration::from_millis)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn go_prune_wait(normal: std::time::Duration) -> std::time::Duration {
+    normal
+}
 
 /// Panics when the fault `point` is armed for a subject contained in `subject`.
 #[cfg(feature = "fault-injection")]

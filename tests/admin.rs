@@ -394,3 +394,35 @@ fn go_delete_cmd_prune_by_pattern_dry_and_for_real() {
     pull(&server, &up, "team/app", "v1", &app);
     assert!(up.count("GET", "team/app/manifests/v1") >= 2, "fetched again after the prune");
 }
+
+#[test]
+fn go_delete_cmd_prune_still_running_after_its_wait_is_answered_202_with_the_job() {
+    let up = FakeUpstream::start();
+    let images: Vec<FakeImage> =
+        (0..8).map(|i| up.add_image(&format!("team/i{i}"), "v1", &[random_bytes(10 + i, 2000)])).collect();
+    // Test-only (fault-injection builds): wait 0 ms instead of 5 minutes before the 202.
+    let server = Server::start_with_env(&plain_registry(&up.host()), &[], &[("OCIREGISTRY_FAULTS", "go-prune-wait=0")]);
+    for (i, img) in images.iter().enumerate() {
+        pull(&server, &up, &format!("team/i{i}"), "v1", img);
+    }
+    let request = "DELETE /cmd/prune?type=pattern&expr=team/&dryRun=false&count=-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, head, body) = raw(&server.addr, request.as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .unwrap_or_else(|| panic!("no Location in {head}"))
+        .trim()
+        .to_string();
+    assert!(location.starts_with("/cmd/jobs/") && body.contains(&location), "{head}\n{body}");
+    let mut done = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            done = get(&server.addr, &location, "").2;
+            !done.contains("\"running\"")
+        }),
+        "the job did not finish: {done}"
+    );
+    assert!(done.contains("\"done\"") && done.contains("pruned 8 images"), "{done}");
+    assert!(!blob_file(&server.image_path, &images[0].manifest_digest).exists());
+}

@@ -274,7 +274,7 @@ impl Admin {
             Err(StartError::Body(m)) => return Reply::text(400, m),
             Err(StartError::UnknownKind(k)) => return Reply::text(404, format!("no admin job kind {k:?}")),
         };
-        let deadline = tokio::time::Instant::now() + GO_PRUNE_WAIT;
+        let deadline = tokio::time::Instant::now() + crate::faults::go_prune_wait(GO_PRUNE_WAIT);
         loop {
             let status = self.jobs.get(id).unwrap_or_default();
             match status["state"].as_str() {
