@@ -446,3 +446,33 @@ fn a_stale_admin_file_is_ignored_with_a_note_and_a_deaf_server_is_refused_by_pid
     assert!(ran.stderr.contains(&pid) && ran.stderr.contains("admin API does not answer"), "{}", ran.stderr);
     drop(deaf);
 }
+
+#[test]
+fn air_gapped_size_eviction_removes_whole_unpinned_images_and_warns() {
+    let s = setup("");
+    let (up, images, host) = (&s.up, &s.images, s.up.host());
+    let layers: Vec<Vec<Vec<u8>>> = (0..2).map(|i| vec![random_bytes(80 + i, 100_000)]).collect();
+    let names = ["team/a", "team/b"];
+    let imgs: Vec<FakeImage> = names.iter().zip(&layers).map(|(n, l)| up.add_image(n, "v1", l)).collect();
+    let mut server = Server::start_in(images, &s.config, &[]);
+    for i in 0..2 {
+        pull(&server, up, names[i], &imgs[i], &layers[i]).unwrap();
+        wait_recorded(images, &imgs[i]);
+        std::thread::sleep(Duration::from_millis(1100)); // pull times are kept in seconds
+    }
+    server.stop();
+    // Over maxSize at startup, air-gapped: the least recently pulled whole image goes, with a warning.
+    let config = format!("{}pruneConfig:\n  maxSize: 150000\n  lowWatermark: 120000\n", s.config);
+    let server = Server::start_in(images, &config, &["--air-gapped"]);
+    let warned = "evicted images to fit maxSize in air-gapped mode: they cannot be fetched back";
+    assert!(wait_until(Duration::from_secs(10), || server.log().contains(warned)), "{}", server.log());
+    assert!(server.log().contains(&format!("removed image {host}/team/a:v1")), "{}", server.log());
+    for digest in imgs[0].layer_digests.iter().chain([&imgs[0].config_digest, &imgs[0].manifest_digest]) {
+        assert!(!blob_file(images, digest).exists(), "all of a goes: {digest}");
+    }
+    for digest in imgs[1].layer_digests.iter().chain([&imgs[1].config_digest, &imgs[1].manifest_digest]) {
+        assert!(blob_file(images, digest).exists(), "all of b stays: {digest}");
+    }
+    let r = server.get(&format!("/v2/{host}/team/b/manifests/v1"), &[]);
+    assert_eq!((r.status, &r.body), (200, &imgs[1].manifest_bytes), "b is still served air-gapped");
+}
