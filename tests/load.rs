@@ -570,3 +570,56 @@ fn a_stale_admin_file_is_ignored_with_a_note_and_a_deaf_server_refuses_the_load_
     assert!(run.stderr.contains("no longer holds the image path's lock"), "{}", run.show());
     assert!(blob_file(&site.images, &image.manifest_digest).is_file());
 }
+
+#[test]
+fn a_docker_save_tarball_with_gzipped_layers_loads_under_the_compressed_digests() {
+    use std::io::Write;
+    let site = Site::offline();
+    let dir = site.path("saved");
+    std::fs::create_dir_all(dir.join("l1")).unwrap();
+    std::fs::create_dir_all(dir.join("l2")).unwrap();
+    // One gzipped layer, one plain, as some tools write a docker-archive.
+    let plain = [common::random_bytes(90, 20_000), common::random_bytes(91, 10_000)];
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain[0]).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(dir.join("l1/layer.tar"), &gz).unwrap();
+    std::fs::write(dir.join("l2/layer.tar"), &plain[1]).unwrap();
+    let write_save = |diff_id0: &str, name: &str| {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id0}","{}"]}}}}"#,
+            sha256_digest(&plain[1])
+        );
+        std::fs::write(dir.join("config.json"), &config).unwrap();
+        let manifest = format!(
+            r#"[{{"Config":"config.json","RepoTags":["{UPSTREAM}/load/{name}:v1"],"Layers":["l1/layer.tar","l2/layer.tar"]}}]"#
+        );
+        std::fs::write(dir.join("manifest.json"), manifest).unwrap();
+        let tar = site.path(&format!("{name}.tar"));
+        tar_dir(&dir, &tar);
+        tar.display().to_string()
+    };
+
+    let good = write_save(&sha256_digest(&plain[0]), "gz");
+    let run = site.load(&["--image-file", &good]);
+    assert_eq!(run.code, Some(0), "{}", run.show());
+    assert!(blob_file(&site.images, &sha256_digest(&gz)).is_file(), "stored under its compressed digest");
+    assert!(blob_file(&site.images, &sha256_digest(&plain[1])).is_file());
+    assert!(!blob_file(&site.images, &sha256_digest(&plain[0])).exists());
+    let server = Server::start_in(&site.images, "registries: []\n", &["--air-gapped"]);
+    let r = server.get(&format!("/v2/{UPSTREAM}/load/gz/manifests/v1"), &[("Accept", "*/*")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let manifest: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(manifest["layers"][0]["digest"], sha256_digest(&gz));
+    assert_eq!(manifest["layers"][1]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    let r = server.get(&format!("/v2/{UPSTREAM}/load/gz/blobs/{}", sha256_digest(&gz)), &[]);
+    assert_eq!((r.status, r.body.len()), (200, gz.len()));
+    drop(server);
+
+    // A gzipped layer that does not decompress to its diff_ids entry is refused.
+    let bad = write_save(&sha256_digest(b"something else"), "bad");
+    let run = site.load(&["--image-file", &bad]);
+    assert_eq!(run.code, Some(1), "{}", run.show());
+    assert!(run.stderr.contains("decompresses to"), "{}", run.show());
+}

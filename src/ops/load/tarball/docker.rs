@@ -4,7 +4,11 @@
 //! manifest whose config is the config file and whose layers are the layer
 //! tars (`rootfs.diff.tar`), each named by its digest, which for an
 //! uncompressed layer is the config's `diff_ids` entry and is checked against
-//! the bytes when they are read. Names come from `RepoTags`, made full
+//! the bytes when they are read. A layer some tools write gzipped (podman,
+//! skopeo `docker-archive:` from a compressed source) is named by the digest
+//! of its compressed bytes, typed `rootfs.diff.tar.gzip`, and must decompress
+//! to its `diff_ids` entry (both checked in the first pass, the compressed
+//! digest again as it is stored). Names come from `RepoTags`, made full
 //! references by Docker's rule (`x:tag` is `docker.io/library/x:tag`); an
 //! image without tags is refused.
 
@@ -18,6 +22,7 @@ use crate::ops::load::image_ref::ImageRef;
 
 const CONFIG_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const GZIP_LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -88,9 +93,19 @@ fn image(scan: &Scan, saved: &Saved, names: Vec<ImageRef>) -> Result<ImagePlan, 
     let mut blobs =
         vec![BlobPlan { digest: config_digest.clone(), entry: saved.config.clone(), size: config.len() as u64 }];
     let mut layers = Vec::new();
-    for (entry, digest) in saved.layers.iter().zip(diff_ids) {
+    for (entry, diff_id) in saved.layers.iter().zip(diff_ids) {
         let size = *scan.sizes.get(entry).ok_or_else(|| format!("its layer {entry} is missing"))?;
-        layers.push(json!({"mediaType": LAYER_TYPE, "size": size, "digest": digest.to_string()}));
+        let (digest, media_type) = match scan.gzipped.get(entry) {
+            Some(gz) if gz.uncompressed == diff_id => (gz.compressed.clone(), GZIP_LAYER_TYPE),
+            Some(gz) => {
+                return Err(format!(
+                    "its layer {entry} decompresses to {}, not its diff_ids entry {diff_id}",
+                    gz.uncompressed
+                ))
+            }
+            None => (diff_id, LAYER_TYPE),
+        };
+        layers.push(json!({"mediaType": media_type, "size": size, "digest": digest.to_string()}));
         blobs.push(BlobPlan { digest, entry: entry.clone(), size });
     }
     let manifest = json!({

@@ -2,13 +2,16 @@
 //! streamed or read into memory, looked up by their name as a string, and
 //! never unpacked to a path. The first pass keeps the metadata (the JSON
 //! files: `manifest.json`, `index.json`, manifests, configs) in memory within
-//! bounds, and the size of every regular file; the second pass streams the
-//! blobs the plan needs.
+//! bounds, and the size of every regular file, and hashes gzipped files
+//! outside `blobs/` both ways (a compressed `docker save` layer); the second
+//! pass streams the blobs the plan needs.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+
+use crate::oci::{Algorithm, Digest, Hasher};
 
 /// A JSON file larger than this is not metadata (the 4 MiB manifest bound).
 pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
@@ -24,6 +27,51 @@ pub struct Scan {
     pub json: HashMap<String, Vec<u8>>,
     /// The size of every regular file, by normalised entry name.
     pub sizes: HashMap<String, u64>,
+    /// Gzipped files outside `blobs/` (a `docker save` layer some tools write
+    /// compressed), by entry name: the digest of their bytes and of what they
+    /// decompress to (the config's `diff_ids` entry names the latter).
+    pub gzipped: HashMap<String, Gzipped>,
+}
+
+/// The two digests of a gzipped file.
+#[derive(Debug, Clone)]
+pub struct Gzipped {
+    pub compressed: Digest,
+    pub uncompressed: Digest,
+}
+
+/// Hashes whatever is read through it.
+struct Tee<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Both digests of a gzipped entry, `head` being its bytes already read.
+fn hash_gzipped(head: &[u8], rest: impl Read) -> std::io::Result<Gzipped> {
+    let mut tee = Tee { inner: head.chain(rest), hasher: Hasher::new(Algorithm::Sha256) };
+    let mut plain = Hasher::new(Algorithm::Sha256);
+    let mut buf = vec![0u8; 1 << 16];
+    {
+        let mut gz = flate2::read::MultiGzDecoder::new(&mut tee);
+        loop {
+            let n = gz.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            plain.update(&buf[..n]);
+        }
+    }
+    // Whatever follows the gzip stream still counts in the file's digest.
+    std::io::copy(&mut tee, &mut std::io::sink())?;
+    Ok(Gzipped { compressed: tee.hasher.finish(), uncompressed: plain.finish() })
 }
 
 /// Opens the tarball for one pass, through gzip when it is gzipped.
@@ -64,10 +112,25 @@ pub fn scan(path: &Path, gzipped: bool) -> Result<Scan, String> {
             return Err(format!("{} holds more than {MAX_ENTRIES} files", path.display()));
         }
         scan.sizes.insert(name.clone(), size);
-        if size > MAX_JSON_BYTES || scan.json.contains_key(&name) {
+        if scan.json.contains_key(&name) || scan.gzipped.contains_key(&name) {
+            continue;
+        }
+        let mut head = Vec::with_capacity(2);
+        (&mut entry)
+            .take(2)
+            .read_to_end(&mut head)
+            .map_err(|e| format!("{}: cannot read {name}: {e}", path.display()))?;
+        if head == [0x1f, 0x8b] && !name.starts_with("blobs/") {
+            let gz = hash_gzipped(&head, &mut entry)
+                .map_err(|e| format!("{}: {name} is not readable gzip: {e}", path.display()))?;
+            scan.gzipped.insert(name, gz);
+            continue;
+        }
+        if size > MAX_JSON_BYTES {
             continue;
         }
         let mut bytes = Vec::with_capacity(size as usize);
+        bytes.extend_from_slice(&head);
         (&mut entry)
             .take(MAX_JSON_BYTES)
             .read_to_end(&mut bytes)
