@@ -409,9 +409,14 @@ pub struct ExportArgs {
     #[arg(long, value_name = "LIST")]
     pub image_file: Option<String>,
 
-    /// The tarball to write (replaced atomically when complete), or - for standard output
+    /// The tarball to write (replaced atomically when complete), or - for standard output; a name
+    /// ending in .tar.gz or .tgz is written gzipped
     #[arg(long, value_name = "FILE.tar")]
     pub output: String,
+
+    /// Gzip the tarball whatever its name (load reads both)
+    #[arg(long)]
+    pub gzip: bool,
 
     /// Write incomplete images too (what of them is cached), flagged in the output, instead of
     /// refusing them

@@ -164,6 +164,40 @@ fn exported_images_load_into_a_fresh_cache_that_serves_them_air_gapped_to_contai
     assert!(String::from_utf8_lossy(&streamed.stderr).contains("exported 3 images"));
     assert!(streamed.stdout == std::fs::read(&tar).unwrap(), "the streamed tarball differs from the file");
 
+    // Gzipped by name (.tar.gz) or by --gzip: the same tarball inside, deterministic, and load reads it.
+    let gz_path = work.path().join("images.tar.gz");
+    let gz_arg = gz_path.display().to_string();
+    let gzipped =
+        ociregistry(&cache, &config, &["export", "--pattern", "export/multi:,export/one:v1", "--output", &gz_arg]);
+    assert_eq!(gzipped.code, Some(0), "{}", gzipped.show());
+    let gz_bytes = std::fs::read(&gz_path).unwrap();
+    assert_eq!(&gz_bytes[..2], &[0x1f, 0x8b], "gzip magic");
+    let mut inside = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz_bytes[..]), &mut inside).unwrap();
+    assert!(inside == std::fs::read(&tar).unwrap(), "the gzipped tarball holds the same tarball");
+    let streamed_gz = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .arg("--image-path")
+        .arg(&cache)
+        .args(["export", "--pattern", "export/multi:,export/one:v1", "--gzip", "--output", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(streamed_gz.status.code(), Some(0), "{}", String::from_utf8_lossy(&streamed_gz.stderr));
+    assert!(streamed_gz.stdout == gz_bytes, "--gzip to standard output makes the same bytes");
+    let fresh_gz = work.path().join("fresh-gz");
+    let loaded = ociregistry(&fresh_gz, &config, &["load", "--image-file", &gz_arg, "--all-platforms"]);
+    assert_eq!(loaded.code, Some(0), "{}", loaded.show());
+    assert!(
+        loaded.stdout.lines().last().unwrap_or_default().starts_with("loaded 3 images, 0 failed"),
+        "{}",
+        loaded.show()
+    );
+    for image in index.manifests.iter().chain([&one, &sig]) {
+        let blobs = std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d));
+        for digest in blobs.chain([&image.manifest_digest]) {
+            assert!(blob_file(&fresh_gz, digest).is_file(), "{digest} not loaded from the .tar.gz\n{}", loaded.show());
+        }
+    }
+
     // An image list: a reference by digest is exported under it; one naming nothing cached is refused.
     let list = work.path().join("images.txt");
     let by_digest = format!("{UPSTREAM}/export/one@{}", one.manifest_digest);

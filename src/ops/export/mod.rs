@@ -95,7 +95,8 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<i32, String> {
     let contents = contents(&accepted);
     let (blobs, bytes) = (contents.blobs.len(), contents.blobs.iter().map(|(_, s)| s).sum::<u64>());
     progress.start(bytes);
-    let written = tarball::write(&output, &layout, &contents, &|n| progress.inc(n));
+    let gzip = args.gzip || output.gzip_by_name();
+    let written = tarball::write(&output, gzip, &layout, &contents, &|n| progress.inc(n));
     progress.finish();
     written.map_err(|e| format!("{e}; {} not written", output.describe()))?;
 

@@ -9,7 +9,8 @@
 //!
 //! A file is written as a temp file beside it (`.<name>.<pid>.tmp`), fsynced
 //! and renamed over it when complete; a failed export leaves nothing behind.
-//! `-` writes to standard output as it goes.
+//! `-` writes to standard output as it goes. With `--gzip`, or a name ending
+//! in `.tar.gz` or `.tgz`, the tarball is gzipped (load tells by the magic).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -50,6 +51,17 @@ impl Output {
         Ok(Output::File(path))
     }
 
+    /// Whether the file's name asks for gzip (`.tar.gz`, `.tgz`).
+    pub fn gzip_by_name(&self) -> bool {
+        match self {
+            Output::File(p) => {
+                let name = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+                name.ends_with(".tar.gz") || name.ends_with(".tgz")
+            }
+            Output::Stdout => false,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Output::File(p) => p.display().to_string(),
@@ -73,23 +85,47 @@ pub struct Contents<'a> {
     pub blobs: Vec<(Digest, u64)>,
 }
 
-/// Writes the tarball; `progress` is told the bytes of each blob written.
-pub fn write(output: &Output, layout: &Layout, contents: &Contents<'_>, progress: &dyn Fn(u64)) -> Result<(), String> {
+/// Writes the tarball (through gzip when `gzip`); `progress` is told the bytes of each blob written.
+pub fn write(
+    output: &Output,
+    gzip: bool,
+    layout: &Layout,
+    contents: &Contents<'_>,
+    progress: &dyn Fn(u64),
+) -> Result<(), String> {
     match output {
         Output::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            let out = write_to(out, layout, contents, progress)?;
+            let out = write_maybe_gzipped(out, gzip, layout, contents, progress)?;
             out.into_inner().map(drop).map_err(|e| format!("cannot write to standard output: {}", e.error()))
         }
         Output::File(path) => {
             let temp = TempFile::create(path)?;
             let file = temp.file.try_clone().map_err(|e| format!("cannot write {}: {e}", temp.path.display()))?;
-            let out = write_to(BufWriter::with_capacity(1 << 20, file), layout, contents, progress)?;
+            let out = BufWriter::with_capacity(1 << 20, file);
+            let out = write_maybe_gzipped(out, gzip, layout, contents, progress)?;
             let file = out.into_inner().map_err(|e| format!("cannot write {}: {}", temp.path.display(), e.error()))?;
             file.sync_all().map_err(|e| format!("cannot write {}: {e}", temp.path.display()))?;
             temp.persist(path)
         }
     }
+}
+
+/// The tarball into `out`, through gzip when `gzip` (fast level: layers are
+/// mostly compressed already; header mtime 0, so still deterministic).
+fn write_maybe_gzipped<W: Write>(
+    out: W,
+    gzip: bool,
+    layout: &Layout,
+    contents: &Contents<'_>,
+    progress: &dyn Fn(u64),
+) -> Result<W, String> {
+    if !gzip {
+        return write_to(out, layout, contents, progress);
+    }
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let gz = write_to(gz, layout, contents, progress)?;
+    gz.finish().map_err(|e| format!("cannot write the end of the gzip stream: {e}"))
 }
 
 fn write_to<W: Write>(out: W, layout: &Layout, contents: &Contents<'_>, progress: &dyn Fn(u64)) -> Result<W, String> {
