@@ -99,8 +99,9 @@ pub enum Command {
     /// cached is not fetched again. When a server runs on the image path, load finds it through
     /// <image-path>/.admin and hands the lists' images to it as an admin job (on its loopback
     /// admin endpoint, /cmd/load): the server pulls them into its store, serves them at once, and
-    /// load prints its progress and summary. Tarballs are not handed over: stop the server to load
-    /// them. With no server, load takes the image path's lock itself. --pin pins what loaded.
+    /// load prints its progress and summary. A tarball is staged for it in <image-path>/tmp/ (a
+    /// hard link or a copy) and read there by the server. With no server, load takes the image
+    /// path's lock itself. --pin pins what loaded.
     ///
     /// Exit status: 0 when every image loaded, 1 when some image failed (each is named; the
     /// others are loaded), 2 when load could not run (usage, config, lock, unreadable files).

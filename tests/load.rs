@@ -6,7 +6,7 @@
 //! load; a tarball with a wrong digest commits nothing, and its images without a usable name are
 //! refused alone. With a server running on the image path, load hands the list to it (the admin job
 //! `load`), which serves the images at once (upstream stopped, no restart); a failed image is exit 1,
-//! named; a tarball is refused (exit 2) naming its pid. `--pin` writes `index/pins`, locally and
+//! named; a tarball is handed over staged in the image path's tmp/ and served at once. `--pin` writes `index/pins`, locally and
 //! through the server. A server preloads its list before it listens; the built-in hello-world image
 //! is pulled and run by containerd.
 
@@ -352,17 +352,34 @@ fn load_hands_a_list_to_the_server_running_on_the_image_path_which_serves_it_at_
     }
     assert!(!pins(&site.images).contains("load/multi"), "pinned without --pin");
 
-    // A tarball is not handed over: refused, naming the server.
-    let tarball = site.path("images.tar.gz");
-    std::fs::write(&tarball, [0x1f, 0x8b, 8, 0]).unwrap();
-    let refused = site.load(&["--image-file", &tarball.display().to_string()]);
-    assert_eq!(refused.code, Some(2), "{}", refused.show());
-    assert!(refused.stderr.contains(&through) && refused.stderr.contains("image list"), "{}", refused.show());
+    // A tarball is handed over staged in the image path's tmp/, which the job leaves empty.
+    let layout = site.path("layout");
+    let packed = write_image(&layout, &format!("{UPSTREAM}/load/packed:v1"), ("linux", host_arch()), &layers(12));
+    let tarball = site.path("packed.tar");
+    tar_dir(&layout, &tarball);
+    let handed = site.load(&["--image-file", &tarball.display().to_string()]);
+    assert_eq!(handed.code, Some(0), "{}", handed.show());
+    assert!(handed.stderr.contains(&through) && handed.stderr.contains("admin job"), "{}", handed.show());
+    assert!(handed.summary().starts_with("loaded 1 images, 0 failed"), "{}", handed.show());
+    let staged: Vec<_> = std::fs::read_dir(site.images.join("tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("load-"))
+        .collect();
+    assert!(staged.is_empty(), "staged tarballs left behind: {staged:?}");
+    let broken = site.path("broken.tar.gz");
+    std::fs::write(&broken, [0x1f, 0x8b, 8, 0]).unwrap();
+    let failed = site.load(&["--image-file", &broken.display().to_string()]);
+    assert_eq!(failed.code, Some(1), "{}", failed.show());
+    assert!(failed.stderr.contains("broken.tar.gz"), "named by the path given\n{}", failed.show());
 
     // Served by the same server, no restart, with the upstream gone.
     up.stop();
-    for (repo, tag, blob) in [("one", "v1", &pushed.one.layers[1].0), ("multi", "v2", &pushed.multi_host.config_digest)]
-    {
+    for (repo, tag, blob) in [
+        ("one", "v1", &pushed.one.layers[1].0),
+        ("multi", "v2", &pushed.multi_host.config_digest),
+        ("packed", "v1", &packed.layers[1].0),
+    ] {
         let manifest = server.get(
             &format!("/v2/{UPSTREAM}/load/{repo}/manifests/{tag}"),
             &[("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")],

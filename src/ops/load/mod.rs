@@ -170,7 +170,7 @@ pub async fn load(
                     }
                 }
             }
-            Input::Tarball { path, gzipped } => tarballs.push((path, gzipped)),
+            Input::Tarball { path, gzipped, label } => tarballs.push((path, gzipped, label)),
         }
     }
     let jobs = options.jobs.get();
@@ -213,10 +213,18 @@ pub async fn load(
             Err(e) => summary.failed.push((image.to_string(), e)),
         }
     }
-    for (path, gzipped) in tarballs {
+    for (path, gzipped, label) in tarballs {
         // Reading and hashing a tarball is blocking work; nothing else of this load runs meanwhile.
         let results = tokio::task::block_in_place(|| {
-            tarball::load(&store, &path, gzipped, &options.platforms, options.resolve_ref.as_ref(), progress)
+            tarball::load(
+                &store,
+                &path,
+                label.as_deref(),
+                gzipped,
+                &options.platforms,
+                options.resolve_ref.as_ref(),
+                progress,
+            )
         });
         for (name, result) in results {
             match result {
@@ -349,17 +357,27 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
         })
         .sum();
     if let Some(admin) = crate::admin::client::find(&settings.image_path) {
-        if let Some(path) = inputs.iter().find_map(|i| match i {
-            Input::Tarball { path, .. } => Some(path),
-            Input::List { .. } => None,
-        }) {
-            return Err(format!(
-                "a server (pid {}) runs on the image path {}, and tarballs are not handed to a running server \
-                 ({}): stop the server and load, or load an image list (lists are loaded through the server)",
-                admin.pid(),
-                settings.image_path.display(),
-                path.display()
-            ));
+        // Tarballs are staged in the image path's tmp/ for the server (see `job`).
+        let tmp = Layout::new(&settings.image_path).tmp_dir();
+        let mut staged = Vec::new();
+        for (n, input) in inputs.iter().enumerate() {
+            if let Input::Tarball { path, gzipped, .. } = input {
+                match job::stage(&tmp, path, n) {
+                    Ok(name) => {
+                        staged.push(job::Staged { name, gzipped: *gzipped, origin: path.display().to_string() })
+                    }
+                    Err(e) => {
+                        job::unstage(&tmp, &staged);
+                        return Err(format!(
+                            "a server (pid {}) runs on the image path {}: cannot stage {} in {} for it: {e}",
+                            admin.pid(),
+                            settings.image_path.display(),
+                            path.display(),
+                            tmp.display()
+                        ));
+                    }
+                }
+            }
         }
         let body = job::Body {
             lines: inputs
@@ -375,9 +393,15 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
             all_platforms: args.all_platforms,
             jobs: args.jobs,
             pin: args.pin,
+            staged: staged.clone(),
+            resolve_ref: resolve_ref.as_ref().map(|r| r.to_string()),
         };
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-        match admin.start_job("load", &body) {
+        let started = admin.start_job("load", &body);
+        if started.is_err() {
+            job::unstage(&tmp, &staged);
+        }
+        match started {
             Ok(id) => return Ok(Prepared::Server { admin, id, items }),
             Err(crate::admin::client::ClientError::Refused { status, message }) => {
                 return Err(format!("the server (pid {}) refused the load ({status}): {message}", admin.pid()))

@@ -17,8 +17,9 @@ const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
 pub enum Input {
     /// An image list: the references on its lines, or why a line is not one.
     List { path: PathBuf, lines: Vec<Line> },
-    /// A `docker save` or OCI layout tarball, gzipped or not.
-    Tarball { path: PathBuf, gzipped: bool },
+    /// A `docker save` or OCI layout tarball, gzipped or not; `label` names
+    /// it in messages when `path` is not what the user gave (a staged copy).
+    Tarball { path: PathBuf, gzipped: bool, label: Option<String> },
 }
 
 /// One non-blank, non-comment line of an image list.
@@ -60,10 +61,10 @@ fn read_input(path: &Path) -> Result<Input, String> {
     let mut head = Vec::with_capacity(512);
     f.by_ref().take(512).read_to_end(&mut head).map_err(|e| format!("cannot read {name}: {e}"))?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Input::Tarball { path: path.to_path_buf(), gzipped: true });
+        return Ok(Input::Tarball { path: path.to_path_buf(), gzipped: true, label: None });
     }
     if head.len() >= 262 && &head[257..262] == b"ustar" {
-        return Ok(Input::Tarball { path: path.to_path_buf(), gzipped: false });
+        return Ok(Input::Tarball { path: path.to_path_buf(), gzipped: false, label: None });
     }
     let mut rest = Vec::new();
     f.take(MAX_LIST_BYTES).read_to_end(&mut rest).map_err(|e| format!("cannot read {name}: {e}"))?;

@@ -56,17 +56,38 @@ pub struct BlobPlan {
     pub size: u64,
 }
 
-/// Loads one tarball; returns each image's (name, outcome), or the whole tarball's failure.
-/// `resolve` (`--resolve-ref`) names the tarball's one image instead of its own names.
+/// Loads one tarball; returns each image's (name, outcome), or the whole
+/// tarball's failure. `label` names it in messages instead of `path` (a copy
+/// staged for a server names the file the user gave). `resolve`
+/// (`--resolve-ref`) names the tarball's one image instead of its own names.
 pub fn load(
     store: &Store,
     path: &Path,
+    label: Option<&str>,
     gzipped: bool,
     platforms: &Platforms,
     resolve: Option<&ImageRef>,
     progress: &Progress,
 ) -> Vec<(String, Result<Counts, String>)> {
-    let what = path.display().to_string();
+    let shown = path.display().to_string();
+    let what = label.unwrap_or(&shown).to_string();
+    let relabel = |(name, result): (String, Result<Counts, String>)| match label {
+        Some(l) => (name.replace(&shown, l), result.map_err(|e| e.replace(&shown, l))),
+        None => (name, result),
+    };
+    load_as(store, path, &what, gzipped, platforms, resolve, progress).into_iter().map(relabel).collect()
+}
+
+fn load_as(
+    store: &Store,
+    path: &Path,
+    what: &str,
+    gzipped: bool,
+    platforms: &Platforms,
+    resolve: Option<&ImageRef>,
+    progress: &Progress,
+) -> Vec<(String, Result<Counts, String>)> {
+    let what = what.to_string();
     let plan = match plan(path, gzipped, platforms, resolve, &what) {
         Ok(p) => p,
         Err(e) => return vec![(what, Err(e))],
