@@ -192,3 +192,76 @@ impl Report {
 pub fn short(digest: &Digest) -> String {
     digest.hex()[..10].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::oci::{media, Algorithm, MediaType};
+    use crate::ops::criteria::Patterns;
+    use crate::store::{BlobWriter, MemoryLimits, StagedManifest, TagRecord};
+
+    /// Commits an image `quay.io/r:<tag>` with one layer of `layer` bytes; returns (manifest, layer).
+    fn image(store: &Store, tag: &str, layer: &[u8]) -> (Digest, Digest) {
+        let blob = Digest::of(Algorithm::Sha256, layer);
+        let (mut w, _) = BlobWriter::create(store, &blob).unwrap();
+        w.write(layer).unwrap();
+        w.verify().unwrap();
+        w.commit(store, "quay.io/r").unwrap();
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{blob}","size":{}}},"layers":[]}}"#,
+            media::OCI_MANIFEST,
+            layer.len()
+        );
+        let digest = Digest::of(Algorithm::Sha256, body.as_bytes());
+        let key =
+            TagKey { registry: "quay.io".parse().unwrap(), repo: "r".parse().unwrap(), tag: tag.parse().unwrap() };
+        let record = TagRecord {
+            digest: digest.clone(),
+            media_type: MediaType::known(media::OCI_MANIFEST),
+            fetched_at: 1,
+            last_checked_at: 1,
+        };
+        let staged = StagedManifest {
+            digest: digest.clone(),
+            media_type: MediaType::known(media::OCI_MANIFEST),
+            body: Bytes::from(body),
+            source: "quay.io/r".into(),
+            tag: Some((key, record)),
+        };
+        store.stage_manifest(&staged);
+        store.persist_manifest(&staged).unwrap();
+        (digest, blob)
+    }
+
+    #[test]
+    fn each_images_lines_come_as_soon_as_it_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), MemoryLimits::default()).unwrap();
+        let many: Vec<(Digest, Digest)> =
+            (0..300).map(|i| image(&store, &format!("t{i:03}"), format!("layer {i}").as_bytes())).collect();
+        let criteria = Criteria { patterns: Some(Patterns::parse("quay.io/r:t").unwrap()), ..Criteria::default() };
+        let mut seen: Vec<Vec<String>> = Vec::new();
+        let report = prune_with(&store, &criteria, &Pins::default(), false, |lines| {
+            // Delivered once the image is gone, while later ones are still there.
+            let n = seen.len();
+            assert!(store.record(&many[n].0).is_none() && store.record(&many[n].1).is_none(), "image {n} is gone");
+            // Batches of 256 objects: 128 of these images at a time.
+            assert!(store.record(&many[299].1).is_some() || n >= 256, "not all at the end");
+            seen.push(lines.to_vec());
+        });
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(seen.len(), 300);
+        assert_eq!(seen[0][0], format!("removed image quay.io/r:t000 (image {})", many[0].0));
+        assert_eq!(seen[0][1], format!("removed manifest {} ({} bytes)", many[0].0, report.plan.manifests[0].1));
+        assert_eq!(seen[0][2], format!("removed blob {} (7 bytes)", many[0].1));
+        let all: Vec<String> = seen.concat();
+        assert_eq!(
+            report.lines(false)[..all.len()],
+            all[..],
+            "the report's lines are the streamed ones, then the summary"
+        );
+        assert!(report.closing_lines().last().unwrap().starts_with("pruned 300 images, 300 manifests, 300 blobs"));
+    }
+}
