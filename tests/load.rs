@@ -4,12 +4,13 @@
 //! serves to containerd (`ctr`) and skopeo with the upstream stopped. A second load asks the upstream
 //! nothing; a bad line or an unreachable image fails the run (exit 1, each named) while the others
 //! load; a tarball with a wrong digest commits nothing, and its images without a usable name are
-//! refused alone. With a server running on the image path, load hands the list to it (the admin job
-//! `load`), which serves the images at once (upstream stopped, no restart); a failed image is exit 1,
-//! named; a tarball is handed over staged in the image path's tmp/ and served at once. `--pin` writes `index/pins`, locally and
-//! through the server. A server preloads its list before it listens; the built-in hello-world image
-//! is pulled and run by containerd.
-
+//! refused alone; a docker save with gzipped layers loads; a tarball of more blobs than the process
+//! may open files loads. With a server running on the image path, load hands the list to it (the
+//! admin job `load`), which serves the images at once (upstream stopped, no restart); a failed image
+//! is exit 1, named; a tarball is handed over staged in the image path's tmp/ and served at once. A
+//! stale `.admin` is ignored with a note; a lock holder whose admin API does not answer refuses the
+//! load by pid. `--pin` writes `index/pins`, locally and through the server. A server preloads its
+//! list before it listens; the built-in hello-world image is pulled and run by containerd.
 mod common;
 
 use std::path::{Path, PathBuf};

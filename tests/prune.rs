@@ -4,6 +4,10 @@
 //! pinned images (pins file and `pinned:` config) stay; while a server owns
 //! the path the command hands the prune to it (pulls go on); a pruned image
 //! pulls again; and `pruneConfig` prunes inside a server while pulls go on.
+//! `maxSize` evicts the least recently pulled images, does not evict at every
+//! commit when pinned content fills it (one warning), and warns when
+//! air-gapped; a stale `.admin` is ignored with a note, a lock holder whose
+//! admin API does not answer is refused by pid.
 
 mod common;
 
