@@ -480,3 +480,30 @@ fn air_gapped_size_eviction_removes_whole_unpinned_images_and_warns() {
     let r = server.get(&format!("/v2/{host}/team/b/manifests/v1"), &[]);
     assert_eq!((r.status, &r.body), (200, &imgs[1].manifest_bytes), "b is still served air-gapped");
 }
+
+#[test]
+fn prune_through_a_server_prints_every_line_once_in_order_even_past_the_jobs_line_cap() {
+    use common::images::{host_arch, write_image, LayerSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, images) = (dir.path().join("layout"), dir.path().join("images"));
+    // 300 images of 4 lines each (image, manifest, config, layer): past the 1000 lines a job keeps.
+    for i in 0..300 {
+        let layer = [LayerSpec::text(&format!("etc/n-{i}"), &format!("n {i}\n"))];
+        write_image(&layout, &format!("upstream.test/many/n{i:03}:v1"), ("linux", host_arch()), &layer);
+    }
+    let tar = dir.path().join("many.tar");
+    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layout).arg(".").status().unwrap().success());
+    let loaded = run(&images, None, "load", &["--image-file", tar.to_str().unwrap()]);
+    assert_eq!(loaded.code, Some(0), "{}{}", loaded.stdout, loaded.stderr);
+    let server = Server::start_in(&images, "registries: []\n", &["--air-gapped"]);
+    let ran = prune(&images, None, &["--pattern", "upstream.test/many/"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines.len(), 1201, "{}", ran.stdout);
+    assert!(lines[1200].starts_with("pruned 300 images, 300 manifests, 600 blobs"), "{}", lines[1200]);
+    for (i, chunk) in lines[..1200].chunks(4).enumerate() {
+        assert!(chunk[0].starts_with(&format!("removed image upstream.test/many/n{i:03}:v1 ")), "{chunk:?}");
+        assert!(chunk[1].starts_with("removed manifest ") && chunk[2].starts_with("removed blob "), "{chunk:?}");
+    }
+    assert!(server.log().contains("pruned 300 images"), "the server ran it");
+}
