@@ -130,6 +130,9 @@ impl Store {
 
     /// Removes tags (their records, then their files); returns which were there.
     pub fn remove_tags(&self, keys: &[TagKey]) -> Vec<io::Result<bool>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
         let known: Vec<bool> = {
             let mut tags = self.tags.write();
             keys.iter().map(|k| tags.remove(k).is_some()).collect()

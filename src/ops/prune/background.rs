@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{prune, Criteria, Pins};
+use super::{prune_with, Criteria, Pins};
 use crate::config::prune::{BackgroundPrune, Select};
 use crate::ops::criteria::Patterns;
 use crate::store::Store;
@@ -44,8 +44,10 @@ fn once(store: &Store, config: &BackgroundPrune, patterns: Option<Patterns>) {
         Select::Created(secs) => criteria.created_before = Some(now.saturating_sub(*secs)),
         Select::Pattern(p) => criteria.patterns = Some(p.clone()),
     }
-    let report = prune(store, &criteria, &Pins { exact, patterns }, config.dry_run);
-    for line in report.lines(false) {
+    let log = |lines: &[String]| lines.iter().for_each(|line| tracing::info!(target: "prune", "{line}"));
+    // Each image's lines as it goes, then the summary.
+    let report = prune_with(store, &criteria, &Pins { exact, patterns }, config.dry_run, log);
+    for line in report.closing_lines() {
         tracing::info!(target: "prune", "{line}");
     }
 }

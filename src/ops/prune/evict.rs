@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{prune, Criteria, Pins};
+use super::{prune_with, Criteria, Pins};
 use crate::config::prune::Watermarks;
 use crate::ops::criteria::Patterns;
 use crate::store::Store;
@@ -171,8 +171,10 @@ fn once(store: &Store, low: u64, patterns: Option<Patterns>, air_gapped: bool) -
         }
     };
     let criteria = Criteria { max_size: Some(low), ..Criteria::default() };
-    let report = prune(store, &criteria, &Pins { exact, patterns }, false);
-    for line in report.lines(false) {
+    let log = |lines: &[String]| lines.iter().for_each(|line| tracing::info!(target: "prune", "{line}"));
+    // Each image's lines as it goes, then the summary.
+    let report = prune_with(store, &criteria, &Pins { exact, patterns }, false, log);
+    for line in report.closing_lines() {
         tracing::info!(target: "prune", "{line}");
     }
     if air_gapped && !report.plan.images.is_empty() {
