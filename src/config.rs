@@ -18,7 +18,7 @@ use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
 
 mod policies;
-pub use auth::{AuthConfig, Credentials};
+pub use auth::{AuthConfig, Credentials, EcrSource};
 pub use policies::{parse_duration, BreakerConfig, DurationValue, TagPolicy};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
@@ -817,17 +817,39 @@ registries:
     }
 
     #[test]
-    fn ecr_provider_is_parsed_then_refused_naming_the_key() {
+    fn ecr_provider_is_parsed_with_its_options_or_refused_naming_the_feature() {
         let yaml = r#"
 registries:
   - name: 111122223333.dkr.ecr.us-south-1.amazonaws.com
     auth:
-      token: {provider: ecr, providerOpts: "profile=default,region=us-south-1", expiry: 6h}
+      token: {provider: ecr, providerOpts: "profile=Build-Bot,region=us-south-1", expiry: 6h}
+  - name: 444455556666.dkr.ecr.eu-west-1.amazonaws.com
+    auth:
+      token: {provider: ecr}
 "#;
-        let err = settings(yaml, &[]).unwrap_err().to_string();
-        assert!(err.contains("registries[0] (111122223333.dkr.ecr.us-south-1.amazonaws.com).auth.token.provider: ecr"));
-        assert!(err.contains("ECR token support is not built into this release"), "{err}");
-        assert!(!err.contains("providerOpts") && !err.contains("expiry"), "{err}");
+        if cfg!(feature = "ecr") {
+            let s = settings(yaml, &[]).unwrap();
+            let source = |profile: Option<&str>, region: Option<&str>, hours: u64| {
+                Some(Credentials::Ecr(EcrSource {
+                    profile: profile.map(str::to_string),
+                    region: region.map(str::to_string),
+                    expiry: std::time::Duration::from_secs(hours * 3600),
+                }))
+            };
+            assert_eq!(s.registries[0].credentials, source(Some("Build-Bot"), Some("us-south-1"), 6));
+            assert_eq!(s.registries[1].credentials, source(None, None, 12), "Go's default expiry is 12h");
+            assert_eq!(s.registries[0].credentials.as_ref().unwrap().fixed_authorization(), None);
+        } else {
+            let err = settings(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains("(111122223333.dkr.ecr.us-south-1.amazonaws.com).auth.token.provider: ecr"));
+            assert!(err.contains("built without the `ecr` cargo feature"), "{err}");
+        }
+        let err = settings(
+            "registries:\n  - name: quay.io\n    auth: {token: {provider: ecr, providerOpts: \"profile=../x\"}}\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("providerOpts: the value of \"profile\""), "{err}");
         let yaml = r#"
 registries:
   - name: quay.io

@@ -121,8 +121,8 @@ fn config_errors_name_the_key_and_the_server_does_not_start() {
         ("pullTimeout: 0\n", "pullTimeout"),
         ("port: [1]\n", "port"),
         (
-            "registries:\n  - name: 1.dkr.ecr.us-east-1.amazonaws.com\n    auth: {token: {provider: ecr, expiry: 6h}}\n",
-            "auth.token.provider: ecr: ECR token support is not built into this release",
+            "registries:\n  - name: 1.dkr.ecr.us-east-1.amazonaws.com\n    auth: {token: {provider: ecr, providerOpts: \"zone=a\"}}\n",
+            "auth.token.providerOpts: \"zone=a\"",
         ),
         ("registries:\n  - name: quay.io\n    auth: {user: u, passwordFile: /no/such/secret}\n", "passwordFile"),
     ];

@@ -4,12 +4,17 @@
 //! plain string (a bearer token). Resolved into [`Credentials`] at load; every
 //! problem names its key.
 //!
+//! `provider: ecr` becomes [`Credentials::Ecr`]: the fetcher asks ECR for a
+//! token (see `fetch::ecr`) when the registry is first pulled from. A build
+//! without the `ecr` cargo feature refuses it, naming the feature.
+//!
 //! Precedence, as in Go where Go has the key: a `token.static` value wins over
 //! everything (Go sends it as `Authorization: Basic <token>` and never
 //! negotiates); for the password, `passwordFromEnv` wins over `passwordFile`,
 //! which wins over `password`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,6 +24,8 @@ use super::policies::parse_duration;
 const GO_PROVIDERS: &[&str] = &["ecr"];
 /// The `providerOpts` keys the Go ECR provider reads.
 const ECR_OPTS: &[&str] = &["profile", "region"];
+/// Go's default `expiry` of a provider's token: it refreshes every 12 hours.
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(12 * 3600);
 /// Bytes of a `passwordFile` read at most: a password, not a file to slurp.
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 
@@ -89,6 +96,21 @@ pub enum Credentials {
     /// Sent on every request as `Authorization: Basic <token>` (Go's `auth.token.static`:
     /// an already encoded credential, such as an ECR authorization token).
     StaticBasic(String),
+    /// An ECR authorization token (`AWS:<password>`), asked of ECR's
+    /// `GetAuthorizationToken` with the AWS credentials of this source and
+    /// renewed before it expires; used as Basic credentials.
+    Ecr(EcrSource),
+}
+
+/// Where an ECR token comes from: Go's `providerOpts` and `expiry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrSource {
+    /// `profile=`: the shared config/credentials profile (else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// `region=`: the ECR region (else `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's).
+    pub region: Option<String>,
+    /// A token is asked for again after this long at the latest (Go's `expiry`, 12h by default).
+    pub expiry: Duration,
 }
 
 impl Credentials {
@@ -98,7 +120,7 @@ impl Credentials {
         match self {
             Credentials::Token(t) => Some(format!("Bearer {t}")),
             Credentials::StaticBasic(t) => Some(format!("Basic {t}")),
-            Credentials::Basic { .. } => None,
+            Credentials::Basic { .. } | Credentials::Ecr(_) => None,
         }
     }
 }
@@ -109,6 +131,7 @@ impl std::fmt::Debug for Credentials {
             Credentials::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
             Credentials::StaticBasic(_) => f.write_str("StaticBasic(<redacted>)"),
+            Credentials::Ecr(source) => write!(f, "Ecr({source:?})"),
         }
     }
 }
@@ -159,12 +182,14 @@ pub fn credentials(auth: &AuthConfig, at: &str, problems: &mut Vec<String>) -> O
 }
 
 /// Go's token map. `static` wins (Go uses it and never asks the provider); a
-/// provider is checked fully, then refused: this release has no ECR client.
+/// provider is checked fully, then becomes [`Credentials::Ecr`] (or is
+/// refused, naming the cargo feature, by a build without ECR support).
 fn go_token(go: &GoToken, at: &str, problems: &mut Vec<String>) -> Option<Credentials> {
     let key = format!("{at}.auth.token");
+    let mut source = EcrSource { profile: None, region: None, expiry: DEFAULT_EXPIRY };
     if let Some(expiry) = go.expiry.as_deref().filter(|e| !e.is_empty()) {
         match parse_duration(expiry) {
-            Ok(d) if d.as_secs() >= 1 => {}
+            Ok(d) if d.as_secs() >= 1 => source.expiry = d,
             Ok(_) => problems.push(format!("{key}.expiry: {expiry:?} is shorter than a second")),
             Err(e) => problems.push(format!("{key}.expiry: {e}")),
         }
@@ -178,7 +203,14 @@ fn go_token(go: &GoToken, at: &str, problems: &mut Vec<String>) -> Option<Creden
     if let Some(opts) = go.provider_opts.as_deref().filter(|o| !o.is_empty()) {
         for pair in opts.split(',') {
             match pair.split_once('=') {
-                Some((k, v)) if ECR_OPTS.contains(&k.trim()) && !v.trim().is_empty() => {}
+                Some((k, v)) if ECR_OPTS.contains(&k.trim()) && !v.trim().is_empty() => match option_value(v.trim()) {
+                    Some(v) if k.trim() == "profile" => source.profile = Some(v),
+                    Some(v) => source.region = Some(v),
+                    None => problems.push(format!(
+                        "{key}.providerOpts: the value of {:?} must be letters, digits, '-', '_' or '.'",
+                        k.trim()
+                    )),
+                },
                 Some((k, _)) if ECR_OPTS.contains(&k.trim()) => {
                     problems.push(format!("{key}.providerOpts: {:?} has no value", k.trim()))
                 }
@@ -193,13 +225,24 @@ fn go_token(go: &GoToken, at: &str, problems: &mut Vec<String>) -> Option<Creden
         return token_value(t, &format!("{key}.static"), problems).map(Credentials::StaticBasic);
     }
     if provider == Some("ecr") {
+        if cfg!(feature = "ecr") {
+            return Some(Credentials::Ecr(source));
+        }
         problems.push(format!(
-            "{key}.provider: ecr: ECR token support is not built into this release, and the registry would be \
-             pulled from without the credentials asked for; paste a token from `aws ecr get-authorization-token` \
-             into {key}.static, or use auth.user AWS with passwordFromEnv/passwordFile holding the ECR password"
+            "{key}.provider: ecr: this build has no ECR support (it was built without the `ecr` cargo feature), \
+             and the registry would be pulled from without the credentials asked for; rebuild with \
+             `--features ecr`, paste a token from `aws ecr get-authorization-token` into {key}.static, or use \
+             auth.user AWS with passwordFromEnv/passwordFile holding the ECR password"
         ));
     }
     None
+}
+
+/// A profile or region name, which goes into a file lookup, a host name and a
+/// signature: bounded, and only the characters AWS uses in them.
+fn option_value(v: &str) -> Option<String> {
+    let ok = v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| v.to_string())
 }
 
 /// A token that can go into a header as it is.

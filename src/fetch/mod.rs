@@ -15,6 +15,7 @@ mod auth;
 mod blob;
 pub mod breaker;
 pub mod download;
+mod ecr;
 pub mod error;
 mod failing;
 mod flights;

@@ -23,6 +23,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::auth::{parse_challenge, Challenge, TokenCache, TokenKey, TokenResponse};
 use super::breaker::{Admit, Breaker, Outcome};
+use super::ecr::EcrTokens;
 use super::error::{error_chain, FetchError};
 use super::guard::{self, PublicOnly};
 use crate::config::{Credentials, Registry, Settings};
@@ -181,7 +182,14 @@ impl Upstreams {
         // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
         let series = self.series_map.series(registry.name.as_str(), self.client_bound());
         let breaker = Breaker::new(registry.name.clone(), registry.breaker, series.clone());
+        let ecr = match &registry.credentials {
+            Some(Credentials::Ecr(source)) => {
+                Some(EcrTokens::new(registry.name.clone(), source.clone(), self.settings.pull_timeout))
+            }
+            _ => None,
+        };
         Ok(Upstream {
+            ecr,
             registry,
             base,
             client,
@@ -248,6 +256,8 @@ pub struct Upstream {
     breaker: Breaker,
     /// This upstream's metric series (latency, errors, rate limit, bytes).
     series: Arc<UpstreamSeries>,
+    /// The ECR token, for `auth.token.provider: ecr`.
+    ecr: Option<EcrTokens>,
 }
 
 impl Upstream {
@@ -368,10 +378,9 @@ impl Upstream {
         repo: &RepoName,
         fresh: bool,
     ) -> Result<Option<HeaderValue>, FetchError> {
-        match (challenge, &self.registry.credentials) {
-            (Challenge::Basic, Some(Credentials::Basic { user, password })) => Ok(header(&basic(user, password))),
-            (Challenge::Basic, _) => Ok(None),
-            (Challenge::Bearer { realm, service, .. }, _) => {
+        match challenge {
+            Challenge::Basic => Ok(self.basic_authorization().await?.as_deref().and_then(header)),
+            Challenge::Bearer { realm, service, .. } => {
                 let key = TokenKey {
                     realm: realm.clone(),
                     service: service.clone(),
@@ -406,8 +415,8 @@ impl Upstream {
         }
         let client = if same_origin(&url, &self.base) { &self.client } else { &self.realm };
         let mut req = client.get(url);
-        if let Some(Credentials::Basic { user, password }) = &self.registry.credentials {
-            req = req.header(AUTHORIZATION, basic(user, password));
+        if let Some(authorization) = self.basic_authorization().await?.as_deref().and_then(header) {
+            req = req.header(AUTHORIZATION, authorization);
         }
         self.counters.inc(Counter::UpstreamToken);
         let resp = tokio::time::timeout(self.timeout, req.send())
@@ -435,6 +444,16 @@ impl Upstream {
             .to_string();
         self.tokens.put(key.clone(), token.clone(), Instant::now() + parsed.lifetime());
         Ok(token)
+    }
+
+    /// `Basic <credentials>` for a Basic challenge or the token endpoint: the
+    /// configured user and password, or the ECR token (asked for if due).
+    async fn basic_authorization(&self) -> Result<Option<String>, FetchError> {
+        match (&self.registry.credentials, &self.ecr) {
+            (Some(Credentials::Basic { user, password }), _) => Ok(Some(basic(user, password))),
+            (Some(Credentials::Ecr(_)), Some(ecr)) => ecr.authorization().await.map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Sends and follows up to [`MAX_REDIRECTS`] redirects; only hops on the
