@@ -1,14 +1,16 @@
 //! Upstream credentials never leave the server except towards their upstream:
 //! with Basic auth (the password given in the file, and through
 //! `passwordFromEnv` and `passwordFile`), a Bearer-token upstream whose token endpoint wants a
-//! password, and static tokens (ours and Go's), the real binary serves pulls that succeed and
+//! password, static tokens (ours and Go's), and an ECR token (`provider: ecr`, from the fake ECR
+//! token API with AWS keys and a session token in the environment), the real binary serves pulls that succeed and
 //! pulls that fail (wrong password, upstream 500, upstream unreachable), and a SIGHUP reload, at
 //! `--log-level debug` with `--metrics` on; no password, no base64 of
-//! `user:password`, and no token issued by the upstream appears in the server
+//! `user:password`, no AWS secret key or session token, and no token issued by the upstream or ECR appears in the server
 //! log, in any response head or body, or on the metrics page.
 
 mod common;
 
+use common::fake_ecr::FakeEcr;
 use common::fake_upstream::{basic_auth, Auth, FakeUpstream, Fault, Options};
 use common::{free_port, http_get, HttpResponse, Server};
 
@@ -21,6 +23,9 @@ const STATIC_TOKEN: &str = "S3cret-static-token-2b6f";
 const ENV_VAR: &str = "OCIREG_SECRETS_TEST_PASSWORD";
 const PW_MOUNTED: &str = "S3cret-in-a-mounted-file-44d0";
 const GO_STATIC: &str = "S3cret-go-static-token-9a1c";
+const PW_ECR: &str = "S3cret-ecr-password-6e02";
+const AWS_SECRET: &str = "S3cret-aws-secret-access-key-13f8";
+const AWS_SESSION: &str = "S3cret-aws-session-token-a7c5";
 
 fn basic(user: &str, pass: &str) -> Auth {
     Auth::Basic { user: user.into(), pass: pass.into() }
@@ -47,11 +52,15 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     // A password from a mounted secret file, and Go's static token (refused by this upstream).
     let mounted = FakeUpstream::start_with(Options { auth: basic("gina", PW_MOUNTED), ..Options::default() });
     let go_static = FakeUpstream::start_with(Options { auth: basic("hank", "y"), ..Options::default() });
+    // An ECR registry: Basic AWS:<password>, the password from the fake ECR token API.
+    let ecr_registry = FakeUpstream::start_with(Options { auth: basic("AWS", PW_ECR), ..Options::default() });
+    let ecr = FakeEcr::start("AKIASECRETSTEST00001", AWS_SECRET, "eu-fake-1", PW_ECR);
     let secret_dir = tempfile::tempdir().unwrap();
     let secret_file = secret_dir.path().join("password");
     std::fs::write(&secret_file, format!("{PW_MOUNTED}\n")).unwrap();
+    let aws_none = secret_dir.path().join("no-aws-files");
     let unreachable = format!("127.0.0.1:{}", free_port());
-    let ups = [&basic_file, &basic_env, &bearer, &wrong, &static_token, &mounted, &go_static];
+    let ups = [&basic_file, &basic_env, &bearer, &wrong, &static_token, &mounted, &go_static, &ecr_registry];
     // Distinct layers for each upstream: a blob cached from one is served for any name.
     let images: Vec<_> =
         ups.iter().map(|up| up.add_image("team/app", "v1", &[format!("one {}", up.host()).into_bytes()])).collect();
@@ -68,7 +77,8 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
          - name: \"{}\"\n  scheme: http\n  auth: {{token: \"{STATIC_TOKEN}\"}}\n\
          - name: \"{unreachable}\"\n  scheme: http\n  auth: {{user: erin, password: \"{PW_UNREACHABLE}\"}}\n\
          - name: \"{}\"\n  scheme: http\n  auth: {{user: gina, passwordFile: \"{}\"}}\n\
-         - name: \"{}\"\n  scheme: http\n  auth: {{token: {{static: \"{GO_STATIC}\"}}}}\n",
+         - name: \"{}\"\n  scheme: http\n  auth: {{token: {{static: \"{GO_STATIC}\"}}}}\n\
+         - name: \"{}\"\n  scheme: http\n  auth: {{token: {{provider: ecr, providerOpts: region=eu-fake-1}}}}\n",
         basic_file.host(),
         basic_env.host(),
         bearer.host(),
@@ -77,9 +87,20 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
         mounted.host(),
         secret_file.display(),
         go_static.host(),
+        ecr_registry.host(),
     );
     let metrics_port = free_port().to_string();
-    let server = Server::start_with_env(&config, &["--metrics", &metrics_port], &[(ENV_VAR, PW_ENV)]);
+    let env = [
+        (ENV_VAR, PW_ENV),
+        ("AWS_ACCESS_KEY_ID", "AKIASECRETSTEST00001"),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+        ("AWS_SESSION_TOKEN", AWS_SESSION),
+        ("AWS_ENDPOINT_URL_ECR", &ecr.url()),
+        ("AWS_CONFIG_FILE", aws_none.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", aws_none.to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let server = Server::start_with_env(&config, &["--metrics", &metrics_port], &env);
 
     let mut answers = String::new();
     let mut get = |path: String, want: u16| {
@@ -90,7 +111,8 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
         answers += &seen(&r);
     };
     // Pulls that succeed, through each kind of credential that works.
-    for (up, image) in [&basic_file, &basic_env, &bearer].into_iter().zip(&images).chain([(&mounted, &images[5])]) {
+    let working = [&basic_file, &basic_env, &bearer].into_iter().zip(&images);
+    for (up, image) in working.chain([(&mounted, &images[5]), (&ecr_registry, &images[7])]) {
         let host = up.host();
         get(format!("/v2/{host}/team/app/manifests/v1"), 200);
         get(format!("/v2/{host}/team/app/blobs/{}", image.layer_digests[0]), 200);
@@ -142,6 +164,8 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     assert!(sent(&static_token, &format!("Bearer {STATIC_TOKEN}")), "the static token was tried");
     assert!(sent(&mounted, &basic_auth("gina", PW_MOUNTED)), "the mounted file's password was sent upstream");
     assert!(sent(&go_static, &format!("Basic {GO_STATIC}")), "Go's static token was tried");
+    assert!(sent(&ecr_registry, &format!("Basic {}", ecr.token())), "the ECR token was sent upstream");
+    assert_eq!(ecr.calls(), 1, "rejected by the fake ECR: {:?}", ecr.rejections());
     let tokens = bearer.issued_tokens();
     assert!(tokens.len() >= 2, "a token, and a fresh one after expiry: {tokens:?}");
     for token in &tokens {
@@ -156,6 +180,7 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
         ("dave", PW_WRONG),
         ("erin", PW_UNREACHABLE),
         ("gina", PW_MOUNTED),
+        ("AWS", PW_ECR),
     ] {
         secrets.push((pass.to_string(), "a password"));
         let b64 = basic_auth(user, pass).strip_prefix("Basic ").unwrap().to_string();
@@ -163,6 +188,8 @@ fn credentials_appear_in_no_log_line_answer_or_metric() {
     }
     secrets.push((STATIC_TOKEN.to_string(), "the static token"));
     secrets.push((GO_STATIC.to_string(), "Go's static token"));
+    secrets.push((AWS_SECRET.to_string(), "the AWS secret access key"));
+    secrets.push((AWS_SESSION.to_string(), "the AWS session token"));
     secrets.extend(tokens.into_iter().map(|t| (t, "an issued bearer token")));
 
     let log = server.log();

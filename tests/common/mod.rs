@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod containerd;
 pub mod distribution;
+pub mod fake_ecr;
 pub mod fake_upstream;
 pub mod images;
 pub mod token_server;

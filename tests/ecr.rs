@@ -1,0 +1,150 @@
+//! `auth.token.provider: ecr` against an in-process fake of ECR's token API
+//! (`common::fake_ecr`, which checks the SigV4 signature) and the fake
+//! upstream requiring Basic `AWS:<password>`, through the real binary: the
+//! token is asked for at first use, reused within its expiry, asked for again
+//! after it, and a refusal by ECR answers the client cleanly, backs off, and
+//! leaks no secret into the log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_ecr::FakeEcr;
+use common::fake_upstream::{Auth, FakeUpstream, Options};
+use common::Server;
+
+const ACCESS_KEY: &str = "AKIAFAKEECRTEST00001";
+const SECRET_KEY: &str = "S3cret-aws-secret-key-0e7c41";
+const REGION: &str = "eu-fake-1";
+const PASSWORD: &str = "S3cret-ecr-password-b3d9";
+
+fn ecr_upstream() -> FakeUpstream {
+    let up = FakeUpstream::start_with(Options {
+        auth: Auth::Basic { user: "AWS".into(), pass: PASSWORD.into() },
+        ..Options::default()
+    });
+    for tag in ["v1", "v2", "v3"] {
+        up.add_image("team/app", tag, &[format!("layer {tag}").into_bytes()]);
+    }
+    up
+}
+
+/// The server, configured for `up` with `token` options, reaching `ecr` with these AWS keys.
+fn server(up: &FakeUpstream, ecr: &FakeEcr, token: &str) -> (Server, tempfile::TempDir) {
+    // No shared config or credentials file of the machine running the tests is read.
+    let aws = tempfile::tempdir().unwrap();
+    let none = aws.path().join("none");
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n    auth:\n      token: {token}\n",
+        up.host()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_ENDPOINT_URL_ECR", &ecr.url()),
+        ("AWS_CONFIG_FILE", none.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", none.to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    (Server::start_with_env(&config, &[], &env), aws)
+}
+
+fn pull(server: &Server, up: &FakeUpstream, tag: &str) -> common::HttpResponse {
+    server.get(&format!("/v2/{}/team/app/manifests/{tag}", up.host()), &[])
+}
+
+/// No secret of the test (AWS secret key, ECR password, the token) in `text`.
+fn assert_no_secret(text: &str, ecr: &FakeEcr) {
+    for (secret, what) in
+        [(SECRET_KEY, "the AWS secret key"), (PASSWORD, "the ECR password"), (&ecr.token(), "the token")]
+    {
+        assert!(!text.contains(secret), "{what} leaked:\n{text}");
+    }
+}
+
+#[test]
+fn the_token_is_asked_for_at_first_use_and_reused_within_its_expiry() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(ecr.calls(), 0, "nothing is asked before a pull");
+    let r = pull(&server, &up, "v1");
+    assert_eq!(r.status, 200, "{}\n{:?}\n{}", r.text(), ecr.rejections(), server.log());
+    assert_eq!(ecr.calls(), 1, "rejected: {:?}", ecr.rejections());
+    let presented: Vec<_> =
+        up.requests().iter().filter_map(|q| q.header("authorization").map(str::to_string)).collect();
+    assert!(presented.contains(&format!("Basic {}", ecr.token())), "the token is the Basic credential: {presented:?}");
+    for tag in ["v2", "v3"] {
+        assert_eq!(pull(&server, &up, tag).status, 200);
+    }
+    assert_eq!(ecr.calls(), 1, "within its expiry the token is reused");
+    assert!(ecr.rejections().is_empty(), "{:?}", ecr.rejections());
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn concurrent_first_pulls_share_one_request_to_ecr() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    let urls: Vec<String> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|tag| server.url(&format!("/v2/{}/team/app/manifests/{tag}", up.host())))
+        .collect();
+    let statuses = common::concurrently(9, move |i| common::http_get(&urls[i % 3], &[]).status);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", server.log());
+    assert_eq!(ecr.calls(), 1, "one request to ECR, however many pulls wanted the token");
+}
+
+#[test]
+fn the_token_is_asked_for_again_after_its_expiry() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let token = format!("{{provider: ecr, providerOpts: \"region={REGION}\", expiry: 1s}}");
+    let (server, _aws) = server(&up, &ecr, &token);
+    assert_eq!(pull(&server, &up, "v1").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(pull(&server, &up, "v2").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 2, "past expiry the token is renewed");
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn a_refusal_by_ecr_answers_the_client_cleanly_backs_off_and_leaks_nothing() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    ecr.refuse(true);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    let r = pull(&server, &up, "v1");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_no_secret(&format!("{:?}\n{}", r.headers, r.text()), &ecr);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || server.log().contains("ECR authorization token request failed")),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("AccessDeniedException"), "the reason is logged: {}", server.log());
+    assert_eq!(ecr.calls(), 0);
+    // Once ECR answers again, a pull after the back-off succeeds.
+    ecr.refuse(false);
+    let ok = common::wait_until(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(300));
+        pull(&server, &up, "v1").status == 200
+    });
+    assert!(ok, "{}", server.log());
+    assert_eq!(ecr.calls(), 1);
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn a_wrong_secret_key_is_refused_by_the_signature_check() {
+    // The fake checks the signature: a server holding another secret key gets no token.
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, "another-secret", REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(pull(&server, &up, "v1").status, 502);
+    assert_eq!(ecr.calls(), 0);
+    assert!(ecr.rejections().iter().any(|r| r.contains("signature does not match")), "{:?}", ecr.rejections());
+    assert_no_secret(&server.log(), &ecr);
+}
