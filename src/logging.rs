@@ -8,6 +8,9 @@
 //! A request's lines are logged inside its `request` span (`serve`), whose
 //! `id` text lines show as `request{id=…}:` and JSON lines as
 //! `"span":{"id":…,"name":"request"}`.
+//!
+//! AWS's SDK (the `ecr` feature) logs response bodies and outputs, an ECR
+//! token among them, at TRACE: whatever the filter, its crates stop at DEBUG.
 
 use std::path::Path;
 
@@ -15,6 +18,7 @@ use anyhow::Context;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{LogFormat, LogLevel};
@@ -23,6 +27,7 @@ use crate::cli::{LogFormat, LogLevel};
 /// it flushes what is queued.
 pub fn init(level: LogLevel, format: LogFormat, file: Option<&Path>) -> anyhow::Result<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let filter = without_sdk_trace(filter);
     let (writer, guard, ansi): (NonBlocking, WorkerGuard, bool) = match file {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
@@ -55,4 +60,27 @@ pub fn init(level: LogLevel, format: LogFormat, file: Option<&Path>) -> anyhow::
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))?;
     Ok(guard)
+}
+
+/// Targets of AWS's SDK (by prefix: `aws_smithy_runtime` covers `aws_smithy_runtime_api`).
+const SDK_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http",
+    "aws_smithy_runtime",
+    "aws_smithy_types",
+];
+
+/// `filter`, with the SDK's targets at DEBUG at most when it would let TRACE through.
+fn without_sdk_trace(mut filter: EnvFilter) -> EnvFilter {
+    if filter.max_level_hint().is_none_or(|max| max == LevelFilter::TRACE) {
+        for target in SDK_TARGETS {
+            filter = filter.add_directive(format!("{target}=debug").parse().expect("a valid directive"));
+        }
+    }
+    filter
 }

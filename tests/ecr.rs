@@ -3,7 +3,7 @@
 //! upstream requiring Basic `AWS:<password>`, through the real binary: the
 //! token is asked for at first use, reused within its expiry, asked for again
 //! after it, and a refusal by ECR answers the client cleanly, backs off, and
-//! leaks no secret into the log.
+//! leaks no secret into the log (not even at TRACE).
 
 mod common;
 
@@ -31,6 +31,11 @@ fn ecr_upstream() -> FakeUpstream {
 
 /// The server, configured for `up` with `token` options, reaching `ecr` with these AWS keys.
 fn server(up: &FakeUpstream, ecr: &FakeEcr, token: &str) -> (Server, tempfile::TempDir) {
+    server_with_log(up, ecr, token, "debug")
+}
+
+/// [`server`] logging at `level` (`RUST_LOG`).
+fn server_with_log(up: &FakeUpstream, ecr: &FakeEcr, token: &str, level: &str) -> (Server, tempfile::TempDir) {
     // No shared config or credentials file of the machine running the tests is read.
     let aws = tempfile::tempdir().unwrap();
     let none = aws.path().join("none");
@@ -45,6 +50,7 @@ fn server(up: &FakeUpstream, ecr: &FakeEcr, token: &str) -> (Server, tempfile::T
         ("AWS_CONFIG_FILE", none.to_str().unwrap()),
         ("AWS_SHARED_CREDENTIALS_FILE", none.to_str().unwrap()),
         ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("RUST_LOG", level),
     ];
     (Server::start_with_env(&config, &[], &env), aws)
 }
@@ -66,7 +72,9 @@ fn assert_no_secret(text: &str, ecr: &FakeEcr) {
 fn the_token_is_asked_for_at_first_use_and_reused_within_its_expiry() {
     let up = ecr_upstream();
     let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
-    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    // At TRACE, where AWS's SDK would log the token it received.
+    let token = format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}");
+    let (server, _aws) = server_with_log(&up, &ecr, &token, "trace");
     assert_eq!(ecr.calls(), 0, "nothing is asked before a pull");
     let r = pull(&server, &up, "v1");
     assert_eq!(r.status, 200, "{}\n{:?}\n{}", r.text(), ecr.rejections(), server.log());
