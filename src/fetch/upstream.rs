@@ -1,8 +1,8 @@
 //! Upstream registries as HTTP clients. `Upstreams` finds (or builds, for an
 //! unlisted registry) the client for a registry name; unlisted ones reach only
 //! public addresses (see `guard`). `Upstream::send` performs one
-//! registry request with authentication (Basic, Bearer token flow with a cached
-//! token, static token) and follows redirects by hand: a hop to another host
+//! registry request with authentication (Basic with a password or an ECR token
+//! from `ecr`, Bearer token flow with a cached token, static token) and follows redirects by hand: a hop to another host
 //! (a CDN or object store) goes through a separate client with system roots,
 //! no client certificate and no `Authorization`. A token realm on another
 //! origin is often a sibling service under the same private CA (GitLab's
