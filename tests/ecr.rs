@@ -119,6 +119,20 @@ fn the_token_is_asked_for_again_after_its_expiry() {
 }
 
 #[test]
+fn the_token_is_renewed_before_ecr_expires_it() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    // expiry 12h, but ECR says the token expires in 4 s: renewed with a quarter of that left.
+    ecr.set_lifetime(Duration::from_secs(4));
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(pull(&server, &up, "v1").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 1);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(pull(&server, &up, "v2").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 2, "ECR's expiresAt is honoured, not only expiry");
+}
+
+#[test]
 fn a_refusal_by_ecr_answers_the_client_cleanly_backs_off_and_leaks_nothing() {
     let up = ecr_upstream();
     let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
