@@ -99,6 +99,10 @@ serverTlsConfig from serverTls. */}}
 {{- if and .Values.serverTls.enabled (not .Values.serverTls.secretName) (or (not .Values.serverTls.cert) (not .Values.serverTls.key)) }}
 {{- fail "serverTls.enabled without serverTls.secretName needs serverTls.cert and serverTls.key (PEM)" }}
 {{- end }}
+{{- $cfg := .Values.serverConfig.configuration | default dict }}
+{{- if and $cfg.port (ne (int $cfg.port) (int .Values.service.port)) }}
+{{- fail (printf "serverConfig.configuration.port (%v) differs from service.port (%v): the container and Service ports follow service.port, so set that one" $cfg.port .Values.service.port) }}
+{{- end }}
 {{- if and .Values.serverTls.enabled (not .Values.serverConfig.configuration) }}
 {{- fail "serverTls.enabled needs a config file to carry serverTlsConfig: serverConfig.configuration must not be null" }}
 {{- end }}
