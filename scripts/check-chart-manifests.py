@@ -13,13 +13,21 @@ usage: check-chart-manifests.py RENDERED.yaml K8S_OUT.yaml BINARY WORKDIR
   args itself (with --help appended, so it starts nothing).
 - Writes the ConfigMap's config file to WORKDIR and has BINARY load it (`list` on an empty image
   path): unknown keys and wrongly typed values fail there, as they would stop the server.
+- Starts BINARY on loopback with the pod's args and the config file (ports moved to free ones, an
+  empty image path; not for a config with serverTlsConfig): the registry port answers /v2/, the
+  metrics port /metrics, and each probe's path 200. A binary without `serve --health` cannot answer
+  the probes: that is printed (and shown in check-chart's ok line) instead.
 """
 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import jsonschema
 import yaml
@@ -156,6 +164,8 @@ if "port" not in takes_value or "config-file" not in takes_value:
 config_path = None
 image_path = None
 mounts = None
+main_container = None
+pod_args = None
 if pod is not None:
     main = [c for c in pod["containers"] if c["name"] == "ociregistry"]
     if len(main) != 1:
@@ -174,6 +184,7 @@ if pod is not None:
         except FileNotFoundError:
             pass
         args = entrypoint + [str(a) for a in c.get("args", [])]
+        main_container, pod_args = c, args
         words = []
         i = 0
         while i < len(args):
@@ -228,6 +239,92 @@ if mounts is not None:
     image_path = image_path or "/var/lib/ociregistry"
     if mounts.get(image_path) != "images":
         error(f"the image path {image_path} is not where the images volume is mounted: {mounts}")
+
+
+# 6. The pod as the kubelet would run it, on loopback: the binary starts with the rendered args and
+# config file (ports moved to free ones, the image path to an empty directory), the registry port
+# answers /v2/, the metrics port /metrics, and every probe's path answers 200 on its port once the
+# server is ready. A config with serverTlsConfig is left out (its certificates are placeholders).
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, path, timeout=2):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+cfg_text = cms[0]["data"]["registry-config.yaml"] if config_path is not None and len(cms) == 1 else None
+cfg = (yaml.safe_load(cfg_text) or {}) if cfg_text is not None else {}
+if main_container is not None and not errors and "serverTlsConfig" not in cfg:
+    ports = {p["name"]: p["containerPort"] for p in main_container.get("ports", [])}
+    moved = {n: free_port() for n in ports}
+    run_args = []
+    for i, a in enumerate(pod_args):
+        prev = pod_args[i - 1] if i else None
+        if prev == "--image-path":
+            a = f"{workdir}/run-images"
+        elif prev in ("--health", "--metrics", "--port"):
+            a = str(moved[{v: k for k, v in ports.items()}[int(a)]])
+        elif prev == "--config-file":
+            a = f"{workdir}/run-config.yaml"
+        run_args.append(a)
+    if "--image-path" not in run_args:
+        run_args = ["--image-path", f"{workdir}/run-images"] + run_args
+    run_args += ["--host", "127.0.0.1", "--port", str(moved["http"])]
+    for key in ("health", "metrics"):
+        if cfg.get(key):
+            cfg[key] = moved[key]
+    with open(f"{workdir}/run-config.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    os.makedirs(f"{workdir}/run-images", exist_ok=True)
+    env = dict(os.environ)
+    for e in main_container.get("env", []):
+        env[e["name"]] = e.get("value", "check-chart")
+    log = open(f"{workdir}/serve.log", "w")
+    proc = subprocess.Popen([binary, *run_args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while get(moved["http"], "/v2/") != 200 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if get(moved["http"], "/v2/") != 200:
+            error(f"`ociregistry {' '.join(run_args)}` did not answer /v2/ on the registry port; its log:\n"
+                  + open(f"{workdir}/serve.log").read()[-3000:])
+        else:
+            if "metrics" in moved and get(moved["metrics"], "/metrics") != 200:
+                error("the metrics port does not answer /metrics")
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe not in main_container:
+                    continue
+                if "health" not in takes_value:
+                    # A binary from before the health port: nothing can answer the probes. Said in
+                    # the ok line; every binary since `serve --health` exists has them tried.
+                    print("probes not tried: this binary has no serve --health")
+                    break
+                hg = main_container[probe]["httpGet"]
+                port = moved[hg["port"]] if isinstance(hg["port"], str) else hg["port"]
+                while True:
+                    status = get(port, hg["path"])
+                    # Only a server still starting (no answer yet, or 503 not ready) may change its answer.
+                    if status not in (None, 503) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                if status != 200:
+                    error(f"{probe} GET {hg['path']} on port {hg['port']} answers {status}, not 200")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 for e in errors:
     print(f"  {e}", file=sys.stderr)
