@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::fake_upstream::{FakeImage, FakeUpstream, OCI_MANIFEST};
 use common::{plain_registry, random_bytes, wait_until, Server};
 use ociregistry::admin::client::{self, AdminClient};
+use ociregistry::admin::listing::rfc3339;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -123,6 +124,50 @@ fn manifest_list_shows_every_image_and_filters_by_pattern_and_count() {
     assert!(body.starts_with("invalid parameters"), "{body}");
     let (status, _, body) = get(addr, "/cmd/manifest/list?count=many", "");
     assert_eq!(status, 400, "{body}");
+}
+
+/// The PULLED field (the last one) of each item line.
+fn pulled_fields(text: &str) -> Vec<String> {
+    items(text).iter().map(|l| l.rsplit(' ').next().unwrap().to_string()).collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn pulled_shows_when_each_image_was_last_pulled_and_a_dash_when_never() {
+    let before = rfc3339(unix_now());
+    let mut p = pulled();
+    let addr = p.server.addr.clone();
+    let all_pulled = || pulled_fields(&get(&addr, "/cmd/manifest/list", "").2).iter().all(|f| f != "-");
+    assert!(wait_until(Duration::from_secs(10), all_pulled), "{}", get(&addr, "/cmd/manifest/list", "").2);
+    let after = rfc3339(unix_now() + 1);
+    for path in ["/cmd/manifest/list", "/cmd/image/list"] {
+        let body = get(&addr, path, "").2;
+        let fields = pulled_fields(&body);
+        assert_eq!(fields.len(), 3, "{body}");
+        for f in fields {
+            assert!(
+                f.len() == 20 && f.ends_with('Z') && f >= before && f <= after,
+                "{f} not in {before}..{after}: {body}"
+            );
+        }
+    }
+
+    // The same cache with no pull recorded: every image shows `-` until it is pulled again.
+    p.server.stop();
+    std::fs::remove_file(p.server.image_path.join("index/pulled")).unwrap();
+    let server = Server::start_in(&p.server.image_path, &plain_registry(&p.up.host()), &[]);
+    let body = get(&server.addr, "/cmd/manifest/list", "").2;
+    assert_eq!(pulled_fields(&body), vec!["-", "-", "-"], "{body}");
+    let r = server.get(&format!("/v2/{}/team/app/manifests/v1", p.up.host()), &[("Accept", "*/*")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let app_pulled = || {
+        let fields = pulled_fields(&get(&server.addr, "/cmd/image/list", "").2);
+        fields[0] != "-" && fields[1..] == ["-", "-"]
+    };
+    assert!(wait_until(Duration::from_secs(10), app_pulled), "{}", get(&server.addr, "/cmd/image/list", "").2);
 }
 
 #[test]

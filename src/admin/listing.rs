@@ -34,6 +34,8 @@ pub struct Image {
     pub digest: Digest,
     /// Unix seconds when the tag was first resolved to this digest.
     pub created: Option<u64>,
+    /// Unix seconds when a client last pulled this manifest.
+    pub pulled: Option<u64>,
 }
 
 /// A `pattern=` that does not compile: the request is refused (400).
@@ -71,6 +73,7 @@ impl Selector {
 
 /// Every image, sorted by URL.
 pub fn images(store: &Store) -> Vec<Image> {
+    let pulled = store.pulled_times();
     let mut out = Vec::new();
     let mut tagged = HashSet::new();
     for (key, tag) in store.all_tags() {
@@ -79,6 +82,7 @@ pub fn images(store: &Store) -> Vec<Image> {
             url: format!("{source}:{}", key.tag),
             digest: tag.digest.clone(),
             created: Some(tag.fetched_at),
+            pulled: pulled.get(&tag.digest).copied(),
         });
         tagged.insert((source, tag.digest));
     }
@@ -88,7 +92,12 @@ pub fn images(store: &Store) -> Vec<Image> {
         }
         for source in &record.sources {
             if !tagged.contains(&(source.clone(), digest.clone())) {
-                out.push(Image { url: format!("{source}@{digest}"), digest: digest.clone(), created: None });
+                out.push(Image {
+                    url: format!("{source}@{digest}"),
+                    digest: digest.clone(),
+                    created: None,
+                    pulled: pulled.get(&digest).copied(),
+                });
             }
         }
     }
@@ -134,7 +143,8 @@ pub fn list_images(store: &Store, selector: &Selector, count: Count, with_blobs:
         }
         shown += 1;
         let created = image.created.map_or_else(|| "-".to_string(), rfc3339);
-        let _ = writeln!(text, "{} {}  {created} -", display_url(&image.url), image.digest);
+        let pulled = image.pulled.map_or_else(|| "-".to_string(), rfc3339);
+        let _ = writeln!(text, "{} {}  {created} {pulled}", display_url(&image.url), image.digest);
         if with_blobs {
             for blob in blobs {
                 let _ = writeln!(text, "- {blob}");

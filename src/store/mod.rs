@@ -396,6 +396,11 @@ impl Store {
         self.pulled.note(batch, |d| records.get(d).is_some_and(|r| r.kind == Kind::Manifest));
     }
 
+    /// When each manifest was last pulled (unix seconds), as of now.
+    pub fn pulled_times(&self) -> HashMap<Digest, u64> {
+        self.pulled.snapshot()
+    }
+
     /// Writes the last-pulled times to `index/pulled` if they changed (blocking).
     pub fn flush_pulled(&self) -> io::Result<()> {
         let path = self.layout.pulled_file();
