@@ -228,25 +228,27 @@ const NETNS_ADDRESS: &str = "10.213.0.1";
 
 /// Runs `test` on a thread of its own in a new network namespace (root only), where the server it
 /// starts also runs (a child inherits its thread's namespace) and [`NETNS_ADDRESS`] is a local,
-/// non-loopback address; `None` when the namespace cannot be made. Nothing outside changes: the
+/// non-loopback address; why not when the namespace cannot be made. Nothing outside changes: the
 /// namespace goes with the thread and the server.
-fn in_private_netns(test: impl FnOnce(&str) + Send) -> Option<()> {
+fn in_private_netns(test: impl FnOnce(&str) + Send) -> Result<(), String> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 // SAFETY: unshare only changes this thread's namespace; no memory is involved.
                 if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return None;
+                    return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
                 }
-                let ip =
-                    |args: &[&str]| std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-                if !ip(&["link", "set", "lo", "up"])
-                    || !ip(&["addr", "add", &format!("{NETNS_ADDRESS}/32"), "dev", "lo"])
-                {
-                    return None;
-                }
+                let ip = |args: &[&str]| match std::process::Command::new("ip").args(args).output() {
+                    Ok(out) if out.status.success() => Ok(()),
+                    Ok(out) => {
+                        Err(format!("ip {}: {}: {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr)))
+                    }
+                    Err(e) => Err(format!("ip {}: {e}", args.join(" "))),
+                };
+                ip(&["link", "set", "lo", "up"])?;
+                ip(&["addr", "add", &format!("{NETNS_ADDRESS}/32"), "dev", "lo"])?;
                 test(NETNS_ADDRESS);
-                Some(())
+                Ok(())
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -255,9 +257,15 @@ fn in_private_netns(test: impl FnOnce(&str) + Send) -> Option<()> {
 
 #[test]
 fn peers_off_loopback_are_refused_unless_allowed_or_holding_the_token() {
-    // A namespace of our own first (as CI runs, as root): the same on every machine.
-    if in_private_netns(refused_off_loopback).is_some() {
-        return;
+    // A namespace of our own first (as CI runs, as root): the same on every machine. As root it
+    // must work: a failure is the test's, never a reason to fall back or skip.
+    let why_not = match in_private_netns(refused_off_loopback) {
+        Ok(()) => return,
+        Err(why_not) => why_not,
+    };
+    // SAFETY: geteuid only reads the process's effective user id.
+    if unsafe { libc::geteuid() } == 0 {
+        panic!("running as root, yet no network namespace of its own: {why_not}");
     }
     let Some(ip) = non_loopback_ipv4() else {
         common::skipped(
