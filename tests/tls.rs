@@ -296,9 +296,7 @@ impl Setup {
     }
 
     fn sighup(&self) {
-        let status =
-            std::process::Command::new("kill").args(["-HUP", &self.server.pid().to_string()]).status().unwrap();
-        assert!(status.success());
+        self.server.signal(libc::SIGHUP);
     }
 
     /// Whether a new connection is now shown `der`.
