@@ -37,6 +37,14 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     raise_open_files_limit();
     crate::tls::install_crypto_provider();
+    if let Some(ca) = settings.tls.as_ref().and_then(|t| t.unused_ca.as_ref()) {
+        tracing::warn!(
+            key = "serverTlsConfig.ca",
+            file = %ca.display(),
+            "serverTlsConfig.ca is only used with clientAuth: verify; with clientAuth: none no client \
+             certificate is asked for, so this CA is not used"
+        );
+    }
     let tls = match settings.tls.clone() {
         Some(t) => Some(Arc::new(crate::tls::ServerCertificates::load(t)?)),
         None => None,

@@ -194,6 +194,10 @@ fn manifests_and_blobs_over_https_with_the_ca_verified() {
     assert!(Https::connect(&s.server.addr, client_config(&other.ca_cert, None)).is_err());
     let log = s.server.log();
     assert!(log.contains("tls=\"cert="), "the startup line names the certificates: {log}");
+    assert!(
+        log.contains("WARN") && log.contains("serverTlsConfig.ca is only used with clientAuth: verify"),
+        "a ca given with clientAuth: none is warned about: {log}"
+    );
 }
 
 #[test]
@@ -319,6 +323,7 @@ fn sighup_reloads_for_new_connections_and_open_ones_keep_working() {
     s.pull(&mut open);
     assert_eq!(open.server_cert(), old);
     assert!(s.server.log().contains("serverTlsConfig reloaded"), "{}", s.server.log());
+    assert!(!s.server.log().contains("serverTlsConfig.ca is only used"), "ca is used with verify: {}", s.server.log());
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! is `none` (the default) or `verify`, case-insensitive as in Go: `verify`
 //! refuses clients without a certificate signed by `ca` (a PEM bundle), or by
 //! the system's trusted CAs when `ca` is not given. As in Go, `ca` means
-//! nothing without `clientAuth: verify`.
+//! nothing without `clientAuth: verify`; since Go configs (and the Go chart,
+//! from a secret's `ca.crt`) commonly set it with `clientAuth: none`, that is
+//! accepted, and the server logs a WARN naming `serverTlsConfig.ca` at startup.
 //!
 //! Where Go silently serves plain HTTP (a `cert` without a `key`) or fails
 //! every handshake (`clientAuth: verify` without a certificate), this refuses
@@ -46,6 +48,8 @@ pub struct ServerTls {
     /// `None` with `Verify` means the system's trusted CAs, as in Go.
     pub ca: Option<PathBuf>,
     pub client_auth: ClientAuth,
+    /// A `ca` given with `clientAuth: none`: not used, and warned about.
+    pub unused_ca: Option<PathBuf>,
 }
 
 /// Checks `serverTlsConfig`; `None` when it asks for nothing (absent, or no key set).
@@ -68,6 +72,7 @@ pub fn validate(config: Option<&ServerTlsConfig>, problems: &mut Vec<String>) ->
             key: key.clone(),
             ca: c.ca.clone().filter(|_| client_auth == ClientAuth::Verify),
             client_auth,
+            unused_ca: c.ca.clone().filter(|_| client_auth == ClientAuth::None),
         }),
         (Some(_), None) => {
             problems.push("serverTlsConfig.key: missing; cert and key must be given together".into());
@@ -104,9 +109,12 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         let tls = tls.unwrap();
         assert_eq!((tls.client_auth, tls.ca.as_deref()), (ClientAuth::Verify, Some(std::path::Path::new("/ca.pem"))));
-        let (tls, _) = check("cert: /c.pem\nkey: /k.pem\nca: /ca.pem\n");
+        assert_eq!(tls.unused_ca, None);
+        let (tls, p) = check("cert: /c.pem\nkey: /k.pem\nca: /ca.pem\n");
+        assert!(p.is_empty(), "Go configs set ca with clientAuth none: accepted, warned about: {p:?}");
         let tls = tls.unwrap();
         assert_eq!((tls.client_auth, tls.ca), (ClientAuth::None, None), "ca means nothing without verify, as in Go");
+        assert_eq!(tls.unused_ca.as_deref(), Some(std::path::Path::new("/ca.pem")), "kept to be warned about");
         assert_eq!(check("{}\n"), (None, vec![]), "nothing asked");
     }
 
