@@ -4,7 +4,8 @@
 //! per-upstream series (latency, errors by kind, rate limit, coalescing,
 //! downloads in flight) move as the upstream behaves, made-up `ns` values
 //! never become labels, every scrape is a valid exposition, and the Grafana
-//! dashboard queries only what the binary exposes.
+//! dashboard queries only what the binary exposes; without `--host` the
+//! metrics port listens on every interface, as in Go.
 
 mod common;
 
@@ -441,4 +442,33 @@ fn clients_that_wait_for_another_clients_manifest_fetch_count_as_cached_pulls_as
     assert_eq!(metric(&page, &format!("ociregistry_cached_pulls_by_ns_total{{ns=\"{ns}\"}}")), 2);
     assert_eq!(metric(&page, &format!("ociregistry_upstream_misses_total{{registry=\"{ns}\",kind=\"manifest\"}}")), 3);
     assert_eq!(metric(&page, "ociregistry_manifest_pulls_total"), 3);
+}
+
+/// The local addresses (`/proc/net/tcp` and `tcp6` hex form) listening on `port`.
+fn listening_on(port: u16) -> Vec<String> {
+    let port = format!("{port:04X}");
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ...; st 0A is LISTEN.
+            if let (Some(local), Some("0A")) = (fields.get(1), fields.get(3).copied()) {
+                if local.rsplit(':').next() == Some(port.as_str()) {
+                    out.push(local.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn without_host_the_metrics_port_listens_on_every_interface() {
+    let port = free_port();
+    let server = Server::start_on_default_host("", &["--metrics", &port.to_string()]);
+    let listening = listening_on(port);
+    assert_eq!(listening, vec![format!("00000000:{port:04X}")], "metrics must listen on 0.0.0.0: {}", server.log());
+    let r = http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap();
+    assert_eq!(r.status, 200);
 }

@@ -72,7 +72,27 @@ impl Server {
         server
     }
 
+    /// Starts the server without the `--host 127.0.0.1` the other starts add (unless given), so it
+    /// listens where the binary does by default: for the tests of that default.
+    pub fn start_on_default_host(config_yaml: &str, serve_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::spawn_with(&dir.path().join("images"), config_yaml, serve_args, &[], false);
+        s._dir = Some(dir);
+        s.addr = s.wait_listening();
+        s
+    }
+
     fn spawn_in(image_path: &Path, config_yaml: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn_with(image_path, config_yaml, serve_args, env, true)
+    }
+
+    fn spawn_with(
+        image_path: &Path,
+        config_yaml: &str,
+        serve_args: &[&str],
+        env: &[(&str, &str)],
+        loopback: bool,
+    ) -> Server {
         let work = image_path.parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&work).unwrap();
         let config = work.join(format!("config-{}.yaml", unique()));
@@ -84,7 +104,7 @@ impl Server {
             .arg("--config-file")
             .arg(&config)
             .args(["--log-level", "debug", "serve", "--port", "0"])
-            .args(if serve_args.contains(&"--host") { &[][..] } else { &["--host", "127.0.0.1"][..] })
+            .args(if !loopback || serve_args.contains(&"--host") { &[][..] } else { &["--host", "127.0.0.1"][..] })
             .args(serve_args)
             .env_remove("RUST_LOG")
             .env("NO_PROXY", "*")
