@@ -14,15 +14,20 @@ usage: check-chart-manifests.py RENDERED.yaml K8S_OUT.yaml BINARY WORKDIR
 - Writes the ConfigMap's config file to WORKDIR and has BINARY load it (`list` on an empty image
   path): unknown keys and wrongly typed values fail there, as they would stop the server.
 - Starts BINARY on loopback with the pod's args and the config file (ports moved to free ones, an
-  empty image path; not for a config with serverTlsConfig): the registry port answers /v2/, the
-  metrics port /metrics, and each probe's path 200. A binary without `serve --health` cannot answer
-  the probes: that is printed (and shown in check-chart's ok line) instead.
+  empty image path): the registry port answers /v2/, the metrics port /metrics, and each probe's
+  path 200 (plain HTTP on the health port); a probe without that answer fails the check. With
+  serverTlsConfig the files come from the Secret the pod mounts, as the kubelet would put them:
+  the rendered one, or (a Secret named, not rendered) the directory in $CHECK_CHART_TLS_DIR;
+  the registry port is then asked over HTTPS, the server verified against ca.crt of
+  $CHECK_CHART_TLS_DIR and, for clientAuth verify, presenting its client.crt.
 """
 
+import base64
 import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -244,16 +249,17 @@ if mounts is not None:
 # 6. The pod as the kubelet would run it, on loopback: the binary starts with the rendered args and
 # config file (ports moved to free ones, the image path to an empty directory), the registry port
 # answers /v2/, the metrics port /metrics, and every probe's path answers 200 on its port once the
-# server is ready. A config with serverTlsConfig is left out (its certificates are placeholders).
+# server is ready. With serverTlsConfig, the registry port is asked over HTTPS.
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def get(port, path, timeout=2):
+def get(port, path, timeout=2, tls=None):
+    scheme = "https" if tls else "http"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=timeout, context=tls) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -263,7 +269,59 @@ def get(port, path, timeout=2):
 
 cfg_text = cms[0]["data"]["registry-config.yaml"] if config_path is not None and len(cms) == 1 else None
 cfg = (yaml.safe_load(cfg_text) or {}) if cfg_text is not None else {}
-if main_container is not None and not errors and "serverTlsConfig" not in cfg:
+def tls_files():
+    """The Secret volume's files by mount path, as the kubelet would mount them."""
+    tls_dir = os.environ.get("CHECK_CHART_TLS_DIR")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    rendered_secrets = {d["metadata"]["name"]: d for d in by_kind.get("Secret", [])}
+    files = {}
+    for m in main_container.get("volumeMounts", []):
+        secret = vols.get(m["name"], {}).get("secret")
+        if secret is None:
+            continue
+        name = secret["secretName"]
+        if name in rendered_secrets:
+            data = {k: base64.b64decode(v) for k, v in rendered_secrets[name].get("data", {}).items()}
+            data.update({k: v.encode() for k, v in rendered_secrets[name].get("stringData", {}).items()})
+        elif tls_dir:
+            data = {f: open(os.path.join(tls_dir, f), "rb").read() for f in ("tls.crt", "tls.key", "ca.crt")}
+        else:
+            error(f"the pod mounts Secret {name}, which is not rendered, and CHECK_CHART_TLS_DIR is not set")
+            continue
+        for key, value in data.items():
+            files[f"{m['mountPath'].rstrip('/')}/{key}"] = value
+    return files
+
+
+def client_tls(tls_cfg):
+    tls_dir = os.environ.get("CHECK_CHART_TLS_DIR")
+    if not tls_dir:
+        error("serverTlsConfig is rendered but CHECK_CHART_TLS_DIR (the CA and a client pair) is not set")
+        return None
+    ctx = ssl.create_default_context(cafile=f"{tls_dir}/ca.crt")
+    if tls_cfg.get("clientAuth") == "verify":
+        ctx.load_cert_chain(f"{tls_dir}/client.crt", f"{tls_dir}/client.key")
+    return ctx
+
+
+tls = None
+if main_container is not None and not errors and "serverTlsConfig" in cfg:
+    tls_cfg = cfg["serverTlsConfig"]
+    mounted = tls_files()
+    os.makedirs(f"{workdir}/run-tls", exist_ok=True)
+    for key in ("cert", "key", "ca"):
+        if key not in tls_cfg:
+            continue
+        if tls_cfg[key] not in mounted:
+            error(f"serverTlsConfig.{key} is {tls_cfg[key]}, which no mounted Secret holds ({sorted(mounted)})")
+            continue
+        local = f"{workdir}/run-tls/{os.path.basename(tls_cfg[key])}"
+        with open(local, "wb") as f:
+            f.write(mounted[tls_cfg[key]])
+        tls_cfg[key] = local
+    tls = client_tls(tls_cfg)
+
+if main_container is not None and not errors:
     ports = {p["name"]: p["containerPort"] for p in main_container.get("ports", [])}
     moved = {n: free_port() for n in ports}
     run_args = []
@@ -292,32 +350,38 @@ if main_container is not None and not errors and "serverTlsConfig" not in cfg:
     proc = subprocess.Popen([binary, *run_args], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
-        while get(moved["http"], "/v2/") != 200 and proc.poll() is None and time.monotonic() < deadline:
+        while get(moved["http"], "/v2/", tls=tls) != 200 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        if get(moved["http"], "/v2/") != 200:
-            error(f"`ociregistry {' '.join(run_args)}` did not answer /v2/ on the registry port; its log:\n"
+        if get(moved["http"], "/v2/", tls=tls) != 200:
+            over = "over HTTPS " if tls else ""
+            error(f"`ociregistry {' '.join(run_args)}` did not answer /v2/ {over}on the registry port; its log:\n"
                   + open(f"{workdir}/serve.log").read()[-3000:])
         else:
-            if "metrics" in moved and get(moved["metrics"], "/metrics") != 200:
-                error("the metrics port does not answer /metrics")
+            answered = ["/v2/ over HTTPS (CA and hostname verified)" if tls else "/v2/"]
+            if "metrics" in moved:
+                if get(moved["metrics"], "/metrics") != 200:
+                    error("the metrics port does not answer /metrics")
+                answered.append("/metrics")
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if probe not in main_container:
                     continue
                 if "health" not in takes_value:
-                    # A binary from before the health port: nothing can answer the probes. Said in
-                    # the ok line; every binary since `serve --health` exists has them tried.
-                    print("probes not tried: this binary has no serve --health")
+                    error(f"the pod has a {probe} but `ociregistry serve --help` lists no --health to answer it")
                     break
                 hg = main_container[probe]["httpGet"]
                 port = moved[hg["port"]] if isinstance(hg["port"], str) else hg["port"]
+                probe_tls = tls if hg.get("scheme", "HTTP") == "HTTPS" else None
                 while True:
-                    status = get(port, hg["path"])
+                    status = get(port, hg["path"], tls=probe_tls)
                     # Only a server still starting (no answer yet, or 503 not ready) may change its answer.
                     if status not in (None, 503) or time.monotonic() > deadline:
                         break
                     time.sleep(0.2)
                 if status != 200:
                     error(f"{probe} GET {hg['path']} on port {hg['port']} answers {status}, not 200")
+                answered.append(f"{probe} {hg['path']}")
+            if not errors:
+                print(f"started on loopback; answered 200: {', '.join(answered)}")
     finally:
         proc.terminate()
         try:

