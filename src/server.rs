@@ -68,6 +68,11 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let names = crate::metrics::UpstreamNames::new(settings.registries.iter().map(|r| &r.name));
     let metrics = Arc::new(Metrics::new(names));
     metrics.attach_store(store.clone());
+    if tls.is_some() {
+        let kernel_tls = crate::tls::KernelTls::probe();
+        kernel_tls.log();
+        metrics.note_kernel_tls(kernel_tls.available);
+    }
     if let Some(port) = settings.metrics_port {
         let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
             .with_context(|| format!("cannot listen for metrics on {}:{port}", settings.host))?;

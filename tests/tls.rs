@@ -429,3 +429,34 @@ fn https_connections_past_the_cap_are_closed_at_once() {
     };
     assert!(wait_until(Duration::from_secs(10), served_again), "served again once connections closed");
 }
+
+/// What this kernel lists in `tcp_available_ulp`, read after the server's probe
+/// (which, with CAP_NET_ADMIN, may have loaded the module).
+fn kernel_lists_tls() -> (bool, String) {
+    let listed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap_or_default();
+    (listed.split_whitespace().any(|u| u == "tls"), listed.trim().to_string())
+}
+
+#[test]
+fn the_kernel_tls_probe_is_logged_and_exposed_as_the_kernel_lists_it() {
+    let metrics_port = common::free_port().to_string();
+    let s = setup_with("none", &["--metrics", &metrics_port]);
+    let page = common::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).text();
+    let (has_tls, listed) = kernel_lists_tls();
+    let log = s.server.log();
+    let line = if has_tls {
+        format!("kernel TLS available: the tls module is loaded (tcp_available_ulp: {listed}); the offload is not built yet, HTTPS bodies are encrypted by rustls in user space")
+    } else {
+        format!("kernel TLS unavailable: the tls module is not loaded (tcp_available_ulp: {listed}); HTTPS bodies are encrypted by rustls in user space")
+    };
+    assert!(log.contains(&line), "expected {line:?} in {log}");
+    assert_eq!(log.matches("kernel TLS").count(), 1, "logged once: {log}");
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_available"), u64::from(has_tls), "{page}");
+    assert!(page.contains("# TYPE ociregistry_tls_kernel_offload_available gauge\n"), "{page}");
+    // Without HTTPS there is nothing to probe, and no series.
+    let plain_metrics = common::free_port().to_string();
+    let plain = Server::start("prefetch: false\n", &["--metrics", &plain_metrics]);
+    let page = common::http_get(&format!("http://127.0.0.1:{plain_metrics}/metrics"), &[]).text();
+    assert!(!page.contains("tls_kernel_offload"), "{page}");
+    assert!(!plain.log().contains("kernel TLS"), "{}", plain.log());
+}

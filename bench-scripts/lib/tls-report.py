@@ -17,6 +17,22 @@ REQUESTS = [("manifest", "manifest GET by digest (~0.5 KiB), 64 connections"),
             ("1m", "1 MiB blob GET, 16 connections")]
 
 
+
+# What the kernel TLS offload would be, and why it is not built (also in README, HTTPS).
+KTLS_NOT_BUILT = (
+    "ociregistry probes for kernel TLS at startup when `serverTlsConfig` is set (it sets `TCP_ULP tls` on a "
+    "throwaway loopback connection), logs which path HTTPS bodies take (`kernel TLS unavailable: the tls module "
+    "is not loaded (tcp_available_ulp: ...); HTTPS bodies are encrypted by rustls in user space`) and "
+    "exposes it as `ociregistry_tls_kernel_offload_available` (0 or 1). The offload itself is not built: it "
+    "would set rustls's `ServerConfig::enable_secret_extraction`, take the session's "
+    "keys and sequence numbers after the handshake (`ServerConnection::dangerous_extract_secrets`), set "
+    "`TCP_ULP tls` and then `TLS_TX` and `TLS_RX` (`setsockopt(SOL_TLS, ...)`) on the connection, and send file "
+    "bodies with `sendfile` as over plain HTTP, the kernel encrypting the records. No machine it is tested on "
+    "(this one, CI) has the `tls` module, so that path could not be exercised, and untested code on the hot "
+    "path is worse than none; where the probe reports it available, that host could use it once it is built, "
+    "and these HTTPS rows are the ones it would change."
+)
+
 def med(xs):
     return statistics.median(xs) if xs else None
 
@@ -78,9 +94,17 @@ def main():
       "certificate and serve the same bytes: a manifest and two layers loaded with `ociregistry load`, which "
       "nginx serves as static files. Server CPU = utime+stime of the server's processes over the run.")
     P("")
-    P(f"Kernel TLS: `/proc/sys/net/ipv4/tcp_available_ulp` = `{a.ulp}`: no `tls` module, so neither server can hand "
-      "encryption to the kernel here; both encrypt in user space (nginx with OpenSSL, ociregistry with rustls "
-      "and ring), and ociregistry's plain-HTTP zero-copy path (sendfile) does not apply to HTTPS.")
+    if "tls" in a.ulp.split():
+        P(f"Kernel TLS: `/proc/sys/net/ipv4/tcp_available_ulp` = `{a.ulp}`: the kernel offers the `tls` module, but "
+          "ociregistry has no offload path yet (nginx uses it only when built and configured with `ssl_conf_command "
+          "Options KTLS`, not done here): both encrypt in user space (nginx with OpenSSL, ociregistry with rustls "
+          "and ring).")
+    else:
+        P(f"Kernel TLS: `/proc/sys/net/ipv4/tcp_available_ulp` = `{a.ulp}`: no `tls` module, so neither server can "
+          "hand encryption to the kernel here; both encrypt in user space (nginx with OpenSSL, ociregistry with "
+          "rustls and ring), and ociregistry's plain-HTTP zero-copy path (sendfile) does not apply to HTTPS.")
+    P("")
+    P(KTLS_NOT_BUILT)
     P("")
     P("How to read it: with the client on the same two cores, throughput is shared between wrk (which "
       "decrypts every byte too) and the server, and when the load average is above the core count (other "

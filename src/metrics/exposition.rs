@@ -102,6 +102,10 @@ impl Collector for Scrape {
         go_series(e, m, &totals, &labelled)?;
         serving_series(e, &totals, &labelled)?;
         fetcher_series(e, m)?;
+        if let Some(&available) = m.kernel_tls.get() {
+            let help = "1 when the kernel offers TLS offload (the tls TCP ULP), 0 when not; HTTPS bodies are encrypted by rustls in user space either way";
+            gauge(e, "tls_kernel_offload_available", help, u64::from(available))?;
+        }
         if let Some(live) = crate::heap::live_bytes() {
             gauge(e, "heap_live_bytes", "Heap bytes allocated and not freed (test builds only).", live)?;
         }

@@ -134,6 +134,8 @@ pub struct Metrics {
     pub upstreams: Arc<UpstreamSeriesMap>,
     /// The store whose totals are exposed, once it is open.
     store: OnceLock<Arc<crate::store::Store>>,
+    /// Whether the kernel offers TLS offload, once HTTPS is configured and probed.
+    kernel_tls: OnceLock<bool>,
 }
 
 impl Default for Metrics {
@@ -144,12 +146,23 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new(names: UpstreamNames) -> Metrics {
-        Metrics { blocks: Mutex::default(), names: Arc::new(names), upstreams: Arc::default(), store: OnceLock::new() }
+        Metrics {
+            blocks: Mutex::default(),
+            names: Arc::new(names),
+            upstreams: Arc::default(),
+            store: OnceLock::new(),
+            kernel_tls: OnceLock::new(),
+        }
     }
 
     /// Exposes `store`'s totals (bytes and objects on disk).
     pub fn attach_store(&self, store: Arc<crate::store::Store>) {
         let _ = self.store.set(store);
+    }
+
+    /// Exposes the kernel TLS probe's answer (HTTPS servers only).
+    pub fn note_kernel_tls(&self, available: bool) {
+        let _ = self.kernel_tls.set(available);
     }
 
     fn store_totals(&self) -> Option<crate::store::totals::Snapshot> {

@@ -1,8 +1,11 @@
 //! TLS set-up: rustls with the ring provider, installed once per process
-//! before any client is built, and the serving port's certificates (`server`).
+//! before any client is built, the serving port's certificates (`server`), and
+//! whether the kernel could take over record encryption (`offload`).
 
+pub mod offload;
 pub mod server;
 
+pub use offload::KernelTls;
 pub use server::ServerCertificates;
 
 /// Installs ring as the process-wide rustls provider (idempotent).
