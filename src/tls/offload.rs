@@ -37,16 +37,13 @@ impl KernelTls {
             Ok(text) => format!("tcp_available_ulp: {}", clip(text.trim())),
             Err(e) => format!("{AVAILABLE_ULP}: {e}"),
         };
-        match set_tls_ulp() {
-            Ok(()) => KernelTls { available: true, reason: format!("the tls module is loaded ({shown})") },
-            Err(e) => {
-                let reason = match e.raw_os_error() {
-                    Some(libc::ENOENT) => format!("the tls module is not loaded ({shown})"),
-                    _ => format!("TCP_ULP tls was refused: {e} ({shown})"),
-                };
-                KernelTls { available: false, reason }
-            }
-        }
+        let reason = match loopback_pair().map(|(client, _server)| set_tls_ulp(&client)) {
+            Ok(Ok(())) => return KernelTls { available: true, reason: format!("the tls module is loaded ({shown})") },
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => format!("the tls module is not loaded ({shown})"),
+            Ok(Err(e)) => format!("TCP_ULP tls was refused: {e} ({shown})"),
+            Err(e) => format!("the probe's loopback connection failed: {e} ({shown})"),
+        };
+        KernelTls { available: false, reason }
     }
 
     /// Logs once which path HTTPS bodies take, and why.
@@ -77,11 +74,16 @@ fn clip(text: &str) -> String {
     text.chars().take(SHOWN).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
 }
 
-/// Sets `TCP_ULP tls` on the client end of a fresh loopback connection.
-fn set_tls_ulp() -> std::io::Result<()> {
+/// A connected loopback pair (client, server): `TCP_ULP` needs an established socket.
+fn loopback_pair() -> std::io::Result<(TcpStream, TcpStream)> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     let client = TcpStream::connect(listener.local_addr()?)?;
-    let _server = listener.accept()?;
+    let (server, _) = listener.accept()?;
+    Ok((client, server))
+}
+
+/// Sets `TCP_ULP tls` on `client` (which then belongs to the kernel's TLS layer; it is dropped unused).
+fn set_tls_ulp(client: &TcpStream) -> std::io::Result<()> {
     let name = b"tls";
     // SAFETY: a valid socket descriptor owned by `client`, and a buffer of the given length.
     let rc = unsafe {
