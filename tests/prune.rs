@@ -7,7 +7,10 @@
 //! `maxSize` evicts the least recently pulled images, does not evict at every
 //! commit when pinned content fills it (one warning), and warns when
 //! air-gapped; a stale `.admin` is ignored with a note, a lock holder whose
-//! admin API does not answer is refused by pid.
+//! admin API does not answer is refused by pid. Against the real upstream
+//! (`docker-registry`): prunes by pattern and by date handed to a running
+//! server while two threads pull, then containerd pulls the pinned image and
+//! the shared-layer survivor from an air-gapped restart, and not the pruned one.
 
 mod common;
 
@@ -17,7 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::containerd::{write_hosts_dir, Containerd, PullOpts};
+use common::distribution::{Distribution, Mode};
 use common::fake_upstream::{FakeImage, FakeUpstream};
+use common::images::{host_arch, write_image, ImageInfo, LayerSpec};
 use common::{plain_registry, random_bytes, wait_until, Server};
 
 struct Ran {
@@ -506,4 +512,143 @@ fn prune_through_a_server_prints_every_line_once_in_order_even_past_the_jobs_lin
         assert!(chunk[1].starts_with("removed manifest ") && chunk[2].starts_with("removed blob "), "{chunk:?}");
     }
     assert!(server.log().contains("pruned 300 images"), "the server ran it");
+}
+
+/// The name the real upstream is listed under in [`prune_through_a_server_leaves_what_containerd_pulls_air_gapped`].
+const UPSTREAM: &str = "upstream.test";
+
+/// Pulls an image pushed to the real upstream whole through the server (manifest by tag `v1`).
+fn pull_pushed(server: &Server, repo: &str, image: &ImageInfo) -> Result<(), String> {
+    let accept = [("Accept", image.media_type.as_str())];
+    let r = server.get(&format!("/v2/{UPSTREAM}/{repo}/manifests/v1"), &accept);
+    if (r.status, &r.body) != (200, &image.manifest_bytes) {
+        return Err(format!("{repo} manifest: {} {}", r.status, r.text()));
+    }
+    for digest in std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d)) {
+        let r = server.get(&format!("/v2/{UPSTREAM}/{repo}/blobs/{digest}"), &[]);
+        if r.status != 200 {
+            return Err(format!("{repo} blob {digest}: {}", r.status));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until every object of a pushed image is journaled.
+fn wait_journaled(images: &Path, image: &ImageInfo) {
+    let journal = images.join("index/records.jsonl");
+    let all: Vec<&String> =
+        image.layers.iter().map(|(d, _)| d).chain([&image.config_digest, &image.manifest_digest]).collect();
+    let done = wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        all.iter().all(|d| text.contains(&format!("\"digest\":\"{d}\"")))
+    });
+    assert!(done, "not journaled within 10 s");
+}
+
+#[test]
+fn prune_through_a_server_leaves_what_containerd_pulls_air_gapped() {
+    let mut up = Distribution::start(Mode::Plain);
+    let layout = tempfile::tempdir().unwrap();
+    let platform = ("linux", host_arch());
+    let shared = LayerSpec::random(70, 120_000);
+    let push = |name: &str, layers: &[LayerSpec]| {
+        let image = write_image(layout.path(), name, platform, layers);
+        up.push(layout.path(), name, &format!("prune/{name}:v1"), &[]);
+        image
+    };
+    let a = push("a", &[shared.clone(), LayerSpec::text("etc/a", "a\n")]);
+    let b = push("b", &[shared, LayerSpec::text("etc/b", "b\n")]);
+    let p = push("p", &[LayerSpec::random(71, 60_000)]);
+    let c = push("c", &[LayerSpec::random(72, 50_000)]);
+    let d = push("d", &[LayerSpec::random(73, 50_000)]);
+    assert_eq!(a.layers[0].0, b.layers[0].0, "a and b share their first layer");
+
+    let work = tempfile::tempdir().unwrap();
+    let images = work.path().join("images");
+    let config = format!("registries:\n  - name: {UPSTREAM}\n    endpoint: {}\npinned: ['prune/p:']\n", up.base_url);
+    let config_file = work.path().join("config.yaml");
+    std::fs::write(&config_file, &config).unwrap();
+    let server = Arc::new(Server::start_in(&images, &config, &[]));
+    // c and d are cached (created) before `cut`, a, b and p after it.
+    for (repo, image) in [("prune/c", &c), ("prune/d", &d)] {
+        pull_pushed(&server, repo, image).unwrap();
+        wait_journaled(&images, image);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let cut = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    std::thread::sleep(Duration::from_millis(1100));
+    for (repo, image) in [("prune/a", &a), ("prune/b", &b), ("prune/p", &p)] {
+        pull_pushed(&server, repo, image).unwrap();
+        wait_journaled(&images, image);
+    }
+
+    // Two threads pull c and d through the server while the prunes are handed to it.
+    let (stop, pulls, failures) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pullers: Vec<_> = [("prune/c", c.clone()), ("prune/d", d.clone())]
+        .into_iter()
+        .map(|(repo, image)| {
+            let (server, stop, pulls, failures) = (server.clone(), stop.clone(), pulls.clone(), failures.clone());
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match pull_pushed(&server, repo, &image) {
+                        Ok(()) => pulls.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("pull failed during prune: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let by_pattern = prune(&images, Some(&config_file), &["--pattern", "prune/a:,prune/p:"]);
+    assert_eq!(by_pattern.code, Some(0), "{}{}", by_pattern.stdout, by_pattern.stderr);
+    assert!(by_pattern.stdout.contains(&format!("removed image {UPSTREAM}/prune/a:v1")), "{}", by_pattern.stdout);
+    let summary = by_pattern.stdout.lines().last().unwrap();
+    assert!(summary.starts_with("pruned 1 images, 1 manifests, 2 blobs"), "{}", by_pattern.stdout);
+    assert!(
+        !summary.contains("pulled again meanwhile"),
+        "the plan itself left the shared layer alone: {}",
+        by_pattern.stdout
+    );
+    assert!(!blob_file(&images, &a.manifest_digest).exists(), "the server removed a");
+    assert!(blob_file(&images, &a.layers[0].0).exists(), "the layer b shares stays");
+    assert!(blob_file(&images, &p.manifest_digest).exists(), "p is pinned");
+    let by_date = prune(&images, Some(&config_file), &["--date", &format_local(cut)]);
+    assert_eq!(by_date.code, Some(0), "{}{}", by_date.stdout, by_date.stderr);
+    let removed = |name: &str| by_date.stdout.contains(&format!("removed image {UPSTREAM}/prune/{name}:v1"));
+    assert!(removed("c") && removed("d"), "created before the cut: {}", by_date.stdout);
+    assert!(!removed("b") && !removed("p"), "created after the cut: {}", by_date.stdout);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for puller in pullers {
+        puller.join().unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "every pull succeeded ({} did)", pulls.load(Ordering::Relaxed));
+    assert!(pulls.load(Ordering::Relaxed) > 0);
+
+    // The upstream gone, an air-gapped server serves containerd what the prunes left, and not a.
+    let mut server = Arc::try_unwrap(server).ok().expect("the pullers are done");
+    assert!(server.stop().success());
+    up.stop();
+    let mirror = Server::start_in(&images, &config, &["--air-gapped"]);
+    let ctrd = Containerd::start();
+    let hosts = write_hosts_dir(&work.path().join("hosts"), UPSTREAM, &format!("http://{}", mirror.addr));
+    for (name, image) in [("p", &p), ("b", &b)] {
+        let reference = format!("{UPSTREAM}/prune/{name}:v1");
+        ctrd.pull(name, &reference, &hosts, &PullOpts::default()).unwrap_or_else(|e| {
+            panic!("ctr pull {reference}: {e}\n--- containerd:\n{}\n--- ociregistry:\n{}", ctrd.log(), mirror.log())
+        });
+        let content = ctrd.list_content(name).unwrap();
+        for digest in std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d)) {
+            assert!(content.contains(digest), "containerd lacks {digest} of {reference}: {content:?}");
+        }
+    }
+    let gone = mirror.get(&format!("/v2/{UPSTREAM}/prune/a/manifests/v1"), &[("Accept", a.media_type.as_str())]);
+    assert_eq!(gone.status, 404, "pruned, and air-gapped: {}", gone.text());
+    assert!(ctrd.pull("a", &format!("{UPSTREAM}/prune/a:v1"), &hosts, &PullOpts::default()).is_err());
 }
