@@ -11,6 +11,8 @@
 //! (`docker-registry`): prunes by pattern and by date handed to a running
 //! server while two threads pull, then containerd pulls the pinned image and
 //! the shared-layer survivor from an air-gapped restart, and not the pruned one.
+//! Background `pruneConfig` of type `accessed` (with `count`) and `created`
+//! (with Go's `dryrun`, which only logs).
 
 mod common;
 
@@ -651,4 +653,101 @@ fn prune_through_a_server_leaves_what_containerd_pulls_air_gapped() {
     let gone = mirror.get(&format!("/v2/{UPSTREAM}/prune/a/manifests/v1"), &[("Accept", a.media_type.as_str())]);
     assert_eq!(gone.status, 404, "pruned, and air-gapped: {}", gone.text());
     assert!(ctrd.pull("a", &format!("{UPSTREAM}/prune/a:v1"), &hosts, &PullOpts::default()).is_err());
+}
+
+/// Pulls `img`'s manifest every 300 ms (so it stays recently pulled) until `stop`; bounded to 2 minutes.
+fn keep_pulling(
+    server: Arc<Server>,
+    up: Arc<FakeUpstream>,
+    repo: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for _ in 0..400 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let r = server.get(&format!("/v2/{}/{repo}/manifests/v1", up.host()), &[]);
+            assert_eq!(r.status, 200, "{repo}: {}", r.text());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+/// The image counts of the background runs' summary lines ("pruned N images, ...").
+fn pruned_counts(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter_map(|l| l.split("pruned ").nth(1))
+        .filter_map(|rest| rest.split(" images").next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn prune_config_accessed_removes_images_not_pulled_lately_at_most_count_a_run() {
+    // The first run is 6 s after startup: a, b and e (pulled once at startup) are then over 3 s
+    // unpulled, k (pulled every 300 ms) is not; with count 1 each run removes one of the three, and
+    // the fourth none.
+    let s = setup("pruneConfig:\n  enabled: true\n  type: accessed\n  duration: 3s\n  frequency: 6s\n  count: 1\n");
+    let up = Arc::new(s.up);
+    let host = up.host();
+    let repos = ["team/a", "team/b", "team/e", "team/k"];
+    let layers: Vec<Vec<Vec<u8>>> = (0..4).map(|i| vec![random_bytes(40 + i, 20_000)]).collect();
+    let imgs: Vec<FakeImage> = repos.iter().zip(&layers).map(|(r, l)| up.add_image(r, "v1", l)).collect();
+    let server = Arc::new(Server::start_in(&s.images, &s.config, &[]));
+    for ((repo, img), l) in repos.iter().zip(&imgs).zip(&layers) {
+        pull(&server, &up, repo, img, l).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let keeper = keep_pulling(server.clone(), up.clone(), "team/k", stop.clone());
+    let removed = |log: &str, repo: &str| log.contains(&format!("removed image {host}/{repo}:v1"));
+    // Until a fourth run has had k to consider with nothing else left.
+    let all_three = wait_until(Duration::from_secs(50), || {
+        let log = server.log();
+        ["team/a", "team/b", "team/e"].iter().all(|r| removed(&log, r)) && pruned_counts(&log).len() >= 4
+    });
+    stop.store(true, Ordering::Relaxed);
+    keeper.join().unwrap();
+    let log = server.log();
+    assert!(all_three, "the three unpulled images were not all removed:\n{log}");
+    assert!(!removed(&log, "team/k"), "k was pulled all along:\n{log}");
+    assert!(blob_file(&s.images, &imgs[3].layer_digests[0]).exists());
+    let counts = pruned_counts(&log);
+    assert!(counts.iter().filter(|&&n| n > 0).count() >= 3, "three runs removed one each: {counts:?}\n{log}");
+    assert!(counts.iter().all(|&n| n <= 1), "count: 1 bounds every run: {counts:?}\n{log}");
+}
+
+#[test]
+fn prune_config_created_removes_even_a_pulled_image_and_dryrun_only_logs() {
+    // Go's spelling, dryrun: every run logs what it would remove, and nothing goes.
+    let dry = "pruneConfig:\n  enabled: true\n  type: created\n  duration: 1s\n  frequency: 1s\n  dryrun: true\n";
+    let s = setup(dry);
+    let up = Arc::new(s.up);
+    let host = up.host();
+    let la = vec![random_bytes(50, 30_000)];
+    let a = up.add_image("team/a", "v1", &la);
+    let mut server = Server::start_in(&s.images, &s.config, &[]);
+    pull(&server, &up, "team/a", &a, &la).unwrap();
+    let would = format!("would remove image {host}/team/a:v1");
+    let twice = wait_until(Duration::from_secs(20), || server.log().matches(&would).count() >= 2);
+    assert!(twice, "two dry runs did not log a:\n{}", server.log());
+    assert!(server.log().contains("dry run: 1 images"), "{}", server.log());
+    assert!(!server.log().contains("removed image"), "{}", server.log());
+    for digest in [&a.manifest_digest, &a.config_digest, &a.layer_digests[0]] {
+        assert!(blob_file(&s.images, digest).exists(), "a dry run removed {digest}");
+    }
+    assert!(server.stop().success());
+
+    // Not dry: a goes though it is pulled all along (created, not last pulled, counts).
+    let config = s.config.replace("dryrun: true", "dryrun: false");
+    let server = Arc::new(Server::start_in(&s.images, &config, &[]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let keeper = keep_pulling(server.clone(), up.clone(), "team/a", stop.clone());
+    let removed = format!("removed image {host}/team/a:v1");
+    let gone = wait_until(Duration::from_secs(20), || server.log().contains(&removed));
+    stop.store(true, Ordering::Relaxed);
+    keeper.join().unwrap();
+    assert!(gone, "a was not removed:\n{}", server.log());
+    let again = server.get(&format!("/v2/{host}/team/a/manifests/v1"), &[]);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(up.count("GET", "team/a/manifests/v1") >= 2, "removed, then fetched again");
 }
