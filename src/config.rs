@@ -4,6 +4,7 @@
 //! naming its key, and the server does not start with any of them.
 
 pub mod auth;
+pub mod duration;
 pub mod prune;
 pub mod server_tls;
 

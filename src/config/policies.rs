@@ -2,8 +2,8 @@
 //! per registry: the circuit breaker's thresholds (`circuitBreaker`) and how
 //! often a cached tag is re-checked upstream (`tagPolicy`). Values
 //! are parsed into types when the file is loaded; every problem names its key.
-//! Durations are written as an integer and a unit: `500ms`, `30s`, `5m`,
-//! `12h`, `7d`.
+//! Durations are a number and a unit (`500ms`, `30s`, `5m`, `12h`, `7d`) or
+//! Go's compound form (`1h30m`), as `config::duration` reads them.
 
 use std::time::Duration;
 
@@ -131,25 +131,9 @@ impl TagPolicy {
     }
 }
 
-/// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+/// Parses a duration (see `config::duration`): `500ms`, `30s`, `5m`, `1h30m`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let shape = || format!("{text:?} is not a duration such as 500ms, 30s, 5m, 12h or 7d");
-    if digits.is_empty() || digits.len() > 9 {
-        return Err(shape());
-    }
-    let n: u64 = digits.parse().map_err(|_| shape())?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(shape()),
-    };
-    Ok(Duration::from_millis(n * unit_ms))
+    super::duration::parse(text)
 }
 
 #[cfg(test)]
@@ -163,7 +147,8 @@ mod tests {
         assert_eq!(parse_duration(" 5m "), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1w", "9999999999d", "1s2"] {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)), "Go's compound form");
+        for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec", "9999999999999d", "1s2", "30m1h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -175,6 +160,8 @@ mod tests {
         assert_eq!(text("always"), Ok(TagPolicy::Always));
         assert_eq!(text("30s"), Ok(TagPolicy::Every(Duration::from_secs(30))));
         assert_eq!(text("7d"), Ok(TagPolicy::Every(Duration::from_secs(604_800))));
+        assert_eq!(text("1h30m"), Ok(TagPolicy::Every(Duration::from_secs(5400))), "as pruneConfig reads it");
+        assert_eq!(text("2h45m10s"), Ok(TagPolicy::Every(Duration::from_secs(9910))));
         for bad in ["sometimes", "0s", "5", "Never", ""] {
             assert!(text(bad).unwrap_err().starts_with("tagPolicy:"), "{bad:?}");
         }

@@ -51,41 +51,9 @@ impl Patterns {
     }
 }
 
-/// `30s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds, and
-/// sums of them as Go writes durations: `1h30m`, `2h45m10s`, `1d12h`.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration (a number and s, m, h, d or w: 30m, 12h, 7d, 1h30m)");
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map_err(|_| bad());
-    }
-    let (mut rest, mut total, mut last_scale) = (t, 0u64, u64::MAX);
-    while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let (n, tail) = rest.split_at(split);
-        let n: u64 = n.parse().map_err(|_| bad())?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-        let scale = match &tail[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            _ => return Err(bad()),
-        };
-        // Largest unit first, each once (as Go prints them): `30m1h` is a typo, not 90 minutes.
-        if scale >= last_scale {
-            return Err(bad());
-        }
-        last_scale = scale;
-        total = n.checked_mul(scale).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-        rest = &tail[unit_len..];
-    }
-    Ok(total)
-}
+/// `30s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds, and sums
+/// of them as Go writes durations: `1h30m`, `2h45m10s`, `1d12h`.
+pub use crate::config::duration::parse_secs as parse_duration;
 
 /// Bytes, or a number with a unit: `k`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB`
 /// (powers of 1000) and `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
