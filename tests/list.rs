@@ -130,6 +130,8 @@ fn images_are_listed_beside_a_running_server_and_pull_times_survive_a_restart() 
     assert_eq!((find("team/c")[1], find("team/c")[2], find("team/c")[6]), ("v1", "list", "complete"));
     assert_eq!(find("team/d")[1], &d.manifest_digest[7..17], "a digest, short");
     assert_eq!(find("team/a")[5], format!("{:.1}", a_size as f64 / 1e6));
+    let long = list(&images, &["--pattern", "team/d@"]);
+    assert_eq!(long.stdout.split_whitespace().nth(1), Some(&d.manifest_digest[7..]), "Go's bare hex");
     let only_b = list(&images, &["--pattern", "team/b:,nothing-else"]);
     assert_eq!(only_b.stdout.lines().count(), 1, "{}", only_b.stdout);
     // Go's listConfig gives the flags' defaults.

@@ -58,12 +58,13 @@ fn list(cli: &Cli, args: &ListArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The tag, or the digest (short: 10 hex characters, as Go shows it).
+/// The tag, or the digest's hex without its `sha256:` (short: 10 hex characters), as Go shows it;
+/// the JSON output keeps the whole digest.
 fn tag_or_digest(image: &Image, short_digest: bool) -> String {
     match &image.name {
         crate::store::catalog::ImageName::Tag(k) => k.tag.as_str().to_string(),
         _ if short_digest => short(&image.digest),
-        _ => image.digest.to_string(),
+        _ => image.digest.hex().to_string(),
     }
 }
 
