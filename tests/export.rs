@@ -3,7 +3,8 @@
 //! that server runs; the tarball is loaded into a fresh image path, which a server started
 //! `--air-gapped` serves to containerd (`ctr`) with the upstream stopped. A cosign-style
 //! `sha256-<hex>.sig` tag cached beside an image goes with it; an incomplete image is refused by
-//! name (exit 1, no file written) unless `--allow-incomplete`.
+//! name (exit 1, no file written) unless `--allow-incomplete`. containerd's own `ctr images import`
+//! reads the tarball and lists every image in it, each complete.
 
 mod common;
 
@@ -244,4 +245,24 @@ fn exported_images_load_into_a_fresh_cache_that_serves_them_air_gapped_to_contai
             assert!(content.contains(digest), "containerd lacks {digest} of {reference}: {content:?}");
         }
     }
+
+    // containerd reads the tarball itself: `ctr images import` lists every image it names.
+    let ctr = |args: &[&str]| ctrd.ctr("imported", args, Duration::from_secs(120));
+    ctr(&["images", "import", "--all-platforms", "--snapshotter", "overlayfs", &tar_arg])
+        .unwrap_or_else(|e| panic!("ctr images import: {e}\n--- containerd:\n{}", ctrd.log()));
+    let names = ctr(&["images", "list", "--quiet"]).unwrap();
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort_unstable();
+    let mut want = [
+        format!("{UPSTREAM}/export/multi:v1"),
+        format!("{UPSTREAM}/export/one:v1"),
+        format!("{UPSTREAM}/export/one:{sig_tag}"),
+    ];
+    want.sort_unstable();
+    assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>(), "imported from {tar_arg}");
+    let checked = ctr(&["images", "check"]).unwrap();
+    assert!(
+        checked.lines().filter(|l| l.contains("complete (")).count() == 3,
+        "every imported image has all its content: {checked}"
+    );
 }
