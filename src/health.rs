@@ -14,11 +14,13 @@
 //! listener, so its `/health` means both; ours splits them (see README).
 //! [`Readiness`] is also what `systemd`'s `READY=1` waits for.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::side_port;
 
 /// What readiness waits for. Each step is set once by `server`; the serving
 /// threads count themselves in as they start accepting.
@@ -131,32 +133,11 @@ fn respond(method: &[u8], path: &[u8], readiness: &Readiness) -> (&'static str, 
 }
 
 fn answer(stream: &mut std::net::TcpStream, readiness: &Readiness) -> io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 16 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let (status, body) = respond(method, path, readiness);
+    let Some(request) = side_port::read_request(stream)? else { return Ok(()) };
+    let (status, body) = respond(&request.method, &request.path, readiness);
     // A reason ends with a newline on the wire, whichever kind it is.
-    let newline = if body.is_empty() || body.ends_with('\n') { "" } else { "\n" };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len() + newline.len()
-    );
-    if method != b"HEAD" {
-        response.push_str(body);
-        response.push_str(newline);
-    }
-    stream.write_all(response.as_bytes())
+    let body = if body.is_empty() || body.ends_with('\n') { body.to_string() } else { format!("{body}\n") };
+    side_port::answer(stream, &request, status, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", &body)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`health`]: liveness and readiness probes on their own port.
+//! - [`side_port`]: the one-request HTTP/1.1 exchange of the metrics and health ports.
 //! - [`systemd`]: readiness and stop notifications for `Type=notify` units.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
 //! - [`reload`]: SIGHUP: the configuration read again and handed to the parts that can take it.
@@ -33,6 +34,7 @@ pub mod ops;
 pub mod reload;
 pub mod serve;
 pub mod server;
+pub mod side_port;
 pub mod store;
 pub mod systemd;
 pub mod tls;
