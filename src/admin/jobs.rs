@@ -168,6 +168,25 @@ struct Status {
 }
 
 impl Status {
+    /// A job of `kind` that starts now.
+    fn running(id: u64, kind: &'static str) -> Status {
+        Status {
+            id,
+            kind,
+            state: State::Running,
+            started: now_secs(),
+            finished: None,
+            finished_at: None,
+            counters: BTreeMap::new(),
+            lines: VecDeque::new(),
+            lines_dropped: 0,
+            report: None,
+            error: None,
+            abort: None,
+            cancelled: Arc::default(),
+        }
+    }
+
     fn finish(&mut self, state: State) {
         self.state = state;
         self.finished = Some(now_secs());
@@ -275,21 +294,7 @@ impl Jobs {
         }
         table.next += 1;
         let id = table.next;
-        let status = Arc::new(Mutex::new(Status {
-            id,
-            kind: name,
-            state: State::Running,
-            started: now_secs(),
-            finished: None,
-            finished_at: None,
-            counters: BTreeMap::new(),
-            lines: VecDeque::new(),
-            lines_dropped: 0,
-            report: None,
-            error: None,
-            abort: None,
-            cancelled: Arc::new(AtomicBool::new(false)),
-        }));
+        let status = Arc::new(Mutex::new(Status::running(id, name)));
         let cancelled = status.lock().cancelled.clone();
         let ctx = JobContext { env: env.clone(), progress: Progress(status.clone()), cancelled };
         let job = registered.kind.start(ctx, body).map_err(StartError::Body)?;
@@ -373,21 +378,7 @@ mod tests {
     use super::*;
 
     fn status() -> Progress {
-        Progress(Arc::new(Mutex::new(Status {
-            id: 1,
-            kind: "t",
-            state: State::Running,
-            started: 0,
-            finished: None,
-            finished_at: None,
-            counters: BTreeMap::new(),
-            lines: VecDeque::new(),
-            lines_dropped: 0,
-            report: None,
-            error: None,
-            abort: None,
-            cancelled: Arc::default(),
-        })))
+        Progress(Arc::new(Mutex::new(Status::running(1, "t"))))
     }
 
     #[test]
