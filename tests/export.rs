@@ -184,20 +184,24 @@ fn exported_images_load_into_a_fresh_cache_that_serves_them_air_gapped_to_contai
         .unwrap();
     assert_eq!(streamed_gz.status.code(), Some(0), "{}", String::from_utf8_lossy(&streamed_gz.stderr));
     assert!(streamed_gz.stdout == gz_bytes, "--gzip to standard output makes the same bytes");
-    let fresh_gz = work.path().join("fresh-gz");
-    let loaded = ociregistry(&fresh_gz, &config, &["load", "--image-file", &gz_arg, "--all-platforms"]);
-    assert_eq!(loaded.code, Some(0), "{}", loaded.show());
-    assert!(
-        loaded.stdout.lines().last().unwrap_or_default().starts_with("loaded 3 images, 0 failed"),
-        "{}",
-        loaded.show()
-    );
-    for image in index.manifests.iter().chain([&one, &sig]) {
-        let blobs = std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d));
-        for digest in blobs.chain([&image.manifest_digest]) {
-            assert!(blob_file(&fresh_gz, digest).is_file(), "{digest} not loaded from the .tar.gz\n{}", loaded.show());
+    // Loads `tarball` into a fresh image path: all three images, every blob of each.
+    let load_fresh = |fresh: &Path, tarball: &str| {
+        let loaded = ociregistry(fresh, &config, &["load", "--image-file", tarball, "--all-platforms"]);
+        assert_eq!(loaded.code, Some(0), "{}", loaded.show());
+        assert!(
+            loaded.stdout.lines().last().unwrap_or_default().starts_with("loaded 3 images, 0 failed"),
+            "{}",
+            loaded.show()
+        );
+        for image in index.manifests.iter().chain([&one, &sig]) {
+            let blobs = std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d));
+            for digest in blobs.chain([&image.manifest_digest]) {
+                assert!(blob_file(fresh, digest).is_file(), "{digest} not loaded from {tarball}\n{}", loaded.show());
+            }
         }
-    }
+    };
+    let fresh_gz = work.path().join("fresh-gz");
+    load_fresh(&fresh_gz, &gz_arg);
 
     // An image list: a reference by digest is exported under it; one naming nothing cached is refused.
     let list = work.path().join("images.txt");
@@ -213,19 +217,7 @@ fn exported_images_load_into_a_fresh_cache_that_serves_them_air_gapped_to_contai
     drop(server);
 
     let fresh = work.path().join("fresh");
-    let loaded = ociregistry(&fresh, &config, &["load", "--image-file", &tar_arg, "--all-platforms"]);
-    assert_eq!(loaded.code, Some(0), "{}", loaded.show());
-    assert!(
-        loaded.stdout.lines().last().unwrap_or_default().starts_with("loaded 3 images, 0 failed"),
-        "{}",
-        loaded.show()
-    );
-    for image in index.manifests.iter().chain([&one, &sig]) {
-        let blobs = std::iter::once(&image.config_digest).chain(image.layers.iter().map(|(d, _)| d));
-        for digest in blobs.chain([&image.manifest_digest]) {
-            assert!(blob_file(&fresh, digest).is_file(), "{digest} not loaded\n{}", loaded.show());
-        }
-    }
+    load_fresh(&fresh, &tar_arg);
 
     up.stop();
     let mirror = Server::start_in(&fresh, &config_yaml(&up), &["--air-gapped"]);
