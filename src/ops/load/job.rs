@@ -7,7 +7,7 @@
 //!
 //! Body (JSON): `lines` (`{origin, text}`: the image lists' lines, read by
 //! the command, since it may not see the server's file system), `staged`
-//! (tarballs: see [`stage`]), `os`, `arch`, `allPlatforms`, `jobs`, `pin`.
+//! (tarballs: see [`stage`]), `os`, `arch`, `allPlatforms`, `jobs` (at most [`MAX_JOBS`](super::MAX_JOBS)), `pin`.
 //!
 //! A tarball is handed over staged: the command hard-links (or, across file
 //! systems, copies) it into the image path's `tmp/` as `load-<pid>-<n>.tar`
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Input, Line};
-use super::{load, ImageRef, Options, Platform, Platforms, Progress, DEFAULT_JOBS};
+use super::{load, ImageRef, Options, Platform, Platforms, Progress, DEFAULT_JOBS, MAX_JOBS};
 
 #[cfg(test)]
 mod tests {
@@ -144,7 +144,7 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
     };
     let options = Options {
         platforms,
-        jobs: body.jobs.unwrap_or(NonZeroUsize::new(DEFAULT_JOBS).expect("non-zero")),
+        jobs: NonZeroUsize::new(body.jobs.map_or(DEFAULT_JOBS, |j| j.get().min(MAX_JOBS))).expect("non-zero"),
         pin: body.pin,
         resolve_ref: match body.resolve_ref.as_deref().map(ImageRef::parse).transpose() {
             Ok(Some(r)) if r.digest.is_some() => {

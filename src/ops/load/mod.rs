@@ -43,6 +43,8 @@ use crate::store::{Layout, OpenError, Store};
 
 /// Images loaded at once (and blob downloads at once) by default.
 pub const DEFAULT_JOBS: usize = 4;
+/// The most a load handed to a server may run at once, whatever its body asks.
+pub const MAX_JOBS: usize = 64;
 
 /// How a run ended; its exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

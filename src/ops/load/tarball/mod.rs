@@ -143,7 +143,7 @@ fn commit(
         let mut buf = vec![0u8; 1 << 20];
         for entry in entries {
             let mut entry = entry.map_err(|e| format!("cannot read it again: {e}"))?;
-            let name = scan::entry_name(&entry);
+            let Some(name) = scan::entry_name(&entry) else { continue };
             let Some(&(digest, _)) = wanted.get(name.as_str()) else { continue };
             if written.contains_key(digest) {
                 continue;

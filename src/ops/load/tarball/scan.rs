@@ -85,14 +85,25 @@ pub fn open(path: &Path, gzipped: bool) -> Result<tar::Archive<Box<dyn Read>>, S
     Ok(tar::Archive::new(reader))
 }
 
-/// An entry's name as the plan looks it up: `./` prefixes dropped.
-pub fn entry_name(entry: &tar::Entry<'_, Box<dyn Read>>) -> String {
-    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let mut name = raw.as_str();
+/// The longest entry name kept: every name a layout or `docker save` uses is far shorter.
+const MAX_NAME_BYTES: usize = 1024;
+
+/// An entry's name as the plan looks it up: `./` prefixes dropped. `None`
+/// for a name no image layout uses (too long, not UTF-8, control characters),
+/// which is then skipped: it never becomes a map key or a message.
+pub fn entry_name(entry: &tar::Entry<'_, Box<dyn Read>>) -> Option<String> {
+    let raw = entry.path_bytes();
+    if raw.len() > MAX_NAME_BYTES {
+        return None;
+    }
+    let mut name = std::str::from_utf8(&raw).ok()?;
+    if name.chars().any(char::is_control) {
+        return None;
+    }
     while let Some(rest) = name.strip_prefix("./") {
         name = rest;
     }
-    name.to_string()
+    Some(name.to_string())
 }
 
 /// The first pass.
@@ -106,7 +117,7 @@ pub fn scan(path: &Path, gzipped: bool) -> Result<Scan, String> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry_name(&entry);
+        let Some(name) = entry_name(&entry) else { continue };
         let size = entry.size();
         if scan.sizes.len() >= MAX_ENTRIES {
             return Err(format!("{} holds more than {MAX_ENTRIES} files", path.display()));
