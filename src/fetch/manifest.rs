@@ -26,8 +26,12 @@ pub const MAX_MANIFEST_FETCHES: usize = 1024;
 impl Fetcher {
     /// Joins the fetch of (source, reference) in flight, or starts it.
     pub(super) fn manifest(self: Arc<Self>, source: Source, reference: Reference, reply: Reply<ManifestHit>) {
-        let series = self.upstreams.series(&source.registry);
-        let Some(flight) = self.manifest_flights.join_with((source, reference), reply, |reply| joined(reply, &series))
+        // Only a request that joins a fetch already in flight touches the per-registry series
+        // (counted as coalesced there); a leader's name meets the upstream checks first.
+        let registry = source.registry.clone();
+        let Some(flight) = self
+            .manifest_flights
+            .join_with((source, reference), reply, |reply| joined(reply, &self.upstreams.series(&registry)))
         else {
             return;
         };
