@@ -104,15 +104,13 @@ impl TlsConn {
         if room == 0 {
             return (Ok(0), buf);
         }
+        // SAFETY: `write_ptr` is valid for `bytes_total` bytes; zeroed once here,
+        // they stay initialised across the loop's passes (rustls only writes).
+        unsafe { buf.write_ptr().write_bytes(0, room) };
         loop {
-            // SAFETY: `write_ptr` is valid for `bytes_total` bytes; they are
-            // zeroed before a slice is made of them, and `set_init` covers only
-            // what rustls wrote.
-            let plaintext = unsafe {
-                let ptr = buf.write_ptr();
-                ptr.write_bytes(0, room);
-                self.tls.reader().read(std::slice::from_raw_parts_mut(ptr, room))
-            };
+            // SAFETY: the `room` bytes were zeroed above; `set_init` below covers
+            // only what rustls wrote.
+            let plaintext = unsafe { self.tls.reader().read(std::slice::from_raw_parts_mut(buf.write_ptr(), room)) };
             match plaintext {
                 Ok(n) => {
                     // SAFETY: the first n bytes were written above.
