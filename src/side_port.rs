@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// The longest request head read; a longer one is closed unanswered.
 const MAX_HEAD: usize = 16 * 1024;
@@ -21,12 +22,21 @@ impl Request {
     }
 }
 
-/// Reads one request head: `None` when the peer closed first or the head
-/// passed [`MAX_HEAD`].
+/// The whole request head must arrive within this, however it trickles in.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Reads one request head: `None` when the peer closed first, the head
+/// passed [`MAX_HEAD`], or it was not all there within [`HEAD_DEADLINE`].
 pub fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
+    let deadline = Instant::now() + HEAD_DEADLINE;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 || head.len() > MAX_HEAD {
             return Ok(None);
