@@ -8,6 +8,7 @@
 //! - [`serve`]: the monoio serving plane: HTTP/1.1, routing, handlers, streaming bodies.
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`health`]: liveness and readiness probes on their own port.
+//! - [`printable`]: outside text made fit for a log line (controls replaced, length bounded).
 //! - [`side_port`]: the one-request HTTP/1.1 exchange of the metrics and health ports.
 //! - [`systemd`]: readiness and stop notifications for `Type=notify` units.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod ops;
+pub mod printable;
 pub mod reload;
 pub mod serve;
 pub mod server;

@@ -127,6 +127,8 @@ impl EcrTokens {
                 Ok(authorization)
             }
             Err(e) => {
+                // ECR's own error text is in it: made printable before it is logged or sent on.
+                let e = crate::printable::printable(&e);
                 tracing::warn!(registry = %self.registry, error = %e, retry_in_s = backoff.next.as_secs(), "ECR authorization token request failed");
                 backoff.until = Some(Instant::now() + backoff.next);
                 backoff.next = (backoff.next * 2).min(MAX_BACKOFF);

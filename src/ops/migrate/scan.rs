@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::go_format::{self, digest_of_name, shown, Dir, GoManifest, BLOBS, MAX_FILE_BYTES};
 use crate::oci::{Algorithm, Digest, Hasher};
+use crate::printable::printable;
 
 /// What the Go directories hold.
 #[derive(Default)]
@@ -219,10 +220,6 @@ pub fn hash(path: &Path, buffer: &mut [u8]) -> io::Result<(Digest, u64)> {
 }
 
 /// A reason fit for a log line: control characters shown as `?`, at most 300 characters.
-fn printable(reason: &str) -> String {
-    reason.chars().take(300).map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
