@@ -20,7 +20,8 @@ use crate::oci::RegistryName;
 
 mod policies;
 pub use auth::{AuthConfig, Credentials, EcrSource};
-pub use policies::{parse_duration, BreakerConfig, DurationValue, TagPolicy};
+pub use duration::parse as parse_duration;
+pub use policies::{BreakerConfig, DurationValue, TagPolicy};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";

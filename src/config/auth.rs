@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policies::parse_duration;
+use super::duration::parse as parse_duration;
 
 /// The token providers the Go ociregistry knows.
 const GO_PROVIDERS: &[&str] = &["ecr"];

@@ -5,6 +5,7 @@
 //! Durations are a number and a unit (`500ms`, `30s`, `5m`, `12h`, `7d`) or
 //! Go's compound form (`1h30m`), as `config::duration` reads them.
 
+use super::duration::parse as parse_duration;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -129,11 +130,6 @@ impl TagPolicy {
             TagPolicy::Every(d) => now.saturating_sub(last_checked) >= d.as_secs().max(1),
         }
     }
-}
-
-/// Parses a duration (see `config::duration`): `500ms`, `30s`, `5m`, `1h30m`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    super::duration::parse(text)
 }
 
 #[cfg(test)]
