@@ -12,6 +12,11 @@
 //! `Store::commit_verified_file` and before its journal line, `img/<hex>`,
 //! `lts/<hex>` or `fat/<hex>` once committed and before it is moved aside).
 //!
+//! `kernel-tls=attempt` is not a fault either: HTTPS connections try the
+//! kernel TLS hand-over even where the startup probe found no `tls` module,
+//! so the per-connection fallback (`TCP_ULP` refused, rustls keeps the
+//! connection) runs on kernels without it.
+//!
 //! `go-prune-wait=MS` is not a fault: it shortens how long Go's `DELETE
 //! /cmd/prune` waits before its 202 (see [`go_prune_wait`]).
 //!

@@ -68,10 +68,14 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let names = crate::metrics::UpstreamNames::new(settings.registries.iter().map(|r| &r.name));
     let metrics = Arc::new(Metrics::new(names));
     metrics.attach_store(store.clone());
-    if tls.is_some() {
-        let kernel_tls = crate::tls::KernelTls::probe();
-        kernel_tls.log();
-        metrics.note_kernel_tls(kernel_tls.available);
+    let mut kernel_tls = crate::tls::offload::Offload::new(false);
+    if let Some(certs) = &tls {
+        let probe = crate::tls::KernelTls::probe();
+        let wanted = certs.settings().kernel_tls == crate::config::server_tls::KernelTlsMode::Auto;
+        probe.log(wanted);
+        metrics.note_kernel_tls(probe.available);
+        let attempt = probe.available || crate::faults::armed_for("kernel-tls", "attempt");
+        kernel_tls = crate::tls::offload::Offload::new(attempt && wanted);
     }
     if let Some(port) = settings.metrics_port {
         let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))
@@ -163,6 +167,7 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         connections_per_thread: settings.max_connections.div_ceil(threads),
         admin: admin.clone(),
         tls: tls.clone(),
+        kernel_tls,
         readiness: readiness.clone(),
     });
     readiness.expect_workers(threads);

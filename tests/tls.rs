@@ -131,6 +131,11 @@ fn setup(client_auth: &str) -> Setup {
 
 /// [`setup`] with extra `serve` flags.
 fn setup_with(client_auth: &str, serve_args: &[&str]) -> Setup {
+    setup_env(client_auth, serve_args, &[])
+}
+
+/// [`setup_with`] with environment variables for the server.
+fn setup_env(client_auth: &str, serve_args: &[&str], env: &[(&str, &str)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(&dir.path().join("pki"));
     // The server reads copies, so a test can replace them.
@@ -149,7 +154,7 @@ fn setup_with(client_auth: &str, serve_args: &[&str]) -> Setup {
         path_str(&live.join("server.key")),
         path_str(&live.join("ca.crt")),
     );
-    let server = Server::start(&config, serve_args);
+    let server = Server::start_with_env(&config, serve_args, env);
     let host = up.host();
     Setup { _up: up, _dir: dir, pki, server, host, image, layers }
 }
@@ -441,11 +446,14 @@ fn kernel_lists_tls() -> (bool, String) {
 fn the_kernel_tls_probe_is_logged_and_exposed_as_the_kernel_lists_it() {
     let metrics_port = common::free_port().to_string();
     let s = setup_with("none", &["--metrics", &metrics_port]);
+    let mut conn = Https::connect(&s.server.addr, client_config(&s.pki.ca_cert, None)).unwrap();
+    s.pull(&mut conn); // through the fetch
+    s.pull(&mut conn); // from the cache's files
     let page = common::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).text();
     let (has_tls, listed) = kernel_lists_tls();
     let log = s.server.log();
     let line = if has_tls {
-        format!("kernel TLS available: the tls module is loaded (tcp_available_ulp: {listed}); the offload is not built yet, HTTPS bodies are encrypted by rustls in user space")
+        format!("kernel TLS available: the tls module is loaded (tcp_available_ulp: {listed}); HTTPS records are encrypted by the kernel after each handshake, and file bodies go out with sendfile")
     } else {
         format!("kernel TLS unavailable: the tls module is not loaded (tcp_available_ulp: {listed}); HTTPS bodies are encrypted by rustls in user space")
     };
@@ -453,10 +461,42 @@ fn the_kernel_tls_probe_is_logged_and_exposed_as_the_kernel_lists_it() {
     assert_eq!(log.matches("kernel TLS").count(), 1, "logged once: {log}");
     assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_available"), u64::from(has_tls), "{page}");
     assert!(page.contains("# TYPE ociregistry_tls_kernel_offload_available gauge\n"), "{page}");
-    // Without HTTPS there is nothing to probe, and no series.
+    // Where the kernel lacks the module no connection is offered to it: the
+    // fallback (rustls) carries every one, and the counters say so.
+    assert!(common::metric(&page, "ociregistry_body_bytes_sent_total{path=\"tls\"}") > 0, "{page}");
+    if !has_tls {
+        for series in
+            ["tls_kernel_offloads_total", "tls_kernel_offload_declined_total", "tls_kernel_offload_failures_total"]
+        {
+            assert_eq!(common::metric(&page, &format!("ociregistry_{series}")), 0, "{series}: {page}");
+        }
+    }
+    // Without HTTPS there is nothing to probe, and no availability series.
     let plain_metrics = common::free_port().to_string();
     let plain = Server::start("prefetch: false\n", &["--metrics", &plain_metrics]);
     let page = common::http_get(&format!("http://127.0.0.1:{plain_metrics}/metrics"), &[]).text();
-    assert!(!page.contains("tls_kernel_offload"), "{page}");
+    assert!(!page.contains("tls_kernel_offload_available"), "{page}");
     assert!(!plain.log().contains("kernel TLS"), "{}", plain.log());
+}
+
+#[test]
+fn where_the_kernel_refuses_its_tls_each_connection_stays_with_rustls() {
+    if kernel_lists_tls().0 {
+        return; // this kernel takes the hand-over: tests/kernel_tls.rs checks that side
+    }
+    // Every connection tries the hand-over (the probe would have said no), is
+    // refused TCP_ULP, and carries on with rustls: after the handshake's
+    // records were fed one by one, nothing of the first request is lost.
+    let metrics_port = common::free_port().to_string();
+    let s = setup_env("verify", &["--metrics", &metrics_port], &[("OCIREGISTRY_FAULTS", "kernel-tls=attempt")]);
+    let mut first = Https::connect(&s.server.addr, s.client()).unwrap();
+    s.pull(&mut first);
+    s.pull(&mut first);
+    let mut second = Https::connect(&s.server.addr, s.client()).unwrap();
+    s.pull(&mut second);
+    let page = common::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).text();
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_declined_total"), 2, "{page}");
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offloads_total"), 0, "{page}");
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_failures_total"), 0, "{page}");
+    assert!(common::metric(&page, "ociregistry_body_bytes_sent_total{path=\"tls\"}") > 0, "{page}");
 }

@@ -11,6 +11,10 @@
 //! every handshake (`clientAuth: verify` without a certificate), this refuses
 //! the file, naming the key: a security setting is never silently dropped.
 //! The files are read by `crate::tls::server` at startup and on reload.
+//!
+//! `kernelTls` (ours, not Go's) is `auto` (the default) or `off`: with `auto`,
+//! where the kernel offers its TLS module, a connection's record encryption is
+//! handed to the kernel after the rustls handshake (see `crate::tls::offload`).
 
 use std::path::PathBuf;
 
@@ -28,6 +32,19 @@ pub struct ServerTlsConfig {
     pub ca: Option<PathBuf>,
     #[serde(default)]
     pub client_auth: Option<String>,
+    /// `auto` or `off`; absent means `auto`.
+    #[serde(default)]
+    pub kernel_tls: Option<String>,
+}
+
+/// Whether HTTPS connections hand their records to the kernel's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelTlsMode {
+    /// Where the kernel offers it, each connection whose cipher it supports.
+    #[default]
+    Auto,
+    /// Never: rustls encrypts every record in user space.
+    Off,
 }
 
 /// Whether clients must present a certificate.
@@ -50,6 +67,7 @@ pub struct ServerTls {
     pub client_auth: ClientAuth,
     /// A `ca` given with `clientAuth: none`: not used, and warned about.
     pub unused_ca: Option<PathBuf>,
+    pub kernel_tls: KernelTlsMode,
 }
 
 /// Checks `serverTlsConfig`; `None` when it asks for nothing (absent, or no key set).
@@ -58,6 +76,14 @@ pub fn validate(config: Option<&ServerTlsConfig>, problems: &mut Vec<String>) ->
     if c.cert.is_none() && c.key.is_none() && c.ca.is_none() && c.client_auth.is_none() {
         return None;
     }
+    let kernel_tls = match c.kernel_tls.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("auto") => KernelTlsMode::Auto,
+        Some("off") => KernelTlsMode::Off,
+        Some(other) => {
+            problems.push(format!("serverTlsConfig.kernelTls: {other:?} is neither auto nor off"));
+            return None;
+        }
+    };
     let client_auth = match c.client_auth.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("none") => ClientAuth::None,
         Some("verify") => ClientAuth::Verify,
@@ -73,6 +99,7 @@ pub fn validate(config: Option<&ServerTlsConfig>, problems: &mut Vec<String>) ->
             ca: c.ca.clone().filter(|_| client_auth == ClientAuth::Verify),
             client_auth,
             unused_ca: c.ca.clone().filter(|_| client_auth == ClientAuth::None),
+            kernel_tls,
         }),
         (Some(_), None) => {
             problems.push("serverTlsConfig.key: missing; cert and key must be given together".into());
@@ -116,6 +143,10 @@ mod tests {
         assert_eq!((tls.client_auth, tls.ca), (ClientAuth::None, None), "ca means nothing without verify, as in Go");
         assert_eq!(tls.unused_ca.as_deref(), Some(std::path::Path::new("/ca.pem")), "kept to be warned about");
         assert_eq!(check("{}\n"), (None, vec![]), "nothing asked");
+        assert_eq!(tls.kernel_tls, KernelTlsMode::Auto, "the kernel's TLS is used where it is offered");
+        let (tls, p) = check("cert: /c.pem\nkey: /k.pem\nkernelTls: OFF\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(tls.unwrap().kernel_tls, KernelTlsMode::Off);
     }
 
     #[test]
@@ -125,6 +156,7 @@ mod tests {
             ("key: /k.pem\n", "serverTlsConfig.cert"),
             ("clientAuth: verify\n", "serverTlsConfig.cert"),
             ("cert: /c.pem\nkey: /k.pem\nclientAuth: maybe\n", "serverTlsConfig.clientAuth"),
+            ("cert: /c.pem\nkey: /k.pem\nkernelTls: on\n", "serverTlsConfig.kernelTls"),
         ] {
             let (tls, p) = check(yaml);
             assert!(tls.is_none() && p.len() == 1 && p[0].contains(needle), "{yaml:?}: {p:?}");

@@ -103,7 +103,7 @@ impl Collector for Scrape {
         serving_series(e, &totals, &labelled)?;
         fetcher_series(e, m)?;
         if let Some(&available) = m.kernel_tls.get() {
-            let help = "1 when the kernel offers TLS offload (the tls TCP ULP), 0 when not; HTTPS bodies are encrypted by rustls in user space either way";
+            let help = "1 when the kernel offers TLS offload (the tls TCP ULP), 0 when not; see tls_kernel_offloads for its use";
             gauge(e, "tls_kernel_offload_available", help, u64::from(available))?;
         }
         if let Some(live) = crate::heap::live_bytes() {
@@ -194,6 +194,24 @@ fn serving_series(e: &mut DescriptorEncoder, totals: &[u64; super::SLOTS], label
     )?;
     counter(
         e,
+        "tls_kernel_offloads",
+        "HTTPS connections whose records the kernel encrypts and decrypts after the rustls handshake.",
+        c(TlsKernelOffloads),
+    )?;
+    counter(
+        e,
+        "tls_kernel_offload_declined",
+        "HTTPS connections kept with rustls in user space although kernel TLS is on (a session it cannot carry, TCP_ULP refused).",
+        c(TlsKernelDeclined),
+    )?;
+    counter(
+        e,
+        "tls_kernel_offload_failures",
+        "HTTPS connections closed because the kernel refused the session keys rustls had given up (kernel TLS then turns off).",
+        c(TlsKernelFailures),
+    )?;
+    counter(
+        e,
         "kept_answers",
         "Answers a serving thread sent from the answers it keeps for repeated requests.",
         c(KeptAnswers),
@@ -216,6 +234,7 @@ fn serving_series(e: &mut DescriptorEncoder, totals: &[u64; super::SLOTS], label
             one("path", "mapped", SentMapped),
             one("path", "download", SentStreamed),
             one("path", "tls", SentTls),
+            one("path", "kernel_tls", SentKernelTls),
         ],
     )?;
     family(

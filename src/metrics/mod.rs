@@ -68,9 +68,17 @@ pub enum Counter {
     SentTls,
     /// HTTPS connections whose handshake failed or timed out.
     TlsHandshakeFailures,
+    /// File body bytes sent on HTTPS connections whose records the kernel encrypts.
+    SentKernelTls,
+    /// HTTPS connections handed to the kernel's TLS after their handshake,
+    /// kept with rustls (a session the kernel cannot carry, `TCP_ULP` refused),
+    /// or lost because the kernel refused keys rustls had given up.
+    TlsKernelOffloads,
+    TlsKernelDeclined,
+    TlsKernelFailures,
 }
 
-const SLOTS: usize = Counter::TlsHandshakeFailures as usize + 1;
+const SLOTS: usize = Counter::TlsKernelFailures as usize + 1;
 
 /// One upstream's counters on one serving thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +143,7 @@ pub struct Metrics {
     /// The store whose totals are exposed, once it is open.
     store: OnceLock<Arc<crate::store::Store>>,
     /// Whether the kernel offers TLS offload, once HTTPS is configured and probed.
+    /// (Whether it is used is `serverTlsConfig.kernelTls`, and the offload counters.)
     kernel_tls: OnceLock<bool>,
 }
 

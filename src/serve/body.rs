@@ -63,6 +63,7 @@ async fn send_body(
             let maps = via.mapped.filter(|_| len >= mapped::MAPPED_MIN);
             let counter = match (&*stream, maps) {
                 (Conn::Tls(_), _) => Counter::SentTls,
+                (Conn::KernelTls(_), _) => Counter::SentKernelTls,
                 (_, Some(_)) => Counter::SentMapped,
                 (_, None) => Counter::SentSendfile,
             };

@@ -1,7 +1,9 @@
-//! A client connection as the HTTP code sees it: plain TCP, or TLS over TCP.
-//! Plain connections keep the zero-copy sends (`sendfile`, or `send` from a
-//! file's mapping); TLS ones encrypt on this thread, reading file bodies in
-//! bounded chunks (see `tls`). Everything above this module is the same for both.
+//! A client connection as the HTTP code sees it: plain TCP, TLS over TCP
+//! encrypted by rustls on this thread, or TLS whose records the kernel
+//! encrypts. Plain and kernel-TLS connections keep the zero-copy sends
+//! (`sendfile`, or `send` from a file's mapping); rustls ones read file bodies
+//! in bounded chunks and encrypt them here (see `tls`). Everything above this
+//! module is the same for all three.
 
 use std::io;
 use std::os::unix::io::RawFd;
@@ -13,6 +15,7 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 
 use super::http::write_stall_timeout;
+use super::ktls::KernelTlsConn;
 use super::mapped::{self, MappedFile};
 use super::sendfile;
 use super::tls::{self, TlsConn};
@@ -20,6 +23,7 @@ use super::tls::{self, TlsConn};
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsConn>),
+    KernelTls(KernelTlsConn),
 }
 
 impl Conn {
@@ -28,7 +32,14 @@ impl Conn {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(t) => t.tcp(),
+            Conn::KernelTls(k) => k.tcp(),
         }
+    }
+
+    /// Whether the connection must close after this answer (kernel TLS keys
+    /// that have encrypted enough; see `ktls`).
+    pub fn worn_out(&self) -> bool {
+        matches!(self, Conn::KernelTls(k) if k.worn_out())
     }
 
     /// The raw socket, a TLS session left behind.
@@ -36,6 +47,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(t) => t.into_tcp(),
+            Conn::KernelTls(k) => k.into_tcp(),
         }
     }
 
@@ -44,6 +56,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(t) => t.read(buf).await,
+            Conn::KernelTls(k) => k.read(buf).await,
         }
     }
 
@@ -55,15 +68,17 @@ impl Conn {
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
             },
             Conn::Tls(t) => tls::write_buf(t, buf).await,
+            Conn::KernelTls(k) => k.write_all(buf).await,
         }
     }
 
     /// Sends `len` bytes of the open file `fd` from `offset`: with `sendfile`
-    /// on a plain connection.
+    /// on a plain or kernel-TLS connection.
     pub async fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<u64> {
         match self {
             Conn::Plain(s) => sendfile::send_range(s, fd, offset, len).await,
             Conn::Tls(t) => t.send_file(fd, offset, len).await,
+            Conn::KernelTls(k) => k.send_file(fd, offset, len).await,
         }
     }
 
@@ -81,6 +96,7 @@ impl Conn {
                 }
                 Ok(len)
             }
+            Conn::KernelTls(k) => k.send_mapped(map, offset, len).await,
         }
     }
 
@@ -91,6 +107,7 @@ impl Conn {
                 let _ = s.shutdown().await;
             }
             Conn::Tls(t) => t.shutdown().await,
+            Conn::KernelTls(k) => k.shutdown().await,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 mod handler;
 mod hot;
 pub mod http;
+mod ktls;
 pub mod mapped;
 mod pulls;
 pub mod range;
@@ -83,6 +84,8 @@ pub struct Shared {
     pub admin: Arc<crate::admin::Admin>,
     /// HTTPS: the certificates new connections' handshakes use (`serverTlsConfig`).
     pub tls: Option<Arc<crate::tls::ServerCertificates>>,
+    /// Whether HTTPS connections are handed to the kernel's TLS after their handshake.
+    pub kernel_tls: crate::tls::offload::Offload,
     /// Each serving thread counts itself in once it accepts connections.
     pub readiness: Arc<crate::health::Readiness>,
 }
@@ -515,13 +518,33 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, worker: &Worker) {
                 r = handshake => r,
                 _ = worker.stop.wait() => return,
             };
-            match done {
-                Ok(conn) => Conn::Tls(Box::new(conn)),
+            let conn = match done {
+                Ok(conn) => conn,
                 Err(e) => {
                     worker.counters.inc(Counter::TlsHandshakeFailures);
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
+            };
+            if shared.kernel_tls.on() {
+                match conn.into_kernel(&shared.kernel_tls).await {
+                    tls::Offloaded::Kernel(k) => {
+                        worker.counters.inc(Counter::TlsKernelOffloads);
+                        Conn::KernelTls(k)
+                    }
+                    tls::Offloaded::Declined(conn, why) => {
+                        worker.counters.inc(Counter::TlsKernelDeclined);
+                        tracing::debug!(%peer, reason = %why, "kernel TLS declined; rustls keeps this connection");
+                        Conn::Tls(conn)
+                    }
+                    tls::Offloaded::Lost(e) => {
+                        worker.counters.inc(Counter::TlsKernelFailures);
+                        tracing::debug!(%peer, error = %e, "kernel TLS hand-over failed; connection closed");
+                        return;
+                    }
+                }
+            } else {
+                Conn::Tls(Box::new(conn))
             }
         }
     };
@@ -548,7 +571,8 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, worker: &Worker) {
         }
         // The access log's duration; no clock read when that log is off.
         let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
-        let keep_alive = req.keep_alive && !req.has_body && !shared.stopping.load(Ordering::Relaxed);
+        let keep_alive =
+            req.keep_alive && !req.has_body && !stream.worn_out() && !shared.stopping.load(Ordering::Relaxed);
         let framing = http::Framing { head_only: req.method == Method::Head, keep_alive, http10: req.http10 };
         // Lines logged while answering carry the request's id. The span goes with the access log
         // (its target): with `access=off`, as the benchmarks run, nothing is built per request.

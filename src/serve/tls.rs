@@ -8,6 +8,14 @@
 //! The handshake is bounded by the caller (the request head timeout), and a
 //! client that speaks plain HTTP to the HTTPS port gets Go's answer, a 400
 //! saying so, instead of a TLS alert it cannot read.
+//!
+//! During the handshake rustls is given whole records, one at a time, so that
+//! when it ends rustls holds no part of a record: what the client sent after
+//! it (its first request, often) is still ciphertext in `input`, starting at a
+//! record boundary. That is what lets [`TlsConn::into_kernel`] hand the
+//! session to the kernel's TLS (see `crate::tls::offload`) with every record
+//! accounted for: records already here are decrypted by rustls and kept as
+//! plaintext for the first read; the kernel takes every later one.
 
 use std::io::{self, Read, Write};
 use std::os::unix::io::RawFd;
@@ -21,6 +29,8 @@ use monoio::BufResult;
 use rustls::{ServerConfig, ServerConnection};
 
 use super::http::write_stall_timeout;
+use super::ktls::KernelTlsConn;
+use crate::tls::offload::{self, Offload};
 
 /// The most plaintext encrypted and written in one go (a file body is sent
 /// in chunks of this size).
@@ -42,6 +52,16 @@ pub enum HandshakeError {
     PlainHttp,
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// What became of a connection offered to the kernel's TLS.
+pub enum Offloaded {
+    /// The kernel encrypts and decrypts its records from now on.
+    Kernel(KernelTlsConn),
+    /// Kept with rustls in user space, and why.
+    Declined(Box<TlsConn>, String),
+    /// Lost: the session's keys were given up and the kernel did not take them.
+    Lost(io::Error),
 }
 
 /// A TLS connection whose handshake is done.
@@ -76,7 +96,7 @@ impl TlsConn {
                 self.flush().await?;
                 continue;
             }
-            if self.feed().await? {
+            if self.feed_record().await? {
                 continue;
             }
             if !self.fill().await? {
@@ -148,34 +168,100 @@ impl TlsConn {
     }
 
     /// Sends `len` bytes of the file `fd` from `offset`, read chunk by chunk
-    /// (the caller has read cold ranges in first, as for `sendfile`).
+    /// into one of the thread's spare buffers (the caller has read cold ranges
+    /// in first, as for `sendfile`).
     pub async fn send_file(&mut self, fd: RawFd, mut offset: u64, len: u64) -> io::Result<u64> {
         let end = offset + len;
-        let mut chunk = vec![0u8; (len as usize).min(CHUNK)];
-        while offset < end {
-            let want = ((end - offset) as usize).min(chunk.len());
-            // SAFETY: `chunk` is valid for `want` bytes; `fd` is open for reading.
-            let n = unsafe { libc::pread(fd, chunk.as_mut_ptr().cast(), want, offset as libc::off_t) };
-            match n {
-                n if n < 0 => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
+        let mut chunk = spare::take((len as usize).min(CHUNK));
+        let sent = async {
+            while offset < end {
+                let want = ((end - offset) as usize).min(chunk.len());
+                // SAFETY: `chunk` is valid for `want` bytes; `fd` is open for reading.
+                let n = unsafe { libc::pread(fd, chunk.as_mut_ptr().cast(), want, offset as libc::off_t) };
+                match n {
+                    n if n < 0 => {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                    0 => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before its recorded size"))
+                    }
+                    n => {
+                        self.write_all(&chunk[..n as usize]).await?;
+                        offset += n as u64;
                     }
                 }
-                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before its recorded size")),
-                n => {
-                    self.write_all(&chunk[..n as usize]).await?;
-                    offset += n as u64;
-                }
             }
+            Ok(len)
         }
-        Ok(len)
+        .await;
+        spare::give_back(chunk);
+        sent
     }
 
     /// The raw socket, the TLS session left behind.
     pub fn into_tcp(self) -> TcpStream {
         self.tcp
+    }
+
+    /// Hands the session to the kernel's TLS: `TCP_ULP tls` on the socket,
+    /// then the records already read are decrypted here (kept for the first
+    /// reads) and the session's keys and sequence numbers are installed. A
+    /// session the kernel cannot carry, or a refused `TCP_ULP`, keeps rustls;
+    /// a refusal after the keys were taken from rustls loses the connection
+    /// and turns `offload` off.
+    pub async fn into_kernel(mut self, offload: &Offload) -> Offloaded {
+        use std::os::fd::AsRawFd;
+        let version = self.tls.protocol_version();
+        if !offload::supports(version, self.tls.negotiated_cipher_suite()) {
+            let suite = self.tls.negotiated_cipher_suite().map(|s| s.suite());
+            return Offloaded::Declined(Box::new(self), format!("{version:?} {suite:?} is not a kernel TLS session"));
+        }
+        if whole_records(&self.input[self.fed..]) != self.input.len() - self.fed {
+            return Offloaded::Declined(Box::new(self), "part of a record was read with the handshake".into());
+        }
+        let fd = self.tcp.as_raw_fd();
+        if let Err(e) = offload::set_ulp(fd) {
+            return Offloaded::Declined(Box::new(self), format!("TCP_ULP tls refused: {e}"));
+        }
+        // From here the socket is under the kernel's TLS layer (passing bytes
+        // through until keys are installed): there is no way back to rustls.
+        let mut early = Vec::new();
+        loop {
+            match self.feed_record().await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Offloaded::Lost(e),
+            }
+        }
+        if let Err(e) = self.flush().await {
+            return Offloaded::Lost(e);
+        }
+        if let Err(e) = self.tls.reader().read_to_end(&mut early) {
+            // WouldBlock: all that was decrypted is taken; anything else ends it.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Offloaded::Lost(e);
+            }
+        }
+        let Some(version) = version else { return Offloaded::Lost(io::Error::other("no protocol version")) };
+        let TlsConn { tcp, tls, .. } = self;
+        let secrets = match tls.dangerous_extract_secrets() {
+            Ok(s) => s,
+            Err(e) => {
+                let e = io::Error::other(e);
+                offload.turn_off(&e);
+                return Offloaded::Lost(e);
+            }
+        };
+        match offload::install(fd, version, secrets) {
+            Ok(()) => Offloaded::Kernel(KernelTlsConn::new(tcp, early)),
+            Err(e) => {
+                offload.turn_off(&e);
+                Offloaded::Lost(e)
+            }
+        }
     }
 
     /// Sends `close_notify` and shuts the socket's write side.
@@ -204,14 +290,40 @@ impl TlsConn {
         Ok(true)
     }
 
-    /// Reads ciphertext from the socket; `false` at its end.
+    /// Gives rustls the next whole record in `input` and processes it; `false`
+    /// when `input` holds no whole record. On a TLS error the alert rustls
+    /// queued is sent.
+    async fn feed_record(&mut self) -> io::Result<bool> {
+        let rest = &self.input[self.fed..];
+        let whole = next_record_len(rest);
+        if whole == 0 {
+            return Ok(false);
+        }
+        let mut record = &rest[..whole];
+        while !record.is_empty() {
+            // rustls takes at most a few KiB per call; `record` advances by what it took.
+            if self.tls.read_tls(&mut record)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "rustls took no more of a record"));
+            }
+        }
+        self.fed += whole;
+        if let Err(e) = self.tls.process_new_packets() {
+            let _ = self.flush().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(true)
+    }
+
+    /// Reads more ciphertext from the socket after what is buffered and not
+    /// yet given to rustls; `false` at its end.
     async fn fill(&mut self) -> io::Result<bool> {
         let mut input = std::mem::take(&mut self.input);
-        input.clear();
+        input.drain(..self.fed);
         self.fed = 0;
         input.reserve(READ_SIZE);
-        let (res, input) = self.tcp.read(input).await;
-        self.input = input;
+        let kept = input.len();
+        let (res, input) = self.tcp.read(input.slice_mut(kept..)).await;
+        self.input = input.into_inner();
         Ok(res? > 0)
     }
 
@@ -236,11 +348,90 @@ impl TlsConn {
     }
 }
 
+/// The length of the TLS record at the start of `buf` (a 5-byte header:
+/// type, version, length), or 0 when `buf` does not hold all of it yet.
+fn next_record_len(buf: &[u8]) -> usize {
+    match buf {
+        [_, _, _, hi, lo, ..] => {
+            let len = 5 + usize::from(u16::from_be_bytes([*hi, *lo]));
+            if buf.len() >= len {
+                len
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// How many bytes at the start of `buf` are whole records.
+fn whole_records(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match next_record_len(&buf[at..]) {
+            0 => return at,
+            n => at += n,
+        }
+    }
+}
+
 /// Whether the first bytes from a client are a plain HTTP request line
 /// rather than a TLS record (whose first byte is 0x16, a handshake).
 fn looks_like_http(first: &[u8]) -> bool {
     // Every method is at least three capital letters; a TLS record starts with 0x14..=0x18.
     first.len() >= 3 && first[..3].iter().all(u8::is_ascii_uppercase)
+}
+
+/// Chunk buffers for file bodies, kept per serving thread between sends: a
+/// send takes one and gives it back, so a thread allocates as many as it has
+/// sends in flight at once, not one per send, and keeps a few.
+mod spare {
+    use std::cell::RefCell;
+
+    use super::CHUNK;
+
+    /// Buffers kept per thread when no send uses them.
+    const KEEP: usize = 4;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer of `len` bytes (at most [`CHUNK`]).
+    pub fn take(len: usize) -> Vec<u8> {
+        let mut buf = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+        buf.resize(len.min(CHUNK), 0);
+        buf
+    }
+
+    pub fn give_back(buf: Vec<u8>) {
+        if buf.capacity() <= CHUNK {
+            SPARE.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < KEEP {
+                    s.push(buf);
+                }
+            });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn buffers_are_reused_and_a_few_kept() {
+            let a = take(CHUNK);
+            let at = a.as_ptr();
+            give_back(a);
+            let b = take(10);
+            assert_eq!((b.as_ptr(), b.len()), (at, 10), "the spare buffer is taken again, cut to length");
+            give_back(b);
+            let held: Vec<_> = (0..KEEP + 3).map(|_| take(CHUNK)).collect();
+            held.into_iter().for_each(give_back);
+            assert_eq!(SPARE.with(|s| s.borrow().len()), KEEP);
+        }
+    }
 }
 
 /// Sends `data` from an owned buffer (`IoBuf`) through `conn`.
@@ -255,6 +446,18 @@ pub async fn write_buf<B: IoBuf>(conn: &mut TlsConn, buf: B) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_told_apart_by_their_headers() {
+        let mut two = vec![0x17, 3, 3, 0, 2, b'a', b'b', 0x15, 3, 3, 0, 1, b'c'];
+        assert_eq!(next_record_len(&two), 7);
+        assert_eq!(whole_records(&two), 13);
+        two.extend_from_slice(&[0x17, 3, 3, 0, 9, 1]);
+        assert_eq!(whole_records(&two), 13, "a record not all here is not counted");
+        assert_eq!(next_record_len(&[0x17, 3, 3]), 0, "nor is a header not all here");
+        assert_eq!(whole_records(&[]), 0);
+        assert_eq!(next_record_len(&[0x17, 3, 3, 0, 0]), 5, "an empty record is whole");
+    }
 
     #[test]
     fn plain_http_is_told_from_a_client_hello() {

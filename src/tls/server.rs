@@ -155,6 +155,8 @@ pub fn build(settings: &ServerTls) -> Result<ServerConfig, LoadError> {
         .with_single_cert(chain, key)
         .map_err(|e| fail("key", &settings.key, format!("{e} (with the certificate {})", settings.cert.display())))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Kernel TLS takes the session's keys from rustls after the handshake (`offload`).
+    config.enable_secret_extraction = settings.kernel_tls == crate::config::server_tls::KernelTlsMode::Auto;
     Ok(config)
 }
 
