@@ -230,6 +230,13 @@ impl TlsConn {
         // through until keys are installed): there is no way back to rustls.
         let mut early = Vec::new();
         loop {
+            // Taken after each record: rustls holds at most 16 KiB of plaintext.
+            if let Err(e) = self.tls.reader().read_to_end(&mut early) {
+                // WouldBlock: all that was decrypted is taken; anything else ends it.
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return Offloaded::Lost(e);
+                }
+            }
             match self.feed_record().await {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -238,12 +245,6 @@ impl TlsConn {
         }
         if let Err(e) = self.flush().await {
             return Offloaded::Lost(e);
-        }
-        if let Err(e) = self.tls.reader().read_to_end(&mut early) {
-            // WouldBlock: all that was decrypted is taken; anything else ends it.
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Offloaded::Lost(e);
-            }
         }
         let Some(version) = version else { return Offloaded::Lost(io::Error::other("no protocol version")) };
         let TlsConn { tcp, tls, .. } = self;
