@@ -68,14 +68,18 @@ pub fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let names = crate::metrics::UpstreamNames::new(settings.registries.iter().map(|r| &r.name));
     let metrics = Arc::new(Metrics::new(names));
     metrics.attach_store(store.clone());
-    let mut kernel_tls = crate::tls::offload::Offload::new(false);
+    let mut kernel_tls = crate::tls::offload::Offload::off();
     if let Some(certs) = &tls {
         let probe = crate::tls::KernelTls::probe();
         let wanted = certs.settings().kernel_tls == crate::config::server_tls::KernelTlsMode::Auto;
         probe.log(wanted);
         metrics.note_kernel_tls(probe.available);
-        let attempt = probe.available || crate::faults::armed_for("kernel-tls", "attempt");
-        kernel_tls = crate::tls::offload::Offload::new(attempt && wanted);
+        // The `kernel-tls=attempt` test hook: every connection tries, as if the kernel carried every kind.
+        let attempt = crate::faults::armed_for("kernel-tls", "attempt");
+        let carries = if attempt { crate::tls::kernel::Kinds::ALL } else { probe.carries };
+        if wanted {
+            kernel_tls = crate::tls::offload::Offload::new(carries);
+        }
     }
     if let Some(port) = settings.metrics_port {
         let listener = std::net::TcpListener::bind((settings.host.trim_matches(['[', ']']), port))

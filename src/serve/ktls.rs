@@ -12,8 +12,8 @@
 //!
 //! AES-GCM keys must not encrypt more than about 2^24.5 records. The kernel
 //! (before 6.13) cannot update keys, so a connection that has sent more than
-//! [`RECORD_LIMIT`] records (counted high: every write starts a record) is not
-//! kept alive past the answer that crossed it.
+//! [`RECORD_LIMIT`] records (counted high: every write starts a record) is
+//! closed after the answer that crossed it.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -120,7 +120,7 @@ impl KernelTlsConn {
 
     /// Sends `close_notify` (best effort) and shuts the socket's write side.
     pub async fn shutdown(&mut self) {
-        let _ = crate::tls::offload::send_close_notify(self.tcp.as_raw_fd());
+        let _ = crate::tls::kernel::send_close_notify(self.tcp.as_raw_fd());
         let _ = self.tcp.shutdown().await;
     }
 }

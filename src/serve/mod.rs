@@ -604,6 +604,11 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, worker: &Worker) {
         if sent.is_err() || !keep_alive {
             return;
         }
+        if stream.worn_out() {
+            // Kernel TLS keys that crossed their limit with this answer: closed now.
+            stream.shutdown().await;
+            return;
+        }
     }
 }
 

@@ -30,7 +30,8 @@ use rustls::{ServerConfig, ServerConnection};
 
 use super::http::write_stall_timeout;
 use super::ktls::KernelTlsConn;
-use crate::tls::offload::{self, Offload};
+use crate::tls::kernel;
+use crate::tls::offload::Offload;
 
 /// The most plaintext encrypted and written in one go (a file body is sent
 /// in chunks of this size).
@@ -215,15 +216,18 @@ impl TlsConn {
     pub async fn into_kernel(mut self, offload: &Offload) -> Offloaded {
         use std::os::fd::AsRawFd;
         let version = self.tls.protocol_version();
-        if !offload::supports(version, self.tls.negotiated_cipher_suite()) {
+        let Some(kind) = offload.carries(version, self.tls.negotiated_cipher_suite()) else {
             let suite = self.tls.negotiated_cipher_suite().map(|s| s.suite());
-            return Offloaded::Declined(Box::new(self), format!("{version:?} {suite:?} is not a kernel TLS session"));
-        }
+            return Offloaded::Declined(
+                Box::new(self),
+                format!("{version:?} {suite:?}: not a session this kernel carries"),
+            );
+        };
         if whole_records(&self.input[self.fed..]) != self.input.len() - self.fed {
             return Offloaded::Declined(Box::new(self), "part of a record was read with the handshake".into());
         }
         let fd = self.tcp.as_raw_fd();
-        if let Err(e) = offload::set_ulp(fd) {
+        if let Err(e) = kernel::set_ulp(fd) {
             return Offloaded::Declined(Box::new(self), format!("TCP_ULP tls refused: {e}"));
         }
         // From here the socket is under the kernel's TLS layer (passing bytes
@@ -246,7 +250,6 @@ impl TlsConn {
         if let Err(e) = self.flush().await {
             return Offloaded::Lost(e);
         }
-        let Some(version) = version else { return Offloaded::Lost(io::Error::other("no protocol version")) };
         let TlsConn { tcp, tls, .. } = self;
         let secrets = match tls.dangerous_extract_secrets() {
             Ok(s) => s,
@@ -256,7 +259,7 @@ impl TlsConn {
                 return Offloaded::Lost(e);
             }
         };
-        match offload::install(fd, version, secrets) {
+        match kernel::install(fd, kind.version, secrets) {
             Ok(()) => Offloaded::Kernel(KernelTlsConn::new(tcp, early)),
             Err(e) => {
                 offload.turn_off(&e);
@@ -349,13 +352,21 @@ impl TlsConn {
     }
 }
 
+/// The longest TLS record: 2^14 bytes of plaintext and 2048 of expansion, and its header.
+const MAX_RECORD: usize = 5 + (1 << 14) + 2048;
+
 /// The length of the TLS record at the start of `buf` (a 5-byte header:
-/// type, version, length), or 0 when `buf` does not hold all of it yet.
+/// type, version, length), or 0 when `buf` does not hold all of it yet. What
+/// cannot be a record's header (a content type outside 20..=24, a version
+/// not 3.x, a length past [`MAX_RECORD`]) is all handed on at once, so rustls
+/// refuses it now instead of the connection waiting for bytes that mean nothing.
 fn next_record_len(buf: &[u8]) -> usize {
     match buf {
-        [_, _, _, hi, lo, ..] => {
+        [kind, major, _, hi, lo, ..] => {
             let len = 5 + usize::from(u16::from_be_bytes([*hi, *lo]));
-            if buf.len() >= len {
+            if !(20..=24).contains(kind) || *major != 3 || len > MAX_RECORD {
+                buf.len()
+            } else if buf.len() >= len {
                 len
             } else {
                 0
@@ -458,6 +469,10 @@ mod tests {
         assert_eq!(next_record_len(&[0x17, 3, 3]), 0, "nor is a header not all here");
         assert_eq!(whole_records(&[]), 0);
         assert_eq!(next_record_len(&[0x17, 3, 3, 0, 0]), 5, "an empty record is whole");
+        let garbage = b"GET / HTTP/1.1\r\n";
+        assert_eq!(next_record_len(garbage), garbage.len(), "not a record: all handed to rustls to refuse");
+        assert_eq!(next_record_len(&[0x17, 3, 3, 0xff, 0xff, 0]), 6, "longer than any record");
+        assert_eq!(next_record_len(&[0x16, 2, 0, 0, 5, 0]), 6, "not TLS 1.x");
     }
 
     #[test]

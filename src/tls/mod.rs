@@ -1,7 +1,9 @@
 //! TLS set-up: rustls with the ring provider, installed once per process
-//! before any client is built, the serving port's certificates (`server`), and
-//! whether the kernel could take over record encryption (`offload`).
+//! before any client is built, the serving port's certificates (`server`),
+//! and the kernel's TLS (`kernel`, its interface; `offload`, whether and for
+//! which sessions it is used).
 
+pub mod kernel;
 pub mod offload;
 pub mod server;
 
