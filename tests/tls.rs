@@ -453,7 +453,7 @@ fn the_kernel_tls_probe_is_logged_and_exposed_as_the_kernel_lists_it() {
     let (has_tls, listed) = kernel_lists_tls();
     let log = s.server.log();
     let line = if has_tls {
-        format!("kernel TLS available: the tls module is loaded (tcp_available_ulp: {listed}); HTTPS records are encrypted by the kernel after each handshake, and file bodies go out with sendfile")
+        format!("kernel TLS available: the tls module is loaded (tcp_available_ulp: {listed}) and carries TLS 1.3 AES-128-GCM")
     } else {
         format!("kernel TLS unavailable: the tls module is not loaded (tcp_available_ulp: {listed}); HTTPS bodies are encrypted by rustls in user space")
     };
