@@ -69,7 +69,7 @@ fn one_request_head(data: &[u8]) -> Option<usize> {
     }
     // A connection's reused request carries nothing over from the one before.
     let mut reused = Request::default();
-    let busy = b"PUT /v2/x/blobs/uploads/?ns=quay.io HTTP/1.0\r\nAccept: a/b\r\nAccept: c/d\r\nAccept: e/f\r\nRange: bytes=0-1\r\nContent-Length: 3\r\n\r\n";
+    let busy = b"PUT /v2/x/blobs/uploads/?ns=quay.io HTTP/1.0\r\nAccept: a/b\r\nAccept: c/d\r\nAccept: e/f\r\nRange: bytes=0-1\r\nX-Registry: quay.io\r\nContent-Length: 3\r\n\r\n";
     http::parse_into(busy, &mut reused).expect("busy head").expect("complete");
     assert_eq!(http::parse_into(data, &mut reused).ok(), Some(Some(used)));
     assert_same_request(&reused, &req);
@@ -85,6 +85,7 @@ fn assert_same_request(a: &Request, b: &Request) {
     assert_eq!(a.method, b.method);
     assert_eq!((&a.path, &a.query, &a.accept, &a.range), (&b.path, &b.query, &b.accept, &b.range));
     assert_eq!((a.keep_alive, a.http10, a.has_body), (b.keep_alive, b.http10, b.has_body));
+    assert_eq!(a.x_registry, b.x_registry);
 }
 
 /// A request path, then optionally a line with its query: routed, the
@@ -125,8 +126,10 @@ pub fn route(data: &[u8]) {
     }
     let Some(name) = name else { return };
     let hub: RegistryName = "docker.io".parse().expect("docker.io");
+    // An `ns` naming no registry is refused before a name is resolved.
+    let Ok(ns_name) = ns.as_deref().map(str::parse::<RegistryName>).transpose() else { return };
     for default_ns in [None, Some(&hub)] {
-        let Ok(source) = route::resolve(name, ns.as_deref(), default_ns) else { continue };
+        let Ok(source) = route::resolve(name, ns_name.as_ref(), default_ns) else { continue };
         assert_eq!(source.registry.to_string().parse::<RegistryName>().ok(), Some(source.registry.clone()));
         if let Some(ns) = &ns {
             assert_eq!(ns.parse::<RegistryName>().ok(), Some(source.registry.clone()));

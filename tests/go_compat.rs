@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake_upstream::{basic_auth, Auth, FakeUpstream, Options};
+use common::fake_upstream::{basic_auth, Auth, FakeUpstream, Options, OCI_MANIFEST};
 use common::Server;
 
 fn basic_upstream(user: &str, pass: &str) -> FakeUpstream {
@@ -125,6 +125,64 @@ fn x_registry_names_the_upstream_first_and_is_validated_strictly() {
     assert_eq!(r.status, 400, "twice: {}", r.text());
     assert_eq!(up.requests().len(), 0, "nothing invalid reached the upstream");
     assert_eq!(server.get("/v2/", &[("X-Registry", "not a host")]).status, 200, "/v2/ ignores it, as Go");
+}
+
+/// Two upstreams named by `X-Registry` hold different images under the same
+/// repository and tag: each request gets its own upstream's manifest, as a
+/// miss, as a hit, and from the serving thread's kept answers (one thread,
+/// one keep-alive connection, so the repeats meet the kept answers).
+#[test]
+fn x_registry_upstreams_never_share_an_answer_cached_or_not() {
+    use std::io::{Read, Write};
+    let (a, b) = (FakeUpstream::start(), FakeUpstream::start());
+    let image_a = a.add_image("team/app", "v1", &[b"from a".to_vec()]);
+    let image_b = b.add_image("team/app", "v1", &[b"from b".to_vec()]);
+    assert_ne!(image_a.manifest_bytes, image_b.manifest_bytes);
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n  - name: \"{}\"\n    scheme: http\n",
+        a.host(),
+        b.host()
+    );
+    let port = common::free_port().to_string();
+    let server = Server::start(&config, &["--threads", "1", "--metrics", &port]);
+
+    // Each round asks A, B, and A again with `?ns=` naming B (the header wins).
+    let path = "/v2/team/app/manifests/v1";
+    let asks = [(a.host(), ""), (b.host(), ""), (a.host(), "?ns=")];
+    let rounds = 4;
+    let mut wire = String::new();
+    for _ in 0..rounds {
+        for (host, ns) in &asks {
+            let query = if ns.is_empty() { String::new() } else { format!("{ns}{}", b.host()) };
+            wire += &format!(
+                "GET {path}{query} HTTP/1.1\r\nHost: x\r\nAccept: {OCI_MANIFEST}\r\nX-Registry: {host}\r\n\r\n"
+            );
+        }
+    }
+    wire += "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let responses = common::split_responses(&all, &vec![false; rounds * asks.len() + 1]);
+
+    let wanted = [&image_a, &image_b, &image_a];
+    for (i, (head, body)) in responses.iter().take(rounds * asks.len()).enumerate() {
+        let image = wanted[i % asks.len()];
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        assert!(*body == image.manifest_bytes, "request {i} got another upstream's manifest: {head}");
+        assert!(head.contains(&format!("Docker-Content-Digest: {}", image.manifest_digest)), "request {i}: {head}");
+    }
+    let page = common::http_request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[]).unwrap().text();
+    // Round 1 fetches A and B, round 2 keeps their answers; the third ask is a
+    // hit (A's tag is cached by then) kept in round 1.
+    assert_eq!(
+        common::metric(&page, "ociregistry_kept_answers_total"),
+        ((rounds - 2) * 2 + (rounds - 1)) as u64,
+        "the repeats come from the kept answers"
+    );
+    assert_eq!((a.count("GET", "/manifests/v1"), b.count("GET", "/manifests/v1")), (1, 1));
 }
 
 #[test]

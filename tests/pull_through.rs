@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_upstream::{sha256_digest, Auth, FakeUpstream, Fault, Gate, Options, OCI_MANIFEST};
-use common::{concurrently, http_request, metric, plain_registry, random_bytes, wait_until, Server};
+use common::{concurrently, http_request, metric, plain_registry, random_bytes, split_responses, wait_until, Server};
 
 fn setup(serve_args: &[&str]) -> (FakeUpstream, Server) {
     let up = FakeUpstream::start();
@@ -914,22 +914,6 @@ fn large_cached_blobs_go_to_same_host_clients_from_a_mapping_and_everything_is_c
         assert_eq!(metric(&page, "ociregistry_body_bytes_sent_total{path=\"mapped\"}"), 0);
         assert_eq!(up.count("GET", &digest), 1);
     }
-}
-
-/// Splits a stream of pipelined responses; `heads` marks the answers to HEAD requests (no body).
-fn split_responses(mut all: &[u8], heads: &[bool]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for &head_only in heads {
-        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
-        let head = String::from_utf8_lossy(&all[..end]).into_owned();
-        let len: usize =
-            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).map_or(0, |v| v.trim().parse().unwrap());
-        let body_len = if head_only { 0 } else { len };
-        out.push((head, all[end..end + body_len].to_vec()));
-        all = &all[end + body_len..];
-    }
-    assert!(all.is_empty(), "{} bytes after the last response", all.len());
-    out
 }
 
 #[test]

@@ -43,26 +43,26 @@ async fn dispatch(shared: &Shared, req: &Request) -> Result<Response, ApiError> 
         Route::TokenAuth => Ok(token_auth()),
         Route::Manifest { name, reference } => {
             let ns = upstream()?;
-            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
+            let source = route::resolve(&name, ns.as_ref(), default_ns)?;
             let reference = route::parse_reference(&reference)?;
             let registry = source.registry.clone();
             manifest(shared, req, source, reference).await.map(|r| for_upstream(shared, r, &registry))
         }
         Route::Blob { name, digest } => {
             let ns = upstream()?;
-            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
+            let source = route::resolve(&name, ns.as_ref(), default_ns)?;
             let digest = route::parse_digest(&digest)?;
             let registry = source.registry.clone();
             blob(shared, req, source, digest).await.map(|r| for_upstream(shared, r, &registry))
         }
         Route::TagsList { name } => {
             let ns = upstream()?;
-            let source = route::resolve(&name, ns.as_deref(), default_ns)?;
-            super::tags::list(shared, req, &name, ns.as_deref(), source).await
+            let source = route::resolve(&name, ns.as_ref(), default_ns)?;
+            super::tags::list(shared, req, &name, ns.as_ref(), source).await
         }
         Route::Referrers { name, digest } => {
             let ns = upstream()?;
-            route::resolve(&name, ns.as_deref(), default_ns)?;
+            route::resolve(&name, ns.as_ref(), default_ns)?;
             route::parse_digest(&digest)?;
             Err(ApiError::new(404, OciCode::Unsupported, "the referrers API is not served by this pull-through cache")
                 .detail("clients fall back to the referrers tag schema"))

@@ -1,7 +1,8 @@
 //! Each serving thread's finished answers to the requests it sees again and
 //! again: a manifest or small-blob hit is kept as its complete response bytes
-//! (head and body, in one buffer) under the request target and `Accept`
-//! lines. A repeated request is then answered with one hash lookup and one
+//! (head and body, in one buffer) under the request target, the `Accept`
+//! lines and the upstream an `X-Registry` header names (two upstreams never
+//! share an answer). A repeated request is then answered with one hash lookup and one
 //! write: no routing, no store lock, no header formatting, no allocation.
 //!
 //! Answers by digest never change (content addressing). Answers that went
@@ -21,8 +22,9 @@ use bytes::Bytes;
 use super::http::{Method, Request};
 use super::pulls::Pulls;
 use super::response::Kind;
+use super::x_registry::XRegistry;
 use crate::metrics::UpstreamId;
-use crate::oci::Digest;
+use crate::oci::{Digest, RegistryName};
 use crate::store::REMOVED;
 
 /// Entries kept per thread; past this (or [`MAX_BYTES`]) the cache starts over.
@@ -61,6 +63,8 @@ struct Hot {
     path: Box<str>,
     query: Option<Box<str>>,
     accept: Box<[Box<str>]>,
+    /// The upstream the request's `X-Registry` named.
+    x_registry: Option<RegistryName>,
     /// Store generation it depends on, if it went through a tag.
     generation: Option<u64>,
     /// The manifest it pulls, and the second its pull was last noted.
@@ -74,6 +78,7 @@ impl Hot {
             && self.query.as_deref() == req.query.as_deref()
             && self.accept.len() == req.accept.len()
             && self.accept.iter().zip(&req.accept).all(|(a, b)| **a == **b)
+            && self.x_registry.as_ref() == req.x_registry.named()
     }
 }
 
@@ -94,8 +99,7 @@ impl HotResponses {
             && !req.http10
             && !req.has_body
             && req.range.is_none()
-            // Its key is the target and `Accept`: a header naming the upstream is not in it.
-            && req.x_registry_lines == 0
+            && !matches!(req.x_registry, XRegistry::Invalid(_))
     }
 
     /// The kept answer to `req`, if any; `generation` is the store's now.
@@ -152,7 +156,8 @@ impl HotResponses {
         self.bytes.set(self.bytes.get() + response.len());
         let (path, query) = (req.path.as_str().into(), req.query.as_deref().map(Into::into));
         let pulled = pulled.map(|(d, noted)| (d, Cell::new(noted)));
-        let hot = Hot { response, head_len, kind, upstream, path, query, accept, generation, pulled };
+        let x_registry = req.x_registry.named().cloned();
+        let hot = Hot { response, head_len, kind, upstream, path, query, accept, x_registry, generation, pulled };
         if let Some(old) = map.insert(self.key(req), hot) {
             self.bytes.set(self.bytes.get() - old.response.len());
         }
@@ -168,6 +173,10 @@ impl HotResponses {
         for a in &req.accept {
             h.write_u8(1);
             h.write(a.as_bytes());
+        }
+        if let Some(name) = req.x_registry.named() {
+            h.write_u8(2);
+            h.write(name.as_str().as_bytes());
         }
         h.finish()
     }
@@ -239,14 +248,33 @@ mod tests {
         hot.insert(&a, resp.clone(), 8, (Kind::Manifest, None), Reuse::No, 1, None);
         assert!(hot.get(&a, 1, &pulls).is_none());
 
-        let mut named = req("/v2/r/blobs/sha256:ab", None, &[]);
-        named.x_registry = Some("quay.io".into());
-        named.x_registry_lines = 1;
+        let mut refused = req("/v2/r/blobs/sha256:ab", None, &[]);
+        refused.x_registry.add_line(b"quay.io/x");
         assert!(HotResponses::eligible(&d));
-        assert!(!HotResponses::eligible(&named), "X-Registry is not part of the key");
+        assert!(!HotResponses::eligible(&refused), "an X-Registry naming no upstream");
         let mut ranged = d;
         ranged.range = Some("bytes=0-1".into());
         assert!(!HotResponses::eligible(&ranged));
+    }
+
+    #[test]
+    fn answers_are_kept_per_upstream_an_x_registry_names() {
+        let hot = HotResponses::default();
+        let pulls = Pulls::default();
+        let named = |x: Option<&str>| {
+            let mut r = req("/v2/r/manifests/v1", None, &["x/y"]);
+            x.into_iter().for_each(|x| r.x_registry.add_line(x.as_bytes()));
+            assert!(HotResponses::eligible(&r));
+            r
+        };
+        let (a, b) = (Bytes::from_static(b"H\r\n\r\nfrom a"), Bytes::from_static(b"H\r\n\r\nfrom b"));
+        hot.insert(&named(Some("a.example")), a.clone(), 5, (Kind::Manifest, None), Reuse::WhileGeneration, 0, None);
+        assert!(hot.get(&named(Some("b.example")), 0, &pulls).is_none());
+        assert!(hot.get(&named(None), 0, &pulls).is_none());
+        hot.insert(&named(Some("b.example")), b.clone(), 5, (Kind::Manifest, None), Reuse::WhileGeneration, 0, None);
+        let got = |x| hot.get(&named(Some(x)), 0, &pulls).map(|k| k.response);
+        assert_eq!((got("a.example"), got("b.example")), (Some(a.clone()), Some(b)));
+        assert_eq!(got("A.example"), Some(a), "the same upstream, named in another case");
     }
 
     #[test]

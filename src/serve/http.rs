@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBufMut;
 
 use super::conn::Conn;
+use super::x_registry::XRegistry;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -68,17 +69,11 @@ pub struct Request {
     pub content_length: Option<u64>,
     /// `Authorization`, kept for admin requests (`/cmd/`) only.
     pub authorization: Option<String>,
-    /// `X-Registry` (the Go ociregistry's way to name the upstream), at most
-    /// [`MAX_X_REGISTRY`] bytes kept; validated by `route`.
-    pub x_registry: Option<String>,
-    /// How many `X-Registry` lines came (more than one is refused).
-    pub x_registry_lines: u8,
+    /// `X-Registry` (the Go ociregistry's way to name the upstream), parsed.
+    pub x_registry: XRegistry,
     /// The client's `X-Request-Id`, when it passed `request_id::client_supplied`.
     pub request_id: Option<String>,
 }
-
-/// Characters of an `X-Registry` value kept: past a registry name's 255 bytes, so a longer one is refused.
-pub const MAX_X_REGISTRY: usize = 256;
 
 impl Default for Request {
     fn default() -> Request {
@@ -93,8 +88,7 @@ impl Default for Request {
             has_body: false,
             content_length: None,
             authorization: None,
-            x_registry: None,
-            x_registry_lines: 0,
+            x_registry: XRegistry::Absent,
             request_id: None,
         }
     }
@@ -230,7 +224,7 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     set_opt(&mut req.query, query);
     let admin = crate::admin::is_admin_path(path);
     let mut authorization = None;
-    req.x_registry_lines = 0;
+    req.x_registry = XRegistry::Absent;
     req.http10 = parsed.version == Some(0);
     req.keep_alive = !req.http10;
     req.has_body = false;
@@ -263,12 +257,7 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
         } else if admin && name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value().trim().to_string());
         } else if name.eq_ignore_ascii_case("x-registry") {
-            let value = value();
-            let value = value.trim();
-            // The first MAX_X_REGISTRY characters: still too long for a name when cut.
-            let kept = value.char_indices().nth(MAX_X_REGISTRY).map_or(value, |(i, _)| &value[..i]);
-            set_opt(&mut req.x_registry, Some(kept));
-            req.x_registry_lines = req.x_registry_lines.saturating_add(1);
+            req.x_registry.add_line(h.value);
         } else if name.eq_ignore_ascii_case("x-request-id") {
             request_id = super::request_id::client_supplied(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -280,9 +269,6 @@ pub(crate) fn parse_into(buf: &[u8], req: &mut Request) -> Result<Option<usize>,
     req.has_body = framing.has_body()?;
     req.content_length = (framing.lengths == 1).then_some(framing.length);
     req.authorization = authorization;
-    if req.x_registry_lines == 0 {
-        req.x_registry = None;
-    }
     set_opt(&mut req.request_id, request_id);
     req.accept.truncate(accepts);
     if !ranged {
@@ -470,16 +456,20 @@ mod tests {
     }
 
     #[test]
-    fn x_registry_is_kept_bounded_counted_and_not_carried_over() {
+    fn x_registry_is_parsed_once_per_request_and_not_carried_over() {
+        use super::super::x_registry::Invalid;
         let mut req = Request::default();
         let raw = b"GET /v2/a/manifests/v1 HTTP/1.1\r\nX-Registry:  quay.io \r\nx-registry: ghcr.io\r\n\r\n";
         parse_into(raw, &mut req).unwrap().unwrap();
-        assert_eq!((req.x_registry.as_deref(), req.x_registry_lines), (Some("ghcr.io"), 2));
+        assert_eq!(req.x_registry, XRegistry::Invalid(Invalid::Repeated));
+        let one = b"GET /v2/a/manifests/v1 HTTP/1.1\r\nX-Registry:  Quay.io \r\n\r\n";
+        parse_into(one, &mut req).unwrap().unwrap();
+        assert_eq!(req.x_registry.named().map(|n| n.as_str()), Some("quay.io"));
         let long = format!("GET /v2/a/manifests/v1 HTTP/1.1\r\nX-Registry: {}\r\n\r\n", "a".repeat(1000));
         parse_into(long.as_bytes(), &mut req).unwrap().unwrap();
-        assert_eq!((req.x_registry.as_ref().map(String::len), req.x_registry_lines), (Some(MAX_X_REGISTRY), 1));
+        assert_eq!(req.x_registry, XRegistry::Invalid(Invalid::TooLong));
         parse_into(b"GET /v2/a/manifests/v1 HTTP/1.1\r\n\r\n", &mut req).unwrap().unwrap();
-        assert_eq!((req.x_registry.as_deref(), req.x_registry_lines), (None, 0));
+        assert_eq!(req.x_registry, XRegistry::Absent);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod signal;
 mod tags;
 mod tls;
 pub mod warm;
+pub mod x_registry;
 
 use std::cell::Cell;
 use std::io;

@@ -4,6 +4,7 @@
 //! else `--default-ns`.
 
 use super::error::ApiError;
+use super::x_registry::XRegistry;
 use crate::fetch::Source;
 use crate::oci::{Digest, NameError, OciCode, Reference, RegistryName, RepoName};
 
@@ -111,37 +112,26 @@ pub(crate) fn percent_decode(s: &str) -> String {
 }
 
 /// The upstream a request names outside its path: the `X-Registry` header
-/// first (the Go ociregistry's highest priority), else `?ns=`. The header must
-/// be exactly one `host[:port]`: no scheme, path, userinfo or query, at most
-/// 255 bytes. What it names then meets the same rules as any other upstream
-/// name (`denyUnlisted`, public addresses only for unlisted upstreams).
-pub fn upstream_override(req: &super::http::Request) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.x_registry.as_deref() else {
-        return Ok(ns_param(req.query.as_deref()));
-    };
-    let invalid = |why: &str| {
-        ApiError::new(400, OciCode::NameInvalid, format!("X-Registry: {why}"))
-            .detail("X-Registry names one upstream registry as host[:port], e.g. quay.io or 10.0.0.5:5000")
-    };
-    if req.x_registry_lines > 1 {
-        return Err(invalid("sent more than once"));
-    }
-    if value.len() > 255 {
-        return Err(invalid("longer than 255 bytes"));
-    }
-    match value.parse::<RegistryName>() {
-        Ok(name) => Ok(Some(name.as_str().to_string())),
-        Err(_) => Err(invalid(&format!("{value:?} is not a registry host[:port]"))),
+/// first (the Go ociregistry's highest priority; parsed with the head, see
+/// `x_registry`), else `?ns=`. What it names then meets the same rules as any
+/// other upstream name (`denyUnlisted`, public addresses only for unlisted
+/// upstreams).
+pub fn upstream_override(req: &super::http::Request) -> Result<Option<RegistryName>, ApiError> {
+    match &req.x_registry {
+        XRegistry::Named(name) => Ok(Some(name.clone())),
+        XRegistry::Invalid(why) => Err(ApiError::new(400, OciCode::NameInvalid, format!("X-Registry: {why}"))
+            .detail("X-Registry names one upstream registry as host[:port], e.g. quay.io or 10.0.0.5:5000")),
+        XRegistry::Absent => ns_param(req.query.as_deref()).map(|ns| ns.parse().map_err(name_error)).transpose(),
     }
 }
 
 /// Chooses the upstream and canonical repository for a requested name.
-pub fn resolve(name: &str, ns: Option<&str>, default_ns: Option<&RegistryName>) -> Result<Source, ApiError> {
+pub fn resolve(name: &str, ns: Option<&RegistryName>, default_ns: Option<&RegistryName>) -> Result<Source, ApiError> {
     if name.len() > crate::oci::reference::MAX_REPO_NAME {
         return Err(name_error(NameError::RepoTooLong));
     }
     let (registry, repo) = if let Some(ns) = ns {
-        (ns.parse::<RegistryName>().map_err(name_error)?, name)
+        (ns.clone(), name)
     } else {
         match name.split_once('/') {
             Some((first, rest)) if RegistryName::looks_like_host(first) => (first.parse().map_err(name_error)?, rest),
@@ -222,9 +212,10 @@ mod tests {
     #[test]
     fn upstream_selection() {
         let hub: RegistryName = "docker.io".parse().unwrap();
-        let s = resolve("library/alpine", Some("docker.io"), None).unwrap();
+        let quay: RegistryName = "quay.io".parse().unwrap();
+        let s = resolve("library/alpine", Some(&hub), None).unwrap();
         assert_eq!(s.to_string(), "docker.io/library/alpine");
-        let s = resolve("alpine", Some("registry-1.docker.io"), None).unwrap();
+        let s = resolve("alpine", Some(&"registry-1.docker.io".parse().unwrap()), None).unwrap();
         assert_eq!(s.to_string(), "docker.io/library/alpine");
         let s = resolve("quay.io/calico/node", None, Some(&hub)).unwrap();
         assert_eq!(s.to_string(), "quay.io/calico/node");
@@ -238,9 +229,9 @@ mod tests {
         assert_eq!(s.to_string(), "docker.io/library/nginx");
         let e = resolve("nginx", None, None).unwrap_err();
         assert_eq!((e.status, e.code), (404, OciCode::NameUnknown));
-        let e = resolve("Upper/case", Some("quay.io"), None).unwrap_err();
+        let e = resolve("Upper/case", Some(&quay), None).unwrap_err();
         assert_eq!((e.status, e.code), (400, OciCode::NameInvalid));
-        let e = resolve(&"a".repeat(256), Some("quay.io"), None).unwrap_err();
+        let e = resolve(&"a".repeat(256), Some(&quay), None).unwrap_err();
         assert_eq!(e.code, OciCode::NameInvalid);
     }
 
@@ -268,21 +259,23 @@ mod tests {
     #[test]
     fn x_registry_comes_before_ns_and_is_one_host_port() {
         use crate::serve::http::Request;
-        let req = |x: Option<&str>, lines: u8, query: Option<&str>| Request {
-            x_registry: x.map(str::to_string),
-            x_registry_lines: lines,
-            query: query.map(str::to_string),
-            ..Request::default()
+        let req = |x: &[&str], query: Option<&str>| {
+            let mut r = Request { query: query.map(str::to_string), ..Request::default() };
+            x.iter().for_each(|v| r.x_registry.add_line(v.as_bytes()));
+            r
         };
-        let chosen = |r: Request| upstream_override(&r).map_err(|e| format!("{e:?}"));
-        assert_eq!(chosen(req(None, 0, Some("ns=quay.io"))).unwrap().as_deref(), Some("quay.io"));
-        assert_eq!(chosen(req(Some("GHCR.io"), 1, Some("ns=quay.io"))).unwrap().as_deref(), Some("ghcr.io"));
-        assert_eq!(chosen(req(Some("index.docker.io"), 1, None)).unwrap().as_deref(), Some("docker.io"));
-        assert_eq!(chosen(req(Some("[::1]:5000"), 1, None)).unwrap().as_deref(), Some("[::1]:5000"));
-        for bad in ["quay.io/x", "u:p@quay.io", "https://quay.io", "quay.io:0", "quay.io:99999", "", "a..b"] {
-            assert!(chosen(req(Some(bad), 1, None)).is_err(), "{bad:?}");
+        let chosen = |r: Request| upstream_override(&r).map(|n| n.map(|n| n.as_str().to_string()));
+        assert_eq!(chosen(req(&[], Some("ns=quay.io"))).unwrap().as_deref(), Some("quay.io"));
+        assert_eq!(chosen(req(&[], Some("ns=registry-1.docker.io"))).unwrap().as_deref(), Some("docker.io"));
+        assert_eq!(chosen(req(&[], None)).unwrap(), None);
+        assert_eq!(chosen(req(&["GHCR.io"], Some("ns=quay.io"))).unwrap().as_deref(), Some("ghcr.io"));
+        assert_eq!(chosen(req(&["index.docker.io"], None)).unwrap().as_deref(), Some("docker.io"));
+        for bad in [&["quay.io/x"][..], &["quay.io", "quay.io"], &[&"a".repeat(256)]] {
+            let e = chosen(req(bad, Some("ns=quay.io"))).unwrap_err();
+            assert_eq!((e.status, e.code), (400, OciCode::NameInvalid), "{bad:?}");
+            assert!(e.message.starts_with("X-Registry: "), "{}", e.message);
         }
-        assert!(chosen(req(Some("quay.io"), 2, None)).is_err(), "twice");
-        assert!(chosen(req(Some(&"a".repeat(256)), 1, None)).is_err(), "too long");
+        let e = chosen(req(&[], Some("ns=quay.io/x"))).unwrap_err();
+        assert_eq!((e.status, e.code), (400, OciCode::NameInvalid));
     }
 }

@@ -12,12 +12,13 @@ use super::response::Response;
 use super::Shared;
 use crate::fetch::tags::{encode, form_pairs};
 use crate::fetch::{FetchError, Source};
+use crate::oci::RegistryName;
 
 pub async fn list(
     shared: &Shared,
     req: &Request,
     client_name: &str,
-    ns: Option<&str>,
+    ns: Option<&RegistryName>,
     source: Source,
 ) -> Result<Response, ApiError> {
     let query = req.query.clone().unwrap_or_default();
@@ -40,7 +41,7 @@ pub async fn list(
     };
     let mut r = Response::json(200, body);
     if let Some(next) = next {
-        let ns = ns.map(|n| format!("&ns={}", encode(n))).unwrap_or_default();
+        let ns = ns.map(|n| format!("&ns={}", encode(n.as_str()))).unwrap_or_default();
         r = r.header("Link", format!("</v2/{client_name}/tags/list?{next}{ns}>; rel=\"next\""));
     }
     Ok(r)

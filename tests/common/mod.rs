@@ -340,3 +340,19 @@ impl DeafServer {
         DeafServer { _lock: lock }
     }
 }
+
+/// Splits a stream of pipelined responses; `heads` marks the answers to HEAD requests (no body).
+pub fn split_responses(mut all: &[u8], heads: &[bool]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &head_only in heads {
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        let head = String::from_utf8_lossy(&all[..end]).into_owned();
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).map_or(0, |v| v.trim().parse().unwrap());
+        let body_len = if head_only { 0 } else { len };
+        out.push((head, all[end..end + body_len].to_vec()));
+        all = &all[end + body_len..];
+    }
+    assert!(all.is_empty(), "{} bytes after the last response", all.len());
+    out
+}
