@@ -20,6 +20,9 @@
 //! `go-prune-wait=MS` is not a fault: it shortens how long Go's `DELETE
 //! /cmd/prune` waits before its 202 (see [`go_prune_wait`]).
 //!
+//! `tls-check=MS` makes every periodic check of `serverTlsConfig`'s files
+//! take that long (see [`stall`]), as a stat on a hung disk or mount does.
+//!
 //! Points that slow down: `cold-read` (a committed file's path): the serving
 //! threads treat every chunk of that file as not in the page cache, and
 //! reading a chunk in takes [`SLOW_READ`] longer, as on a failing SD card.
@@ -42,6 +45,18 @@ pub fn go_prune_wait(normal: std::time::Duration) -> std::time::Duration {
 #[inline(always)]
 pub fn go_prune_wait(normal: std::time::Duration) -> std::time::Duration {
     normal
+}
+
+/// How long the point armed as `point=MS` stalls, when it is armed.
+#[cfg(feature = "fault-injection")]
+pub fn stall(point: &str) -> Option<std::time::Duration> {
+    armed().iter().find(|(p, _)| p == point).and_then(|(_, ms)| ms.parse().ok()).map(std::time::Duration::from_millis)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn stall(_point: &str) -> Option<std::time::Duration> {
+    None
 }
 
 /// Panics when the fault `point` is armed for a subject contained in `subject`.

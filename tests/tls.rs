@@ -355,6 +355,17 @@ fn a_reload_that_fails_keeps_the_certificates_in_use_and_file_changes_reload_wit
     s.pull(&mut conn);
 }
 
+/// Every periodic check of the files stalls for a minute (a hung disk): pulls
+/// through the fetcher (misses) still complete within the client's 20 s read
+/// timeout, because the checks wait on a blocking thread, not on the fetcher's.
+#[test]
+fn a_stalled_check_of_the_certificate_files_does_not_stall_the_fetcher() {
+    let s = setup_env("none", &[], &[("OCIREGISTRY_FAULTS", "tls-check=60000")]);
+    let mut conn = Https::connect(&s.server.addr, s.client()).unwrap();
+    s.pull(&mut conn);
+    s.pull(&mut conn);
+}
+
 #[test]
 fn unusable_files_at_startup_stop_the_server_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! HTTPS on the serving port: the rustls `ServerConfig` built from
 //! `serverTlsConfig`'s files, held where each new handshake on any serving
 //! thread takes it ([`ServerCertificates::current`]), and rebuilt on SIGHUP or
-//! when the files change ([`watch`]). Connections already open keep the
+//! when the files change ([`watch`]). Every stat of the files and every rebuild
+//! runs on a blocking thread, never on the fetcher's runtime: a slow disk or a
+//! hung mount delays the next check, not a download. Connections already open keep the
 //! configuration they were accepted with; a rebuild that fails (a file half
 //! written, a key that does not match its certificate) keeps the old one and
 //! logs an ERROR naming the file.
@@ -93,8 +95,11 @@ impl ServerCertificates {
         Ok(())
     }
 
-    /// Whether a file changed since it was last read.
+    /// Whether a file changed since it was last read. Blocks on the file system.
     pub fn changed(&self) -> bool {
+        if let Some(stalled) = crate::faults::stall("tls-check") {
+            std::thread::sleep(stalled);
+        }
         let now: Vec<_> = files(&self.settings).map(|(_, p)| stamp(p)).collect();
         *self.seen.lock() != now
     }
@@ -196,17 +201,25 @@ fn read(key: &'static str, file: &Path) -> Result<Vec<u8>, LoadError> {
 }
 
 /// Reloads `certs` when its files change (checked every [`POLL_EVERY`]),
-/// until shutdown; SIGHUP reaches it through a `reload` hook. Runs on the fetch runtime.
+/// until shutdown; SIGHUP reaches it through a `reload` hook. Runs on the
+/// fetch runtime; each check (stats, and a rebuild when a file changed) runs
+/// on a blocking thread, one at a time.
 pub async fn watch(certs: Arc<ServerCertificates>, mut shutdown: signal_watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if certs.changed() {
-                    certs.reload_logged("a file changed");
-                }
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let certs = certs.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            if certs.changed() {
+                certs.reload_logged("a file changed");
             }
+        });
+        tokio::select! {
+            _ = check => {}
             _ = shutdown.changed() => return,
         }
     }
