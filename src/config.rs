@@ -5,8 +5,10 @@
 
 pub mod auth;
 pub mod duration;
+pub mod patterns;
 pub mod prune;
 pub mod server_tls;
+pub mod size;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -267,7 +269,7 @@ pub struct Settings {
     /// Image lists and tarballs to load before serving (`--preload-images`).
     pub preload_images: Option<String>,
     /// The platform preloading takes from an index (`--os`, `--arch`).
-    pub platform: crate::ops::load::Platform,
+    pub platform: crate::oci::Platform,
     /// Serve the built-in hello-world image (`--hello-world`).
     pub hello_world: bool,
     /// HTTPS on the serving port (`serverTlsConfig`), if asked for.
@@ -358,14 +360,14 @@ impl Settings {
         let registries = validate_registries(&file.registries, (circuit_breaker, tag_policy), &mut problems);
         let prune = prune::validate(file.prune_config.as_ref(), &mut problems);
         let evict = prune::watermarks(file.prune_config.as_ref(), &mut problems);
-        if let Err(e) = crate::ops::criteria::Patterns::from_entries(file.pinned.iter().map(String::as_str)) {
+        if let Err(e) = patterns::Patterns::from_entries(file.pinned.iter().map(String::as_str)) {
             problems.push(format!("pinned: {e}"));
         }
         let os = serve.os.as_deref().or(file.os.as_deref());
-        let platform = crate::ops::load::Platform::parse(os, serve.arch.as_deref().or(file.arch.as_deref()))
-            .unwrap_or_else(|e| {
+        let platform =
+            crate::oci::Platform::parse(os, serve.arch.as_deref().or(file.arch.as_deref())).unwrap_or_else(|e| {
                 problems.push(format!("os/arch: {e}"));
-                crate::ops::load::Platform::parse(None, None).expect("this host's platform")
+                crate::oci::Platform::parse(None, None).expect("this host's platform")
             });
         let admin = crate::admin::access::Access::from_config(file.admin.as_ref(), &mut problems);
         let tls = server_tls::validate(file.server_tls_config.as_ref(), &mut problems);

@@ -1,7 +1,7 @@
 //! ociregistry: a pull-only, pull-through, caching OCI Distribution registry.
 //!
 //! # Layout
-//! - [`oci`]: pure types (digests, names, references, media types, error bodies).
+//! - [`oci`]: pure types (digests, names, references, media types, platforms, error bodies).
 //! - [`config`] and [`cli`]: the command line and YAML file, merged and validated.
 //! - [`store`]: the image path on disk: committed blobs, records, tags, temp files.
 //! - [`fetch`]: the tokio fetch plane that owns every upstream connection and fills the store.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::parse_secs as parse_duration;
-use crate::ops::criteria::{parse_size, Patterns};
+use super::patterns::Patterns;
+use super::size::parse as parse_size;
 
 /// How often by default (Go's `5h`).
 pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(5 * 3600);

@@ -6,9 +6,10 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::criteria::{format_time, Patterns};
+use super::criteria::format_time;
 use super::prune::short;
 use crate::cli::{Cli, ListArgs, ListOutput};
+use crate::config::patterns::Patterns;
 use crate::config::{CommonSettings, FileConfig};
 use crate::store::catalog::Image;
 use crate::store::{peek, Layout};
@@ -48,7 +49,8 @@ fn list(cli: &Cli, args: &ListArgs) -> Result<(), String> {
     if peeked.skipped > 0 {
         eprintln!("warning: skipped {} unreadable lines of the records journal", peeked.skipped);
     }
-    let images: Vec<&Image> = peeked.images.iter().filter(|i| patterns.as_ref().is_none_or(|p| p.matches(i))).collect();
+    let images: Vec<&Image> =
+        peeked.images.iter().filter(|i| patterns.as_ref().is_none_or(|p| p.matches_any(&i.references()))).collect();
     let text = match args.output {
         ListOutput::Table => table(&images, header, short_digest),
         ListOutput::Json => json(&images, short_digest),

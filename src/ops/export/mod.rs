@@ -23,9 +23,9 @@ use select::Chosen;
 use tarball::{Contents, Named, Output};
 use walk::Walked;
 
-use super::criteria::Patterns;
 use super::load::spec;
 use crate::cli::{Cli, ExportArgs};
+use crate::config::patterns::Patterns;
 use crate::config::CommonSettings;
 use crate::store::{peek, Layout};
 

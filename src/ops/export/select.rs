@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::config::patterns::Patterns;
 use crate::oci::Digest;
-use crate::ops::criteria::Patterns;
 use crate::ops::load::Input;
 use crate::store::catalog::ImageName;
 use crate::store::peek::Peeked;
@@ -57,7 +57,7 @@ impl Selection {
 /// The cached images any pattern matches.
 pub fn by_patterns(peeked: &Peeked, patterns: &Patterns) -> Selection {
     let mut selection = Selection::default();
-    for image in peeked.images.iter().filter(|i| patterns.matches(i)) {
+    for image in peeked.images.iter().filter(|i| patterns.matches_any(&i.references())) {
         let tag = match &image.name {
             ImageName::Tag(k) => Some(k.tag.as_str().to_string()),
             ImageName::Digest { .. } => None,

@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Input, Line};
-use super::{load, ImageRef, Options, Platform, Platforms, Progress, DEFAULT_JOBS, MAX_JOBS};
+use super::{load, ImageRef, Options, Platforms, Progress, DEFAULT_JOBS, MAX_JOBS};
+use crate::oci::Platform;
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::{watch, Semaphore};
 
 pub use image_ref::ImageRef;
-pub use platform::{Platform, Platforms};
+pub use platform::Platforms;
 pub use preload::preload;
 pub use progress::Progress;
 pub use spec::Input;
@@ -39,6 +39,7 @@ pub use spec::Input;
 use crate::cli::{Cli, LoadArgs, LogLevel, ServeArgs};
 use crate::config::{FileConfig, Settings};
 use crate::fetch::FetchHandle;
+use crate::oci::Platform;
 use crate::store::{Layout, OpenError, Store};
 
 /// Images loaded at once (and blob downloads at once) by default.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::{prune_with, Criteria, Pins};
+use crate::config::patterns::Patterns;
 use crate::config::prune::{BackgroundPrune, Select};
-use crate::ops::criteria::Patterns;
 use crate::store::Store;
 
 /// Runs until shutdown.

@@ -13,8 +13,10 @@ use std::io::{self, Write};
 use super::job::PruneBody;
 use super::{plan, prune_with, Criteria, Pins, Report};
 use crate::cli::{Cli, PruneArgs};
+use crate::config::patterns::Patterns;
+use crate::config::size::parse as parse_size;
 use crate::config::{CommonSettings, FileConfig};
-use crate::ops::criteria::{parse_date, parse_duration, parse_size, Patterns};
+use crate::ops::criteria::{parse_date, parse_duration};
 use crate::store::{peek, Layout, MemoryLimits, OpenError, Store};
 
 /// Runs the command; returns the exit status: 0 pruned (or nothing to

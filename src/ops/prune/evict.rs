@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{prune_with, Criteria, Pins};
+use crate::config::patterns::Patterns;
 use crate::config::prune::Watermarks;
-use crate::ops::criteria::Patterns;
 use crate::store::Store;
 
 /// Runs until shutdown.

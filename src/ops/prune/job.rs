@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use super::{prune_with, Criteria, Pins};
 use crate::admin::{JobContext, JobFuture};
-use crate::ops::criteria::{parse_duration, Patterns};
+use crate::config::patterns::Patterns;
+use crate::ops::criteria::parse_duration;
 use crate::serve::route::percent_decode;
 
 /// What a prune job is asked: the criteria, already resolved to absolute values.

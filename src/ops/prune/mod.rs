@@ -198,8 +198,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::config::patterns::Patterns;
     use crate::oci::{media, Algorithm, MediaType};
-    use crate::ops::criteria::Patterns;
     use crate::store::{BlobWriter, MemoryLimits, StagedManifest, TagRecord};
 
     /// Commits an image `quay.io/r:<tag>` with one layer of `layer` bytes; returns (manifest, layer).

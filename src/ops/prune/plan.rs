@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::super::criteria::Patterns;
+use crate::config::patterns::Patterns;
 use crate::oci::Digest;
 use crate::store::catalog::Image;
 
@@ -36,7 +36,7 @@ impl Criteria {
     }
 
     fn matches(&self, image: &Image) -> bool {
-        self.patterns.as_ref().is_none_or(|p| p.matches(image))
+        self.patterns.as_ref().is_none_or(|p| p.matches_any(&image.references()))
             && self.created_before.is_none_or(|t| image.created.is_some_and(|c| c < t))
             && self.accessed_before.is_none_or(|t| image.pulled.or(image.created).is_some_and(|p| p < t))
     }
@@ -53,8 +53,9 @@ pub struct Pins {
 
 impl Pins {
     pub fn holds(&self, image: &Image) -> bool {
-        image.references().iter().any(|r| self.exact.contains(r))
-            || self.patterns.as_ref().is_some_and(|p| p.matches(image))
+        let references = image.references();
+        references.iter().any(|r| self.exact.contains(r))
+            || self.patterns.as_ref().is_some_and(|p| p.matches_any(&references))
     }
 }
 
