@@ -204,8 +204,16 @@ fn go_series_count_pulls_by_namespace_and_disk_follows_the_store_through_a_prune
     let blobs_dir = server.image_path.join("blobs");
     assert_eq!(m("ociregistry_manifest_bytes_on_disk_total"), img.manifest_bytes.len() as u64);
     assert_eq!(m("ociregistry_blob_bytes_on_disk_total"), layer.len() as u64);
-    assert_eq!((m("ociregistry_cached_manifest_count"), m("ociregistry_cached_blob_count")), (1, 1));
+    // As Go counts it: the manifest by its tag and by its digest.
+    assert_eq!((m("ociregistry_cached_manifest_count"), m("ociregistry_cached_blob_count")), (2, 1));
     assert_eq!(bytes_under(&blobs_dir, 0), (img.manifest_bytes.len() + layer.len()) as u64);
+    // A second tag for the same manifest is one more reference (its digest is one already).
+    up.set_tag("team/app", "v1-again", &img.manifest_digest);
+    let again = manifest_path(&up, "team/app", "v1-again");
+    assert_eq!(server.get(&again, &[("Accept", common::fake_upstream::OCI_MANIFEST)]).status, 200);
+    let (page, _) = s.scrape();
+    assert_eq!(metric(&page, "ociregistry_cached_manifest_count"), 3);
+    assert_eq!(metric(&page, "ociregistry_manifest_bytes_on_disk_total"), img.manifest_bytes.len() as u64);
 
     let prune = http_request("DELETE", &server.url("/cmd/prune?type=pattern&expr=team/app&dryRun=false"), &[]).unwrap();
     assert_eq!(prune.status, 200, "{}", prune.text());
@@ -218,7 +226,8 @@ fn go_series_count_pulls_by_namespace_and_disk_follows_the_store_through_a_prune
     // Pulled again: counted again, from upstream.
     assert_eq!(server.get(&tag, &[]).status, 200);
     let (page, _) = s.scrape();
-    assert_eq!(metric(&page, &format!("ociregistry_upstream_pulls_by_ns{{ns=\"{ns}\"}}")), 2);
+    assert_eq!(metric(&page, &format!("ociregistry_upstream_pulls_by_ns{{ns=\"{ns}\"}}")), 3);
+    assert_eq!(metric(&page, "ociregistry_cached_manifest_count"), 2);
     assert_eq!(metric(&page, "ociregistry_manifest_bytes_on_disk_total"), img.manifest_bytes.len() as u64);
 }
 

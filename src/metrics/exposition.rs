@@ -158,7 +158,12 @@ fn go_series(e: &mut DescriptorEncoder, m: &Metrics, totals: &[u64; super::SLOTS
         "Total manifest bytes on disk (independent of file system overhead)",
         store.manifest_bytes,
     )?;
-    gauge(e, "cached_manifest_count", "Total number of manifests cached, by digest", store.manifests)?;
+    gauge(
+        e,
+        "cached_manifest_count",
+        "Total number of manifest references cached: by tag and by digest, per repository",
+        store.manifest_references,
+    )?;
     gauge(e, "cached_blob_count", "Total number of cached blobs", store.blobs)?;
 
     Ok(())

@@ -197,9 +197,10 @@ impl Store {
         self.totals.bytes()
     }
 
-    /// Bytes and objects committed, by kind, from running totals (no walk).
+    /// Bytes and objects committed, by kind, and the references manifests
+    /// are cached under, from running totals (no walk).
     pub fn totals(&self) -> totals::Snapshot {
-        self.totals.snapshot()
+        self.totals.snapshot(self.tags.read().len())
     }
 
     /// Sets the size past which commits wake [`Store::over_high_watermark`];
@@ -545,6 +546,7 @@ impl Store {
         // An empty source (a blob no known image references) is not one, as the journal reads it back.
         if !source.is_empty() && !entry.sources.iter().any(|s| s == source) {
             Arc::make_mut(entry).sources.push(source.to_string());
+            self.totals.add_source(entry.kind);
         }
         drop(records);
         if added {
