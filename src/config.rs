@@ -216,6 +216,17 @@ impl Registry {
             tag_policy: TagPolicy::Never,
         }
     }
+
+    /// Whether `other` reaches the same upstream as the same client: URL,
+    /// credentials and TLS alike (its breaker and tag policy may differ).
+    /// What was obtained with one (a bearer token) holds for the other.
+    pub fn same_access(&self, other: &Registry) -> bool {
+        self.name == other.name
+            && self.base_url == other.base_url
+            && self.send_ns == other.send_ns
+            && self.credentials == other.credentials
+            && self.tls == other.tls
+    }
 }
 
 /// Everything the server runs with, after merging and validation.

@@ -1,10 +1,15 @@
 //! Upstream authentication: parsing `WWW-Authenticate` challenges, and the
-//! bearer-token cache keyed by (realm, service, scope), each token kept until
-//! shortly before it expires.
+//! bearer-token cache keyed by (registry, realm, service, scope), each token
+//! kept until shortly before it expires. The registry is part of the key: two
+//! upstreams sharing a realm but holding different credentials never share a
+//! token, and a reload drops the tokens of exactly the registries whose access
+//! settings changed.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use crate::oci::RegistryName;
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +92,8 @@ impl TokenResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
+    /// The upstream the token was fetched for, with its credentials.
+    pub registry: RegistryName,
     pub realm: String,
     pub service: Option<String>,
     pub scope: String,
@@ -95,7 +102,7 @@ pub struct TokenKey {
 /// Tokens kept at most; a full cache drops expired ones, then starts over.
 const MAX_TOKENS: usize = 4096;
 
-/// Bearer tokens by (realm, service, scope), with their expiry.
+/// Bearer tokens by (registry, realm, service, scope), with their expiry.
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
@@ -125,9 +132,10 @@ impl TokenCache {
         self.tokens.lock().remove(key);
     }
 
-    /// Forgets every token (the credentials they were fetched with changed).
-    pub fn clear(&self) {
-        self.tokens.lock().clear();
+    /// Forgets the tokens of the registries `gone` names (the settings they
+    /// were fetched with changed, or the registry is no longer listed).
+    pub fn forget_registries(&self, gone: impl Fn(&RegistryName) -> bool) {
+        self.tokens.lock().retain(|key, _| !gone(&key.registry));
     }
 }
 
@@ -168,11 +176,30 @@ mod tests {
     #[test]
     fn token_cache_expires() {
         let cache = TokenCache::default();
-        let key = TokenKey { realm: "r".into(), service: None, scope: "s".into() };
+        let key =
+            TokenKey { registry: "quay.io".parse().unwrap(), realm: "r".into(), service: None, scope: "s".into() };
         let now = Instant::now();
         cache.put(key.clone(), "t".into(), now + Duration::from_secs(5));
         assert_eq!(cache.get(&key, now).as_deref(), Some("t"));
         assert_eq!(cache.get(&key, now + Duration::from_secs(6)), None);
+    }
+
+    #[test]
+    fn forgetting_a_registry_keeps_the_tokens_of_the_others() {
+        let cache = TokenCache::default();
+        let key = |registry: &str| TokenKey {
+            registry: registry.parse().unwrap(),
+            realm: "https://auth.example/token".into(),
+            service: None,
+            scope: "repository:a/b:pull".into(),
+        };
+        let (now, later) = (Instant::now(), Instant::now() + Duration::from_secs(60));
+        cache.put(key("quay.io"), "q".into(), later);
+        cache.put(key("ghcr.io"), "g".into(), later);
+        assert_eq!(cache.get(&key("ghcr.io"), now).as_deref(), Some("g"), "the same realm, another registry's token");
+        cache.forget_registries(|r| r.as_str() == "ghcr.io");
+        assert_eq!(cache.get(&key("ghcr.io"), now), None);
+        assert_eq!(cache.get(&key("quay.io"), now).as_deref(), Some("q"));
     }
 
     #[test]

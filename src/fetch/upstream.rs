@@ -89,21 +89,29 @@ impl Upstreams {
     /// fails to build leaves everything as it was. Unchanged entries keep their
     /// clients, tokens and breaker state. A name no longer listed becomes an
     /// unlisted upstream (public addresses only, or refused with `denyUnlisted`).
+    ///
+    /// Bearer tokens go with the access settings they were fetched under: those
+    /// of a registry whose URL, credentials or TLS changed, that is no longer
+    /// listed, or that was not listed before, are dropped; every other
+    /// registry keeps its tokens (and a client rebuilt only to re-read its TLS
+    /// files keeps its last challenge and ECR token too).
     pub fn reload(&self, registries: &[Registry]) -> Result<String, String> {
         let old = self.listed.lock().clone();
         let unchanged = |r: &Registry| {
             let files = r.tls.ca.is_some() || r.tls.cert.is_some();
             !files && old.iter().any(|o| o == r)
         };
+        let same_access = |r: &Registry| old.iter().any(|o| o.same_access(r));
         let mut rebuilt = Vec::new();
         for registry in registries.iter().filter(|r| !unchanged(r)) {
-            rebuilt.push((registry.name.clone(), Arc::new(self.build(registry.clone(), false)?)));
+            let previous = if same_access(registry) { self.clients.lock().get(&registry.name).cloned() } else { None };
+            let up = self.build_after(registry.clone(), false, previous.as_deref())?;
+            rebuilt.push((registry.name.clone(), Arc::new(up)));
         }
         let removed: Vec<&RegistryName> =
             old.iter().map(|o| &o.name).filter(|n| !registries.iter().any(|r| &r.name == *n)).collect();
-        let credentials_changed = rebuilt.iter().any(|(name, up)| {
-            old.iter().find(|o| &o.name == name).is_none_or(|o| o.credentials != up.registry.credentials)
-        });
+        let access_changed: Vec<&RegistryName> =
+            registries.iter().filter(|r| !same_access(r)).map(|r| &r.name).chain(removed.iter().copied()).collect();
         {
             let mut clients = self.clients.lock();
             for name in &removed {
@@ -114,16 +122,15 @@ impl Upstreams {
             }
             *self.listed.lock() = Arc::new(registries.to_vec());
         }
-        if credentials_changed || !removed.is_empty() {
-            // Tokens fetched with the old credentials must not outlive them.
-            self.tokens.clear();
-        }
+        // Tokens fetched under the old settings must not outlive them.
+        self.tokens.forget_registries(|name| access_changed.contains(&name));
         Ok(format!(
-            "{} registries listed: {} with new clients, {} no longer listed, {} unchanged",
+            "{} registries listed: {} with new clients, {} no longer listed, {} unchanged, tokens dropped for {}",
             registries.len(),
             rebuilt.len(),
             removed.len(),
-            registries.len() - rebuilt.len()
+            registries.len() - rebuilt.len(),
+            access_changed.len()
         ))
     }
 
@@ -161,6 +168,12 @@ impl Upstreams {
 
     /// A client for `registry`; `unlisted` ones reach only public addresses, redirects included.
     fn build(&self, registry: Registry, unlisted: bool) -> Result<Upstream, String> {
+        self.build_after(registry, unlisted, None)
+    }
+
+    /// [`Upstreams::build`], taking over what `previous` (a client with the
+    /// same access settings) learnt: its last challenge and its ECR token.
+    fn build_after(&self, registry: Registry, unlisted: bool, previous: Option<&Upstream>) -> Result<Upstream, String> {
         let mut b = server_trust(base_builder(&self.settings), &registry)?;
         if let (Some(cert), Some(key)) = (&registry.tls.cert, &registry.tls.key) {
             let mut pem = std::fs::read(cert).map_err(|e| format!("{}: tls.cert: {e}", registry.name))?;
@@ -182,9 +195,10 @@ impl Upstreams {
         // Breakers live in their `Upstream`, so they share the clients' bound; their series survive a rebuild.
         let series = self.series_map.series(registry.name.as_str(), self.client_bound());
         let breaker = Breaker::new(registry.name.clone(), registry.breaker, series.clone());
-        let ecr = match &registry.credentials {
-            Some(Credentials::Ecr(source)) => {
-                Some(EcrTokens::new(registry.name.clone(), source.clone(), self.settings.pull_timeout))
+        let ecr = match (&registry.credentials, previous.and_then(|p| p.ecr.clone())) {
+            (Some(Credentials::Ecr(_)), Some(kept)) => Some(kept),
+            (Some(Credentials::Ecr(source)), None) => {
+                Some(Arc::new(EcrTokens::new(registry.name.clone(), source.clone(), self.settings.pull_timeout)))
             }
             _ => None,
         };
@@ -197,7 +211,7 @@ impl Upstreams {
             foreign: if unlisted { self.foreign_public.clone() } else { self.foreign.clone() },
             unlisted,
             tokens: self.tokens.clone(),
-            challenge: Mutex::new(None),
+            challenge: Mutex::new(previous.and_then(|p| p.challenge.lock().clone())),
             timeout: self.settings.pull_timeout,
             counters: self.counters.clone(),
             breaker,
@@ -257,7 +271,7 @@ pub struct Upstream {
     /// This upstream's metric series (latency, errors, rate limit, bytes).
     series: Arc<UpstreamSeries>,
     /// The ECR token, for `auth.token.provider: ecr`.
-    ecr: Option<EcrTokens>,
+    ecr: Option<Arc<EcrTokens>>,
 }
 
 impl Upstream {
@@ -382,6 +396,7 @@ impl Upstream {
             Challenge::Basic => Ok(self.basic_authorization().await?.as_deref().and_then(header)),
             Challenge::Bearer { realm, service, .. } => {
                 let key = TokenKey {
+                    registry: self.registry.name.clone(),
                     realm: realm.clone(),
                     service: service.clone(),
                     scope: format!("repository:{repo}:pull"),
@@ -657,9 +672,22 @@ mod tests {
         ups.prepare_listed().unwrap();
         let client = |name: &str| ups.clients.lock().get(&name.parse::<RegistryName>().unwrap()).cloned();
         let (quay, ghcr) = (client("quay.io").unwrap(), client("ghcr.io").unwrap());
+        let token = |name: &str| TokenKey {
+            registry: name.parse().unwrap(),
+            realm: "https://auth.example/token".into(),
+            service: None,
+            scope: "repository:a/b:pull".into(),
+        };
+        let later = Instant::now() + Duration::from_secs(300);
+        for name in ["quay.io", "ghcr.io", "gone.example"] {
+            ups.tokens.put(token(name), format!("token of {name}"), later);
+        }
 
         let done = ups.reload(&[listed("quay.io", "a"), listed("ghcr.io", "b"), listed("new.example", "a")]).unwrap();
-        assert!(done.contains("2 with new clients, 1 no longer listed, 1 unchanged"), "{done}");
+        assert!(done.contains("2 with new clients, 1 no longer listed, 1 unchanged, tokens dropped for 3"), "{done}");
+        assert!(ups.tokens.get(&token("quay.io"), Instant::now()).is_some(), "unchanged: its token is kept");
+        assert!(ups.tokens.get(&token("ghcr.io"), Instant::now()).is_none(), "a new password: its token goes");
+        assert!(ups.tokens.get(&token("gone.example"), Instant::now()).is_none(), "no longer listed: its token goes");
         assert!(Arc::ptr_eq(&quay, &client("quay.io").unwrap()), "unchanged: the same client");
         let new_ghcr = client("ghcr.io").unwrap();
         assert!(!Arc::ptr_eq(&ghcr, &new_ghcr), "a new password: a new client");
