@@ -7,7 +7,9 @@
 //!
 //! A request's lines are logged inside its `request` span (`serve`), whose
 //! `id` text lines show as `request{id=…}:` and JSON lines as
-//! `"span":{"id":…,"name":"request"}`.
+//! `"span":{"id":…,"name":"request"}`. The fetcher runs what a request
+//! starts inside that same span (see `fetch`), so its lines for the fetch
+//! carry the id of the request that led it.
 //!
 //! AWS's SDK (the `ecr` feature) logs response bodies and outputs, an ECR
 //! token among them, at TRACE: whatever the filter, its crates stop at DEBUG.

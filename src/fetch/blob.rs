@@ -21,6 +21,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::download::{Download, State};
 use super::upstream::Upstream;
@@ -90,7 +91,8 @@ impl Fetcher {
         }
         let reader = download.reader();
         self.prefetch_siblings(&source, &digest);
-        tokio::spawn(self.clone().run_download(source, download.clone(), writer));
+        // The download keeps the span of the request that started it, whoever joins it later.
+        tokio::spawn(self.clone().run_download(source, download.clone(), writer).in_current_span());
         Ok(BlobSource::Downloading(reader))
     }
 

@@ -26,6 +26,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use reqwest::Method;
 
+use tracing::Instrument;
+
 use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
 use crate::metrics::Counter;
 use crate::oci::{Digest, Reference, Tag};
@@ -67,16 +69,19 @@ impl Fetcher {
     /// Joins the re-check of (source, tag) in flight, or starts it.
     pub(super) fn check_tag(self: Arc<Self>, source: Source, tag: Tag, cached: Digest, reply: Reply<Checked>) {
         let Some(flight) = self.tag_checks.join((source, tag), reply) else { return };
-        tokio::spawn(async move {
-            let (source, tag) = flight.key();
-            let limit = CHECK_TIMEOUT.min(self.settings.pull_timeout);
-            let checked = match tokio::time::timeout(limit, self.recheck(source, tag, &cached)).await {
-                Ok(Ok(checked)) => checked,
-                Ok(Err(e)) => self.stale(source, tag, &e.to_string()),
-                Err(_) => self.stale(source, tag, &format!("no answer within {limit:?}")),
-            };
-            flight.land(Ok(checked));
-        });
+        tokio::spawn(
+            async move {
+                let (source, tag) = flight.key();
+                let limit = CHECK_TIMEOUT.min(self.settings.pull_timeout);
+                let checked = match tokio::time::timeout(limit, self.recheck(source, tag, &cached)).await {
+                    Ok(Ok(checked)) => checked,
+                    Ok(Err(e)) => self.stale(source, tag, &e.to_string()),
+                    Err(_) => self.stale(source, tag, &format!("no answer within {limit:?}")),
+                };
+                flight.land(Ok(checked));
+            }
+            .in_current_span(),
+        );
     }
 
     async fn recheck(&self, source: &Source, tag: &Tag, cached: &Digest) -> Result<Checked, FetchError> {

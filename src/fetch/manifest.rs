@@ -9,6 +9,8 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 
+use tracing::Instrument;
+
 use super::{FetchError, Fetcher, ManifestHit, Reply, Source};
 use crate::metrics::Counter;
 use crate::oci::{media, Digest, MediaType, Reference};
@@ -35,14 +37,18 @@ impl Fetcher {
         else {
             return;
         };
-        tokio::spawn(async move {
-            let (source, reference) = flight.key();
-            let result = self.fetch_manifest(source, reference).await;
-            if let Err(e) = &result {
-                tracing::debug!(%source, %reference, error = %e, "manifest fetch failed");
+        // In the leader's span: a request that joins the flight sends no span of its own here.
+        tokio::spawn(
+            async move {
+                let (source, reference) = flight.key();
+                let result = self.fetch_manifest(source, reference).await;
+                if let Err(e) = &result {
+                    tracing::debug!(%source, %reference, error = %e, "manifest fetch failed");
+                }
+                flight.land(result);
             }
-            flight.land(result);
-        });
+            .in_current_span(),
+        );
     }
 
     /// The manifest `fetch_manifest` found: `fetched` only when it came from upstream.
@@ -147,7 +153,9 @@ impl Fetcher {
         };
         self.store.stage_manifest(&staged);
         let store = self.store.clone();
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _in_request = span.enter();
             if let Err(e) = store.persist_manifest(&staged) {
                 tracing::error!(digest = %staged.digest, error = %e, "manifest could not be written to the cache");
             }

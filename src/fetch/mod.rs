@@ -10,6 +10,10 @@
 //! - Blobs are fetched once per digest whatever the fan-out; every requester
 //!   gets the same [`Download`] and streams it while it fills.
 //! - Disk writes, fsync and rename run on blocking threads, never on the runtime.
+//! - A job carries the tracing span of the request that sent it (its `request`
+//!   span, with the request id), and the fetch it starts runs inside that span:
+//!   the fetcher's lines for it name the id of the request that led it, also
+//!   when later requests join it.
 
 mod auth;
 mod blob;
@@ -35,6 +39,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 /// `WWW-Authenticate` parsing, public for the fuzz target (`crate::fuzzing`).
 pub use auth::{parse_challenge, Challenge};
@@ -95,10 +100,13 @@ enum Job {
     CheckTag { source: Source, tag: Tag, cached: Digest, reply: Reply<Checked> },
 }
 
+/// A job and the span of the request that sent it (disabled when that request logs none).
+type Sent = (Job, tracing::Span);
+
 /// The serving side's handle on the fetcher.
 #[derive(Clone)]
 pub struct FetchHandle {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Sent>,
     fetcher: Arc<Fetcher>,
 }
 
@@ -142,7 +150,7 @@ impl FetchHandle {
 
     async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, FetchError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(job(tx)).map_err(|_| FetchError::ShuttingDown)?;
+        self.jobs.send((job(tx), tracing::Span::current())).map_err(|_| FetchError::ShuttingDown)?;
         rx.await.unwrap_or(Err(FetchError::ShuttingDown))
     }
 }
@@ -221,21 +229,29 @@ pub fn start(
     });
     runtime.spawn(fetcher.clone().flush_check_times());
     let handle_fetcher = fetcher.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sent>();
     runtime.spawn(async move {
-        while let Some(job) = rx.recv().await {
+        while let Some((job, span)) = rx.recv().await {
             let f = fetcher.clone();
+            // What a job starts runs in its request's span: every task it spawns takes the current one.
+            let _in_request = span.enter();
             match job {
                 Job::Manifest { source, reference, reply } => f.manifest(source, reference, reply),
                 Job::Blob { source, digest, reply } => {
-                    tokio::spawn(async move {
-                        let _ = reply.send(f.blob(source, digest).await);
-                    });
+                    tokio::spawn(
+                        async move {
+                            let _ = reply.send(f.blob(source, digest).await);
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Job::BlobSize { source, digest, reply } => {
-                    tokio::spawn(async move {
-                        let _ = reply.send(f.blob_size(source, digest).await);
-                    });
+                    tokio::spawn(
+                        async move {
+                            let _ = reply.send(f.blob_size(source, digest).await);
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Job::Tags { source, query, reply } => f.tags(source, &query, reply),
                 Job::CheckTag { source, tag, cached, reply } => f.check_tag(source, tag, cached, reply),

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::{BlobSource, Fetcher, Source};
 use crate::oci::Digest;
 
@@ -40,10 +42,14 @@ impl Fetcher {
                 }
             }
             let (f, source, sibling) = (self.clone(), source.clone(), sibling.clone());
-            tokio::spawn(async move {
-                f.prefetch_one(source, &sibling).await;
-                f.prefetch_queued.lock().remove(&sibling);
-            });
+            // Prefetches run in the span of the request whose blob started them.
+            tokio::spawn(
+                async move {
+                    f.prefetch_one(source, &sibling).await;
+                    f.prefetch_queued.lock().remove(&sibling);
+                }
+                .in_current_span(),
+            );
         }
     }
 

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, LINK};
 use reqwest::Method;
 
+use tracing::Instrument;
+
 use super::manifest::read_limited;
 use super::{FetchError, Fetcher, Source};
 use crate::metrics::Counter;
@@ -68,15 +70,18 @@ impl Fetcher {
             }
         }
         let Some(flight) = self.tag_flights.join(key, reply) else { return };
-        tokio::spawn(async move {
-            let result = self.fetch_tags(flight.key()).await;
-            if let Ok(page) = &result {
-                let mut cache = self.tags_cache.lock();
-                super::make_room(&mut cache, MAX_CACHED_PAGES, |(at, _)| at.elapsed() >= TAGS_CACHE_TTL);
-                cache.insert(flight.key().clone(), (Instant::now(), page.clone()));
+        tokio::spawn(
+            async move {
+                let result = self.fetch_tags(flight.key()).await;
+                if let Ok(page) = &result {
+                    let mut cache = self.tags_cache.lock();
+                    super::make_room(&mut cache, MAX_CACHED_PAGES, |(at, _)| at.elapsed() >= TAGS_CACHE_TTL);
+                    cache.insert(flight.key().clone(), (Instant::now(), page.clone()));
+                }
+                flight.land(result);
             }
-            flight.land(result);
-        });
+            .in_current_span(),
+        );
     }
 
     async fn fetch_tags(&self, key: &TagsKey) -> Result<TagsPage, FetchError> {
