@@ -3,7 +3,9 @@
 //! upstream requiring Basic `AWS:<password>`, through the real binary: the
 //! token is asked for at first use, reused within its expiry, asked for again
 //! after it, and a refusal by ECR answers the client cleanly, backs off, and
-//! leaks no secret into the log (not even at TRACE).
+//! leaks no secret into the log (not even at TRACE). A token the registry (or
+//! its token endpoint) refuses before it is due is renewed at once and the
+//! request retried, at most once per 30 s.
 
 mod common;
 
@@ -169,4 +171,88 @@ fn a_wrong_secret_key_is_refused_by_the_signature_check() {
     assert_eq!(ecr.calls(), 0);
     assert!(ecr.rejections().iter().any(|r| r.contains("signature does not match")), "{:?}", ecr.rejections());
     assert_no_secret(&server.log(), &ecr);
+}
+
+/// ECR rotates its password and the upstream takes only the new one from now on.
+fn rotate(up: &FakeUpstream, ecr: &FakeEcr, password: &str, bearer: bool) {
+    ecr.set_password(password);
+    let user_pass = Some(("AWS".to_string(), password.to_string()));
+    up.set_auth(if bearer {
+        Auth::Bearer { token_ttl_secs: 300, user_pass }
+    } else {
+        Auth::Basic { user: "AWS".into(), pass: password.into() }
+    });
+}
+
+#[test]
+fn a_token_the_registry_refuses_is_renewed_at_once_but_not_again_within_30_s() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(pull(&server, &up, "v1").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 1);
+
+    // Long before its expiry, the registry stops taking the token: it is renewed and the pull retried.
+    rotate(&up, &ecr, "rotated-once-5c1e", false);
+    let r = pull(&server, &up, "v2");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), server.log());
+    assert_eq!(ecr.calls(), 2, "one renewal for the refused token");
+    let presented: Vec<_> = up
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/manifests/v2"))
+        .map(|q| q.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(presented.len(), 2, "the refused request and one retry: {presented:?}");
+    assert_eq!(presented[1], Some(format!("Basic {}", ecr.token())), "the retry carries the new token");
+    assert!(server.log().contains("renewing it"), "{}", server.log());
+
+    // Refused again within 30 s of that renewal: ECR is not asked again, the refusal stands.
+    rotate(&up, &ecr, "rotated-twice-9d0a", false);
+    let r = pull(&server, &up, "v3");
+    assert_eq!(r.status, 404, "an upstream denial, as without ECR: {}", r.text());
+    assert_eq!(ecr.calls(), 2, "a forced renewal at most once per 30 s");
+    assert!(server.log().contains("renewed too recently"), "{}", server.log());
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn a_token_the_token_endpoint_refuses_is_renewed_at_once() {
+    let up = FakeUpstream::start_with(Options {
+        auth: Auth::Bearer { token_ttl_secs: 300, user_pass: Some(("AWS".into(), PASSWORD.into())) },
+        ..Options::default()
+    });
+    for tag in ["v1", "v2"] {
+        up.add_image("team/app", tag, &[format!("layer {tag}").into_bytes()]);
+    }
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(pull(&server, &up, "v1").status, 200, "{}", server.log());
+    assert_eq!(ecr.calls(), 1);
+
+    // The bearer token runs out and the token endpoint no longer takes the old ECR token.
+    rotate(&up, &ecr, "rotated-realm-77b2", true);
+    up.expire_tokens();
+    let r = pull(&server, &up, "v2");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), server.log());
+    assert_eq!(ecr.calls(), 2, "the refused ECR token was renewed");
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn pulls_refused_together_share_one_renewal() {
+    let up = ecr_upstream();
+    let tags = ["c1", "c2", "c3", "c4", "c5", "c6"];
+    for tag in tags {
+        up.add_image("team/app", tag, &[format!("layer {tag}").into_bytes()]);
+    }
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (server, _aws) = server(&up, &ecr, &format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}"));
+    assert_eq!(pull(&server, &up, "v1").status, 200, "{}", server.log());
+    rotate(&up, &ecr, "rotated-together-31f4", false);
+    let urls: Vec<String> =
+        tags.iter().map(|tag| server.url(&format!("/v2/{}/team/app/manifests/{tag}", up.host()))).collect();
+    let statuses = common::concurrently(tags.len(), move |i| common::http_get(&urls[i], &[]).status);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", server.log());
+    assert_eq!(ecr.calls(), 2, "one renewal for every pull refused with the old token");
 }

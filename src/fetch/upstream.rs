@@ -367,6 +367,15 @@ impl Upstream {
                 return Ok(resp);
             };
             *self.challenge.lock() = Some(challenge.clone());
+            if let (Challenge::Basic, Some(ecr), Some(sent)) = (&challenge, &self.ecr, &auth) {
+                // The ECR token itself was refused: renewed now (within bounds), not at its expiry.
+                let refused = sent.to_str().unwrap_or_default().to_string();
+                match ecr.renew_refused(&refused).await?.as_deref().and_then(header) {
+                    Some(renewed) => auth = Some(renewed),
+                    None => return Ok(resp),
+                }
+                continue;
+            }
             match self.authorization(&challenge, repo, true).await? {
                 Some(a) => auth = Some(a),
                 None => return Ok(resp),
@@ -429,15 +438,30 @@ impl Upstream {
             guard::check_url(&url)?;
         }
         let client = if same_origin(&url, &self.base) { &self.client } else { &self.realm };
-        let mut req = client.get(url);
-        if let Some(authorization) = self.basic_authorization().await?.as_deref().and_then(header) {
-            req = req.header(AUTHORIZATION, authorization);
-        }
-        self.counters.inc(Counter::UpstreamToken);
-        let resp = tokio::time::timeout(self.timeout, req.send())
-            .await
-            .map_err(|_| FetchError::Timeout("token endpoint".into()))?
-            .map_err(|e| FetchError::from_reqwest(&e))?;
+        let mut basic = self.basic_authorization().await?;
+        let mut renewed = false;
+        let resp = loop {
+            let mut req = client.get(url.clone());
+            if let Some(authorization) = basic.as_deref().and_then(header) {
+                req = req.header(AUTHORIZATION, authorization);
+            }
+            self.counters.inc(Counter::UpstreamToken);
+            let resp = tokio::time::timeout(self.timeout, req.send())
+                .await
+                .map_err(|_| FetchError::Timeout("token endpoint".into()))?
+                .map_err(|e| FetchError::from_reqwest(&e))?;
+            // The token endpoint refused the ECR token: renewed now (within bounds) and asked once more.
+            if let (StatusCode::UNAUTHORIZED, false, Some(ecr), Some(sent)) =
+                (resp.status(), renewed, &self.ecr, &basic)
+            {
+                renewed = true;
+                if let Some(fresh) = ecr.renew_refused(sent).await? {
+                    basic = Some(fresh);
+                    continue;
+                }
+            }
+            break resp;
+        };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(FetchError::NotFound(format!(

@@ -3,8 +3,8 @@
 //! It answers only requests signed with AWS Signature V4 for the expected
 //! access key, region and service (the signature itself is checked with the
 //! secret key it was given), issuing base64 `AWS:<password>` tokens that ECR
-//! says expire after `lifetime`; it can be told to refuse. Every request is
-//! counted. Blocking std threads: plain `#[test]`s use it.
+//! says expire after `lifetime`; it can be told to refuse, or to issue tokens
+//! for another password from now on. Every request is counted. Blocking std threads: plain `#[test]`s use it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,7 +22,7 @@ struct State {
     access_key: String,
     secret_key: String,
     region: String,
-    password: String,
+    password: Mutex<String>,
     lifetime_secs: AtomicU64,
     refuse: AtomicBool,
     calls: AtomicUsize,
@@ -44,7 +44,7 @@ impl FakeEcr {
             access_key: access_key.into(),
             secret_key: secret_key.into(),
             region: region.into(),
-            password: password.into(),
+            password: Mutex::new(password.into()),
             lifetime_secs: AtomicU64::new(12 * 3600),
             refuse: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
@@ -67,7 +67,12 @@ impl FakeEcr {
 
     /// The token it issues: base64 of `AWS:<password>`.
     pub fn token(&self) -> String {
-        super::fake_upstream::basic_auth("AWS", &self.state.password).trim_start_matches("Basic ").to_string()
+        self.state.token()
+    }
+
+    /// Issues tokens for `AWS:<password>` from now on (ECR's tokens rotated).
+    pub fn set_password(&self, password: &str) {
+        *self.state.password.lock().unwrap() = password.to_string();
     }
 
     /// Requests answered with a token.
@@ -87,6 +92,13 @@ impl FakeEcr {
     /// `expiresAt` of the tokens issued from now on, from the time of issue.
     pub fn set_lifetime(&self, lifetime: Duration) {
         self.state.lifetime_secs.store(lifetime.as_secs(), Ordering::SeqCst);
+    }
+}
+
+impl State {
+    fn token(&self) -> String {
+        let password = self.password.lock().unwrap().clone();
+        super::fake_upstream::basic_auth("AWS", &password).trim_start_matches("Basic ").to_string()
     }
 }
 
@@ -159,7 +171,7 @@ fn answer(state: &State, method: &str, path: &str, headers: &Headers, body: &[u8
     state.calls.fetch_add(1, Ordering::SeqCst);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let expires = now + state.lifetime_secs.load(Ordering::SeqCst);
-    let token = super::fake_upstream::basic_auth("AWS", &state.password).trim_start_matches("Basic ").to_string();
+    let token = state.token();
     (
         200,
         format!(

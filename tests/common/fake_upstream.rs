@@ -394,7 +394,7 @@ impl FakeUpstream {
         let port = listener.local_addr().expect("fake upstream: local addr").port();
         let registry = Arc::new(Registry {
             content,
-            auth: options.auth,
+            auth: Mutex::new(options.auth),
             docker_hub: options.docker_hub,
             base_url: format!("http://127.0.0.1:{port}"),
             redirect_blobs_to,
@@ -471,6 +471,11 @@ impl FakeUpstream {
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest json");
         let manifest_digest = self.add_manifest(repo, Some(tag), OCI_MANIFEST, manifest_bytes.clone());
         FakeImage { manifest_digest, manifest_bytes, config_digest, layer_digests }
+    }
+
+    /// Authenticates clients this way from now on (credentials rotated upstream).
+    pub fn set_auth(&self, auth: Auth) {
+        *lock(&self.registry.auth) = auth;
     }
 
     /// Requests to the token endpoint (`GET /token`) since the last `clear_log`.
@@ -550,7 +555,8 @@ impl Role {
 
 struct Registry {
     content: Arc<Mutex<Content>>,
-    auth: Auth,
+    /// Replaced by [`FakeUpstream::set_auth`].
+    auth: Mutex<Auth>,
     docker_hub: bool,
     base_url: String,
     redirect_blobs_to: Option<String>,
@@ -653,9 +659,13 @@ impl Registry {
         }
     }
 
+    fn auth(&self) -> Auth {
+        lock(&self.auth).clone()
+    }
+
     /// `name` is the repository the request needs to pull, `None` for `/v2/`.
     fn authorize(&self, req: &Request, name: Option<&str>) -> Result<(), Response> {
-        match &self.auth {
+        match &self.auth() {
             Auth::None => Ok(()),
             Auth::Basic { user, pass } if req.header("authorization") == Some(&basic_auth(user, pass)) => Ok(()),
             Auth::Basic { .. } => Err(self.unauthorized(name, None)),
@@ -685,7 +695,7 @@ impl Registry {
     }
 
     fn challenge(&self, name: Option<&str>, error: Option<&str>) -> Option<String> {
-        match &self.auth {
+        match &self.auth() {
             Auth::None => None,
             Auth::Basic { .. } => Some(r#"Basic realm="fake""#.to_owned()),
             Auth::Bearer { .. } => {
@@ -702,7 +712,7 @@ impl Registry {
     }
 
     fn issue_token(&self, req: &Request) -> Response {
-        let Auth::Bearer { token_ttl_secs, user_pass } = &self.auth else {
+        let Auth::Bearer { token_ttl_secs, user_pass } = &self.auth() else {
             return Response::error(404, "NOT_FOUND", "no token endpoint in this auth mode");
         };
         if let Some((user, pass)) = user_pass {

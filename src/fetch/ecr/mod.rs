@@ -5,6 +5,12 @@
 //! ECR is in flight at a time: others wait for it, or keep using the current
 //! token while it is still valid. A failure is logged without any secret and
 //! backs off (1 s doubling to 5 min), answering pulls with the failure meanwhile.
+//!
+//! A token the registry refuses before it is due (a 401 to it: revoked, or
+//! ECR rotated it early) is renewed at once by [`EcrTokens::renew_refused`]:
+//! one renewal for every request refused at the same time, and at most one
+//! such forced renewal per [`FORCED_RENEWAL_INTERVAL`], so a registry that
+//! refuses every token cannot make each pull ask ECR again.
 
 #[cfg(feature = "ecr")]
 mod api;
@@ -21,6 +27,8 @@ use crate::oci::RegistryName;
 const RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// A refused token is renewed before it is due at most this often per registry.
+pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 /// Bytes of a token accepted: ECR's are about 2 KiB.
 pub(crate) const MAX_TOKEN: usize = 16 * 1024;
 
@@ -44,6 +52,8 @@ struct Backoff {
     until: Option<Instant>,
     next: Duration,
     last_error: String,
+    /// When a refused token was last renewed before it was due.
+    last_forced: Option<Instant>,
 }
 
 /// The ECR token of one registry.
@@ -62,7 +72,12 @@ impl EcrTokens {
             registry,
             source,
             current: Mutex::new(None),
-            renewing: tokio::sync::Mutex::new(Backoff { until: None, next: FIRST_BACKOFF, last_error: String::new() }),
+            renewing: tokio::sync::Mutex::new(Backoff {
+                until: None,
+                next: FIRST_BACKOFF,
+                last_error: String::new(),
+                last_forced: None,
+            }),
             timeout,
         }
     }
@@ -97,6 +112,33 @@ impl EcrTokens {
         self.renew(&mut backoff).await
     }
 
+    /// After the registry answered 401 to `refused` (an `Authorization` this
+    /// gave): the token to retry with, renewed now unless another request
+    /// already renewed it while this one waited (then that one). `None` when
+    /// there is nothing new to retry with: the last forced renewal was less
+    /// than [`FORCED_RENEWAL_INTERVAL`] ago, so the refusal stands.
+    pub async fn renew_refused(&self, refused: &str) -> Result<Option<String>, FetchError> {
+        let mut backoff = self.renewing.lock().await;
+        let now = Instant::now();
+        if let Some(c) = self.current.lock().clone() {
+            if c.authorization != refused && now < c.invalid_at {
+                return Ok(Some(c.authorization));
+            }
+        }
+        if let Some(at) = backoff.last_forced.filter(|at| now.saturating_duration_since(*at) < FORCED_RENEWAL_INTERVAL)
+        {
+            tracing::warn!(
+                registry = %self.registry,
+                renewed_s_ago = now.saturating_duration_since(at).as_secs(),
+                "the registry refused the ECR authorization token; it was renewed too recently to renew again"
+            );
+            return Ok(None);
+        }
+        backoff.last_forced = Some(now);
+        tracing::warn!(registry = %self.registry, "the registry refused the ECR authorization token before it was due; renewing it");
+        self.renew(&mut backoff).await.map(Some)
+    }
+
     /// One request to ECR, unless a recent failure is still backing off.
     async fn renew(&self, backoff: &mut Backoff) -> Result<String, FetchError> {
         // 401: credentials could not be had. Not a 5xx, so the registry's breaker does not count it.
@@ -118,7 +160,12 @@ impl EcrTokens {
                 let (renew_at, invalid_at) = deadlines(asked, SystemTime::now(), self.source.expiry, issued.expires_at);
                 let authorization = format!("Basic {}", issued.token);
                 *self.current.lock() = Some(Current { authorization: authorization.clone(), renew_at, invalid_at });
-                *backoff = Backoff { until: None, next: FIRST_BACKOFF, last_error: String::new() };
+                *backoff = Backoff {
+                    until: None,
+                    next: FIRST_BACKOFF,
+                    last_error: String::new(),
+                    last_forced: backoff.last_forced,
+                };
                 tracing::info!(
                     registry = %self.registry,
                     renew_in_s = renew_at.saturating_duration_since(Instant::now()).as_secs(),
