@@ -54,6 +54,10 @@ pub enum Command {
     Cancel(u64),
     /// `POST` (or `DELETE`) `/cmd/<kind>`: starts a job of that kind with the request body.
     Start { kind: String },
+    /// Go's `DELETE /cmd/prune?type=…&dur=…&expr=…&count=…&dryRun=…` (a query
+    /// naming a `type`): a prune job, awaited and answered with its lines. The
+    /// query is read where the command runs (its `expr` is a regular expression).
+    GoPrune { query: String },
 }
 
 /// Why a request names no command; each becomes a status with a plain-text message.
@@ -79,12 +83,15 @@ impl Command {
             // GET only: a HEAD (a link checker, a monitor) must not stop the server.
             "stop" if method == "GET" => Ok(Command::Stop),
             "stop" => Err(Refused::Method { allow: "GET" }),
-            "manifest/list" => get(Command::ManifestList { filter: filter(query, false)?, count: count(query)? }),
+            "manifest/list" => get(Command::ManifestList { filter: filter(query, false)?, count: bad(count(query))? }),
             "blob/list" => {
-                get(Command::BlobList { substr: param(query, "substr").unwrap_or_default(), count: count(query)? })
+                get(Command::BlobList { substr: param(query, "substr").unwrap_or_default(), count: bad(count(query))? })
             }
-            "image/list" => get(Command::ImageList { filter: filter(query, true)?, count: count(query)? }),
+            "image/list" => get(Command::ImageList { filter: filter(query, true)?, count: bad(count(query))? }),
             "jobs" => get(Command::Jobs),
+            "prune" if method == "DELETE" && param(query, "type").is_some() => {
+                Ok(Command::GoPrune { query: query.to_string() })
+            }
             _ => {
                 if let Some(id) = rest.strip_prefix("jobs/") {
                     let id = id.parse().map_err(|_| Refused::NotFound(format!("no job {id:?}")))?;
@@ -109,23 +116,30 @@ impl Command {
     }
 }
 
-/// The percent-decoded value of the first `key=` in `query`.
-fn param(query: &str, key: &str) -> Option<String> {
+/// The percent-decoded value of the first `key=` in `query` (Go's
+/// `DELETE /cmd/prune` parameters are read with it too).
+pub fn param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| percent_decode(v))
     })
 }
 
-fn count(query: &str) -> Result<Count, Refused> {
+/// `count=N` as every Go command reads it (the lists and `DELETE /cmd/prune`):
+/// `-1` for all, [`DEFAULT_COUNT`] when absent.
+pub fn count(query: &str) -> Result<Count, String> {
     match param(query, "count") {
         None => Ok(Count(Some(DEFAULT_COUNT))),
         Some(v) => match v.trim().parse::<i64>() {
             Ok(-1) => Ok(Count(None)),
             Ok(n) if n >= 0 => Ok(Count(Some(usize::try_from(n).unwrap_or(usize::MAX)))),
-            _ => Err(Refused::Bad(format!("count {v:?}: a number of items, or -1 for all"))),
+            _ => Err(format!("count {v:?}: a number of items, or -1 for all")),
         },
     }
+}
+
+fn bad<T>(parsed: Result<T, String>) -> Result<T, Refused> {
+    parsed.map_err(Refused::Bad)
 }
 
 /// `pattern=RE,RE` (first), else with `digest_allowed`, `digest=S`, else everything.
@@ -182,6 +196,11 @@ mod tests {
         assert_eq!(get("/cmd/jobs", ""), Ok(Command::Jobs));
         assert_eq!(Command::parse("POST", "/cmd/verify", None), Ok(Command::Start { kind: "verify".into() }));
         assert_eq!(Command::parse("DELETE", "/cmd/prune", None), Ok(Command::Start { kind: "prune".into() }));
+        assert_eq!(
+            Command::parse("DELETE", "/cmd/prune", Some("dryRun=true&type=pattern")),
+            Ok(Command::GoPrune { query: "dryRun=true&type=pattern".into() })
+        );
+        assert_eq!(Command::parse("POST", "/cmd/prune", Some("type=x")), Ok(Command::Start { kind: "prune".into() }));
     }
 
     #[test]

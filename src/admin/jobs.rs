@@ -165,6 +165,8 @@ struct Status {
     /// Ends the job's task (`DELETE /cmd/jobs/<id>`).
     abort: Option<tokio::task::AbortHandle>,
     cancelled: Arc<AtomicBool>,
+    /// Set once the job has finished (done, failed or cancelled): what [`Jobs::wait`] waits on.
+    finished_tx: watch::Sender<bool>,
 }
 
 impl Status {
@@ -184,6 +186,7 @@ impl Status {
             error: None,
             abort: None,
             cancelled: Arc::default(),
+            finished_tx: watch::Sender::new(false),
         }
     }
 
@@ -192,6 +195,7 @@ impl Status {
         self.finished = Some(now_secs());
         self.finished_at = Some(Instant::now());
         self.abort = None;
+        self.finished_tx.send_replace(true);
     }
 
     fn to_json(&self) -> Value {
@@ -355,6 +359,15 @@ impl Jobs {
         let mut table = self.table.lock();
         table.prune(Instant::now());
         table.jobs.get(&id).map(|s| s.lock().to_json())
+    }
+
+    /// Waits until job `id` has finished, or until `deadline`; then its
+    /// state as [`Jobs::get`] gives it (`None` when it is not kept).
+    pub async fn wait(&self, id: u64, deadline: tokio::time::Instant) -> Option<Value> {
+        let mut finished = self.table.lock().jobs.get(&id)?.lock().finished_tx.subscribe();
+        // An error: the job was dropped from the table meanwhile; `get` says so.
+        let _ = tokio::time::timeout_at(deadline, finished.wait_for(|f| *f)).await;
+        self.get(id)
     }
 
     /// Every job kept: id, kind and state.

@@ -175,22 +175,7 @@ impl Admin {
             Err(Refused::Bad(m)) => return Reply::text(400, format!("invalid parameters: {m}")),
         };
         let admin = self.clone();
-        // Go's `DELETE /cmd/prune?type=…` answers the report's text when done.
-        let go_prune = matches!(&command, Command::Start { kind } if kind == "prune")
-            && crate::ops::prune::job::is_go_query(req.query);
-        let query = req.query.unwrap_or_default().to_string();
-        match self
-            .env
-            .runtime
-            .spawn(async move {
-                if go_prune {
-                    admin.go_prune(&query).await
-                } else {
-                    admin.run(command, body).await
-                }
-            })
-            .await
-        {
+        match self.env.runtime.spawn(async move { admin.run(command, body).await }).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "an admin command failed");
@@ -240,15 +225,9 @@ impl Admin {
                     Reply::json(202, &json!({"id": id.to_string(), "kind": kind, "location": location}))
                         .header("Location", location)
                 }
-                Err(StartError::UnknownKind(k)) => Reply::text(404, format!("no admin job kind {k:?}")),
-                Err(StartError::Busy) => {
-                    Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
-                        .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
-                }
-                Err(StartError::KindBusy(id)) => Reply::text(409, format!("a {kind} job runs already: /cmd/jobs/{id}"))
-                    .header("Location", format!("/cmd/jobs/{id}")),
-                Err(StartError::Body(m)) => Reply::text(400, format!("invalid parameters: {m}")),
+                Err(e) => start_refused(&kind, e),
             },
+            Command::GoPrune { query } => self.go_prune(&query).await,
         }
     }
 
@@ -263,32 +242,17 @@ impl Admin {
         };
         let id = match self.jobs.start("prune", &body, &self.env) {
             Ok(id) => id,
-            Err(StartError::KindBusy(id)) => {
-                return Reply::text(409, format!("a prune job runs already: /cmd/jobs/{id}"))
-                    .header("Location", format!("/cmd/jobs/{id}"))
-            }
-            Err(StartError::Busy) => {
-                return Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
-                    .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
-            }
-            Err(StartError::Body(m)) => return Reply::text(400, m),
-            Err(StartError::UnknownKind(k)) => return Reply::text(404, format!("no admin job kind {k:?}")),
+            Err(e) => return start_refused("prune", e),
         };
         let deadline = tokio::time::Instant::now() + crate::faults::go_prune_wait(GO_PRUNE_WAIT);
-        loop {
-            let status = self.jobs.get(id).unwrap_or_default();
-            match status["state"].as_str() {
-                Some("done") => return Reply::text(200, job::report_text(&status["report"])),
-                Some("running") if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
-                }
-                Some("running") => {
-                    let location = format!("/cmd/jobs/{id}");
-                    return Reply::text(202, format!("the prune is still running: {location}"))
-                        .header("Location", location);
-                }
-                _ => return Reply::text(500, format!("the prune failed: {}", status["error"].as_str().unwrap_or(""))),
+        let status = self.jobs.wait(id, deadline).await.unwrap_or_default();
+        match status["state"].as_str() {
+            Some("done") => Reply::text(200, job::report_text(&status["report"])),
+            Some("running") => {
+                let location = format!("/cmd/jobs/{id}");
+                Reply::text(202, format!("the prune is still running: {location}")).header("Location", location)
             }
+            _ => Reply::text(500, format!("the prune failed: {}", status["error"].as_str().unwrap_or(""))),
         }
     }
 
@@ -302,6 +266,20 @@ impl Admin {
                 Reply::text(500, "the admin command failed")
             }
         }
+    }
+}
+
+/// The answer to a job that did not start.
+fn start_refused(kind: &str, e: StartError) -> Reply {
+    match e {
+        StartError::UnknownKind(k) => Reply::text(404, format!("no admin job kind {k:?}")),
+        StartError::Busy => {
+            Reply::text(429, format!("{} admin jobs are running already; retry later", jobs::MAX_RUNNING))
+                .header("Retry-After", jobs::RETRY_AFTER_SECS.to_string())
+        }
+        StartError::KindBusy(id) => Reply::text(409, format!("a {kind} job runs already: /cmd/jobs/{id}"))
+            .header("Location", format!("/cmd/jobs/{id}")),
+        StartError::Body(m) => Reply::text(400, format!("invalid parameters: {m}")),
     }
 }
 

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{prune_with, Criteria, Pins};
+use crate::admin::command;
 use crate::admin::{JobContext, JobFuture};
 use crate::config::patterns::Patterns;
 use crate::ops::criteria::parse_duration;
-use crate::serve::route::percent_decode;
 
 /// What a prune job is asked: the criteria, already resolved to absolute values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,33 +121,17 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
     }))
 }
 
-/// Whether a `/cmd/prune` query is Go's (it names a `type`).
-pub fn is_go_query(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|p| p.split_once('=').map_or(p, |(k, _)| k) == "type"))
-}
-
-/// Go's query parameters as a prune body, at `now` (unix seconds).
+/// Go's query parameters as a prune body, at `now` (unix seconds); `count`
+/// is read as the list commands read it.
 pub fn body_from_go_query(query: &str, now: u64) -> Result<PruneBody, String> {
-    let param = |key: &str| {
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == key).then(|| percent_decode(v))
-        })
-    };
+    let param = |key: &str| command::param(query, key);
     let dry_run = match param("dryRun").as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => true,
         Some("true" | "1" | "t") => true,
         Some("false" | "0" | "f") => false,
         Some(other) => return Err(format!("invalid dry run param: {other}")),
     };
-    let count = match param("count") {
-        None => Some(50),
-        Some(v) => match v.trim().parse::<i64>() {
-            Ok(-1) => None,
-            Ok(n) if n >= 0 => Some(n as usize),
-            _ => return Err(format!("count {v:?}: a number of images, or -1 for all")),
-        },
-    };
+    let count = command::count(query)?.0;
     let dur = || -> Result<u64, String> {
         let d = param("dur").ok_or("dur is required for this type (e.g. 30d)")?;
         parse_duration(&d).map(|secs| now.saturating_sub(secs)).map_err(|e| format!("dur: {e}"))
@@ -191,7 +175,6 @@ mod tests {
         for bad in ["type=x", "type=accessed", "type=pattern", "type=pattern&expr=(", "type=pattern&expr=a&dryRun=x"] {
             assert!(body_from_go_query(bad, 1000).is_err(), "{bad}");
         }
-        assert!(is_go_query(Some("dryRun=true&type=pattern")) && !is_go_query(Some("x=1")) && !is_go_query(None));
         let body = serde_json::to_vec(&b).unwrap();
         assert!(serde_json::from_slice::<PruneBody>(&body).unwrap().criteria().is_ok());
         assert!(PruneBody::default().criteria().is_err());
