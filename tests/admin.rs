@@ -202,6 +202,44 @@ fn image_and_blob_lists_show_blobs_and_reference_counts() {
 }
 
 #[test]
+fn a_manifest_file_that_does_not_match_its_digest_is_not_trusted_by_the_lists() {
+    let mut p = pulled();
+    p.server.stop();
+    // The same size, still a manifest: one layer's digest changed to one no cached blob has.
+    let path = blob_file(&p.server.image_path, &p.app.manifest_digest);
+    let layer = &p.app.layer_digests[1];
+    let forged = format!("sha256:{}", "f".repeat(64));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(layer.as_str()), "{text}");
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, text.replace(layer.as_str(), &forged)).unwrap();
+    // A fresh server: nothing of the cache in memory, so the lists read the files.
+    let server = Server::start_in(&p.server.image_path, &plain_registry(&p.up.host()), &[]);
+    let addr = server.addr.as_str();
+
+    let (status, _, body) = get(addr, "/cmd/image/list", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(&forged), "the forged manifest's blobs are listed:\n{body}");
+    assert_eq!(items(&body).len(), 3, "its image is still listed, without blobs: {body}");
+    assert!(body.contains(&format!("\n- {}\n", p.tools.layer_digests[0])), "{body}");
+    let (_, _, body) = get(addr, &format!("/cmd/image/list?digest={}", &forged[7..30]), "");
+    assert_eq!(body, "no manifests found\n");
+    let (_, _, body) = get(addr, &format!("/cmd/image/list?digest={}", &p.app.layer_digests[0][7..30]), "");
+    assert_eq!(body, "no manifests found\n", "not selected by a blob it names either");
+    let (_, _, body) = get(addr, "/cmd/blob/list", "");
+    assert!(items(&body).contains(&format!("{layer} 0")), "no manifest counts for it: {body}");
+    assert!(items(&body).contains(&format!("{} 1", p.tools.layer_digests[0])), "{body}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.log().contains("does not match its digest")),
+        "the mismatch is logged:\n{}",
+        server.log()
+    );
+}
+
+#[test]
 fn an_empty_cache_lists_nothing() {
     let server = Server::start("", &[]);
     for path in ["/cmd/manifest/list", "/cmd/image/list"] {

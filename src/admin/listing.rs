@@ -2,8 +2,10 @@
 //! tags: `manifest/list` (one line per image), `image/list` (each image with
 //! its blobs) and `blob/list` (each cached blob with how many manifests
 //! reference it). Plain text, a header line first, sorted, at most `count`
-//! items. Blocking (manifests are read from disk, never into the memory
-//! cache): run on a blocking thread of the fetch runtime.
+//! items. Blocking (manifests not in memory are read from disk, checked
+//! against their digests, and not kept): run on a blocking thread of the
+//! fetch runtime. A manifest whose file does not match its digest is never
+//! trusted: its image is listed without blobs, and it counts for no blob.
 //!
 //! An image is a tag (`registry/repo:tag`), or a manifest fetched by digest
 //! for a repository none of whose cached tags names it (`registry/repo@digest`,
@@ -105,13 +107,15 @@ pub fn images(store: &Store) -> Vec<Image> {
     out
 }
 
-/// The blobs (config and layers) an image manifest names, read from its
-/// file; none for an index, or a manifest that cannot be read.
+/// The blobs (config and layers) an image manifest names, read through the
+/// store (checked against its digest, not kept in memory); none for an
+/// index, or a manifest that cannot be read or does not match its digest
+/// (the store logs that).
 fn blobs_of(store: &Store, digest: &Digest) -> Vec<Digest> {
     if !store.record(digest).is_some_and(|r| r.kind == Kind::Manifest && r.size <= MAX_MANIFEST) {
         return Vec::new();
     }
-    let Ok(body) = std::fs::read(store.layout().blob(digest)) else { return Vec::new() };
+    let Some(body) = store.manifest_unkept(digest) else { return Vec::new() };
     match media::inspect(&body) {
         Ok(info) if !info.is_index => info.references.into_iter().map(|d| d.digest).collect(),
         _ => Vec::new(),

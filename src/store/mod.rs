@@ -297,14 +297,33 @@ impl Store {
         InMemory::OnDisk
     }
 
-    fn manifest_from_disk(&self, digest: &Digest) -> Option<(Bytes, MediaType)> {
-        let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
-        let media_type = record.media_type.clone().unwrap_or_else(|| MediaType::known(media::OCI_MANIFEST));
+    /// A committed manifest's bytes, checked against its digest, without
+    /// keeping them in memory: for a pass over every manifest (the admin
+    /// lists), which must not push the served ones out. Blocking when the
+    /// manifest is not in memory; `None` when it is not committed, its file
+    /// cannot be read, or its file does not match its digest (logged).
+    pub fn manifest_unkept(&self, digest: &Digest) -> Option<Bytes> {
+        match self.manifest_in_memory(digest) {
+            InMemory::Found(bytes, _) => Some(bytes),
+            InMemory::Absent => None,
+            InMemory::OnDisk => self.read_manifest_file(digest),
+        }
+    }
+
+    /// A manifest's file, checked against its digest.
+    fn read_manifest_file(&self, digest: &Digest) -> Option<Bytes> {
         let bytes = Bytes::from(std::fs::read(self.layout.blob(digest)).ok()?);
         if Digest::of(digest.algorithm(), &bytes) != *digest {
             tracing::error!(%digest, "stored manifest does not match its digest; treating as uncached");
             return None;
         }
+        Some(bytes)
+    }
+
+    fn manifest_from_disk(&self, digest: &Digest) -> Option<(Bytes, MediaType)> {
+        let record = self.record(digest).filter(|r| r.kind == Kind::Manifest)?;
+        let media_type = record.media_type.clone().unwrap_or_else(|| MediaType::known(media::OCI_MANIFEST));
+        let bytes = self.read_manifest_file(digest)?;
         for source in &record.sources {
             self.remember_descriptors(source, &bytes);
         }
