@@ -54,8 +54,9 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 
 /// A kind of job: checks the request body and returns the job to run. It is
-/// called on the fetch runtime with the registry's lock held, so it only
-/// parses; the work belongs in the future.
+/// called on the fetch runtime, with the job's slot taken but no lock held:
+/// it may look at a file or two (blocking briefly); the work belongs in the
+/// future.
 pub trait JobKind: Send + Sync + 'static {
     fn start(&self, ctx: JobContext, body: &[u8]) -> Result<JobFuture, String>;
 }
@@ -255,6 +256,9 @@ pub struct Jobs {
 struct Table {
     next: u64,
     jobs: BTreeMap<u64, Arc<Mutex<Status>>>,
+    /// Slots reserved by jobs whose kind is checking the body (at most
+    /// [`MAX_RUNNING`], counted with the running jobs).
+    starting: Vec<(u64, &'static str)>,
 }
 
 impl Table {
@@ -269,41 +273,50 @@ impl Table {
     }
 }
 
+/// A slot taken by a job whose kind checks its body.
+struct Reserved<'a> {
+    table: &'a Mutex<Table>,
+    id: u64,
+}
+
+impl Reserved<'_> {
+    /// The job started: its slot becomes its entry, in one step (no other
+    /// start sees the slot free meanwhile).
+    fn started(self, status: Arc<Mutex<Status>>) {
+        let mut table = self.table.lock();
+        table.starting.retain(|(id, _)| *id != self.id);
+        table.jobs.insert(self.id, status);
+        drop(table);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.table.lock().starting.retain(|(id, _)| *id != self.id);
+    }
+}
+
 impl Jobs {
     pub fn new(kinds: JobKinds) -> Jobs {
         Jobs { kinds, table: Mutex::new(Table::default()) }
     }
 
     /// Starts a job of `kind` on the fetch runtime; returns its id. Call on the runtime.
+    ///
+    /// The slot is reserved under the lock, then the kind checks the body
+    /// (which may look at files) with the lock released; a refused body gives
+    /// the slot back. A reserved job is not listed until it has started.
     pub fn start(&self, kind: &str, body: &[u8], env: &JobEnv) -> Result<u64, StartError> {
         let (&name, registered) =
             self.kinds.0.get_key_value(kind).ok_or_else(|| StartError::UnknownKind(kind.to_string()))?;
-        let mut table = self.table.lock();
-        table.prune(Instant::now());
-        let running: Vec<(u64, &'static str)> = table
-            .jobs
-            .iter()
-            .filter_map(|(id, s)| {
-                let s = s.lock();
-                (s.state == State::Running).then_some((*id, s.kind))
-            })
-            .collect();
-        if registered.exclusive {
-            if let Some((id, _)) = running.iter().find(|(_, k)| *k == name) {
-                return Err(StartError::KindBusy(*id));
-            }
-        }
-        if running.len() >= MAX_RUNNING {
-            return Err(StartError::Busy);
-        }
-        table.next += 1;
-        let id = table.next;
+        let reserved = self.reserve(name, registered.exclusive)?;
+        let id = reserved.id;
         let status = Arc::new(Mutex::new(Status::running(id, name)));
         let cancelled = status.lock().cancelled.clone();
         let ctx = JobContext { env: env.clone(), progress: Progress(status.clone()), cancelled };
         let job = registered.kind.start(ctx, body).map_err(StartError::Body)?;
-        table.jobs.insert(id, status.clone());
-        drop(table);
+        reserved.started(status.clone());
         tracing::info!(id, kind = name, "admin job started");
         let task_status = status.clone();
         let task = env.runtime.spawn(async move {
@@ -334,6 +347,34 @@ impl Jobs {
             s.abort = Some(task.abort_handle());
         }
         Ok(id)
+    }
+
+    /// Takes a slot for a job of `name` (given back when the reservation is
+    /// dropped, a panicking kind too), or says why not.
+    fn reserve(&self, name: &'static str, exclusive: bool) -> Result<Reserved<'_>, StartError> {
+        let mut table = self.table.lock();
+        table.prune(Instant::now());
+        let mut running: Vec<(u64, &'static str)> = table
+            .jobs
+            .iter()
+            .filter_map(|(id, s)| {
+                let s = s.lock();
+                (s.state == State::Running).then_some((*id, s.kind))
+            })
+            .collect();
+        running.extend(table.starting.iter().copied());
+        if exclusive {
+            if let Some((id, _)) = running.iter().find(|(_, k)| *k == name) {
+                return Err(StartError::KindBusy(*id));
+            }
+        }
+        if running.len() >= MAX_RUNNING {
+            return Err(StartError::Busy);
+        }
+        table.next += 1;
+        let id = table.next;
+        table.starting.push((id, name));
+        Ok(Reserved { table: &self.table, id })
     }
 
     /// Cancels a running job: `Some(true)` when it was running, `Some(false)`
