@@ -293,11 +293,12 @@ fn in_private_netns(test: impl FnOnce(&str) + Send) -> Result<(), String> {
     })
 }
 
-#[test]
-fn peers_off_loopback_are_refused_unless_allowed_or_holding_the_token() {
-    // A namespace of our own first (as CI runs, as root): the same on every machine. As root it
-    // must work: a failure is the test's, never a reason to fall back or skip.
-    let why_not = match in_private_netns(refused_off_loopback) {
+/// Runs `test` with a local address that is not loopback: in a network namespace of its own
+/// first (as CI runs, as root), the same on every machine; as root that must work (a failure is
+/// the test's, never a reason to fall back or skip). Otherwise this machine's own address, if it
+/// has one; else `name` is reported skipped.
+fn off_loopback(name: &str, test: impl Fn(&str) + Send + Sync) {
+    let why_not = match in_private_netns(&test) {
         Ok(()) => return,
         Err(why_not) => why_not,
     };
@@ -307,12 +308,59 @@ fn peers_off_loopback_are_refused_unless_allowed_or_holding_the_token() {
     }
     let Some(ip) = non_loopback_ipv4() else {
         common::skipped(
-            "peers_off_loopback_are_refused_unless_allowed_or_holding_the_token",
+            name,
             "not root (no network namespace of its own) and no non-loopback IPv4 address to connect from",
         );
         return;
     };
-    refused_off_loopback(&ip);
+    test(&ip);
+}
+
+#[test]
+fn peers_off_loopback_are_refused_unless_allowed_or_holding_the_token() {
+    off_loopback("peers_off_loopback_are_refused_unless_allowed_or_holding_the_token", refused_off_loopback);
+}
+
+#[test]
+fn load_hands_its_work_to_a_server_off_loopback_with_the_admin_token() {
+    off_loopback("load_hands_its_work_to_a_server_off_loopback_with_the_admin_token", load_with_the_token);
+}
+
+/// A server listening only on `ip` (not loopback): its `.admin` file names that address, so a
+/// `load` on this host reaches it from `ip`, a peer the admin API opens to the token only.
+fn load_with_the_token(ip: &str) {
+    let up = FakeUpstream::start();
+    up.add_image("team/app", "v1", &[random_bytes(21, 3000)]);
+    let server = Server::start(&format!("{}admin:\n  token: {TOKEN}\n", plain_registry(&up.host())), &["--host", ip]);
+    let work = server.image_path.parent().unwrap();
+    let list = work.join("list.txt");
+    std::fs::write(&list, format!("{}/team/app:v1\n", up.host())).unwrap();
+    let load = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--image-path")
+            .arg(&server.image_path)
+            .arg("--config-file")
+            .arg(config)
+            .arg("load")
+            .arg("--image-file")
+            .arg(&list)
+            .env("NO_PROXY", "*")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+
+    let untokened = work.join("no-token.yaml");
+    std::fs::write(&untokened, plain_registry(&up.host())).unwrap();
+    let (code, output) = load(&untokened);
+    assert_ne!(code, Some(0), "{output}");
+    assert!(output.contains("refused the load (403)"), "a peer off loopback needs the token:\n{output}");
+
+    let (code, output) = load(&server.config);
+    assert_eq!(code, Some(0), "{output}\n{}", server.log());
+    assert!(output.contains(&format!("pid {}", server.pid())) && output.contains("admin job"), "{output}");
+    let r = server.get(&format!("/v2/{}/team/app/manifests/v1", up.host()), &[("Accept", "*/*")]);
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("HIT")), "loaded by the server");
 }
 
 fn refused_off_loopback(ip: &str) {

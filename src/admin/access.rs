@@ -33,6 +33,18 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
+impl AdminConfig {
+    /// The token a local command presents (`token`, else `tokenFile`'s
+    /// contents trimmed): `None` when neither is set or the file cannot be read
+    /// (the server, which checks both, then refuses a peer that needs it).
+    pub fn client_token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            let path = self.token_file.as_ref()?;
+            std::fs::read_to_string(path).ok().map(|t| t.trim().to_string())
+        })
+    }
+}
+
 /// A network: an address and how many leading bits of it count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {

@@ -80,6 +80,17 @@ pub fn find(image_path: &Path) -> Option<AdminClient> {
     AdminClient::new(&file.url, file.pid).ok()
 }
 
+/// [`find`], for a command given the configuration `admin` (the server's):
+/// the client sends its token, which the server asks of a peer off loopback
+/// (one listening on a single non-loopback address is reached from it).
+pub fn find_configured(image_path: &Path, admin: Option<&super::access::AdminConfig>) -> Option<AdminClient> {
+    let client = find(image_path)?;
+    Some(match admin.and_then(super::access::AdminConfig::client_token) {
+        Some(token) => client.with_token(token),
+        None => client,
+    })
+}
+
 impl AdminClient {
     /// A client for `url` (`http://host:port`, host an IP address).
     pub fn new(url: &str, pid: u32) -> Result<AdminClient, ClientError> {

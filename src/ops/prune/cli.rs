@@ -69,14 +69,6 @@ enum Remote {
     Failed(String),
 }
 
-fn admin_token(file: &FileConfig) -> Option<String> {
-    let admin = file.admin.as_ref()?;
-    admin.token.clone().or_else(|| {
-        let path = admin.token_file.as_ref()?;
-        std::fs::read_to_string(path).ok().map(|t| t.trim().to_string())
-    })
-}
-
 /// Prints lines at once (standard output, flushed: the prune may run long).
 fn print(lines: &[String]) {
     let mut out = io::stdout().lock();
@@ -142,11 +134,7 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
     let mut unreachable = None;
-    if let Some(client) = crate::admin::client::find(root) {
-        let client = match admin_token(&file) {
-            Some(t) => client.with_token(t),
-            None => client,
-        };
+    if let Some(client) = crate::admin::client::find_configured(root, file.admin.as_ref()) {
         match remote(&client, &criteria, args) {
             Ok(report) => return Ok(report),
             Err(Remote::Failed(m)) => return Err(m),
