@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::fake_upstream::{FakeImage, FakeUpstream, OCI_MANIFEST};
+use common::token_server::rfc3339;
 use common::{plain_registry, random_bytes, wait_until, Server};
 use ociregistry::admin::client::{self, AdminClient};
-use ociregistry::admin::listing::rfc3339;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -82,12 +82,17 @@ struct Pulled {
 }
 
 fn pulled() -> Pulled {
+    pulled_with_env(&[])
+}
+
+/// [`pulled`], the server started with extra environment variables.
+fn pulled_with_env(env: &[(&str, &str)]) -> Pulled {
     let up = FakeUpstream::start();
     let app = up.add_image("team/app", "v1", &[random_bytes(1, 3000), random_bytes(2, 5000)]);
     let tools = up.add_image("team/tools", "2.0", &[random_bytes(3, 4000)]);
     let loose = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
     let by_digest = up.add_manifest("team/loose", None, OCI_MANIFEST, loose.to_vec());
-    let server = Server::start(&plain_registry(&up.host()), &[]);
+    let server = Server::start_with_env(&plain_registry(&up.host()), &[], env);
     pull(&server, &up, "team/app", "v1", &app);
     pull(&server, &up, "team/tools", "2.0", &tools);
     let r = server.get(&format!("/v2/{}/team/loose/manifests/{by_digest}", up.host()), &[("Accept", "*/*")]);
@@ -135,24 +140,34 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
+/// A POSIX zone 5 h 30 min east of UTC (no zone files needed), and the local time it gives, as Go
+/// prints times: `2025-02-28T12:59:59`, no zone.
+const SERVER_TZ: &str = "OCI-05:30";
+fn server_local(unix: u64) -> String {
+    rfc3339(unix + 5 * 3600 + 30 * 60).trim_end_matches('Z').to_string()
+}
+
 #[test]
-fn pulled_shows_when_each_image_was_last_pulled_and_a_dash_when_never() {
-    let before = rfc3339(unix_now());
-    let mut p = pulled();
+fn pulled_shows_when_each_image_was_last_pulled_in_local_time_and_a_dash_when_never() {
+    let before = server_local(unix_now());
+    let mut p = pulled_with_env(&[("TZ", SERVER_TZ)]);
     let addr = p.server.addr.clone();
     let all_pulled = || pulled_fields(&get(&addr, "/cmd/manifest/list", "").2).iter().all(|f| f != "-");
     assert!(wait_until(Duration::from_secs(10), all_pulled), "{}", get(&addr, "/cmd/manifest/list", "").2);
-    let after = rfc3339(unix_now() + 1);
+    let after = server_local(unix_now() + 1);
     for path in ["/cmd/manifest/list", "/cmd/image/list"] {
         let body = get(&addr, path, "").2;
-        let fields = pulled_fields(&body);
-        assert_eq!(fields.len(), 3, "{body}");
-        for f in fields {
+        for line in items(&body) {
+            // URL DIGEST  CREATED PULLED: both times in the server's zone.
+            let times: Vec<&str> = line.split_whitespace().skip(2).collect();
+            let [created, pulled] = times[..] else { panic!("{line}") };
+            assert!(created == "-" || (created >= before.as_str() && created <= after.as_str()), "{line}");
             assert!(
-                f.len() == 20 && f.ends_with('Z') && f >= before && f <= after,
-                "{f} not in {before}..{after}: {body}"
+                pulled.len() == 19 && pulled >= before.as_str() && pulled <= after.as_str(),
+                "{pulled} not in {before}..{after} ({SERVER_TZ}): {body}"
             );
         }
+        assert_eq!(items(&body).len(), 3, "{body}");
     }
 
     // The same cache with no pull recorded: every image shows `-` until it is pulled again.

@@ -10,6 +10,8 @@
 //! An image is a tag (`registry/repo:tag`), or a manifest fetched by digest
 //! for a repository none of whose cached tags names it (`registry/repo@digest`,
 //! shown with the digest cut to 10 hex digits as the Go version does).
+//! `CREATED` and `PULLED` are printed as Go prints them: the server's local
+//! time (`TZ` honoured), `2025-02-28T12:59:59`, with no zone.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -18,6 +20,7 @@ use regex::{Regex, RegexBuilder};
 
 use super::command::{Count, ImageFilter};
 use crate::oci::{media, Digest};
+use crate::ops::criteria::format_time;
 use crate::store::{Kind, Store};
 
 /// The largest manifest read for its blobs (the fetch limit).
@@ -146,8 +149,8 @@ pub fn list_images(store: &Store, selector: &Selector, count: Count, with_blobs:
             text.push_str("URL DIGEST CREATED PULLED\n");
         }
         shown += 1;
-        let created = image.created.map_or_else(|| "-".to_string(), rfc3339);
-        let pulled = image.pulled.map_or_else(|| "-".to_string(), rfc3339);
+        let created = image.created.map_or_else(|| "-".to_string(), format_time);
+        let pulled = image.pulled.map_or_else(|| "-".to_string(), format_time);
         let _ = writeln!(text, "{} {}  {created} {pulled}", display_url(&image.url), image.digest);
         if with_blobs {
             for blob in blobs {
@@ -202,32 +205,12 @@ fn display_url(url: &str) -> String {
     }
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn times_and_urls() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+    fn urls() {
         let d = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(display_url(&format!("quay.io/a@{d}")), "quay.io/a@sha256:ababababab");
         assert_eq!(display_url("quay.io/a:v1"), "quay.io/a:v1");

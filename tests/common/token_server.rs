@@ -432,7 +432,7 @@ fn unix_now() -> u64 {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (Howard Hinnant's civil-from-days).
-fn rfc3339(unix: u64) -> String {
+pub fn rfc3339(unix: u64) -> String {
     let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
