@@ -308,6 +308,19 @@ impl Jobs {
     /// (which may look at files) with the lock released; a refused body gives
     /// the slot back. A reserved job is not listed until it has started.
     pub fn start(&self, kind: &str, body: &[u8], env: &JobEnv) -> Result<u64, StartError> {
+        let registered = self.kinds.0.get(kind).ok_or_else(|| StartError::UnknownKind(kind.to_string()))?;
+        self.start_with(kind, env, |ctx| registered.kind.start(ctx, body))
+    }
+
+    /// [`Jobs::start`], for a caller that has the job's parameters typed
+    /// already (Go's `DELETE /cmd/prune`): `make` returns the job's future,
+    /// which runs as a job of the registered `kind` (its slot, its bounds).
+    pub fn start_with(
+        &self,
+        kind: &str,
+        env: &JobEnv,
+        make: impl FnOnce(JobContext) -> Result<JobFuture, String>,
+    ) -> Result<u64, StartError> {
         let (&name, registered) =
             self.kinds.0.get_key_value(kind).ok_or_else(|| StartError::UnknownKind(kind.to_string()))?;
         let reserved = self.reserve(name, registered.exclusive)?;
@@ -315,7 +328,7 @@ impl Jobs {
         let status = Arc::new(Mutex::new(Status::running(id, name)));
         let cancelled = status.lock().cancelled.clone();
         let ctx = JobContext { env: env.clone(), progress: Progress(status.clone()), cancelled };
-        let job = registered.kind.start(ctx, body).map_err(StartError::Body)?;
+        let job = make(ctx).map_err(StartError::Body)?;
         reserved.started(status.clone());
         tracing::info!(id, kind = name, "admin job started");
         let task_status = status.clone();

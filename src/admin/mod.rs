@@ -236,11 +236,11 @@ impl Admin {
     /// and answered with its lines as text, as Go answers its log.
     async fn go_prune(self: Arc<Self>, query: &str) -> Reply {
         use crate::ops::prune::job;
-        let body = match job::body_from_go_query(query, crate::store::tags::now_secs()) {
-            Ok(b) => serde_json::to_vec(&b).unwrap_or_default(),
+        let request = match job::from_go_query(query, crate::store::tags::now_secs()) {
+            Ok(r) => r,
             Err(m) => return Reply::text(400, m),
         };
-        let id = match self.jobs.start("prune", &body, &self.env) {
+        let id = match self.jobs.start_with("prune", &self.env, |ctx| job::run(ctx, request)) {
             Ok(id) => id,
             Err(e) => return start_refused("prune", e),
         };

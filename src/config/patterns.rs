@@ -37,6 +37,11 @@ impl Patterns {
         Ok(Patterns(out))
     }
 
+    /// The patterns as a pattern list ([`Patterns::parse`] reads it back).
+    pub fn source(&self) -> String {
+        self.0.iter().map(Regex::as_str).collect::<Vec<_>>().join(",")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

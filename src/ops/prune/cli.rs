@@ -10,7 +10,7 @@
 
 use std::io::{self, Write};
 
-use super::job::PruneBody;
+use super::job::PruneRequest;
 use super::{plan, prune_with, Criteria, Pins, Report};
 use crate::cli::{Cli, PruneArgs};
 use crate::config::patterns::Patterns;
@@ -82,8 +82,8 @@ fn print(lines: &[String]) {
 /// the report holds the lines not printed yet.
 fn remote(client: &crate::admin::client::AdminClient, criteria: &Criteria, args: &PruneArgs) -> Result<Report, Remote> {
     use crate::admin::client::ClientError;
-    let body = serde_json::to_vec(&PruneBody::new(criteria, args.pattern.as_deref(), args.dry_run))
-        .map_err(|e| Remote::Failed(e.to_string()))?;
+    let request = PruneRequest { criteria: criteria.clone(), dry_run: args.dry_run };
+    let body = serde_json::to_vec(&request).map_err(|e| Remote::Failed(e.to_string()))?;
     let id = client.start_job("prune", &body).map_err(|e| match e {
         ClientError::Io { .. } => Remote::Unreachable(e.to_string()),
         other => Remote::Failed(format!("the server (pid {}) refused the prune: {other}", client.pid())),

@@ -13,7 +13,7 @@
 //! (`lines` is exactly what the command prints).
 //!
 //! Go's `DELETE /cmd/prune?type=accessed|created|pattern&dur=…&expr=…&count=…&dryRun=…`
-//! is mapped onto the same body by [`body_from_go_query`] (Go's defaults:
+//! is read into the same [`PruneRequest`] by [`from_go_query`] (Go's defaults:
 //! `dryRun` true, `count` 50, `-1` for all) and answered with the text of the
 //! lines, as Go answers its log.
 
@@ -26,56 +26,76 @@ use crate::admin::{JobContext, JobFuture};
 use crate::config::patterns::Patterns;
 use crate::ops::criteria::parse_duration;
 
-/// What a prune job is asked: the criteria, already resolved to absolute values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PruneBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_before: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accessed_before: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<usize>,
-    #[serde(default)]
+/// What a prune job is asked, typed: the criteria (resolved to absolute
+/// values) and whether to only plan. It is the job's body on the wire
+/// ([`Body`]), read and checked in one conversion there: a request that
+/// names no criterion, or a pattern that does not compile, is never made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Body", into = "Body")]
+pub struct PruneRequest {
+    pub criteria: Criteria,
     pub dry_run: bool,
 }
 
-impl PruneBody {
-    /// The body for `criteria` (the pattern as the user wrote it).
-    pub fn new(criteria: &Criteria, pattern: Option<&str>, dry_run: bool) -> PruneBody {
-        PruneBody {
-            pattern: pattern.map(str::to_string),
-            created_before: criteria.created_before,
-            accessed_before: criteria.accessed_before,
-            max_size: criteria.max_size,
-            count: criteria.count,
-            dry_run,
-        }
-    }
+/// A [`PruneRequest`] as JSON: the pattern as text, the rest as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Body {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    accessed_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+    #[serde(default)]
+    dry_run: bool,
+}
 
-    pub fn criteria(&self) -> Result<Criteria, String> {
-        let c = Criteria {
-            patterns: self.pattern.as_deref().map(Patterns::parse).transpose().map_err(|e| format!("pattern: {e}"))?,
-            created_before: self.created_before,
-            accessed_before: self.accessed_before,
-            max_size: self.max_size,
-            count: self.count,
+impl TryFrom<Body> for PruneRequest {
+    type Error = String;
+
+    fn try_from(body: Body) -> Result<PruneRequest, String> {
+        let criteria = Criteria {
+            patterns: body.pattern.as_deref().map(Patterns::parse).transpose().map_err(|e| format!("pattern: {e}"))?,
+            created_before: body.created_before,
+            accessed_before: body.accessed_before,
+            max_size: body.max_size,
+            count: body.count,
         };
-        if !c.selects() {
+        if !criteria.selects() {
             return Err("say what to prune: pattern, createdBefore, accessedBefore or maxSize".into());
         }
-        Ok(c)
+        Ok(PruneRequest { criteria, dry_run: body.dry_run })
+    }
+}
+
+impl From<PruneRequest> for Body {
+    fn from(request: PruneRequest) -> Body {
+        let c = request.criteria;
+        Body {
+            pattern: c.patterns.as_ref().map(Patterns::source),
+            created_before: c.created_before,
+            accessed_before: c.accessed_before,
+            max_size: c.max_size,
+            count: c.count,
+            dry_run: request.dry_run,
+        }
     }
 }
 
 /// The job kind (see [`crate::admin::JobKind`]).
 pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
-    let body: PruneBody = serde_json::from_slice(body).map_err(|e| format!("prune takes a JSON body: {e}"))?;
-    let criteria = body.criteria()?;
+    let request: PruneRequest = serde_json::from_slice(body).map_err(|e| format!("prune takes a JSON body: {e}"))?;
+    run(ctx, request)
+}
+
+/// The job for `request` (a JSON body read by [`start`], or Go's query by [`from_go_query`]).
+pub fn run(ctx: JobContext, request: PruneRequest) -> Result<JobFuture, String> {
+    let PruneRequest { criteria, dry_run } = request;
     let patterns = Patterns::from_entries(ctx.env.settings.pinned.iter().map(String::as_str))
         .map_err(|e| format!("pinned: {e}"))?;
     Ok(Box::pin(async move {
@@ -88,7 +108,7 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
                 let p = &ctx.progress;
                 let mut images = 0;
                 // Each image's lines as it goes, so the command (and GET /cmd/jobs/<id>) follow the prune.
-                let report = prune_with(&ctx.env.store, &criteria, &pins, body.dry_run, |lines| {
+                let report = prune_with(&ctx.env.store, &criteria, &pins, dry_run, |lines| {
                     images += 1;
                     p.set("images", images);
                     for line in lines {
@@ -121,9 +141,9 @@ pub fn start(ctx: JobContext, body: &[u8]) -> Result<JobFuture, String> {
     }))
 }
 
-/// Go's query parameters as a prune body, at `now` (unix seconds); `count`
-/// is read as the list commands read it.
-pub fn body_from_go_query(query: &str, now: u64) -> Result<PruneBody, String> {
+/// Go's query parameters as a prune request, at `now` (unix seconds);
+/// `count` is read as the list commands read it.
+pub fn from_go_query(query: &str, now: u64) -> Result<PruneRequest, String> {
     let param = |key: &str| command::param(query, key);
     let dry_run = match param("dryRun").as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => true,
@@ -131,23 +151,21 @@ pub fn body_from_go_query(query: &str, now: u64) -> Result<PruneBody, String> {
         Some("false" | "0" | "f") => false,
         Some(other) => return Err(format!("invalid dry run param: {other}")),
     };
-    let count = command::count(query)?.0;
     let dur = || -> Result<u64, String> {
         let d = param("dur").ok_or("dur is required for this type (e.g. 30d)")?;
         parse_duration(&d).map(|secs| now.saturating_sub(secs)).map_err(|e| format!("dur: {e}"))
     };
-    let mut body = PruneBody { count, dry_run, ..PruneBody::default() };
+    let mut criteria = Criteria { count: command::count(query)?.0, ..Criteria::default() };
     match param("type").as_deref() {
-        Some("accessed") => body.accessed_before = Some(dur()?),
-        Some("created") => body.created_before = Some(dur()?),
+        Some("accessed") => criteria.accessed_before = Some(dur()?),
+        Some("created") => criteria.created_before = Some(dur()?),
         Some("pattern") => {
             let expr = param("expr").filter(|e| !e.is_empty()).ok_or("expr is required for type pattern")?;
-            Patterns::parse(&expr).map_err(|e| format!("expr: {e}"))?;
-            body.pattern = Some(expr);
+            criteria.patterns = Some(Patterns::parse(&expr).map_err(|e| format!("expr: {e}"))?);
         }
         other => return Err(format!("type {other:?} is not one of accessed, created or pattern")),
     }
-    Ok(body)
+    Ok(PruneRequest { criteria, dry_run })
 }
 
 /// The lines of a finished prune job's report, as text.
@@ -166,17 +184,29 @@ mod tests {
 
     #[test]
     fn go_parameters_map_onto_the_criteria() {
-        let b = body_from_go_query("type=pattern&expr=team%2Fa,nginx", 1000).unwrap();
-        assert_eq!((b.pattern.as_deref(), b.dry_run, b.count), (Some("team/a,nginx"), true, Some(50)));
-        let b = body_from_go_query("type=accessed&dur=10s&dryRun=false&count=-1", 1000).unwrap();
-        assert_eq!((b.accessed_before, b.dry_run, b.count), (Some(990), false, None));
-        let b = body_from_go_query("type=created&dur=1m&count=3", 1000).unwrap();
-        assert_eq!((b.created_before, b.count), (Some(940), Some(3)));
+        let r = from_go_query("type=pattern&expr=team%2Fa,nginx", 1000).unwrap();
+        let source = r.criteria.patterns.as_ref().map(Patterns::source);
+        assert_eq!((source.as_deref(), r.dry_run, r.criteria.count), (Some("team/a,nginx"), true, Some(50)));
+        let r = from_go_query("type=accessed&dur=10s&dryRun=false&count=-1", 1000).unwrap();
+        assert_eq!((r.criteria.accessed_before, r.dry_run, r.criteria.count), (Some(990), false, None));
+        let r = from_go_query("type=created&dur=1m&count=3", 1000).unwrap();
+        assert_eq!((r.criteria.created_before, r.criteria.count), (Some(940), Some(3)));
         for bad in ["type=x", "type=accessed", "type=pattern", "type=pattern&expr=(", "type=pattern&expr=a&dryRun=x"] {
-            assert!(body_from_go_query(bad, 1000).is_err(), "{bad}");
+            assert!(from_go_query(bad, 1000).is_err(), "{bad}");
         }
-        let body = serde_json::to_vec(&b).unwrap();
-        assert!(serde_json::from_slice::<PruneBody>(&body).unwrap().criteria().is_ok());
-        assert!(PruneBody::default().criteria().is_err());
+    }
+
+    #[test]
+    fn a_request_is_its_json_body() {
+        let sent = from_go_query("type=pattern&expr=team/a,nginx&dryRun=false&count=7", 1000).unwrap();
+        let body = serde_json::to_string(&sent).unwrap();
+        assert_eq!(body, r#"{"pattern":"team/a,nginx","count":7,"dryRun":false}"#);
+        let read: PruneRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), body);
+        for refused in ["{}", r#"{"dryRun":true,"count":3}"#, r#"{"pattern":"("}"#, r#"{"maxSize":1,"x":1}"#] {
+            assert!(serde_json::from_str::<PruneRequest>(refused).is_err(), "{refused}");
+        }
+        let r: PruneRequest = serde_json::from_str(r#"{"maxSize":1048576}"#).unwrap();
+        assert_eq!((r.criteria.max_size, r.dry_run), (Some(1_048_576), false));
     }
 }
