@@ -85,8 +85,8 @@ pub enum Command {
     /// a manifest or blob goes only when no image that stays uses it (a layer shared by two
     /// images stays with the other). The tags of removed images go; the next pull fetches the
     /// image again. Pinned images (the pins file, the pinned: config list) are never removed.
-    /// While a server runs on the image path, the prune runs inside it (an admin job; pulls go
-    /// on) and its report is printed here; otherwise it takes the image path's lock. A server
+    /// While a server runs on the image path, the prune runs inside it (an admin job, sent with
+    /// the config's admin.token if it sets one; pulls go on) and its report is printed here; otherwise it takes the image path's lock. A server
     /// keeps its cache under a size by itself with the config's pruneConfig.maxSize and
     /// lowWatermark (the least recently pulled unpinned images go).
     Prune(PruneArgs),
@@ -98,8 +98,8 @@ pub enum Command {
     /// them: 'lists/*.txt,images.tar.gz'. Each file's kind is told by its content. What is already
     /// cached is not fetched again. When a server runs on the image path, load finds it through
     /// <image-path>/.admin and hands the lists' images to it as an admin job (on its loopback
-    /// admin endpoint, /cmd/load): the server pulls them into its store, serves them at once, and
-    /// load prints its progress and summary. A tarball is staged for it in <image-path>/tmp/ (a
+    /// admin endpoint, /cmd/load, sending the config's admin.token if it sets one): the server
+    /// pulls them into its store, serves them at once, and load prints its progress and summary. A tarball is staged for it in <image-path>/tmp/ (a
     /// hard link or a copy) and read there by the server. With no server, load takes the image
     /// path's lock itself. --pin pins what loaded.
     ///
