@@ -2,8 +2,9 @@
 //! list commands over content pulled from the fake upstream, who may ask
 //! (loopback, `admin.allow`, the bearer token; a non-loopback peer is
 //! refused), `/cmd/stop`, the `.admin` file local commands find the server
-//! by, and jobs (the built-in `verify`, and the test-only `test-hold` and
-//! `test-release` kinds of the `fault-injection` build for the bounds).
+//! by, and jobs (the built-in `verify`, and the test-only `test-hold`,
+//! `test-hold-start` and `test-release` kinds of the `fault-injection` build
+//! for the bounds).
 
 mod common;
 
@@ -531,6 +532,39 @@ fn jobs_are_bounded_and_kept_for_a_while() {
     assert!(listed.matches("\"id\"").count() <= 64 + 4, "{listed}");
     assert_eq!(get(addr, "/cmd/jobs/99999", "").0, 404);
     assert_eq!(post(addr, "/cmd/no-such-kind", "").0, 404);
+}
+
+#[test]
+fn a_kind_checking_its_body_holds_neither_the_jobs_nor_the_runtime_while_its_slot_counts() {
+    let server = Server::start("", &[]);
+    let admin = client::find(&server.image_path).unwrap();
+    let holds: Vec<String> = (0..2).map(|_| admin.start_job("test-hold", b"").unwrap()).collect();
+    std::thread::scope(|scope| {
+        // Test-only kind: its start (where a kind checks its body) blocks until a release.
+        let held = scope.spawn(|| admin.start_job("test-hold-start", b""));
+        assert!(
+            wait_until(Duration::from_secs(10), || server.log().contains("test-hold-start: holding its start")),
+            "{}",
+            server.log()
+        );
+        // The rest of the admin API goes on meanwhile (each request times out after 10 s).
+        let listed = admin.get_text("/cmd/jobs").expect("the jobs are listed while a start is held");
+        assert_eq!(listed.matches("\"running\"").count(), 2, "a job still starting is not listed: {listed}");
+        assert_eq!(admin.poll(&holds[0]).unwrap().state, "running");
+        let last = admin.start_job("test-hold", b"").expect("a fourth slot is free");
+        assert!(
+            matches!(admin.start_job("test-hold", b""), Err(client::ClientError::Refused { status: 429, .. })),
+            "the starting job's slot counts"
+        );
+        let cancel = format!("DELETE /cmd/jobs/{last} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(raw(&server.addr, cancel.as_bytes()).0, 200);
+        admin.start_job("test-release", b"").expect("another job starts while a start is held");
+        let id = held.join().unwrap().expect("the held start ends with the release");
+        let done = || admin.poll(&id).is_ok_and(|s| s.state == "done");
+        assert!(wait_until(Duration::from_secs(10), done), "{:?}", admin.poll(&id));
+    });
+    let released = || holds.iter().all(|id| admin.poll(id).is_ok_and(|s| s.state == "done"));
+    assert!(wait_until(Duration::from_secs(10), released));
 }
 
 #[test]

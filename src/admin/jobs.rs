@@ -54,9 +54,9 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 
 /// A kind of job: checks the request body and returns the job to run. It is
-/// called on the fetch runtime, with the job's slot taken but no lock held:
-/// it may look at a file or two (blocking briefly); the work belongs in the
-/// future.
+/// called on a blocking thread of the fetch runtime, with the job's slot
+/// taken but no lock held: it may look at a file or two; the work belongs in
+/// the future.
 pub trait JobKind: Send + Sync + 'static {
     fn start(&self, ctx: JobContext, body: &[u8]) -> Result<JobFuture, String>;
 }

@@ -219,14 +219,23 @@ impl Admin {
                 Some(false) => Reply::text(409, format!("job {id} has finished already")),
                 None => Reply::text(404, format!("no job {id}")),
             },
-            Command::Start { kind } => match self.jobs.start(&kind, &body, &self.env) {
-                Ok(id) => {
-                    let location = format!("/cmd/jobs/{id}");
-                    Reply::json(202, &json!({"id": id.to_string(), "kind": kind, "location": location}))
-                        .header("Location", location)
+            Command::Start { kind } => {
+                // On a blocking thread: a kind checks its body there (load looks at its staged
+                // files), never on the runtime's worker, which the fetches share.
+                let (admin, name) = (self.clone(), kind.clone());
+                match self.env.runtime.spawn_blocking(move || admin.jobs.start(&name, &body, &admin.env)).await {
+                    Ok(Ok(id)) => {
+                        let location = format!("/cmd/jobs/{id}");
+                        Reply::json(202, &json!({"id": id.to_string(), "kind": kind, "location": location}))
+                            .header("Location", location)
+                    }
+                    Ok(Err(e)) => start_refused(&kind, e),
+                    Err(e) => {
+                        tracing::error!(error = %e, kind, "starting an admin job failed");
+                        Reply::text(500, "the admin command failed")
+                    }
                 }
-                Err(e) => start_refused(&kind, e),
-            },
+            }
             Command::GoPrune { query } => self.go_prune(&query).await,
         }
     }
