@@ -178,7 +178,16 @@ fn go_series_count_pulls_by_namespace_and_disk_follows_the_store_through_a_prune
     assert!(server.get(&blob, &[]).body == layer);
     assert_eq!(server.get(&blob_path(&up, "team/app", &common::fake_upstream::sha256_digest(b"no")), &[]).status, 404);
 
-    let (page, _) = s.scrape();
+    // The download's task counts itself out just after its commit is visible: wait for it (bounded).
+    let in_flight = format!("ociregistry_upstream_downloads_in_flight{{registry=\"{ns}\"}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        let (page, _) = s.scrape();
+        if metric(&page, &in_flight) == 0 || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let m = |series: &str| metric(&page, series);
     // Go: a manifest pulled twice, first from upstream, then from the cache.
     assert_eq!(m("ociregistry_manifest_pulls_total"), 2);
