@@ -8,8 +8,10 @@ pub mod containerd;
 pub mod distribution;
 pub mod fake_ecr;
 pub mod fake_upstream;
+pub mod https;
 pub mod images;
 pub mod token_server;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
