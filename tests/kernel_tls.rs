@@ -38,7 +38,7 @@ fn https_in_a_guest_with_the_tls_module() {
     assert!(!outcome.timed_out, "the guest did not finish within the timeout; its console:\n{output}");
     assert_eq!(outcome.exit_code, Some(0), "the test in the guest failed; its console:\n{output}");
     assert!(output.contains("test result: ok. 1 passed"), "the guest ran no test named guest_https_pull:\n{output}");
-    eprintln!("guest ran for {:?}:\n{output}", outcome.elapsed);
+    eprintln!("the guest ({}) ran for {:?}:\n{output}", outcome.accelerator, outcome.elapsed);
 }
 
 /// The guest's half: skipped on the host (it is `#[ignore]`d, and without `OCIREGISTRY_IN_GUEST`

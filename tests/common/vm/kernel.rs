@@ -26,8 +26,8 @@ pub fn debian_kernel() -> Result<GuestKernel, String> {
     let cache = cache_dir()?;
     let package = match kernel_package() {
         Ok(package) => package,
-        Err(_) => {
-            apt_update()?;
+        Err(first) => {
+            apt_update().map_err(|e| format!("{first}; and updating the package lists: {e}"))?;
             kernel_package()?
         }
     };
@@ -96,8 +96,8 @@ fn unpack_into(scratch: &Path, package: &str) -> Result<(), String> {
             Duration::from_secs(600),
         )
     };
-    if download().is_err() {
-        apt_update()?;
+    if let Err(first) = download() {
+        apt_update().map_err(|e| format!("{first}; and updating the package lists: {e}"))?;
         download()?;
     }
     let deb = std::fs::read_dir(scratch)

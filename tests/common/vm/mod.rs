@@ -30,6 +30,8 @@ pub struct VmOutcome {
     pub timed_out: bool,
     /// How long qemu ran, boot to power-off.
     pub elapsed: Duration,
+    /// `kvm` or `tcg`: how qemu ran the guest.
+    pub accelerator: &'static str,
 }
 
 /// What to run in the guest, and what else to put in it.
@@ -81,8 +83,10 @@ fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
     let (timed_out, elapsed) = boot(&kernel.vmlinuz, &image, &console, memory_mib, kvm, timeout)?;
     let raw = std::fs::read(&console).map_err(|e| format!("read {}: {e}", console.display()))?;
     let output = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
-    let exit_code = output.lines().find_map(|l| l.trim().strip_prefix(&marker)?.trim().parse().ok());
-    Ok(VmOutcome { exit_code, output, timed_out, elapsed })
+    // The marker may follow output of the binary's that did not end its line.
+    let exit_code = output.lines().find_map(|l| l.split_once(&marker)?.1.trim().parse().ok());
+    let accelerator = if kvm { "kvm" } else { "tcg" };
+    Ok(VmOutcome { exit_code, output, timed_out, elapsed, accelerator })
 }
 
 /// Whether KVM can boot Debian's kernel here: `/dev/kvm` opens and the CPU has hardware
