@@ -1,8 +1,8 @@
 //! Debian's kernel for the guest, fetched once into `~/.cache/ociregistry-ci/vm/<package>/`:
 //! the exact `linux-image-<abi>-amd64` package that `linux-image-amd64` depends on, downloaded
 //! with `apt-get download` (after an `apt-get update` when that fails) and unpacked with
-//! `dpkg-deb -x`, keeping `vmlinuz` and `lib/modules/<version>`. Debian builds `tls` as a
-//! module there, which the machines the tests run on lack.
+//! `dpkg-deb -x`, keeping `vmlinuz` (and `vmlinux` unpacked from it) and `lib/modules/<version>`.
+//! Debian builds `tls` as a module there, which the machines the tests run on lack.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,9 @@ use super::run_bounded;
 
 /// A cached Debian kernel: its image and its modules directory.
 pub struct GuestKernel {
-    pub vmlinuz: PathBuf,
+    /// The uncompressed `vmlinux` qemu boots through PVH (under TCG, decompressing the bzImage
+    /// takes longer than booting), or `vmlinuz` when it could not be unpacked.
+    pub image: PathBuf,
     /// `.../lib/modules/<version>`
     pub modules_dir: PathBuf,
     /// The release, e.g. `6.1.0-57-amd64` (the guest's `/lib/modules/<version>`).
@@ -36,7 +38,14 @@ pub fn debian_kernel() -> Result<GuestKernel, String> {
         fetch(&cache, &package, &dir)?;
     }
     let version = std::fs::read_to_string(dir.join(".complete")).map_err(|e| format!("read {}: {e}", dir.display()))?;
-    Ok(GuestKernel { vmlinuz: dir.join("vmlinuz"), modules_dir: dir.join("modules").join(&version), version })
+    let image = match unpacked_image(&dir) {
+        Ok(vmlinux) => vmlinux,
+        Err(e) => {
+            eprintln!("booting the compressed kernel (slower under TCG): {e}");
+            dir.join("vmlinuz")
+        }
+    };
+    Ok(GuestKernel { image, modules_dir: dir.join("modules").join(&version), version })
 }
 
 fn cache_dir() -> Result<PathBuf, String> {
@@ -118,6 +127,39 @@ fn unpack_into(scratch: &Path, package: &str) -> Result<(), String> {
     std::fs::remove_dir_all(&root).map_err(|e| e.to_string())?;
     std::fs::remove_file(&deb).map_err(|e| e.to_string())?;
     std::fs::write(scratch.join(".complete"), &version).map_err(|e| e.to_string())
+}
+
+/// `dir/vmlinux`, unpacked once from `vmlinuz`: Debian compresses it with xz, whose stream
+/// starts at its magic bytes inside the bzImage. Written aside and renamed into place.
+fn unpacked_image(dir: &Path) -> Result<PathBuf, String> {
+    let vmlinux = dir.join("vmlinux");
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    let bzimage = std::fs::read(dir.join("vmlinuz")).map_err(|e| format!("read vmlinuz: {e}"))?;
+    let start = bzimage.windows(6).position(|w| w == b"\xfd7zXZ\x00").ok_or("vmlinuz holds no xz stream")?;
+    let scratch = dir.join(format!("vmlinux.tmp-{}-{}", std::process::id(), crate::common::unique()));
+    let payload = scratch.with_extension("xz");
+    let unpack = || -> Result<(), String> {
+        std::fs::write(&payload, &bzimage[start..]).map_err(|e| e.to_string())?;
+        let out = std::fs::File::create(&scratch).map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("timeout")
+            .args(["120", "xz", "-dc", "--single-stream"])
+            .arg(&payload)
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("run xz: {e}"))?;
+        let elf = std::fs::read(&scratch).map_err(|e| e.to_string())?;
+        if !status.success() || !elf.starts_with(b"\x7fELF") {
+            return Err(format!("xz (Debian package xz-utils) could not unpack it: {status}"));
+        }
+        std::fs::rename(&scratch, &vmlinux).map_err(|e| e.to_string())
+    };
+    let result = unpack();
+    let _ = std::fs::remove_file(&payload);
+    let _ = std::fs::remove_file(&scratch);
+    result.map(|()| vmlinux)
 }
 
 /// The one directory name in `dir` (a kernel package installs one `lib/modules/<version>`).

@@ -80,7 +80,7 @@ fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
     let console = work.path().join("console.log");
     let kvm = kvm_runs_stock_kernels();
     let timeout = if kvm { run.timeout } else { run.timeout * 4 };
-    let (timed_out, elapsed) = boot(&kernel.vmlinuz, &image, &console, memory_mib, kvm, timeout)?;
+    let (timed_out, elapsed) = boot(&kernel.image, &image, &console, memory_mib, kvm, timeout)?;
     let raw = std::fs::read(&console).map_err(|e| format!("read {}: {e}", console.display()))?;
     let output = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
     // The marker may follow output of the binary's that did not end its line.
@@ -105,7 +105,7 @@ fn kvm_runs_stock_kernels() -> bool {
 
 /// Runs qemu until the guest powers off or `timeout` passes (then kills it).
 fn boot(
-    vmlinuz: &Path,
+    kernel: &Path,
     image: &Path,
     console: &Path,
     memory_mib: u64,
@@ -129,7 +129,7 @@ fn boot(
             "stdio",
         ])
         .arg("-kernel")
-        .arg(vmlinuz)
+        .arg(kernel)
         .arg("-initrd")
         .arg(image)
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
