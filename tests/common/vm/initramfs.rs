@@ -74,6 +74,9 @@ impl Initramfs {
 
     /// A host file, or a directory with everything in it, at the same path.
     pub fn add_host_path(&mut self, path: &Path) -> Result<(), String> {
+        if !path.is_absolute() {
+            return Err(format!("{} is not an absolute path", path.display()));
+        }
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if !meta.is_dir() {
             use std::os::unix::fs::PermissionsExt;

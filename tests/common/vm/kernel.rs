@@ -36,6 +36,7 @@ pub fn debian_kernel() -> Result<GuestKernel, String> {
     let dir = cache.join(&package);
     if !dir.join(".complete").exists() {
         fetch(&cache, &package, &dir)?;
+        remove_older_kernels(&cache, &package);
     }
     let version = std::fs::read_to_string(dir.join(".complete")).map_err(|e| format!("read {}: {e}", dir.display()))?;
     let image = match unpacked_image(&dir) {
@@ -127,6 +128,17 @@ fn unpack_into(scratch: &Path, package: &str) -> Result<(), String> {
     std::fs::remove_dir_all(&root).map_err(|e| e.to_string())?;
     std::fs::remove_file(&deb).map_err(|e| e.to_string())?;
     std::fs::write(scratch.join(".complete"), &version).map_err(|e| e.to_string())
+}
+
+/// Removes the kernels a security update replaced (each is ~400 MB), keeping `current`.
+fn remove_older_kernels(cache: &Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(cache) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("linux-image-") && name != current {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `dir/vmlinux`, unpacked once from `vmlinuz`: Debian compresses it with xz, whose stream
