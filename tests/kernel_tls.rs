@@ -72,27 +72,104 @@ fn guest_https_pull() {
     let metrics_port = common::free_port().to_string();
     let server = Server::start(&config, &["--metrics", &metrics_port]);
 
-    let mut conn = Https::connect(&server.addr, client_config(&ca, None)).unwrap();
-    // Twice: through the fetch, then from the cache (the path the offload will serve).
-    for round in ["miss", "hit"] {
-        let a = conn.get(&format!("/v2/{}/team/app/manifests/v1", up.host()), "*/*").unwrap();
-        assert_eq!(a.status, 200, "manifest ({round}): {}", a.head);
-        assert_eq!(sha256_digest(&a.body), image.manifest_digest, "manifest ({round})");
-        for (digest, bytes) in image.layer_digests.iter().zip(&layers) {
-            let a = conn.get(&format!("/v2/{}/team/app/blobs/{digest}", up.host()), "*/*").unwrap();
-            assert_eq!(a.status, 200, "blob ({round}): {}", a.head);
-            assert_eq!(a.body.len(), bytes.len(), "blob ({round})");
-            assert_eq!(&sha256_digest(&a.body), digest, "blob ({round})");
+    // One connection per kind of session the server offers (TLS 1.3 and 1.2, each AEAD), each
+    // pulling through the fetch or from the cache's files, twice on the keep-alive connection:
+    // the kernel encrypts what rustls would have, and bodies go out with sendfile.
+    let mut bytes_expected = 0u64;
+    for (i, (name, config)) in session_kinds(&ca).into_iter().enumerate() {
+        let mut conn = Https::connect(&server.addr, config).unwrap();
+        for round in ["first", "again"] {
+            let a = conn.get(&format!("/v2/{}/team/app/manifests/v1", up.host()), "*/*").unwrap();
+            assert_eq!(a.status, 200, "{name}: manifest ({round}): {}", a.head);
+            assert_eq!(sha256_digest(&a.body), image.manifest_digest, "{name}: manifest ({round})");
+            for (digest, bytes) in image.layer_digests.iter().zip(&layers) {
+                let a = conn.get(&format!("/v2/{}/team/app/blobs/{digest}", up.host()), "*/*").unwrap();
+                assert_eq!(a.status, 200, "{name}: blob ({round}): {}", a.head);
+                assert_eq!(a.body.len(), bytes.len(), "{name}: blob ({round})");
+                assert_eq!(&sha256_digest(&a.body), digest, "{name}: blob ({round})");
+                if (i > 0 || round == "again") && bytes.len() > 1 << 20 {
+                    bytes_expected += bytes.len() as u64; // from the cache's file (small ones may be kept in memory)
+                }
+            }
         }
+        // A range, and a HEAD, on the same connection.
+        let digest = &image.layer_digests[1];
+        conn.send(&format!(
+            "GET /v2/{}/team/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=100-1123\r\n\r\n",
+            up.host()
+        ))
+        .unwrap();
+        let a = conn.answer(false).unwrap();
+        assert_eq!((a.status, &a.body[..]), (206, &layers[1][100..1124]), "{name}: range: {}", a.head);
+    }
+    // A client that pipelines two requests right behind its handshake's last flight.
+    let mut conn = Https::connect(&server.addr, client_config(&ca, None)).unwrap();
+    let path = format!("/v2/{}/team/app/blobs/{}", up.host(), image.layer_digests[0]);
+    conn.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
+    for _ in 0..2 {
+        let a = conn.answer(false).unwrap();
+        assert_eq!((a.status, sha256_digest(&a.body)), (200, image.layer_digests[0].clone()), "pipelined: {}", a.head);
     }
 
     let page = common::http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).text();
-    let tls_lines: Vec<&str> = page.lines().filter(|l| l.starts_with("ociregistry_tls")).collect();
+    let tls_lines: Vec<&str> =
+        page.lines().filter(|l| l.starts_with("ociregistry_tls") || l.contains("path=")).collect();
     println!("guest metrics:\n{}", tls_lines.join("\n"));
-    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_available"), 1, "{page}\n{}", server.log());
-    // KERNEL OFFLOAD ASSERTIONS: once the offload is built, assert here on its counters in
-    // `page` (connections and bytes sent through TLS_TX / sendfile, fallbacks to rustls) and on
-    // `server.log()`; everything above must keep passing with the offload on.
+    let log = server.log();
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_available"), 1, "{page}\n{log}");
+    let connections = session_kinds(&ca).len() as u64 + 1;
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offloads_total"), connections, "{page}\n{log}");
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_declined_total"), 0, "{page}\n{log}");
+    assert_eq!(common::metric(&page, "ociregistry_tls_kernel_offload_failures_total"), 0, "{page}\n{log}");
+    assert_eq!(
+        common::metric(&page, "ociregistry_body_bytes_sent_total{path=\"tls\"}"),
+        0,
+        "rustls sent no file body: {page}"
+    );
+    let kernel = common::metric(&page, "ociregistry_body_bytes_sent_total{path=\"kernel_tls\"}");
+    assert!(kernel >= bytes_expected, "every cached 4 MiB body went through the kernel ({bytes_expected}): {page}");
+    assert!(log.contains("kernel TLS available: the tls module is loaded"), "{log}");
+    for kind in ["TLS 1.3 AES-128-GCM", "TLS 1.3 AES-256-GCM", "TLS 1.3 ChaCha20-Poly1305", "TLS 1.2 AES-128-GCM"] {
+        assert!(log.contains(kind), "the probe names {kind} as carried: {log}");
+    }
+    let stat = std::fs::read_to_string("/proc/net/tls_stat").unwrap_or_default();
+    println!("/proc/net/tls_stat:\n{stat}");
+    let tx_sw: u64 = stat.lines().find_map(|l| l.strip_prefix("TlsTxSw")).map_or(0, |v| v.trim().parse().unwrap());
+    assert!(tx_sw >= connections, "the kernel counted our sessions: {stat}");
+}
+
+/// Client configurations that each negotiate one kind of session: TLS 1.3 with each AEAD
+/// suite, and TLS 1.2 (ECDHE-ECDSA, the test certificate being P-256) with each.
+fn session_kinds(ca: &Path) -> Vec<(&'static str, std::sync::Arc<rustls::ClientConfig>)> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let kinds = [
+        ("TLS 1.3 AES-128-GCM", cs::TLS13_AES_128_GCM_SHA256, &rustls::version::TLS13),
+        ("TLS 1.3 AES-256-GCM", cs::TLS13_AES_256_GCM_SHA384, &rustls::version::TLS13),
+        ("TLS 1.3 ChaCha20-Poly1305", cs::TLS13_CHACHA20_POLY1305_SHA256, &rustls::version::TLS13),
+        ("TLS 1.2 AES-128-GCM", cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, &rustls::version::TLS12),
+        ("TLS 1.2 AES-256-GCM", cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, &rustls::version::TLS12),
+        ("TLS 1.2 ChaCha20-Poly1305", cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, &rustls::version::TLS12),
+    ];
+    kinds
+        .into_iter()
+        .map(|(name, suite, version)| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::pem::PemObject::pem_file_iter(ca).unwrap() {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: vec![suite],
+                ..rustls::crypto::ring::default_provider()
+            };
+            let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            (name, std::sync::Arc::new(config))
+        })
+        .collect()
 }
 
 /// The TLS 1.3 ciphers rustls negotiates, which the offload hands to the kernel.
