@@ -3,7 +3,8 @@
 //! same test binary on `guest_https_pull` alone. Inside, the real `ociregistry` serves
 //! `serverTlsConfig` from an in-process fake upstream; a rustls client pulls a manifest and a
 //! 4 MiB blob, checking digests, and the metrics page is read. The certificates are made on
-//! the host (openssl is not in the guest) and copied in at the same path.
+//! the host (openssl is not in the guest) and copied in at the same path. A second guest runs
+//! busybox's sh failing on purpose: its status, environment and output must come back.
 
 mod common;
 
@@ -39,6 +40,22 @@ fn https_in_a_guest_with_the_tls_module() {
     assert_eq!(outcome.exit_code, Some(0), "the test in the guest failed; its console:\n{output}");
     assert!(output.contains("test result: ok. 1 passed"), "the guest ran no test named guest_https_pull:\n{output}");
     eprintln!("the guest ({}) ran for {:?}:\n{output}", outcome.accelerator, outcome.elapsed);
+}
+
+#[test]
+fn a_failing_guest_program_is_reported_with_its_status_environment_and_output() {
+    let busybox = common::vm::find_on_path("busybox").expect("busybox (Debian package busybox-static)");
+    let outcome = run_in_vm(&GuestRun {
+        binary: &busybox,
+        args: &["sh", "-c", "printf 'said: %s' \"$GREETING\"; exit 7"],
+        env: &[("GREETING", "it's $HOME")],
+        files: &[],
+        timeout: Duration::from_secs(60),
+    });
+    let output = &outcome.output;
+    assert!(!outcome.timed_out, "{output}");
+    assert_eq!(outcome.exit_code, Some(7), "{output}");
+    assert!(output.contains("said: it's $HOME"), "the variable is passed as it is: {output}");
 }
 
 /// The guest's half: skipped on the host (it is `#[ignore]`d, and without `OCIREGISTRY_IN_GUEST`

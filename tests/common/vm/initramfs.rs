@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::cpio::Cpio;
 use super::kernel::GuestKernel;
-use super::{modules, run_bounded};
+use super::{find_on_path, modules, run_bounded};
 
 /// What goes at one path of the guest.
 enum Entry {
@@ -188,9 +188,4 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(libraries)
-}
-
-fn find_on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| p.is_file())
 }

@@ -15,7 +15,7 @@ mod initramfs;
 mod kernel;
 mod modules;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,8 +83,7 @@ fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
     let (timed_out, elapsed) = boot(&kernel.image, &image, &console, memory_mib, kvm, timeout)?;
     let raw = std::fs::read(&console).map_err(|e| format!("read {}: {e}", console.display()))?;
     let output = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
-    // The marker may follow output of the binary's that did not end its line.
-    let exit_code = output.lines().find_map(|l| l.split_once(&marker)?.1.trim().parse().ok());
+    let exit_code = output.lines().find_map(|l| l.strip_prefix(&marker)?.trim().parse().ok());
     let accelerator = if kvm { "kvm" } else { "tcg" };
     Ok(VmOutcome { exit_code, output, timed_out, elapsed, accelerator })
 }
@@ -225,4 +224,10 @@ fn run_bounded(command: &mut Command, limit: Duration) -> Result<Vec<u8>, String
             String::from_utf8_lossy(&out.stderr)
         )),
     }
+}
+
+/// The first `tool` on `PATH`.
+pub fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| p.is_file())
 }
