@@ -7,7 +7,7 @@
 //! file read back here. qemu runs with KVM when it can boot a stock kernel, else (slower) with
 //! TCG.
 //!
-//! Needs qemu-system-x86, busybox-static, apt-get and dpkg-deb (the kernel is fetched once, see
+//! Needs qemu-system-x86, busybox-static, apt-get, dpkg-deb and xz (the kernel is fetched once, see
 //! [`kernel`]); a missing one is an error naming it, never a skip.
 
 mod cpio;
