@@ -256,3 +256,105 @@ fn pulls_refused_together_share_one_renewal() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", server.log());
     assert_eq!(ecr.calls(), 2, "one renewal for every pull refused with the old token");
 }
+
+/// The server for `up` with `token` options and this environment only: no AWS keys in it, so
+/// the keys must come from the profile `AWS_CONFIG_FILE` names.
+fn server_with_profile(up: &FakeUpstream, token: &str, env: &[(&str, &str)]) -> Server {
+    let config = format!(
+        "prefetch: false\nregistries:\n  - name: \"{}\"\n    scheme: http\n    auth:\n      token: {token}\n",
+        up.host()
+    );
+    let mut all = vec![("AWS_EC2_METADATA_DISABLED", "true"), ("RUST_LOG", "debug")];
+    all.extend_from_slice(env);
+    Server::start_with_env(&config, &[], &all)
+}
+
+#[test]
+fn a_profiles_credential_process_gives_the_keys() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let aws = tempfile::tempdir().unwrap();
+    let runs = aws.path().join("runs");
+    let script = aws.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\nprintf '{{\"Version\": 1, \"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"%s\"}}' '{ACCESS_KEY}' '{SECRET_KEY}'\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = aws.path().join("config");
+    std::fs::write(&config, format!("[profile builder]\ncredential_process = {}\n", script.display())).unwrap();
+    let none = aws.path().join("none");
+    let token = format!("{{provider: ecr, providerOpts: \"region={REGION},profile=builder\"}}");
+    let server = server_with_profile(
+        &up,
+        &token,
+        &[
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", none.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_ECR", &ecr.url()),
+            ("HOME", aws.path().to_str().unwrap()),
+        ],
+    );
+    let r = pull(&server, &up, "v1");
+    assert_eq!(r.status, 200, "{}\n{:?}\n{}", r.text(), ecr.rejections(), server.log());
+    assert_eq!(ecr.calls(), 1, "signed with the process's keys: {:?}", ecr.rejections());
+    assert!(std::fs::read_to_string(&runs).is_ok_and(|r| r.lines().count() >= 1), "the process ran");
+    assert_no_secret(&server.log(), &ecr);
+}
+
+#[test]
+fn an_sso_profile_gets_role_credentials_from_the_portal_with_the_cached_sign_in() {
+    let up = ecr_upstream();
+    let ecr = FakeEcr::start(ACCESS_KEY, SECRET_KEY, REGION, PASSWORD);
+    let (bearer, account, role) = ("sso-bearer-7f3a", "123456789012", "RegistryPuller");
+    ecr.serve_sso(bearer, account, role);
+    let home = tempfile::tempdir().unwrap();
+    let start_url = "https://example-org.awsapps.com/start";
+    let config = home.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile org]\nsso_start_url = {start_url}\nsso_region = {REGION}\nsso_account_id = {account}\nsso_role_name = {role}\nregion = {REGION}\n"
+        ),
+    )
+    .unwrap();
+    // What `aws sso login` leaves: the access token cached under the sha1 of the start URL.
+    let cache = home.path().join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let sha1 = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s '{start_url}' | sha1sum | cut -d' ' -f1")])
+        .output()
+        .unwrap();
+    let name = String::from_utf8(sha1.stdout).unwrap().trim().to_string();
+    assert_eq!(name.len(), 40, "sha1sum: {name:?}");
+    std::fs::write(
+        cache.join(format!("{name}.json")),
+        format!(
+            r#"{{"startUrl": "{start_url}", "region": "{REGION}", "accessToken": "{bearer}", "expiresAt": "2099-01-01T00:00:00Z"}}"#
+        ),
+    )
+    .unwrap();
+    let none = home.path().join("none");
+    let token = format!("{{provider: ecr, providerOpts: \"region={REGION}\"}}");
+    let server = server_with_profile(
+        &up,
+        &token,
+        &[
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", none.to_str().unwrap()),
+            ("AWS_PROFILE", "org"),
+            ("AWS_ENDPOINT_URL_ECR", &ecr.url()),
+            ("AWS_ENDPOINT_URL_SSO", &ecr.url()),
+            ("HOME", home.path().to_str().unwrap()),
+        ],
+    );
+    let r = pull(&server, &up, "v1");
+    assert_eq!(r.status, 200, "{}\n{:?}\n{}", r.text(), ecr.rejections(), server.log());
+    assert_eq!((ecr.sso_calls(), ecr.calls()), (1, 1), "rejected: {:?}", ecr.rejections());
+    assert!(!server.log().contains(bearer), "the SSO token is not logged");
+    assert_no_secret(&server.log(), &ecr);
+}

@@ -5,6 +5,11 @@
 //! secret key it was given), issuing base64 `AWS:<password>` tokens that ECR
 //! says expire after `lifetime`; it can be told to refuse, or to issue tokens
 //! for another password from now on. Every request is counted. Blocking std threads: plain `#[test]`s use it.
+//!
+//! It also plays IAM Identity Center's portal (`AWS_ENDPOINT_URL_SSO`) when
+//! told a bearer token ([`FakeEcr::serve_sso`]): `GetRoleCredentials`
+//! (`GET /federation/credentials`) with that token answers the keys it checks
+//! ECR's signatures against.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +31,9 @@ struct State {
     lifetime_secs: AtomicU64,
     refuse: AtomicBool,
     calls: AtomicUsize,
+    /// The SSO bearer token, account and role `GetRoleCredentials` answers for, and its calls.
+    sso: Mutex<Option<(String, String, String)>>,
+    sso_calls: AtomicUsize,
     /// Why requests were turned away (a bad signature, a wrong target), for assertions.
     rejections: Mutex<Vec<String>>,
 }
@@ -48,6 +56,8 @@ impl FakeEcr {
             lifetime_secs: AtomicU64::new(12 * 3600),
             refuse: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
+            sso: Mutex::new(None),
+            sso_calls: AtomicUsize::new(0),
             rejections: Mutex::new(Vec::new()),
         });
         let s = state.clone();
@@ -78,6 +88,16 @@ impl FakeEcr {
     /// Requests answered with a token.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Answers `GetRoleCredentials` for `bearer`, `account` and `role` with the keys ECR requests must be signed with.
+    pub fn serve_sso(&self, bearer: &str, account: &str, role: &str) {
+        *self.state.sso.lock().unwrap() = Some((bearer.into(), account.into(), role.into()));
+    }
+
+    /// `GetRoleCredentials` requests answered with keys.
+    pub fn sso_calls(&self) -> usize {
+        self.state.sso_calls.load(Ordering::SeqCst)
     }
 
     pub fn rejections(&self) -> Vec<String> {
@@ -159,6 +179,12 @@ fn answer(state: &State, method: &str, path: &str, headers: &Headers, body: &[u8
         state.rejections.lock().unwrap().push(why.clone());
         (400, format!(r#"{{"__type":"InvalidSignatureException","message":{why:?}}}"#))
     };
+    if method == "GET" && path.starts_with("/federation/credentials?") {
+        return role_credentials(state, path, headers).unwrap_or_else(|why| {
+            state.rejections.lock().unwrap().push(why.clone());
+            (401, format!(r#"{{"message":{why:?}}}"#))
+        });
+    }
     if method != "POST" || path != "/" || header(headers, "x-amz-target") != Some(TARGET) {
         return reject(format!("not a GetAuthorizationToken request: {method} {path}"));
     }
@@ -179,6 +205,29 @@ fn answer(state: &State, method: &str, path: &str, headers: &Headers, body: &[u8
             state.region
         ),
     )
+}
+
+/// SSO's `GetRoleCredentials`: the bearer token, account and role it was told, answered with the keys.
+fn role_credentials(state: &State, path: &str, headers: &Headers) -> Result<(u16, String), String> {
+    let sso = state.sso.lock().unwrap().clone().ok_or("SSO is not served")?;
+    let (bearer, account, role) = sso;
+    if header(headers, "x-amz-sso_bearer_token") != Some(bearer.as_str()) {
+        return Err("GetRoleCredentials without the SSO bearer token".into());
+    }
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')));
+    if param("account_id") != Some(account.as_str()) || param("role_name") != Some(role.as_str()) {
+        return Err(format!("GetRoleCredentials for another account or role: {query}"));
+    }
+    state.sso_calls.fetch_add(1, Ordering::SeqCst);
+    let expires_ms = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600) * 1000;
+    Ok((
+        200,
+        format!(
+            r#"{{"roleCredentials":{{"accessKeyId":"{}","secretAccessKey":"{}","sessionToken":"sso-session","expiration":{expires_ms}}}}}"#,
+            state.access_key, state.secret_key
+        ),
+    ))
 }
 
 /// Checks the SigV4 `Authorization`: scope, signed headers, and the signature recomputed.
