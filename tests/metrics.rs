@@ -189,6 +189,26 @@ fn go_series_count_pulls_by_namespace_and_disk_follows_the_store_through_a_prune
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let m = |series: &str| metric(&page, series);
+    // The standard process series Go's client exports, unprefixed, read from the server's /proc.
+    let f = |series: &str| -> f64 {
+        let v = page.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')));
+        v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{series} is not in the page:\n{page}"))
+    };
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+    ] {
+        assert!(page.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind}:\n{page}");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = f("process_start_time_seconds");
+    assert!(started > now - 300.0 && started <= now + 1.0, "the server started just now: {started} vs {now}");
+    assert!(f("process_open_fds") >= 3.0 && f("process_open_fds") <= f("process_max_fds"), "{page}");
+    assert!(f("process_resident_memory_bytes") > 1e6 && f("process_cpu_seconds_total") >= 0.0, "{page}");
     // Go: a manifest pulled twice, first from upstream, then from the cache.
     assert_eq!(m("ociregistry_manifest_pulls_total"), 2);
     assert_eq!(m(&format!("ociregistry_upstream_pulls_by_ns{{ns=\"{ns}\"}}")), 1);

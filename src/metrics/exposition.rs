@@ -2,6 +2,8 @@
 //! scrape time (the hit path keeps its plain per-thread counters), encoded in
 //! the Prometheus text format 0.0.4 the Go ociregistry serves.
 //!
+//! The standard `process_*` series come from `process`, without the prefix.
+//!
 //! prometheus-client appends `_total` to every counter's name. Nine of Go's ten
 //! names fit that; `ociregistry_upstream_pulls_by_ns` (a counter without
 //! `_total` in Go) is exposed as `untyped` to keep its exact name.
@@ -24,8 +26,9 @@ pub const PREFIX: &str = "ociregistry";
 
 /// The Prometheus text exposition (format 0.0.4) of `metrics`.
 pub fn render(metrics: &Arc<Metrics>) -> String {
-    let mut registry = Registry::with_prefix(PREFIX);
-    registry.register_collector(Box::new(Scrape(metrics.clone())));
+    let mut registry = Registry::default();
+    registry.sub_registry_with_prefix(PREFIX).register_collector(Box::new(Scrape(metrics.clone())));
+    registry.register_collector(Box::new(super::process::Process));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out

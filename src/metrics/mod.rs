@@ -17,6 +17,7 @@
 pub mod endpoint;
 pub mod exposition;
 pub mod names;
+mod process;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
