@@ -28,7 +28,10 @@ use crate::cli::{LogFormat, LogLevel};
 /// Sets up logging. The returned guard keeps the writer thread alive; dropping
 /// it flushes what is queued.
 pub fn init(level: LogLevel, format: LogFormat, file: Option<&Path>) -> anyhow::Result<WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(from_env) => from_env,
+        Err(_) => without_peer_warnings(EnvFilter::new(level.as_str()), level),
+    };
     let filter = without_sdk_trace(filter);
     let (writer, guard, ansi): (NonBlocking, WorkerGuard, bool) = match file {
         Some(path) => {
@@ -70,12 +73,25 @@ const SDK_TARGETS: &[&str] = &[
     "aws_credential_types",
     "aws_runtime",
     "aws_sdk_ecr",
+    "aws_sdk_sso",
+    "aws_sdk_ssooidc",
     "aws_sdk_sts",
     "aws_sigv4",
     "aws_smithy_http",
     "aws_smithy_runtime",
     "aws_smithy_types",
 ];
+
+/// `filter` (from `--log-level`), with rustls's WARN lines left out at `info`
+/// and above: rustls warns about what a peer sent (an IP address as the
+/// server name, as wrk sends), one line per connection any client can make.
+/// At `debug` and `trace` they are kept; `RUST_LOG` decides for itself.
+fn without_peer_warnings(filter: EnvFilter, level: LogLevel) -> EnvFilter {
+    match level {
+        LogLevel::Trace | LogLevel::Debug => filter,
+        _ => filter.add_directive("rustls=error".parse().expect("a valid directive")),
+    }
+}
 
 /// `filter`, with the SDK's targets at DEBUG at most when it would let TRACE through.
 fn without_sdk_trace(mut filter: EnvFilter) -> EnvFilter {
