@@ -72,6 +72,46 @@ impl Initramfs {
         Ok(())
     }
 
+    /// An executable at `guest` (an absolute path, e.g. where a unit's `ExecStart=` looks), read
+    /// from `host`, with the shared libraries it loads at their host paths.
+    pub fn add_binary_at(&mut self, guest: &Path, host: &Path) -> Result<(), String> {
+        if !guest.is_absolute() || !host.is_absolute() {
+            return Err(format!("{} and {} must be absolute paths", guest.display(), host.display()));
+        }
+        self.add(guest, Entry::Host(host.to_path_buf(), 0o755));
+        for library in shared_libraries(host)? {
+            self.add(&library, Entry::Host(library.clone(), 0o755));
+        }
+        Ok(())
+    }
+
+    /// A host file at another guest path, with this mode.
+    pub fn add_host_file_at(&mut self, guest: &Path, host: &Path, mode: u32) -> Result<(), String> {
+        if !guest.is_absolute() || !host.is_file() {
+            return Err(format!("{} is not an absolute path or {} is not a file", guest.display(), host.display()));
+        }
+        self.add(guest, Entry::Host(host.to_path_buf(), mode));
+        Ok(())
+    }
+
+    /// A file made of `data` at the absolute path `guest` (replacing what was there).
+    pub fn add_bytes(&mut self, guest: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+        if !guest.is_absolute() {
+            return Err(format!("{} is not an absolute path", guest.display()));
+        }
+        self.add(guest, Entry::Bytes(data.to_vec(), mode));
+        Ok(())
+    }
+
+    /// A symbolic link at the absolute path `guest` pointing at `target`.
+    pub fn add_symlink(&mut self, guest: &Path, target: &str) -> Result<(), String> {
+        if !guest.is_absolute() {
+            return Err(format!("{} is not an absolute path", guest.display()));
+        }
+        self.add(guest, Entry::Symlink(target.to_string()));
+        Ok(())
+    }
+
     /// A host file, or a directory with everything in it, at the same path.
     pub fn add_host_path(&mut self, path: &Path) -> Result<(), String> {
         if !path.is_absolute() {

@@ -5,7 +5,8 @@
 //! Its `/init` mounts the usual filesystems, brings up loopback, loads `tls`, runs the binary
 //! and prints a marker line with its exit status on the serial console, which qemu writes to a
 //! file read back here. qemu runs with KVM when it can boot a stock kernel, else (slower) with
-//! TCG.
+//! TCG. [`systemd`] boots the same kind of guest with the host's systemd as PID 1 instead, to
+//! run units for real.
 //!
 //! Needs qemu-system-x86, busybox-static, apt-get, dpkg-deb and xz (the kernel is fetched once, see
 //! [`kernel`]); a missing one is an error naming it, never a skip.
@@ -14,6 +15,7 @@ mod cpio;
 mod initramfs;
 mod kernel;
 mod modules;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,8 +63,7 @@ pub fn run_in_vm(run: &GuestRun) -> VmOutcome {
 
 fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
     let kernel = kernel::debian_kernel()?;
-    let nonce = format!("{:016x}", crate::common::unique() ^ random_u64());
-    let marker = format!("@@ociregistry-guest-exit {nonce} ");
+    let marker = new_marker();
     let mut fs = initramfs::Initramfs::new(&kernel, &init_script(run, &marker)?)?;
     fs.add_binary(run.binary)?;
     fs.add_binary(Path::new(env!("CARGO_BIN_EXE_ociregistry")))?;
@@ -72,6 +73,24 @@ fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
         }
         fs.add_host_path(path)?;
     }
+    boot_and_collect(&kernel, &fs, &marker, run.timeout)
+}
+
+/// A fresh marker line prefix, `@@ociregistry-guest-exit <nonce> `, that the guest prints
+/// before its exit status (a nonce, so no other line is mistaken for it).
+fn new_marker() -> String {
+    let nonce = format!("{:016x}", crate::common::unique() ^ random_u64());
+    format!("@@ociregistry-guest-exit {nonce} ")
+}
+
+/// Writes `fs`, boots it, and reads the console back: the exit status is the number after the
+/// first line starting with `marker`.
+fn boot_and_collect(
+    kernel: &kernel::GuestKernel,
+    fs: &initramfs::Initramfs,
+    marker: &str,
+    timeout: Duration,
+) -> Result<VmOutcome, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let image = work.path().join("initramfs.cpio");
     fs.write(&image)?;
@@ -79,11 +98,11 @@ fn try_run_in_vm(run: &GuestRun) -> Result<VmOutcome, String> {
     let memory_mib = 1024.max(512 + 2 * fs.payload_bytes() / (1 << 20));
     let console = work.path().join("console.log");
     let kvm = kvm_runs_stock_kernels();
-    let timeout = if kvm { run.timeout } else { run.timeout * 4 };
+    let timeout = if kvm { timeout } else { timeout * 4 };
     let (timed_out, elapsed) = boot(&kernel.image, &image, &console, memory_mib, kvm, timeout)?;
     let raw = std::fs::read(&console).map_err(|e| format!("read {}: {e}", console.display()))?;
     let output = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
-    let exit_code = output.lines().find_map(|l| l.strip_prefix(&marker)?.trim().parse().ok());
+    let exit_code = output.lines().find_map(|l| l.strip_prefix(marker)?.trim().parse().ok());
     let accelerator = if kvm { "kvm" } else { "tcg" };
     Ok(VmOutcome { exit_code, output, timed_out, elapsed, accelerator })
 }
