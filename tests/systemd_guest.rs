@@ -7,7 +7,7 @@
 //! yet keeps io_uring, `ociregistry load` of an OCI tarball made on the host goes through the
 //! running service and its manifest and layer are served, everything under `/var/lib/ociregistry`
 //! belongs to the service's user and nothing outside it is writable in its namespace, `reload`
-//! keeps it active, and `stop` ends it gracefully (`inactive`, `Result=success`, exit status 0,
+//! keeps it active, and `stop` ends it gracefully (a download in progress finishes, `inactive`, `Result=success`, exit status 0,
 //! `STOPPING=1` received by systemd, as its debug log shows).
 
 mod common;
@@ -30,7 +30,7 @@ fn the_unit_runs_under_systemd_as_pid_1() {
     assert!(UNIT.contains(&format!("ExecStart={BINARY} ")), "the unit's ExecStart moved");
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let layers = [LayerSpec::text("hello.txt", "hello from the guest\n"), LayerSpec::random(7, 300 * 1024)];
+    let layers = [LayerSpec::text("hello.txt", "hello from the guest\n"), LayerSpec::random(7, 24 << 20)];
     let image = write_image(&layout, &format!("{REPOSITORY}:v1"), ("linux", host_arch()), &layers);
     let tarball = dir.path().join("app.tar");
     let tar = Command::new("tar").arg("-cf").arg(&tarball).arg("-C").arg(&layout).arg(".").status().unwrap();
@@ -68,7 +68,7 @@ fn the_unit_runs_under_systemd_as_pid_1() {
 }
 
 /// How many `check` lines [`SCRIPT`] has (each prints one `guest-check` line).
-const CHECKS: usize = 33;
+const CHECKS: usize = 34;
 
 /// Run by the guest's test unit as root once the system is up. Every check prints one line;
 /// the exit status is the number that failed.
@@ -149,6 +149,12 @@ timeout 60 systemctl reload ociregistry
 rc=$?
 check "systemctl reload exits 0 and it stays active" [ "$rc" -eq 0 -a "$(systemctl is-active ociregistry)" = active ]
 
+# A download in progress when the stop begins (24 MiB at 4 MiB/s, more than socket buffers hold)
+# is finished, not cut.
+rm -f /tmp/slow
+curl -s --max-time 60 --limit-rate 4M -o /tmp/slow http://127.0.0.1:8080/v2/@REPOSITORY@/blobs/@LAYER@ &
+slow=$!
+for _ in $(seq 100); do [ -s /tmp/slow ] && break; sleep 0.1; done
 # At debug level the manager logs each notification it receives.
 systemctl log-level debug
 began=$(date +%s)
@@ -157,6 +163,9 @@ rc=$?
 echo "guest: systemctl stop ociregistry: exit $rc after $(($(date +%s) - began)) s"
 systemctl log-level info
 check "systemctl stop exits 0" [ "$rc" -eq 0 ]
+wait "$slow"
+rc=$?
+check "the download in progress finished whole (curl exit $rc)" [ "$rc" -eq 0 -a "sha256:$(sha256sum /tmp/slow | cut -d' ' -f1)" = @LAYER@ ]
 echo "guest: systemctl show: $(systemctl show -p NRestarts,Result,ExecMainCode,ExecMainStatus,ActiveState,SubState ociregistry | tr '\n' ' ')"
 active=$(systemctl is-active ociregistry)
 echo "guest: systemctl is-active ociregistry: $active"
