@@ -7,8 +7,9 @@
 //! yet keeps io_uring, `ociregistry load` of an OCI tarball made on the host goes through the
 //! running service and its manifest and layer are served, everything under `/var/lib/ociregistry`
 //! belongs to the service's user and nothing outside it is writable in its namespace, `reload`
-//! keeps it active, and `stop` ends it gracefully (a download in progress finishes, `inactive`, `Result=success`, exit status 0,
-//! `STOPPING=1` received by systemd, as its debug log shows).
+//! keeps it active, killed it is restarted (`Restart=on-failure`) and serves its cache, and `stop`
+//! ends it gracefully (a download in progress finishes, `inactive`, `Result=success`, exit status
+//! 0, `STOPPING=1` received by systemd, as its debug log shows).
 
 mod common;
 
@@ -68,7 +69,7 @@ fn the_unit_runs_under_systemd_as_pid_1() {
 }
 
 /// How many `check` lines [`SCRIPT`] has (each prints one `guest-check` line).
-const CHECKS: usize = 34;
+const CHECKS: usize = 36;
 
 /// Run by the guest's test unit as root once the system is up. Every check prints one line;
 /// the exit status is the number that failed.
@@ -149,6 +150,17 @@ timeout 60 systemctl reload ociregistry
 rc=$?
 check "systemctl reload exits 0 and it stays active" [ "$rc" -eq 0 -a "$(systemctl is-active ociregistry)" = active ]
 
+# Restart=on-failure: killed, it is started again (after RestartSec=2s) and serves its cache.
+kill -9 "$pid"
+for _ in $(seq 120); do
+  now=$(unit_property MainPID)
+  [ "$(systemctl is-active ociregistry)" = active -a "$now" != 0 -a "$now" != "$pid" ] && break
+  sleep 0.5
+done
+check "killed, it is restarted (main pid $pid, then $now; NRestarts=$(unit_property NRestarts))" [ "$now" != "$pid" -a "$(unit_property NRestarts)" = 1 ]
+code=$(status_of http://127.0.0.1:8080/v2/@REPOSITORY@/manifests/v1 "Accept: application/vnd.oci.image.manifest.v1+json")
+check "after the restart the cached manifest is served ($code)" [ "$code" = 200 -a "$(sha256_of_body)" = @MANIFEST@ ]
+
 # A download in progress when the stop begins (24 MiB at 4 MiB/s, more than socket buffers hold)
 # is finished, not cut.
 rm -f /tmp/slow
@@ -172,7 +184,7 @@ echo "guest: systemctl is-active ociregistry: $active"
 check "inactive after stop, not failed" [ "$active" = inactive ]
 check "Result=success (not timeout or signal)" [ "$(unit_property Result)" = success ]
 check "it exited 0" [ "$(unit_property ExecMainStatus)" = 0 ]
-check "NRestarts=0" [ "$(unit_property NRestarts)" = 0 ]
+check "NRestarts=0 (a stop resets the count of the restart above)" [ "$(unit_property NRestarts)" = 0 ]
 check "systemd received STOPPING=1" sh -c 'journalctl -b -o cat | grep "Got notification message" | grep -q "STOPPING=1"'
 
 echo "guest: the service's journal:"
