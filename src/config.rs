@@ -3,7 +3,9 @@
 //! beats file beats default. Every problem in a file is reported at once, each
 //! naming its key, and the server does not start with any of them.
 
+pub mod admin;
 pub mod auth;
+pub mod breaker;
 pub mod duration;
 pub mod patterns;
 pub mod prune;
@@ -17,13 +19,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{Cli, IoDriver, LogFormat, LogLevel, ServeArgs};
-use crate::fetch::breaker::Policy as BreakerPolicy;
 use crate::oci::RegistryName;
 
 mod policies;
 pub use auth::{AuthConfig, Credentials, EcrSource};
+pub use breaker::{BreakerConfig, Policy as BreakerPolicy};
 pub use duration::parse as parse_duration;
-pub use policies::{BreakerConfig, DurationValue, TagPolicy};
+pub use policies::{DurationValue, TagPolicy};
 
 pub const DEFAULT_IMAGE_PATH: &str = "/var/lib/ociregistry";
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -109,7 +111,7 @@ pub struct FileConfig {
     /// How often cached tags are re-checked upstream, unless an entry says otherwise (ours).
     pub tag_policy: Option<DurationValue>,
     /// Who may use the admin API under `/cmd/` besides loopback peers (ours).
-    pub admin: Option<crate::admin::access::AdminConfig>,
+    pub admin: Option<admin::AdminConfig>,
     pub registries: Vec<RegistryConfig>,
     /// Images prune never removes: regular expressions matched like `--pattern` (ours).
     pub pinned: Vec<String>,
@@ -243,7 +245,8 @@ pub struct Settings {
     pub always_pull_latest: bool,
     pub pull_timeout: Duration,
     /// How long a request head may take once its first byte arrived, when
-    /// the serving thread is not crowded (see [`crate::serve::CROWDED_CONNECTIONS`]).
+    /// the serving thread is not crowded (a crowded one, as the serving plane
+    /// counts it, allows at most its own shorter limit).
     pub header_timeout: Duration,
     /// Client connections open at once (all serving threads together).
     pub max_connections: usize,
@@ -269,7 +272,7 @@ pub struct Settings {
     /// The tag policy of upstreams that are not listed (listed ones carry their own).
     pub tag_policy: TagPolicy,
     /// Who may use the admin API besides loopback peers.
-    pub admin: crate::admin::access::Access,
+    pub admin: admin::Access,
     pub registries: Vec<Registry>,
     /// Background pruning, if `pruneConfig` enables it.
     pub prune: Option<prune::BackgroundPrune>,
@@ -380,7 +383,7 @@ impl Settings {
                 problems.push(format!("os/arch: {e}"));
                 crate::oci::Platform::parse(None, None).expect("this host's platform")
             });
-        let admin = crate::admin::access::Access::from_config(file.admin.as_ref(), &mut problems);
+        let admin = admin::Access::from_config(file.admin.as_ref(), &mut problems);
         let tls = server_tls::validate(file.server_tls_config.as_ref(), &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));

@@ -2,112 +2,13 @@
 //! listed under `admin.allow`; and anyone presenting `Authorization: Bearer
 //! <token>` with the configured token (compared in constant time, through
 //! its SHA-256, so neither its bytes nor its length leak through timing).
-//! The configuration is parsed and checked when it is loaded; a request is
-//! checked before its body is read.
+//! The rules are parsed and checked when the configuration is loaded
+//! ([`crate::config::admin`]); here a request is checked against them, before
+//! its body is read.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
-use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-
-/// The shortest token accepted: a guessable one would open the admin API to
-/// every network the server listens on.
-pub const MIN_TOKEN_LEN: usize = 16;
-/// The most networks `admin.allow` may list.
-pub const MAX_NETWORKS: usize = 256;
-
-/// The `admin:` key of the configuration file, as written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AdminConfig {
-    /// Networks (CIDR, or a single address) whose peers may use the admin API.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// A bearer token that opens the admin API from anywhere.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// A file holding the token (its surrounding whitespace trimmed).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-}
-
-impl AdminConfig {
-    /// The token a local command presents (`token`, else `tokenFile`'s
-    /// contents trimmed): `None` when neither is set or the file cannot be read
-    /// (the server, which checks both, then refuses a peer that needs it).
-    pub fn client_token(&self) -> Option<String> {
-        self.token.clone().or_else(|| {
-            let path = self.token_file.as_ref()?;
-            std::fs::read_to_string(path).ok().map(|t| t.trim().to_string())
-        })
-    }
-}
-
-/// A network: an address and how many leading bits of it count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Network {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Network, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an address or CIDR network"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("{s:?}: the prefix length must be 0 to {max}")),
-            },
-        };
-        Ok(Network { addr, prefix })
-    }
-}
-
-impl Network {
-    /// Whether `ip` is inside this network (an IPv4 peer seen as IPv4-mapped IPv6 included).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => same_prefix(&net.octets(), &ip.octets(), self.prefix),
-            _ => false,
-        }
-    }
-}
-
-fn same_prefix(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let (whole, rest) = ((bits / 8) as usize, bits % 8);
-    if a[..whole] != b[..whole] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        a[whole] & mask == b[whole] & mask
-    }
-}
-
-/// The checked access rules.
-#[derive(Clone, Default)]
-pub struct Access {
-    allow: Vec<Network>,
-    /// SHA-256 of the token.
-    token: Option<[u8; 32]>,
-}
-
-impl fmt::Debug for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Access").field("allow", &self.allow).field("token", &self.token.map(|_| "<redacted>")).finish()
-    }
-}
+use crate::config::admin::{token_sha256, Access};
 
 /// Why a request was let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,67 +18,16 @@ pub enum Grant {
     Token,
 }
 
-impl Access {
-    /// Checks the `admin:` key, adding each problem (naming its key) to `problems`.
-    pub fn from_config(config: Option<&AdminConfig>, problems: &mut Vec<String>) -> Access {
-        let Some(config) = config else { return Access::default() };
-        let mut allow = Vec::new();
-        if config.allow.len() > MAX_NETWORKS {
-            problems.push(format!("admin.allow: at most {MAX_NETWORKS} networks"));
-        }
-        for (i, n) in config.allow.iter().enumerate().take(MAX_NETWORKS) {
-            match n.parse::<Network>() {
-                Ok(n) => allow.push(n),
-                Err(e) => problems.push(format!("admin.allow[{i}]: {e}")),
-            }
-        }
-        let token = match (&config.token, &config.token_file) {
-            (Some(_), Some(_)) => {
-                problems.push("admin: set token or tokenFile, not both".to_string());
-                None
-            }
-            (Some(t), None) => check_token(t, "admin.token", problems),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(t) => check_token(t.trim(), "admin.tokenFile", problems),
-                Err(e) => {
-                    problems.push(format!("admin.tokenFile: cannot read {}: {e}", path.display()));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        Access { allow, token }
+/// Whether a request from `peer` carrying `authorization` may use the admin API under `access`.
+pub fn check(access: &Access, peer: IpAddr, authorization: Option<&str>) -> Option<Grant> {
+    if peer.to_canonical().is_loopback() {
+        return Some(Grant::Loopback);
     }
-
-    /// Whether a request from `peer` carrying `authorization` may use the admin API.
-    pub fn check(&self, peer: IpAddr, authorization: Option<&str>) -> Option<Grant> {
-        if peer.to_canonical().is_loopback() {
-            return Some(Grant::Loopback);
-        }
-        if self.allow.iter().any(|n| n.contains(peer)) {
-            return Some(Grant::Network);
-        }
-        let (expected, presented) = (self.token?, bearer(authorization?)?);
-        constant_time_eq(&expected, &sha256(presented)).then_some(Grant::Token)
+    if access.networks().iter().any(|n| n.contains(peer)) {
+        return Some(Grant::Network);
     }
-}
-
-fn check_token(token: &str, key: &str, problems: &mut Vec<String>) -> Option<[u8; 32]> {
-    if token.len() < MIN_TOKEN_LEN {
-        problems.push(format!("{key}: the token must be at least {MIN_TOKEN_LEN} characters"));
-        return None;
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        problems.push(format!("{key}: the token must be visible ASCII without spaces"));
-        return None;
-    }
-    Some(sha256(token))
-}
-
-fn sha256(s: &str) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(&Sha256::digest(s.as_bytes()));
-    out
+    let (expected, presented) = (access.token_sha256()?, bearer(authorization?)?);
+    constant_time_eq(expected, &token_sha256(presented)).then_some(Grant::Token)
 }
 
 /// The token of an `Authorization: Bearer <token>` value.
@@ -195,62 +45,40 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::admin::AdminConfig;
 
-    fn access(yaml: &str) -> (Access, Vec<String>) {
+    fn access(yaml: &str) -> Access {
         let config: AdminConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let mut problems = Vec::new();
-        (Access::from_config(Some(&config), &mut problems), problems)
-    }
-
-    #[test]
-    fn networks() {
-        let n: Network = "10.1.0.0/16".parse().unwrap();
-        assert!(n.contains("10.1.255.3".parse().unwrap()));
-        assert!(!n.contains("10.2.0.1".parse().unwrap()));
-        assert!(n.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped peers count as IPv4");
-        let n: Network = "192.0.2.7".parse().unwrap();
-        assert!(n.contains("192.0.2.7".parse().unwrap()) && !n.contains("192.0.2.8".parse().unwrap()));
-        let n: Network = "10.0.0.0/9".parse().unwrap();
-        assert!(n.contains("10.127.0.1".parse().unwrap()) && !n.contains("10.128.0.1".parse().unwrap()));
-        let n: Network = "fd00::/8".parse().unwrap();
-        assert!(n.contains("fd12::1".parse().unwrap()) && !n.contains("fe80::1".parse().unwrap()));
-        assert!("0.0.0.0/0".parse::<Network>().unwrap().contains("203.0.113.1".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "host.example", "10.0.0.0/x", ""] {
-            assert!(bad.parse::<Network>().is_err(), "{bad}");
-        }
+        let access = Access::from_config(Some(&config), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        access
     }
 
     #[test]
     fn who_is_let_in() {
-        let (a, problems) = access("allow: [192.0.2.0/24]\ntoken: 0123456789abcdef0123\n");
-        assert!(problems.is_empty(), "{problems:?}");
+        let a = access("allow: [192.0.2.0/24]\ntoken: 0123456789abcdef0123\n");
         let outside: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(a.check("127.0.0.1".parse().unwrap(), None), Some(Grant::Loopback));
-        assert_eq!(a.check("::1".parse().unwrap(), None), Some(Grant::Loopback));
-        assert_eq!(a.check("192.0.2.9".parse().unwrap(), None), Some(Grant::Network));
-        assert_eq!(a.check(outside, None), None);
-        assert_eq!(a.check(outside, Some("Bearer 0123456789abcdef0123")), Some(Grant::Token));
-        assert_eq!(a.check(outside, Some("bearer  0123456789abcdef0123 ")), Some(Grant::Token));
-        assert_eq!(a.check(outside, Some("Bearer 0123456789abcdef012")), None);
-        assert_eq!(a.check(outside, Some("Basic 0123456789abcdef0123")), None);
-        assert_eq!(Access::default().check(outside, Some("Bearer x")), None);
+        assert_eq!(check(&a, "127.0.0.1".parse().unwrap(), None), Some(Grant::Loopback));
+        assert_eq!(check(&a, "::1".parse().unwrap(), None), Some(Grant::Loopback));
+        assert_eq!(check(&a, "192.0.2.9".parse().unwrap(), None), Some(Grant::Network));
+        assert_eq!(check(&a, outside, None), None);
+        assert_eq!(check(&a, outside, Some("Bearer 0123456789abcdef0123")), Some(Grant::Token));
+        assert_eq!(check(&a, outside, Some("bearer  0123456789abcdef0123 ")), Some(Grant::Token));
+        assert_eq!(check(&a, outside, Some("Bearer 0123456789abcdef012")), None);
+        assert_eq!(check(&a, outside, Some("Basic 0123456789abcdef0123")), None);
+        assert_eq!(check(&Access::default(), outside, Some("Bearer x")), None);
     }
 
     #[test]
-    fn problems_name_their_key() {
+    fn a_token_file_opens_it_too() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, p) = access("allow: [10.0.0.0/8, 300.1.1.1, 10.0.0.0/40]\ntoken: short\n");
-        assert!(p.iter().any(|p| p.starts_with("admin.allow[1]:")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("admin.allow[2]:")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("admin.token:")), "{p:?}");
         let file = dir.path().join("token");
         std::fs::write(&file, "  fedcba9876543210fedcba\n").unwrap();
-        let (a, p) = access(&format!("tokenFile: {}\n", file.display()));
-        assert!(p.is_empty(), "{p:?}");
-        assert_eq!(a.check("203.0.113.5".parse().unwrap(), Some("Bearer fedcba9876543210fedcba")), Some(Grant::Token));
-        let (_, p) = access("tokenFile: /nonexistent/token\n");
-        assert!(p[0].starts_with("admin.tokenFile: cannot read"), "{p:?}");
-        let (_, p) = access(&format!("token: 0123456789abcdef0123\ntokenFile: {}\n", file.display()));
-        assert!(p[0].contains("not both"), "{p:?}");
+        let a = access(&format!("tokenFile: {}\n", file.display()));
+        let outside: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(check(&a, outside, Some("Bearer fedcba9876543210fedcba")), Some(Grant::Token));
+        assert_eq!(check(&a, outside, Some("Bearer   fedcba9876543210fedcba\n")), Some(Grant::Token));
+        assert_eq!(check(&a, outside, Some("Bearer fedcba9876543210fedcbb")), None);
     }
 }

@@ -83,9 +83,9 @@ pub fn find(image_path: &Path) -> Option<AdminClient> {
 /// [`find`], for a command given the configuration `admin` (the server's):
 /// the client sends its token, which the server asks of a peer off loopback
 /// (one listening on a single non-loopback address is reached from it).
-pub fn find_configured(image_path: &Path, admin: Option<&super::access::AdminConfig>) -> Option<AdminClient> {
+pub fn find_configured(image_path: &Path, admin: Option<&crate::config::admin::AdminConfig>) -> Option<AdminClient> {
     let client = find(image_path)?;
-    Some(match admin.and_then(super::access::AdminConfig::client_token) {
+    Some(match admin.and_then(crate::config::admin::AdminConfig::client_token) {
         Some(token) => client.with_token(token),
         None => client,
     })

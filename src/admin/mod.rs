@@ -11,7 +11,8 @@
 //! awaits the reply.
 //!
 //! # Layout
-//! - [`access`]: who may ask (loopback, `admin.allow`, the bearer token).
+//! - [`access`]: who may ask (loopback, `admin.allow`, the bearer token), under
+//!   the rules [`crate::config::admin`] parsed.
 //! - [`command`]: method, path and query → a typed command.
 //! - [`listing`]: the list commands, from the store's records and tags.
 //! - [`jobs`]: the bounded registry of jobs and the `JobKind` plug-in point.
@@ -37,8 +38,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::config::admin::Access;
 use crate::oci::{ErrorBody, OciCode};
-use access::Access;
 use command::{Command, Refused};
 pub use jobs::{JobContext, JobEnv, JobFuture, JobKind, JobKinds, Progress};
 use jobs::{Jobs, StartError};
@@ -136,7 +137,7 @@ impl Admin {
     /// body may be taken. `Ok(Some(n))`: read `n` bytes of body; `Ok(None)`:
     /// it has none; `Err`: answer this (the body, if any, is left unread).
     pub fn admit(&self, req: &AdminRequest<'_>) -> Result<Option<u64>, Reply> {
-        if self.access.check(req.peer.ip(), req.authorization).is_none() {
+        if access::check(&self.access, req.peer.ip(), req.authorization).is_none() {
             tracing::debug!(peer = %req.peer, path = req.path, "admin request refused: peer not allowed");
             let body = ErrorBody {
                 code: OciCode::Denied,

@@ -1,39 +1,15 @@
 //! Per-upstream policies of the configuration file, each settable globally and
-//! per registry: the circuit breaker's thresholds (`circuitBreaker`) and how
-//! often a cached tag is re-checked upstream (`tagPolicy`). Values
-//! are parsed into types when the file is loaded; every problem names its key.
-//! Durations are a number and a unit (`500ms`, `30s`, `5m`, `12h`, `7d`) or
-//! Go's compound form (`1h30m`), as `config::duration` reads them.
+//! per registry: how often a cached tag is re-checked upstream (`tagPolicy`),
+//! and the duration value it and `circuitBreaker` ([`super::breaker`]) are
+//! written with. Values are parsed into types when the file is loaded; every
+//! problem names its key. Durations are a number and a unit (`500ms`, `30s`,
+//! `5m`, `12h`, `7d`) or Go's compound form (`1h30m`), as `config::duration`
+//! reads them.
 
 use super::duration::parse as parse_duration;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::fetch::breaker::Policy as BreakerPolicy;
-
-/// The shortest circuit breaker cool-down accepted.
-const MIN_COOL_DOWN: Duration = Duration::from_millis(10);
-/// The longest circuit breaker cool-down accepted.
-const MAX_COOL_DOWN: Duration = Duration::from_secs(3600);
-/// Consecutive failures accepted at most before a breaker opens.
-const MAX_FAILURES: u32 = 10_000;
-
-/// `circuitBreaker:` as written; absent fields inherit (per registry: from
-/// the global key; globally: from the defaults).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BreakerConfig {
-    /// Consecutive upstream-wide failures that open the breaker; 0 disables it.
-    #[serde(default)]
-    pub failures: Option<u32>,
-    /// The first cool-down, doubled after every failed trial.
-    #[serde(default)]
-    pub cool_down: Option<DurationValue>,
-    /// The longest cool-down, also the cap on a 429's `Retry-After`.
-    #[serde(default)]
-    pub max_cool_down: Option<DurationValue>,
-}
 
 /// A duration as written: text such as `30s`, or a bare number, which is
 /// refused with a message asking for a unit (rather than failing the parse).
@@ -50,47 +26,6 @@ impl DurationValue {
             DurationValue::Text(t) => parse_duration(t),
             DurationValue::Number(n) => Err(format!("{n} has no unit: write {n}s, {n}ms, {n}m, {n}h or {n}d")),
         }
-    }
-}
-
-impl BreakerConfig {
-    /// `base` with the fields given here, validated; problems are pushed naming `at` (the key).
-    pub fn resolve(&self, base: BreakerPolicy, at: &str, problems: &mut Vec<String>) -> BreakerPolicy {
-        let mut policy = base;
-        if let Some(n) = self.failures {
-            if n > MAX_FAILURES {
-                problems.push(format!("{at}.failures: {n} is more than {MAX_FAILURES} (0 disables the breaker)"));
-            } else {
-                policy.failures = n;
-            }
-        }
-        let bounded = |key: &str, value: &Option<DurationValue>, problems: &mut Vec<String>| -> Option<Duration> {
-            let d = match value.as_ref()?.parse() {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(format!("{at}.{key}: {e}"));
-                    return None;
-                }
-            };
-            if !(MIN_COOL_DOWN..=MAX_COOL_DOWN).contains(&d) {
-                problems.push(format!("{at}.{key}: must be between 10ms and 1h"));
-                return None;
-            }
-            Some(d)
-        };
-        if let Some(d) = bounded("coolDown", &self.cool_down, problems) {
-            policy.cool_down = d;
-        }
-        if let Some(d) = bounded("maxCoolDown", &self.max_cool_down, problems) {
-            policy.max_cool_down = d;
-        }
-        if policy.max_cool_down < policy.cool_down {
-            problems.push(format!(
-                "{at}.maxCoolDown: {:?} is shorter than coolDown ({:?})",
-                policy.max_cool_down, policy.cool_down
-            ));
-        }
-        policy
     }
 }
 
@@ -171,42 +106,5 @@ mod tests {
         // Sub-second durations count as one second (times are kept in seconds).
         let short = TagPolicy::Every(Duration::from_millis(10));
         assert!(!short.due(1000, 1000) && short.due(1000, 1001));
-    }
-
-    #[test]
-    fn breaker_fields_inherit_and_are_checked() {
-        let mut problems = Vec::new();
-        let base = BreakerPolicy::default();
-        let c = BreakerConfig { failures: Some(2), ..Default::default() };
-        let p = c.resolve(base, "circuitBreaker", &mut problems);
-        assert_eq!((p.failures, p.cool_down, p.max_cool_down), (2, base.cool_down, base.max_cool_down));
-        let c = BreakerConfig {
-            failures: Some(0),
-            cool_down: Some(DurationValue::Text("250ms".into())),
-            max_cool_down: Some(DurationValue::Text("10s".into())),
-        };
-        let p = c.resolve(base, "x", &mut problems);
-        assert_eq!(
-            (p.failures, p.cool_down, p.max_cool_down),
-            (0, Duration::from_millis(250), Duration::from_secs(10))
-        );
-        assert!(problems.is_empty(), "{problems:?}");
-        for (c, needle) in [
-            (BreakerConfig { failures: Some(10_001), ..Default::default() }, "at.failures"),
-            (BreakerConfig { cool_down: Some(DurationValue::Number(1)), ..Default::default() }, "at.coolDown"),
-            (BreakerConfig { cool_down: Some(DurationValue::Text("1ms".into())), ..Default::default() }, "at.coolDown"),
-            (
-                BreakerConfig { max_cool_down: Some(DurationValue::Text("2h".into())), ..Default::default() },
-                "at.maxCoolDown",
-            ),
-            (
-                BreakerConfig { max_cool_down: Some(DurationValue::Text("500ms".into())), ..Default::default() },
-                "at.maxCoolDown",
-            ),
-        ] {
-            let mut problems = Vec::new();
-            c.resolve(base, "at", &mut problems);
-            assert!(problems.len() == 1 && problems[0].starts_with(needle), "{needle}: {problems:?}");
-        }
     }
 }

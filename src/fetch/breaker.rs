@@ -15,9 +15,10 @@
 //!   a longer cool-down, and a trial that ends without an outcome (cancelled,
 //!   refused by policy) lets the next request be the trial.
 //!
-//! The thresholds are configuration (`circuitBreaker`, globally and per
-//! registry; defaults [`FAILURE_THRESHOLD`], [`BASE_COOL_DOWN`],
-//! [`MAX_COOL_DOWN`]); `failures: 0` disables the breaker: it never opens.
+//! The thresholds are configuration: a [`Policy`] per upstream, from
+//! `circuitBreaker` globally and per registry (its parsing and defaults are
+//! [`crate::config::breaker`]'s); `failures: 0` disables the breaker: it
+//! never opens.
 //!
 //! [`Circuit`] is the pure state machine, with time passed in; [`Breaker`]
 //! wraps it in a lock and makes its changes visible in logs and metrics.
@@ -30,32 +31,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::config::breaker::Policy;
 use crate::metrics::UpstreamSeries;
 use crate::oci::RegistryName;
-
-/// Consecutive failures that open a closed breaker.
-pub const FAILURE_THRESHOLD: u32 = 5;
-/// The first cool-down; each failed trial doubles it.
-pub const BASE_COOL_DOWN: Duration = Duration::from_secs(1);
-/// The longest cool-down, also the cap on a 429's `Retry-After`.
-pub const MAX_COOL_DOWN: Duration = Duration::from_secs(60);
-
-/// A breaker's thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    /// Consecutive failures that open a closed breaker; 0: never open.
-    pub failures: u32,
-    /// The first cool-down; each failed trial doubles it.
-    pub cool_down: Duration,
-    /// The longest cool-down, also the cap on a 429's `Retry-After`.
-    pub max_cool_down: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy { failures: FAILURE_THRESHOLD, cool_down: BASE_COOL_DOWN, max_cool_down: MAX_COOL_DOWN }
-    }
-}
 
 /// What one upstream request said about the upstream's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +248,7 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::breaker::{BASE_COOL_DOWN, FAILURE_THRESHOLD, MAX_COOL_DOWN};
 
     fn fail(c: &mut Circuit, now: Instant) -> Option<Change> {
         let (admit, _) = c.allow(now);
