@@ -450,8 +450,10 @@ impl Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// (`error` rather than `source`: the message already says it, and a
+    /// `source` would be printed again by the error chain.)
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -468,7 +470,7 @@ impl FileConfig {
     }
 
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
         FileConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
     }
 

@@ -144,6 +144,7 @@ fn config_errors_name_the_key_and_the_server_does_not_start() {
     }
     let o = run(&["--config-file", "/no/such/file.yaml", "serve"]);
     assert!(stderr(&o).contains("/no/such/file.yaml"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "the reason once: {}", stderr(&o));
 }
 
 #[test]
