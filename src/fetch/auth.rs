@@ -1,9 +1,12 @@
 //! Upstream authentication: parsing `WWW-Authenticate` challenges, and the
-//! bearer-token cache keyed by (registry, realm, service, scope), each token
-//! kept until shortly before it expires. The registry is part of the key: two
-//! upstreams sharing a realm but holding different credentials never share a
-//! token, and a reload drops the tokens of exactly the registries whose access
-//! settings changed.
+//! bearer-token cache keyed by (registry, access generation, realm, service,
+//! scope), each token kept until shortly before it expires. The registry is
+//! part of the key: two upstreams sharing a realm but holding different
+//! credentials never share a token. So is the access generation of the client
+//! that fetched it: a reload that changes a registry's access settings gives
+//! its new client a new generation, so a token still being fetched with the
+//! old credentials, stored after the swap, is never used by the new client. The
+//! reload also drops the stored tokens of exactly those registries.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -94,6 +97,9 @@ impl TokenResponse {
 pub struct TokenKey {
     /// The upstream the token was fetched for, with its credentials.
     pub registry: RegistryName,
+    /// The access generation of the client that fetched it (`Upstream::access`):
+    /// new whenever the registry's URL, credentials or TLS settings change.
+    pub access: u64,
     pub realm: String,
     pub service: Option<String>,
     pub scope: String,
@@ -102,7 +108,7 @@ pub struct TokenKey {
 /// Tokens kept at most; a full cache drops expired ones, then starts over.
 const MAX_TOKENS: usize = 4096;
 
-/// Bearer tokens by (registry, realm, service, scope), with their expiry.
+/// Bearer tokens by (registry, access generation, realm, service, scope), with their expiry.
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
@@ -176,8 +182,13 @@ mod tests {
     #[test]
     fn token_cache_expires() {
         let cache = TokenCache::default();
-        let key =
-            TokenKey { registry: "quay.io".parse().unwrap(), realm: "r".into(), service: None, scope: "s".into() };
+        let key = TokenKey {
+            registry: "quay.io".parse().unwrap(),
+            access: 0,
+            realm: "r".into(),
+            service: None,
+            scope: "s".into(),
+        };
         let now = Instant::now();
         cache.put(key.clone(), "t".into(), now + Duration::from_secs(5));
         assert_eq!(cache.get(&key, now).as_deref(), Some("t"));
@@ -189,6 +200,7 @@ mod tests {
         let cache = TokenCache::default();
         let key = |registry: &str| TokenKey {
             registry: registry.parse().unwrap(),
+            access: 0,
             realm: "https://auth.example/token".into(),
             service: None,
             scope: "repository:a/b:pull".into(),

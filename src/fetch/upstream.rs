@@ -13,6 +13,7 @@
 //! and the token requests made on their behalf.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -47,6 +48,8 @@ pub struct Upstreams {
     /// The same for redirects sent by unlisted upstreams: public addresses only.
     foreign_public: reqwest::Client,
     tokens: Arc<TokenCache>,
+    /// The next access generation (see [`Upstream::access`]).
+    next_access: AtomicU64,
     counters: Arc<Block>,
     series_map: Arc<UpstreamSeriesMap>,
 }
@@ -67,6 +70,7 @@ impl Upstreams {
             foreign,
             foreign_public,
             tokens: Arc::default(),
+            next_access: AtomicU64::new(0),
             counters,
             series_map,
         })
@@ -94,7 +98,10 @@ impl Upstreams {
     /// of a registry whose URL, credentials or TLS changed, that is no longer
     /// listed, or that was not listed before, are dropped; every other
     /// registry keeps its tokens (and a client rebuilt only to re-read its TLS
-    /// files keeps its last challenge and ECR token too).
+    /// files keeps its access generation, last challenge and ECR token too).
+    /// A new client with other access settings has a new access generation, so
+    /// a token the old client is still fetching, stored after the swap, is
+    /// never used by the new one.
     pub fn reload(&self, registries: &[Registry]) -> Result<String, String> {
         let old = self.listed.lock().clone();
         let unchanged = |r: &Registry| {
@@ -172,7 +179,9 @@ impl Upstreams {
     }
 
     /// [`Upstreams::build`], taking over what `previous` (a client with the
-    /// same access settings) learnt: its last challenge and its ECR token.
+    /// same access settings) has: its access generation (so its tokens stay
+    /// valid), last challenge and ECR token. Without one, the client gets a new
+    /// access generation.
     fn build_after(&self, registry: Registry, unlisted: bool, previous: Option<&Upstream>) -> Result<Upstream, String> {
         let mut b = server_trust(base_builder(&self.settings), &registry)?;
         if let (Some(cert), Some(key)) = (&registry.tls.cert, &registry.tls.key) {
@@ -202,8 +211,10 @@ impl Upstreams {
             }
             _ => None,
         };
+        let access = previous.map_or_else(|| self.next_access.fetch_add(1, Ordering::Relaxed), |p| p.access);
         Ok(Upstream {
             ecr,
+            access,
             registry,
             base,
             client,
@@ -262,6 +273,9 @@ pub struct Upstream {
     /// Reached only at public addresses: every URL it is sent to is checked.
     unlisted: bool,
     tokens: Arc<TokenCache>,
+    /// This client's access generation, part of its tokens' keys: shared only
+    /// with the client it replaced when the access settings stayed the same.
+    access: u64,
     /// The last challenge seen, so later requests authenticate up front.
     challenge: Mutex<Option<Challenge>>,
     timeout: Duration,
@@ -404,12 +418,7 @@ impl Upstream {
         match challenge {
             Challenge::Basic => Ok(self.basic_authorization().await?.as_deref().and_then(header)),
             Challenge::Bearer { realm, service, .. } => {
-                let key = TokenKey {
-                    registry: self.registry.name.clone(),
-                    realm: realm.clone(),
-                    service: service.clone(),
-                    scope: format!("repository:{repo}:pull"),
-                };
+                let key = self.token_key(realm, service, repo);
                 if fresh {
                     self.tokens.forget(&key);
                 } else if let Some(t) = self.tokens.get(&key, Instant::now()) {
@@ -418,6 +427,17 @@ impl Upstream {
                 let token = self.fetch_token(&key).await?;
                 Ok(header(&format!("Bearer {token}")))
             }
+        }
+    }
+
+    /// The cache key of this client's pull token for `repo` from `realm`/`service`.
+    fn token_key(&self, realm: &str, service: &Option<String>, repo: &RepoName) -> TokenKey {
+        TokenKey {
+            registry: self.registry.name.clone(),
+            access: self.access,
+            realm: realm.to_string(),
+            service: service.clone(),
+            scope: format!("repository:{repo}:pull"),
         }
     }
 
@@ -695,23 +715,18 @@ mod tests {
         let ups = Upstreams::new(Arc::new(settings), metrics.block(), metrics.upstreams.clone()).unwrap();
         ups.prepare_listed().unwrap();
         let client = |name: &str| ups.clients.lock().get(&name.parse::<RegistryName>().unwrap()).cloned();
-        let (quay, ghcr) = (client("quay.io").unwrap(), client("ghcr.io").unwrap());
-        let token = |name: &str| TokenKey {
-            registry: name.parse().unwrap(),
-            realm: "https://auth.example/token".into(),
-            service: None,
-            scope: "repository:a/b:pull".into(),
-        };
+        let (quay, ghcr, gone) =
+            (client("quay.io").unwrap(), client("ghcr.io").unwrap(), client("gone.example").unwrap());
         let later = Instant::now() + Duration::from_secs(300);
-        for name in ["quay.io", "ghcr.io", "gone.example"] {
-            ups.tokens.put(token(name), format!("token of {name}"), later);
+        for up in [&quay, &ghcr, &gone] {
+            ups.tokens.put(token_key(up), format!("token of {}", up.registry.name), later);
         }
 
         let done = ups.reload(&[listed("quay.io", "a"), listed("ghcr.io", "b"), listed("new.example", "a")]).unwrap();
         assert!(done.contains("2 with new clients, 1 no longer listed, 1 unchanged, tokens dropped for 3"), "{done}");
-        assert!(ups.tokens.get(&token("quay.io"), Instant::now()).is_some(), "unchanged: its token is kept");
-        assert!(ups.tokens.get(&token("ghcr.io"), Instant::now()).is_none(), "a new password: its token goes");
-        assert!(ups.tokens.get(&token("gone.example"), Instant::now()).is_none(), "no longer listed: its token goes");
+        assert!(ups.tokens.get(&token_key(&quay), Instant::now()).is_some(), "unchanged: its token is kept");
+        assert!(ups.tokens.get(&token_key(&ghcr), Instant::now()).is_none(), "a new password: its token goes");
+        assert!(ups.tokens.get(&token_key(&gone), Instant::now()).is_none(), "no longer listed: its token goes");
         assert!(Arc::ptr_eq(&quay, &client("quay.io").unwrap()), "unchanged: the same client");
         let new_ghcr = client("ghcr.io").unwrap();
         assert!(!Arc::ptr_eq(&ghcr, &new_ghcr), "a new password: a new client");
@@ -724,6 +739,44 @@ mod tests {
         assert!(err.contains("tls.ca"), "{err}");
         assert!(Arc::ptr_eq(&new_ghcr, &client("ghcr.io").unwrap()), "a failed reload changes nothing");
         assert_eq!(ups.listed.lock().len(), 3);
+    }
+
+    /// The key under which `up` keeps its pull token for `a/b`.
+    fn token_key(up: &Upstream) -> TokenKey {
+        up.token_key("https://auth.example/token", &None, &"a/b".parse().unwrap())
+    }
+
+    #[test]
+    fn a_token_fetched_with_old_credentials_and_stored_after_a_reload_is_not_used() {
+        let listed = |password: &str| {
+            let mut r = Registry::implicit("ghcr.io".parse().unwrap());
+            r.credentials = Some(Credentials::Basic { user: "u".into(), password: password.into() });
+            r
+        };
+        let mut settings = test_settings();
+        settings.registries = vec![listed("old")];
+        let metrics = crate::metrics::Metrics::default();
+        let ups = Upstreams::new(Arc::new(settings), metrics.block(), metrics.upstreams.clone()).unwrap();
+        ups.prepare_listed().unwrap();
+        let client = || ups.clients.lock().get(&"ghcr.io".parse::<RegistryName>().unwrap()).cloned().unwrap();
+        let old = client();
+        let later = Instant::now() + Duration::from_secs(300);
+
+        ups.reload(&[listed("new")]).unwrap();
+        // The old client's token request, under way during the reload, completes now.
+        ups.tokens.put(token_key(&old), "fetched with the old password".into(), later);
+        let new = client();
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(ups.tokens.get(&token_key(&new), Instant::now()), None, "the new client fetches its own");
+
+        ups.tokens.put(token_key(&new), "fetched with the new password".into(), later);
+        ups.reload(&[listed("new")]).unwrap();
+        assert!(Arc::ptr_eq(&new, &client()), "the same settings: the same client");
+        assert_eq!(
+            ups.tokens.get(&token_key(&client()), Instant::now()).as_deref(),
+            Some("fetched with the new password"),
+            "the same access settings keep their tokens"
+        );
     }
 
     fn test_settings() -> Settings {
