@@ -9,6 +9,8 @@
 //! - [`metrics`]: per-thread counters and their Prometheus exposition.
 //! - [`health`]: liveness and readiness probes on their own port.
 //! - [`printable`]: outside text made fit for a log line (controls replaced, length bounded).
+//! - [`query`]: URL query strings as the Go ociregistry reads them (`key=`, `count=`).
+//! - [`go_time`]: the Go ociregistry's date format, read and printed.
 //! - [`side_port`]: the one-request HTTP/1.1 exchange of the metrics and health ports.
 //! - [`systemd`]: readiness and stop notifications for `Type=notify` units.
 //! - [`server`]: `serve` start-up and shutdown, tying the planes together.
@@ -26,6 +28,7 @@ pub mod faults;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod go_time;
 pub mod health;
 pub mod heap;
 pub mod logging;
@@ -33,6 +36,7 @@ pub mod metrics;
 pub mod oci;
 pub mod ops;
 pub mod printable;
+pub mod query;
 pub mod reload;
 pub mod serve;
 pub mod server;

@@ -5,26 +5,15 @@
 //! Regular expressions are only checked for size here; they are compiled
 //! where the command runs, off the serving thread.
 
-use crate::serve::route::percent_decode;
+pub use crate::query::Count;
+use crate::query::{count, param};
 
-/// How many items a list shows when `count` is not given (the Go default).
-pub const DEFAULT_COUNT: usize = 50;
 /// The longest query string taken; a longer one is refused.
 pub const MAX_QUERY: usize = 4096;
 /// The most comma-separated patterns in `pattern=`.
 pub const MAX_PATTERNS: usize = 32;
 /// The longest job kind name.
 const MAX_KIND: usize = 32;
-
-/// How many items a list shows: `count=N`, `count=-1` for all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Count(pub Option<usize>);
-
-impl Count {
-    pub fn take(self) -> usize {
-        self.0.unwrap_or(usize::MAX)
-    }
-}
 
 /// What `image/list` selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,28 +102,6 @@ impl Command {
                 }
             }
         }
-    }
-}
-
-/// The percent-decoded value of the first `key=` in `query` (Go's
-/// `DELETE /cmd/prune` parameters are read with it too).
-pub fn param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-/// `count=N` as every Go command reads it (the lists and `DELETE /cmd/prune`):
-/// `-1` for all, [`DEFAULT_COUNT`] when absent.
-pub fn count(query: &str) -> Result<Count, String> {
-    match param(query, "count") {
-        None => Ok(Count(Some(DEFAULT_COUNT))),
-        Some(v) => match v.trim().parse::<i64>() {
-            Ok(-1) => Ok(Count(None)),
-            Ok(n) if n >= 0 => Ok(Count(Some(usize::try_from(n).unwrap_or(usize::MAX)))),
-            _ => Err(format!("count {v:?}: a number of items, or -1 for all")),
-        },
     }
 }
 

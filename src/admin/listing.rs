@@ -19,8 +19,8 @@ use std::fmt::Write as _;
 use regex::{Regex, RegexBuilder};
 
 use super::command::{Count, ImageFilter};
+use crate::go_time::format_time;
 use crate::oci::{media, Digest};
-use crate::ops::criteria::format_time;
 use crate::store::{Kind, Store};
 
 /// The largest manifest read for its blobs (the fetch limit).

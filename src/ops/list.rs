@@ -6,11 +6,11 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::criteria::format_time;
 use super::prune::short;
 use crate::cli::{Cli, ListArgs, ListOutput};
 use crate::config::patterns::Patterns;
 use crate::config::{CommonSettings, FileConfig};
+use crate::go_time::format_time;
 use crate::store::catalog::Image;
 use crate::store::{peek, Layout};
 

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::x_registry::XRegistry;
 use crate::fetch::Source;
 use crate::oci::{Digest, NameError, OciCode, Reference, RegistryName, RepoName};
+use crate::query::percent_decode;
 
 /// What a request asks for, before the upstream is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,29 +87,6 @@ pub fn parse(path: &str) -> Route {
 /// so this is a plain scan, not a general query parser.)
 pub fn ns_param(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|pair| pair.strip_prefix("ns=")).map(percent_decode).filter(|v| !v.is_empty())
-}
-
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The upstream a request names outside its path: the `X-Registry` header

@@ -250,9 +250,9 @@ mod tests {
             assert!(store.layout().blob(&d).is_file());
         }
         let dm: Digest = format!("sha256:{m}").parse().unwrap();
-        let go_created = crate::ops::criteria::parse_date("2025-02-28T12:59:59").ok();
+        let go_created = crate::go_time::parse_date("2025-02-28T12:59:59").ok();
         assert_eq!(store.record(&dm).unwrap().created, go_created, "a migrated manifest keeps its age");
-        let go_pulled = crate::ops::criteria::parse_date("2025-03-01T08:00:00").unwrap();
+        let go_pulled = crate::go_time::parse_date("2025-03-01T08:00:00").unwrap();
         let pulled = std::fs::read_to_string(store.layout().pulled_file()).unwrap();
         assert!(pulled.contains(&format!("{dm} {go_pulled}")), "{pulled}");
         assert!(store.layout().go_migrated_dir().join("img").join(&m).is_file());

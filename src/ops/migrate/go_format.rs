@@ -29,9 +29,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::fetch::MAX_MANIFEST_BYTES;
+use crate::go_time::parse_date;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, MediaType};
-use crate::ops::criteria::parse_date;
 use crate::ops::load::ImageRef;
 
 /// The Go directory of manifests pulled by anything but the tag `latest`.

@@ -16,7 +16,8 @@ use crate::cli::{Cli, PruneArgs};
 use crate::config::patterns::Patterns;
 use crate::config::size::parse as parse_size;
 use crate::config::{CommonSettings, FileConfig};
-use crate::ops::criteria::{parse_date, parse_duration};
+use crate::go_time::parse_date;
+use crate::ops::criteria::parse_duration;
 use crate::store::{peek, Layout, MemoryLimits, OpenError, Store};
 
 /// Runs the command; returns the exit status: 0 pruned (or nothing to

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{prune_with, Criteria, Pins};
-use crate::admin::command;
 use crate::admin::{JobContext, JobFuture};
 use crate::config::patterns::Patterns;
 use crate::ops::criteria::parse_duration;
@@ -144,7 +143,7 @@ pub fn run(ctx: JobContext, request: PruneRequest) -> Result<JobFuture, String> 
 /// Go's query parameters as a prune request, at `now` (unix seconds);
 /// `count` is read as the list commands read it.
 pub fn from_go_query(query: &str, now: u64) -> Result<PruneRequest, String> {
-    let param = |key: &str| command::param(query, key);
+    let param = |key: &str| crate::query::param(query, key);
     let dry_run = match param("dryRun").as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => true,
         Some("true" | "1" | "t") => true,
@@ -155,7 +154,7 @@ pub fn from_go_query(query: &str, now: u64) -> Result<PruneRequest, String> {
         let d = param("dur").ok_or("dur is required for this type (e.g. 30d)")?;
         parse_duration(&d).map(|secs| now.saturating_sub(secs)).map_err(|e| format!("dur: {e}"))
     };
-    let mut criteria = Criteria { count: command::count(query)?.0, ..Criteria::default() };
+    let mut criteria = Criteria { count: crate::query::count(query)?.0, ..Criteria::default() };
     match param("type").as_deref() {
         Some("accessed") => criteria.accessed_before = Some(dur()?),
         Some("created") => criteria.created_before = Some(dur()?),
