@@ -417,11 +417,14 @@ impl Jobs {
 
     /// Waits until job `id` has finished, or until `deadline`; then its
     /// state as [`Jobs::get`] gives it (`None` when it is not kept).
+    /// The job's status is kept from the start of the wait: one dropped from
+    /// the table meanwhile (past [`MAX_KEPT`]) is still answered.
     pub async fn wait(&self, id: u64, deadline: tokio::time::Instant) -> Option<Value> {
-        let mut finished = self.table.lock().jobs.get(&id)?.lock().finished_tx.subscribe();
-        // An error: the job was dropped from the table meanwhile; `get` says so.
+        let status = self.table.lock().jobs.get(&id)?.clone();
+        let mut finished = status.lock().finished_tx.subscribe();
         let _ = tokio::time::timeout_at(deadline, finished.wait_for(|f| *f)).await;
-        self.get(id)
+        let answer = status.lock().to_json();
+        Some(answer)
     }
 
     /// Every job kept: id, kind and state.
@@ -466,6 +469,26 @@ mod tests {
         assert!(v["lines"][MAX_LINES - 1].as_str().unwrap().len() <= MAX_LINE);
         assert_eq!(v["counters"].as_object().unwrap().len(), MAX_COUNTERS);
         assert_eq!(v["counters"]["c0"], u64::MAX);
+    }
+
+    #[test]
+    fn a_wait_answers_for_a_job_dropped_from_the_table_meanwhile() {
+        let jobs = Jobs::new(JobKinds::default());
+        let status = status().0;
+        jobs.table.lock().jobs.insert(1, status.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (answer, ()) = runtime.block_on(async {
+            tokio::join!(jobs.wait(1, deadline), async {
+                tokio::task::yield_now().await; // the wait has subscribed
+                jobs.table.lock().jobs.remove(&1); // as the MAX_KEPT cap drops it
+                let mut s = status.lock();
+                s.report = Some(json!({"removed": 3}));
+                s.finish(State::Done);
+            })
+        });
+        let answer = answer.expect("the job's own status answers");
+        assert_eq!((answer["state"].as_str(), &answer["report"]["removed"]), (Some("done"), &json!(3)));
     }
 
     #[test]
