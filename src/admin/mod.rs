@@ -246,13 +246,24 @@ impl Admin {
     /// and answered with its lines as text, as Go answers its log.
     async fn go_prune(self: Arc<Self>, query: &str) -> Reply {
         use crate::ops::prune::job;
-        let request = match job::from_go_query(query, crate::store::tags::now_secs()) {
-            Ok(r) => r,
-            Err(m) => return Reply::text(400, m),
-        };
-        let id = match self.jobs.start_with("prune", &self.env, |ctx| job::run(ctx, request)) {
-            Ok(id) => id,
-            Err(e) => return start_refused("prune", e),
+        // On a blocking thread, as `Command::Start`: the checks compile the client's
+        // expressions and read the pins, never on the runtime's worker.
+        let (admin, query) = (self.clone(), query.to_string());
+        let started = self.env.runtime.spawn_blocking(move || {
+            let request =
+                job::from_go_query(&query, crate::store::tags::now_secs()).map_err(|m| Reply::text(400, m))?;
+            admin
+                .jobs
+                .start_with("prune", &admin.env, |ctx| job::run(ctx, request))
+                .map_err(|e| start_refused("prune", e))
+        });
+        let id = match started.await {
+            Ok(Ok(id)) => id,
+            Ok(Err(refused)) => return refused,
+            Err(e) => {
+                tracing::error!(error = %e, "starting Go's prune failed");
+                return Reply::text(500, "the admin command failed");
+            }
         };
         let deadline = tokio::time::Instant::now() + crate::faults::go_prune_wait(GO_PRUNE_WAIT);
         let status = self.jobs.wait(id, deadline).await.unwrap_or_default();
