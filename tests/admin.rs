@@ -22,8 +22,13 @@ const TOKEN: &str = "test-admin-token-0123456789";
 
 /// One raw request on a fresh connection; returns the status, the head and the body.
 fn raw(addr: &str, request: &[u8]) -> (u16, String, String) {
+    raw_within(addr, request, Duration::from_secs(30))
+}
+
+/// [`raw`], waiting up to `timeout` for each read of the answer.
+fn raw_within(addr: &str, request: &[u8], timeout: Duration) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -540,8 +545,13 @@ fn a_kind_checking_its_body_holds_neither_the_jobs_nor_the_runtime_while_its_slo
     let admin = client::find(&server.image_path).unwrap();
     let holds: Vec<String> = (0..2).map(|_| admin.start_job("test-hold", b"").unwrap()).collect();
     std::thread::scope(|scope| {
-        // Test-only kind: its start (where a kind checks its body) blocks until a release.
-        let held = scope.spawn(|| admin.start_job("test-hold-start", b""));
+        // Test-only kind: its start (where a kind checks its body) blocks until a release. Its
+        // answer may come only after the four waits below, each up to 10 s: a longer timeout.
+        let held = scope.spawn(|| {
+            let start =
+                "POST /cmd/test-hold-start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            raw_within(&server.addr, start.as_bytes(), Duration::from_secs(120))
+        });
         assert!(
             wait_until(Duration::from_secs(10), || server.log().contains("test-hold-start: holding its start")),
             "{}",
@@ -559,7 +569,9 @@ fn a_kind_checking_its_body_holds_neither_the_jobs_nor_the_runtime_while_its_slo
         let cancel = format!("DELETE /cmd/jobs/{last} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(raw(&server.addr, cancel.as_bytes()).0, 200);
         admin.start_job("test-release", b"").expect("another job starts while a start is held");
-        let id = held.join().unwrap().expect("the held start ends with the release");
+        let (status, _, body) = held.join().unwrap();
+        assert_eq!(status, 202, "the held start ends with the release: {body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
         let done = || admin.poll(&id).is_ok_and(|s| s.state == "done");
         assert!(wait_until(Duration::from_secs(10), done), "{:?}", admin.poll(&id));
     });
