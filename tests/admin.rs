@@ -415,6 +415,31 @@ fn refused_off_loopback(ip: &str) {
 }
 
 #[test]
+fn the_admin_token_is_not_sent_to_an_address_of_another_host() {
+    let server = Server::start(&format!("admin:\n  token: {TOKEN}\n"), &[]);
+    let admin_file = ociregistry::store::Layout::new(&server.image_path).admin_file();
+    let found: serde_json::Value = serde_json::from_slice(&std::fs::read(&admin_file).unwrap()).unwrap();
+    let port = server.addr.rsplit(':').next().unwrap();
+    // TEST-NET-1: no host's address; the server's pid still holds the lock, so the file is trusted.
+    let elsewhere = serde_json::json!({"url": format!("http://192.0.2.1:{port}"), "pid": found["pid"]});
+    std::fs::write(&admin_file, serde_json::to_vec(&elsewhere).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .arg("--image-path")
+        .arg(&server.image_path)
+        .arg("--config-file")
+        .arg(&server.config)
+        .args(["prune", "--dry-run", "--pattern", "nothing"])
+        .output()
+        .unwrap();
+    let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{output}");
+    assert!(
+        output.contains(&format!("names 192.0.2.1:{port}, which is not an address of this host")),
+        "refused, naming the address:\n{output}"
+    );
+}
+
+#[test]
 fn a_bad_admin_config_names_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");

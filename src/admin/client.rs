@@ -4,7 +4,7 @@
 //! connection, with connect, read and write timeouts and a cap on what is read.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -82,24 +82,32 @@ pub fn find(image_path: &Path) -> Option<AdminClient> {
 
 /// [`find`], for a command given the configuration `admin` (the server's):
 /// the client sends its token, which the server asks of a peer off loopback
-/// (one listening on a single non-loopback address is reached from it).
-pub fn find_configured(image_path: &Path, admin: Option<&crate::config::admin::AdminConfig>) -> Option<AdminClient> {
-    let client = find(image_path)?;
-    Some(match admin.and_then(crate::config::admin::AdminConfig::client_token) {
-        Some(token) => client.with_token(token),
-        None => client,
-    })
+/// (one listening on a single non-loopback address is reached from it). The
+/// token goes only to loopback or to one of this host's own addresses: a
+/// `.admin` naming any other is refused, naming it.
+pub fn find_configured(
+    image_path: &Path,
+    admin: Option<&crate::config::admin::AdminConfig>,
+) -> Result<Option<AdminClient>, String> {
+    let Some(client) = find(image_path) else { return Ok(None) };
+    let Some(token) = admin.and_then(crate::config::admin::AdminConfig::client_token) else { return Ok(Some(client)) };
+    if !super::local_addresses::is_local(client.addr.ip()) {
+        return Err(format!(
+            "{} names {}, which is not an address of this host: the admin token is not sent there",
+            crate::store::Layout::new(image_path).admin_file().display(),
+            client.addr
+        ));
+    }
+    Ok(Some(client.with_token(token)))
 }
 
 impl AdminClient {
-    /// A client for `url` (`http://host:port`, host an IP address).
+    /// A client for `url` (`http://address:port`, an IP literal: no name is resolved).
     pub fn new(url: &str, pid: u32) -> Result<AdminClient, ClientError> {
         let host = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/').to_string();
         let addr = host
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| ClientError::Unexpected(format!("{url:?} is not an http://address:port URL")))?;
+            .parse::<SocketAddr>()
+            .map_err(|_| ClientError::Unexpected(format!("{url:?} is not an http://address:port URL")))?;
         Ok(AdminClient { addr, host, pid, token: None })
     }
 
@@ -221,5 +229,6 @@ mod tests {
         assert!(AdminClient::new("http://127.0.0.1:8080", 1).is_ok());
         assert!(AdminClient::new("http://[::1]:8080/", 1).is_ok());
         assert!(AdminClient::new("http://nohost", 1).is_err());
+        assert!(AdminClient::new("http://localhost:8080", 1).is_err(), "names are not resolved");
     }
 }

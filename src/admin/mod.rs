@@ -27,6 +27,7 @@ pub mod command;
 pub mod discovery;
 pub mod jobs;
 pub mod listing;
+pub mod local_addresses;
 #[cfg(feature = "fault-injection")]
 mod test_jobs;
 pub mod verify_job;

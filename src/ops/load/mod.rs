@@ -359,7 +359,7 @@ fn prepare(cli: &Cli, args: &LoadArgs) -> Result<Prepared, String> {
             Input::Tarball { .. } => 1,
         })
         .sum();
-    if let Some(admin) = crate::admin::client::find_configured(&settings.image_path, file.admin.as_ref()) {
+    if let Some(admin) = crate::admin::client::find_configured(&settings.image_path, file.admin.as_ref())? {
         // Tarballs are staged in the image path's tmp/ for the server (see `job`).
         let tmp = Layout::new(&settings.image_path).tmp_dir();
         let mut staged = Vec::new();

@@ -135,7 +135,7 @@ fn run_checked(cli: &Cli, args: &PruneArgs) -> Result<Report, String> {
         return Err(format!("{} is not an image path (it has no blobs/ directory)", root.display()));
     }
     let mut unreachable = None;
-    if let Some(client) = crate::admin::client::find_configured(root, file.admin.as_ref()) {
+    if let Some(client) = crate::admin::client::find_configured(root, file.admin.as_ref())? {
         match remote(&client, &criteria, args) {
             Ok(report) => return Ok(report),
             Err(Remote::Failed(m)) => return Err(m),
