@@ -27,10 +27,7 @@ fn instruction(containerfile: &str, name: &str) -> Vec<String> {
 fn libraries(binary: &Path) -> Vec<PathBuf> {
     let out = Command::new("ldd").arg(binary).output().expect("ldd runs");
     let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
-        .map(PathBuf::from)
-        .collect()
+    text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/'))).map(PathBuf::from).collect()
 }
 
 /// Copies `from` to the same path under `root`.
@@ -60,7 +57,11 @@ fn the_images_run_stage_serves_as_nonroot_with_the_containerfiles_entrypoint_and
     let bin = root.join("usr/local/bin/ociregistry");
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
     std::fs::copy(binary, &bin).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\nnonroot:x:65532:\n").unwrap();
     let volume = root.join("var/lib/ociregistry");
     std::fs::create_dir_all(&volume).unwrap();
