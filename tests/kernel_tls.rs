@@ -5,6 +5,7 @@
 //! 4 MiB blob, checking digests, and the metrics page is read. The certificates are made on
 //! the host (openssl is not in the guest) and copied in at the same path. A second guest runs
 //! busybox's sh failing on purpose: its status, environment and output must come back.
+//! Without booting: the module selection on a fake tree of plain, `.ko.xz` and `.ko.zst` modules.
 
 mod common;
 
@@ -246,4 +247,87 @@ fn crypto_info(cipher: Cipher) -> Vec<u8> {
     info.extend_from_slice(&kind.to_ne_bytes());
     info.resize(info.len() + iv + key + salt + 8, 0);
     info
+}
+
+#[test]
+fn module_file_names_plain_xz_and_zstd() {
+    use common::vm::modules::{module_file, Compression};
+    assert_eq!(module_file("tls.ko"), Some(("tls".to_string(), Compression::None)));
+    assert_eq!(module_file("aesni-intel.ko.xz"), Some(("aesni_intel".to_string(), Compression::Xz)));
+    assert_eq!(module_file("chacha20poly1305.ko.zst"), Some(("chacha20poly1305".to_string(), Compression::Zstd)));
+    for other in ["tls.ko.gz", "modules.order", ".ko", ".ko.xz", "tls.ko.xz.tmp", "tls"] {
+        assert_eq!(module_file(other), None, "{other}");
+    }
+}
+
+/// A fake modules tree with `.ko`, `.ko.xz` and `.ko.zst` files (tiny ELF files with a
+/// `.modinfo`): the compressed ones are indexed, read, and shipped uncompressed as `.ko`,
+/// with dependencies outside the shipped directories followed.
+#[test]
+fn compressed_modules_are_indexed_and_shipped_uncompressed() {
+    use common::vm::modules::{copy_selected, modules_alias, modules_dep, select};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("6.99.0-1-amd64");
+    let modules = [
+        ("kernel/net/tls/tls.ko.xz", "depends=lib-helper\0alias=tcp-ulp-tls\0"),
+        ("kernel/crypto/gcm.ko.zst", "depends=\0alias=crypto-gcm\0"),
+        ("kernel/lib/lib-helper.ko", "depends=\0"),
+        ("kernel/drivers/unrelated.ko.xz", "depends=\0"),
+    ];
+    for (relative, info) in modules {
+        let elf = fake_module(info);
+        let plain = tree.join(relative.trim_end_matches(".xz").trim_end_matches(".zst"));
+        std::fs::create_dir_all(plain.parent().unwrap()).unwrap();
+        std::fs::write(&plain, &elf).unwrap();
+        let (tool, args) = if relative.ends_with(".xz") {
+            ("xz", ["-q", "-z"]) // replaces the file with file.xz
+        } else if relative.ends_with(".zst") {
+            ("zstd", ["-q", "--rm"])
+        } else {
+            continue;
+        };
+        let status = std::process::Command::new(tool).args(args).arg(&plain).status().unwrap();
+        assert!(status.success() && tree.join(relative).is_file(), "{tool} made {relative}");
+    }
+    let chosen = select(&tree).unwrap();
+    assert_eq!(chosen.keys().collect::<Vec<_>>(), ["gcm", "lib_helper", "tls"]);
+    assert_eq!(chosen["tls"].relative, Path::new("kernel/net/tls/tls.ko"));
+    assert_eq!(chosen["gcm"].relative, Path::new("kernel/crypto/gcm.ko"));
+    assert_eq!(chosen["tls"].elf, fake_module("depends=lib-helper\0alias=tcp-ulp-tls\0"));
+    let dep = modules_dep(&chosen);
+    assert!(dep.contains("kernel/net/tls/tls.ko: kernel/lib/lib-helper.ko\n"), "{dep}");
+    assert!(modules_alias(&chosen).contains("alias crypto-gcm gcm\n"));
+
+    let copy = dir.path().join("copy");
+    assert_eq!(copy_selected(&tree, &copy).unwrap(), 3);
+    assert_eq!(std::fs::read(copy.join("kernel/crypto/gcm.ko")).unwrap(), fake_module("depends=\0alias=crypto-gcm\0"));
+    assert!(!copy.join("kernel/drivers").exists(), "only the selected modules are copied");
+    // The copy is a modules tree of its own: selecting from it again finds the same modules.
+    assert_eq!(select(&copy).unwrap().keys().collect::<Vec<_>>(), ["gcm", "lib_helper", "tls"]);
+}
+
+/// A little-endian ELF64 file with a `.shstrtab` and a `.modinfo` holding `info`.
+fn fake_module(info: &str) -> Vec<u8> {
+    let names = b"\0.shstrtab\0.modinfo\0";
+    let (names_at, info_at) = (64u64, 64 + names.len() as u64);
+    let headers_at = (info_at + info.len() as u64).next_multiple_of(8);
+    let mut elf = vec![0u8; 64];
+    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    elf[0x28..0x30].copy_from_slice(&headers_at.to_le_bytes());
+    elf[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes()); // section header size
+    elf[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes()); // sections: null, .shstrtab, .modinfo
+    elf[0x3E..0x40].copy_from_slice(&1u16.to_le_bytes()); // .shstrtab's index
+    elf.extend_from_slice(names);
+    elf.extend_from_slice(info.as_bytes());
+    elf.resize(headers_at as usize, 0);
+    for (name_at, offset, size) in
+        [(0u32, 0u64, 0u64), (1, names_at, names.len() as u64), (11, info_at, info.len() as u64)]
+    {
+        let mut header = [0u8; 64];
+        header[..4].copy_from_slice(&name_at.to_le_bytes());
+        header[0x18..0x20].copy_from_slice(&offset.to_le_bytes());
+        header[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        elf.extend_from_slice(&header);
+    }
+    elf
 }

@@ -182,11 +182,11 @@ impl Initramfs {
     fn add_modules(&mut self, kernel: &GuestKernel) -> Result<(), String> {
         let chosen = modules::select(&kernel.modules_dir)?;
         let guest_dir = Path::new("/lib/modules").join(&kernel.version);
-        for module in chosen.values() {
-            self.add(guest_dir.join(&module.relative), Entry::Host(kernel.modules_dir.join(&module.relative), 0o644));
-        }
         self.add(guest_dir.join("modules.dep"), Entry::Bytes(modules::modules_dep(&chosen).into_bytes(), 0o644));
         self.add(guest_dir.join("modules.alias"), Entry::Bytes(modules::modules_alias(&chosen).into_bytes(), 0o644));
+        for module in chosen.into_values() {
+            self.add(guest_dir.join(&module.relative), Entry::Bytes(module.elf, 0o644));
+        }
         Ok(())
     }
 

@@ -8,13 +8,13 @@
 //! TCG. [`systemd`] boots the same kind of guest with the host's systemd as PID 1 instead, to
 //! run units for real.
 //!
-//! Needs qemu-system-x86, busybox-static, apt-get, dpkg-deb and xz (the kernel is fetched once, see
+//! Needs qemu-system-x86, busybox-static, apt-get, dpkg-deb, xz and zstd (the kernel is fetched once, see
 //! [`kernel`]); a missing one is an error naming it, never a skip.
 
 mod cpio;
 mod initramfs;
 mod kernel;
-mod modules;
+pub mod modules;
 pub mod systemd;
 
 use std::path::{Path, PathBuf};

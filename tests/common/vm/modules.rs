@@ -2,18 +2,27 @@
 //! kernel's `/lib/modules/<version>` (TLS and the crypto it may ask for), plus whatever
 //! they depend on, with the `modules.dep` and `modules.alias` that busybox's `modprobe`
 //! reads — both written here from each module's `.modinfo` section, so no `depmod` is needed.
+//! Modules may be shipped compressed (`.ko.xz` from Debian trixie on, some `.ko.zst`): they are
+//! decompressed on the host (`xz -dc`, `zstd -dc`), both to read `.modinfo` and for the copy
+//! the guest gets, which is always a plain `.ko`.
 //! The kernel's own `request_module` (e.g. `crypto-gcm` at the first `TLS_TX`) runs
 //! `/sbin/modprobe` and is answered from the same files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::run_bounded;
 
 /// Directories (under `/lib/modules/<version>/kernel`) shipped whole.
 const SHIPPED: [&str; 4] = ["net/tls", "crypto", "arch/x86/crypto", "lib/crypto"];
 
-/// One module to ship: its path relative to the modules directory and what modinfo says.
+/// One module to ship: its path in the guest, relative to the modules directory (always `.ko`),
+/// its uncompressed ELF and what modinfo says.
 pub struct Module {
     pub relative: PathBuf,
+    pub elf: Vec<u8>,
     depends: Vec<String>,
     aliases: Vec<String>,
 }
@@ -36,8 +45,12 @@ pub fn select(modules_dir: &Path) -> Result<BTreeMap<String, Module>, String> {
         if chosen.contains_key(&name) {
             continue;
         }
-        let relative = all.get(&name).ok_or_else(|| format!("module {name} is depended on but missing"))?.clone();
-        let info = modinfo(&modules_dir.join(&relative))?;
+        let source = all.get(&name).ok_or_else(|| format!("module {name} is depended on but missing"))?;
+        let path = modules_dir.join(source);
+        let elf = uncompressed(&path)?;
+        let info =
+            modinfo(&elf).ok_or_else(|| format!("{} is not a 64-bit ELF module with .modinfo", path.display()))?;
+        let relative = uncompressed_name(source);
         let depends: Vec<String> = info
             .iter()
             .filter_map(|(k, v)| (k == "depends").then_some(v))
@@ -45,7 +58,7 @@ pub fn select(modules_dir: &Path) -> Result<BTreeMap<String, Module>, String> {
             .collect();
         let aliases = info.iter().filter(|(k, _)| k == "alias").map(|(_, v)| v.clone()).collect();
         wanted.extend(depends.iter().cloned());
-        chosen.insert(name, Module { relative, depends, aliases });
+        chosen.insert(name, Module { relative, elf, depends, aliases });
     }
     Ok(chosen)
 }
@@ -92,6 +105,66 @@ fn dependencies_first(
     order.push(name.to_string());
 }
 
+/// Writes the modules [`select`] picks from `from` into `to` (another modules directory),
+/// uncompressed, with the kernel's `modules.builtin*` and `modules.order` (so `depmod` can
+/// run on it too, as `bench-scripts/tls-guest` does). Returns how many modules it wrote.
+pub fn copy_selected(from: &Path, to: &Path) -> Result<usize, String> {
+    let chosen = select(from)?;
+    for module in chosen.values() {
+        let path = to.join(&module.relative);
+        let parent = path.parent().expect("a module path has a directory");
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::write(&path, &module.elf).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    for name in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+        if from.join(name).is_file() {
+            std::fs::copy(from.join(name), to.join(name)).map_err(|e| format!("copy {name}: {e}"))?;
+        }
+    }
+    Ok(chosen.len())
+}
+
+/// How a module file is compressed, from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+    Zstd,
+}
+
+/// The module name (`-` spelled `_`) and compression of a module file name (`tls.ko`,
+/// `aesni-intel.ko.xz`, `chacha20poly1305.ko.zst`); `None` for anything else.
+pub fn module_file(file_name: &str) -> Option<(String, Compression)> {
+    let (stem, compression) = if let Some(stem) = file_name.strip_suffix(".ko") {
+        (stem, Compression::None)
+    } else if let Some(stem) = file_name.strip_suffix(".ko.xz") {
+        (stem, Compression::Xz)
+    } else {
+        (file_name.strip_suffix(".ko.zst")?, Compression::Zstd)
+    };
+    (!stem.is_empty()).then(|| (module_name(stem), compression))
+}
+
+/// `relative` with a compressed module's `.xz` or `.zst` taken off.
+fn uncompressed_name(relative: &Path) -> PathBuf {
+    match relative.extension().and_then(|x| x.to_str()) {
+        Some("xz" | "zst") => relative.with_extension(""),
+        _ => relative.to_path_buf(),
+    }
+}
+
+/// A module file's contents, decompressed on the host when its name says it is compressed.
+fn uncompressed(path: &Path) -> Result<Vec<u8>, String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let tool = match module_file(name).map(|(_, c)| c) {
+        Some(Compression::Xz) => "xz",
+        Some(Compression::Zstd) => "zstd",
+        _ => return std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display())),
+    };
+    run_bounded(Command::new(tool).arg("-dc").arg(path), Duration::from_secs(60))
+        .map_err(|e| format!("decompress {} (Debian packages xz-utils, zstd): {e}", path.display()))
+}
+
 /// Maps every module name under `dir` to its path relative to `root`.
 fn index(root: &Path, dir: &Path, all: &mut BTreeMap<String, PathBuf>) -> Result<(), String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
@@ -99,8 +172,8 @@ fn index(root: &Path, dir: &Path, all: &mut BTreeMap<String, PathBuf>) -> Result
         let path = entry.map_err(|e| format!("read {}: {e}", dir.display()))?.path();
         if path.is_dir() {
             index(root, &path, all)?;
-        } else if let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko")) {
-            all.insert(module_name(stem), path.strip_prefix(root).unwrap().to_path_buf());
+        } else if let Some((name, _)) = path.file_name().and_then(|n| n.to_str()).and_then(module_file) {
+            all.insert(name, path.strip_prefix(root).unwrap().to_path_buf());
         }
     }
     Ok(())
@@ -110,16 +183,16 @@ fn module_name(file_stem: &str) -> String {
     file_stem.replace('-', "_")
 }
 
-/// The `key=value` strings of an (uncompressed) module's `.modinfo` ELF section.
-fn modinfo(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let elf = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let section =
-        modinfo_section(&elf).ok_or_else(|| format!("{} is not a 64-bit ELF module with .modinfo", path.display()))?;
-    Ok(section
-        .split(|&b| b == 0)
-        .filter_map(|entry| std::str::from_utf8(entry).ok()?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
+/// The `key=value` strings of an uncompressed module's `.modinfo` ELF section.
+fn modinfo(elf: &[u8]) -> Option<Vec<(String, String)>> {
+    let section = modinfo_section(elf)?;
+    Some(
+        section
+            .split(|&b| b == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 fn modinfo_section(elf: &[u8]) -> Option<&[u8]> {
