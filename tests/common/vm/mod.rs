@@ -133,7 +133,8 @@ fn boot(
     let log = std::fs::File::create(console).map_err(|e| format!("create {}: {e}", console.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
+    let mut command = Command::new("qemu-system-x86_64");
+    command
         .args(["-accel", if kvm { "kvm" } else { "tcg" }, "-cpu", if kvm { "host" } else { "max" }])
         .args([
             "-m",
@@ -153,12 +154,14 @@ fn boot(
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("start qemu-system-x86_64 (Debian package qemu-system-x86): {e}"))?;
+        .stderr(err);
+    die_with_parent(&mut command);
+    let mut qemu = QemuGuard(
+        command.spawn().map_err(|e| format!("start qemu-system-x86_64 (Debian package qemu-system-x86): {e}"))?,
+    );
     let rounds = timeout.as_millis() / 50 + 1;
     for _ in 0..rounds {
-        if qemu.try_wait().map_err(|e| e.to_string())?.is_some() {
+        if qemu.0.try_wait().map_err(|e| e.to_string())?.is_some() {
             return Ok((false, started.elapsed()));
         }
         if started.elapsed() > timeout {
@@ -166,9 +169,42 @@ fn boot(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
+    drop(qemu);
     Ok((true, started.elapsed()))
+}
+
+/// Kills and reaps qemu when dropped: a guest that hangs never outlives its test, whether the
+/// run ends, returns early with an error or panics.
+struct QemuGuard(std::process::Child);
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Has the kernel send the child SIGKILL when the thread that started it dies (cargo killed,
+/// the test process ended), where no `Drop` runs. The check of the parent closes the race with
+/// a parent that died before `prctl`.
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid), no allocation
+    // on success.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the parent died before exec"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// `/init`: set the guest up, run the binary, print the marker with its status, power off.
@@ -231,6 +267,7 @@ fn run_bounded(command: &mut Command, limit: Duration) -> Result<Vec<u8>, String
     if let Some(dir) = command.get_current_dir() {
         bounded.current_dir(dir);
     }
+    die_with_parent(&mut bounded);
     let out = bounded.stdin(Stdio::null()).output().map_err(|e| format!("run {program}: {e}"))?;
     match out.status.code() {
         Some(0) => Ok(out.stdout),
