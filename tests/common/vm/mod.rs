@@ -51,10 +51,17 @@ pub struct GuestRun<'a> {
 /// Directories `/init` mounts filesystems on, hiding what the initramfs has there.
 const MOUNTED: [&str; 6] = ["/proc", "/sys", "/dev", "/tmp", "/root", "/run"];
 
+/// Held for a whole guest run (kernel fetch, initramfs, qemu): under TCG on two cores, two
+/// guests at once (the test harness runs tests in parallel) each take more than twice as long,
+/// and two first runs would both fetch the kernel.
+static ONE_GUEST_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Boots a guest that runs `run.binary` with its arguments and environment, and returns its
 /// exit status and console output. Panics (naming the cause) when the guest cannot be built
 /// or qemu cannot start; a binary that fails or hangs is reported in the [`VmOutcome`].
 pub fn run_in_vm(run: &GuestRun) -> VmOutcome {
+    // A test that panicked while holding the lock left nothing half done that matters here.
+    let _one_guest = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match try_run_in_vm(run) {
         Ok(outcome) => outcome,
         Err(e) => panic!("cannot run the guest: {e}"),
