@@ -84,4 +84,20 @@ mod tests {
         assert_eq!((parse_secs("90"), parse_secs("1h30m")), (Ok(90), Ok(5400)), "bare seconds too");
         assert!(parse_secs("1500ms").is_err(), "whole seconds only");
     }
+
+    #[test]
+    fn whole_seconds_as_list_and_prune_take_them() {
+        assert_eq!(parse_secs("30m"), Ok(1800));
+        assert_eq!(parse_secs("12h"), Ok(43_200));
+        assert_eq!(parse_secs("7d"), Ok(604_800));
+        assert_eq!(parse_secs("90"), Ok(90));
+        assert_eq!(parse_secs("90s"), Ok(90));
+        assert_eq!(parse_secs("1h30m"), Ok(5400));
+        assert_eq!(parse_secs("2h45m10s"), Ok(9910));
+        assert_eq!(parse_secs(" 15d "), Ok(15 * 86_400));
+        assert_eq!(parse_secs("1d12h"), Ok(129_600));
+        for bad in ["", "d", "7y", "-1d", "1.5h", "99999999999999999999d", "30m1h", "1h1h", "1h 30m", "h30m", "1h30"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+    }
 }

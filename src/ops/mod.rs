@@ -6,7 +6,6 @@
 //! the store's public methods: ops → store → oci. Nothing here serves
 //! requests; `load` reaches upstreams only through the fetch plane's handle.
 
-pub mod criteria;
 pub mod export;
 pub mod list;
 pub mod load;

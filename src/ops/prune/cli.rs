@@ -13,11 +13,11 @@ use std::io::{self, Write};
 use super::job::PruneRequest;
 use super::{plan, prune_with, Criteria, Pins, Report};
 use crate::cli::{Cli, PruneArgs};
+use crate::config::duration::parse_secs;
 use crate::config::patterns::Patterns;
 use crate::config::size::parse as parse_size;
 use crate::config::{CommonSettings, FileConfig};
 use crate::go_time::parse_date;
-use crate::ops::criteria::parse_duration;
 use crate::store::{peek, Layout, MemoryLimits, OpenError, Store};
 
 /// Runs the command; returns the exit status: 0 pruned (or nothing to
@@ -51,7 +51,7 @@ pub fn criteria(args: &PruneArgs, now: u64) -> Result<Criteria, String> {
         accessed_before: args
             .accessed_before
             .as_deref()
-            .map(|d| parse_duration(d).map(|secs| now.saturating_sub(secs)))
+            .map(|d| parse_secs(d).map(|secs| now.saturating_sub(secs)))
             .transpose()
             .map_err(|e| format!("--accessed-before: {e}"))?,
         max_size: args.max_size.as_deref().map(parse_size).transpose().map_err(|e| format!("--max-size: {e}"))?,

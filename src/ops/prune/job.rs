@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 
 use super::{prune_with, Criteria, Pins};
 use crate::admin::{JobContext, JobFuture};
+use crate::config::duration::parse_secs;
 use crate::config::patterns::Patterns;
-use crate::ops::criteria::parse_duration;
 
 /// What a prune job is asked, typed: the criteria (resolved to absolute
 /// values) and whether to only plan. It is the job's body on the wire
@@ -152,7 +152,7 @@ pub fn from_go_query(query: &str, now: u64) -> Result<PruneRequest, String> {
     };
     let dur = || -> Result<u64, String> {
         let d = param("dur").ok_or("dur is required for this type (e.g. 30d)")?;
-        parse_duration(&d).map(|secs| now.saturating_sub(secs)).map_err(|e| format!("dur: {e}"))
+        parse_secs(&d).map(|secs| now.saturating_sub(secs)).map_err(|e| format!("dur: {e}"))
     };
     let mut criteria = Criteria { count: crate::query::count(query)?.0, ..Criteria::default() };
     match param("type").as_deref() {
