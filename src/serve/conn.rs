@@ -10,11 +10,11 @@ use std::os::unix::io::RawFd;
 use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
-use super::http::write_stall_timeout;
+use super::http::write_all_within;
 use super::ktls::KernelTlsConn;
 use super::mapped::{self, MappedFile};
 use super::sendfile;
@@ -63,10 +63,7 @@ impl Conn {
     /// Writes all of `buf`, failing when the client stops reading for the write stall timeout.
     pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => match monoio::time::timeout(write_stall_timeout(), s.write_all(buf)).await {
-                Ok((res, _)) => res.map(|_| ()),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
-            },
+            Conn::Plain(s) => write_all_within(s, buf).await,
             Conn::Tls(t) => tls::write_buf(t, buf).await,
             Conn::KernelTls(k) => k.write_all(buf).await,
         }

@@ -29,6 +29,19 @@ pub fn set_write_stall_timeout(timeout: Duration) {
 pub fn write_stall_timeout() -> Duration {
     Duration::from_secs(WRITE_STALL_SECS.load(Ordering::Relaxed))
 }
+
+/// Writes all of `buf` to a socket that takes plaintext (plain, or kernel
+/// TLS), failing when the client takes nothing for the write stall timeout.
+pub async fn write_all_within<B: monoio::buf::IoBuf>(
+    stream: &mut monoio::net::TcpStream,
+    buf: B,
+) -> std::io::Result<()> {
+    use monoio::io::AsyncWriteRentExt;
+    match monoio::time::timeout(write_stall_timeout(), stream.write_all(buf)).await {
+        Ok((res, _)) => res.map(|_| ()),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
+    }
+}
 const MAX_HEADERS: usize = 96;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

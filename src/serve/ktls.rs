@@ -21,11 +21,11 @@ use std::os::unix::io::RawFd;
 use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
-use super::http::write_stall_timeout;
+use super::http::write_all_within;
 use super::mapped::{self, MappedFile};
 use super::sendfile;
 
@@ -100,10 +100,7 @@ impl KernelTlsConn {
     /// Writes all of `buf`, failing when the client stops reading for the write stall timeout.
     pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> io::Result<()> {
         self.count(buf.bytes_init() as u64);
-        match monoio::time::timeout(write_stall_timeout(), self.tcp.write_all(buf)).await {
-            Ok((res, _)) => res.map(|_| ()),
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")),
-        }
+        write_all_within(&mut self.tcp, buf).await
     }
 
     /// Sends `len` bytes of the open file `fd` from `offset` with `sendfile`.
